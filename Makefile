@@ -1,0 +1,48 @@
+# hwrun: two commands on a fresh machine.
+#   make run   -- set up (torch venv + release build) and run the default recipe
+#   make test  -- set up and run the whole test suite
+#
+# libtorch comes from the PyPI torch wheel, in one venv per user and torch version, shared by
+# every clone and CI run (override with HWRUN_TORCH_VENV).
+
+TORCH_VERSION := 2.13.0
+HWRUN_TORCH_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hwrun/torch-$(TORCH_VERSION)
+PYTHON ?= python3
+VENV_PY := $(HWRUN_TORCH_VENV)/bin/python
+VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready
+# Test oracles installed beside torch: the reference implementations our numbers are checked against.
+ORACLE_PACKAGES := numpy scipy scikit-learn safetensors
+
+export VIRTUAL_ENV := $(HWRUN_TORCH_VENV)
+export PATH := $(HWRUN_TORCH_VENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+
+RECIPE ?= recipes/quickstart.toml
+CARGO ?= cargo
+
+.PHONY: run build test bench venv clean-venv
+
+run: build
+	./target/release/hwrun $(RECIPE)
+
+build: $(VENV_STAMP)
+	$(CARGO) build --release --locked
+
+test: $(VENV_STAMP)
+	$(CARGO) build --release --locked
+	$(CARGO) test --release --locked
+
+bench: $(VENV_STAMP)
+	$(CARGO) bench --locked
+
+venv: $(VENV_STAMP)
+
+# The stamp is written last, so an interrupted install is redone, not trusted.
+$(VENV_STAMP):
+	@mkdir -p $(dir $(HWRUN_TORCH_VENV))
+	@test -x $(VENV_PY) || $(PYTHON) -m venv $(HWRUN_TORCH_VENV)
+	$(VENV_PY) -m pip install --disable-pip-version-check --quiet torch==$(TORCH_VERSION) $(ORACLE_PACKAGES)
+	@touch $@
+
+clean-venv:
+	rm -rf $(HWRUN_TORCH_VENV)

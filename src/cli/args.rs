@@ -1,0 +1,128 @@
+//! Command-line arguments, parsed by clap into typed options before any work starts.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+/// Reproduce deep-learning experiments from declarative TOML recipes.
+///
+/// `hwrun RECIPE` plans the recipe's stages, runs the ones not in the cache and prints where the
+/// outputs and the report are. Without a recipe it runs the embedded quickstart.
+#[derive(Debug, Parser)]
+#[command(name = "hwrun", args_conflicts_with_subcommands = true, disable_version_flag = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// Print hwrun's version, the libtorch version and whether CUDA is available.
+    #[arg(short = 'V', long, global = true)]
+    pub version: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan and run a recipe (the default command).
+    Run(RunArgs),
+    /// Show every stage with its cache key, whether it is cached, and why it would run.
+    Plan(RecipeArgs),
+    /// Print the stage graph as Graphviz DOT or Mermaid.
+    Dag(DagArgs),
+    /// Compare a sweep's variants: swept parameters and recorded metrics.
+    Compare(CompareArgs),
+    /// Remove cache entries not reachable from the given recipes.
+    Gc(GcArgs),
+    /// Re-verify the hashes of every cache entry.
+    Fsck,
+    /// List the stage kinds hwrun knows.
+    Stages,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Device for learning stages: `cpu`, `cuda`, `cuda:N` (default: CUDA when available).
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<String>,
+
+    /// Cache directory.
+    #[arg(long, global = true, env = "HWRUN_CACHE", default_value = "cache", value_name = "DIR")]
+    pub cache_dir: Utf8PathBuf,
+
+    /// No progress or status lines, results only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More logging (-v debug, -vv trace); `RUST_LOG` is honoured too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// A recipe and overrides of its parameters.
+#[derive(Debug, Args, Default)]
+pub struct RecipeArgs {
+    /// The recipe TOML file (default: the embedded quickstart).
+    #[arg(value_name = "RECIPE")]
+    pub recipe: Option<Utf8PathBuf>,
+
+    /// Override a parameter: `--set train.lr=1e-3` (repeatable).
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+
+    /// How many stages may run at once (device-bound stages still run one per device).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Keep running the stages that do not depend on a failed one.
+    #[arg(short, long)]
+    pub keep_going: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DagArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+
+    /// Graphviz DOT (the default).
+    #[arg(long, conflicts_with = "mermaid")]
+    pub dot: bool,
+
+    /// Mermaid flowchart.
+    #[arg(long)]
+    pub mermaid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+
+    /// CSV instead of a markdown table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Recipes whose stages (every sweep variant) are kept.
+    #[arg(value_name = "RECIPE", required = true)]
+    pub recipes: Vec<Utf8PathBuf>,
+
+    /// Show what would be removed without removing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,85 @@
+//! `hwrun plan` and `hwrun dag`: what would run and why, without running anything.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::args::{DagArgs, GlobalArgs, RecipeArgs};
+use super::session::{Failure, Session};
+use crate::error::exit_code;
+use crate::graph::{render, Status};
+use crate::output::{OutputMode, Printer};
+
+/// One row of `hwrun plan --json`.
+#[derive(Serialize)]
+struct PlanRow<'a> {
+    name: &'a str,
+    kind: &'a str,
+    key: String,
+    status: Status,
+    reasons: &'a [String],
+    variants: Vec<&'a str>,
+}
+
+pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result<i32, Failure> {
+    let session = Session::open(global, args)?;
+    let plan = &session.plan;
+    let rows: Vec<PlanRow> = plan
+        .topological()
+        .into_iter()
+        .map(|node| {
+            let stage = &plan.graph[node];
+            let status = &session.statuses[node.index()];
+            PlanRow {
+                name: &stage.label,
+                kind: stage.kind.kind(),
+                key: stage.key.hex(),
+                status: status.status,
+                reasons: &status.reasons,
+                variants: plan
+                    .variants
+                    .iter()
+                    .filter(|v| v.nodes.contains(&node) && !v.label.is_empty())
+                    .map(|v| v.label.as_str())
+                    .collect(),
+            }
+        })
+        .collect();
+    session.save_stat_cache();
+    if printer.mode() == OutputMode::Json {
+        printer.result(&serde_json::to_string_pretty(&rows).map_err(anyhow::Error::from)?);
+        return Ok(exit_code::SUCCESS);
+    }
+    let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<width$}  {:<16} {:<12}  {:<6}  why\n", "stage", "kind", "key", "status");
+    for row in &rows {
+        let status = match row.status {
+            Status::Cached => "cached",
+            Status::Run => "run",
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<16} {:<12}  {:<6}  {}",
+            row.name,
+            row.kind,
+            &row.key[..12],
+            status,
+            row.reasons.join("; ")
+        );
+    }
+    let to_run = rows.iter().filter(|r| r.status == Status::Run).count();
+    let _ = write!(out, "\n{} stages ({} variants): {} cached, {} to run", rows.len(), plan.variants.len(), rows.len() - to_run, to_run);
+    printer.result(&out);
+    Ok(exit_code::SUCCESS)
+}
+
+pub fn dag(global: &GlobalArgs, args: &DagArgs, printer: &Printer) -> Result<i32, Failure> {
+    let session = Session::open(global, &args.recipe)?;
+    let text = if args.mermaid {
+        render::mermaid(&session.plan, &session.statuses)
+    } else {
+        render::dot(&session.plan, &session.statuses)
+    };
+    printer.result(&text);
+    Ok(exit_code::SUCCESS)
+}

@@ -1,0 +1,141 @@
+//! `hwrun [run] RECIPE`: plan, run what is missing, print where everything is.
+
+use std::fmt::Write;
+
+use super::args::{GlobalArgs, RunArgs};
+use super::session::{Failure, Session};
+use crate::error::exit_code;
+use crate::graph::Status;
+use crate::output::{OutputMode, Printer};
+use crate::scheduler::{execute, RunOptions, RunSummary, StageResult};
+use crate::stages::CancelToken;
+
+pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &CancelToken) -> Result<i32, Failure> {
+    let device = parse_device(global.device.as_deref())?;
+    let session = Session::open(global, &args.recipe)?;
+    match session.cache.clean_stale_staging() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} staging directories left by interrupted runs"),
+        Err(error) => printer.warn(&format!("cannot clean stale staging directories: {error}")),
+    }
+    let to_run = session.statuses.iter().filter(|s| s.status == Status::Run).count();
+    printer.status(&format!(
+        "{}: {} stages, {} cached, {} to run on {}",
+        session.plan.recipe.name,
+        session.statuses.len(),
+        session.statuses.len() - to_run,
+        to_run,
+        device_name(device)
+    ));
+    let options = RunOptions {
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        keep_going: args.keep_going,
+        device,
+    };
+    let summary = execute(&session.plan, &session.statuses, &session.cache, &options, printer, cancel);
+    record_refs(&session, &summary);
+    session.save_stat_cache();
+    match printer.mode() {
+        OutputMode::Json => printer.result(&serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?),
+        _ => printer.result(&render_summary(&summary)),
+    }
+    Ok(if summary.interrupted {
+        exit_code::INTERRUPTED
+    } else if summary.succeeded() {
+        exit_code::SUCCESS
+    } else {
+        exit_code::STAGE_FAILED
+    })
+}
+
+/// Remembers each finished stage's key so the next plan can say what changed.
+fn record_refs(session: &Session, summary: &RunSummary) {
+    for stage in &summary.stages {
+        if matches!(stage.result, StageResult::Cached | StageResult::Ran) {
+            if let Some(key) = crate::cache::CacheKey::from_hex(&stage.key) {
+                if let Err(error) = session.cache.record_ref(&summary.recipe, &stage.name, &key) {
+                    tracing::warn!("cannot record the last key of `{}`: {error}", stage.name);
+                }
+            }
+        }
+    }
+}
+
+/// The end-of-run table: each stage, what happened, how long, where its output is.
+fn render_summary(summary: &RunSummary) -> String {
+    let mut out = String::new();
+    let width = summary.stages.iter().map(|s| s.name.chars().count()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "{:<width$}  {:<16} {:<8} {:>8}  output", "stage", "kind", "result", "time");
+    for stage in &summary.stages {
+        let result = match stage.result {
+            StageResult::Cached => "cached",
+            StageResult::Ran => "ran",
+            StageResult::Failed => "FAILED",
+            StageResult::Skipped => "skipped",
+        };
+        let time = if stage.result == StageResult::Ran { format!("{:.1}s", stage.seconds) } else { "-".to_owned() };
+        let location = match (&stage.output, &stage.error) {
+            (_, Some(error)) => error.lines().next().unwrap_or_default().to_owned(),
+            (Some(output), None) => output.to_string(),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(out, "{:<width$}  {:<16} {:<8} {:>8}  {location}", stage.name, stage.kind, result, time);
+    }
+    let lines: Vec<&String> = summary.stages.iter().flat_map(|s| &s.outcome.summary).collect();
+    if !lines.is_empty() {
+        out.push('\n');
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    for file in summary.primary_files() {
+        let _ = writeln!(out, "\nreport: {file}");
+    }
+    let _ = writeln!(
+        out,
+        "\n{} ran, {} cached, {} failed, {} skipped",
+        summary.count(StageResult::Ran),
+        summary.count(StageResult::Cached),
+        summary.count(StageResult::Failed),
+        summary.count(StageResult::Skipped)
+    );
+    for failed in summary.stages.iter().filter(|s| s.result == StageResult::Failed) {
+        if let Some(error) = &failed.error {
+            let _ = writeln!(out, "\nerror: stage `{}` failed: {error}", failed.name);
+        }
+    }
+    out
+}
+
+/// `--device`: `cpu`, `cuda`, `cuda:N`; by default CUDA when available.
+pub fn parse_device(device: Option<&str>) -> Result<tch::Device, Failure> {
+    let device = match device {
+        None => tch::Device::cuda_if_available(),
+        Some("cpu") => tch::Device::Cpu,
+        Some("cuda") => tch::Device::Cuda(0),
+        Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(index) => tch::Device::Cuda(index),
+            None => {
+                return Err(Failure::Input(anyhow::anyhow!(
+                    "unknown device `{other}`: use `cpu`, `cuda` or `cuda:N`"
+                )))
+            }
+        },
+    };
+    if let tch::Device::Cuda(index) = device {
+        let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        if index >= available {
+            return Err(Failure::Input(anyhow::anyhow!(
+                "device `cuda:{index}` is not available ({available} CUDA device(s) found); use `--device cpu`"
+            )));
+        }
+    }
+    Ok(device)
+}
+
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(index) => format!("cuda:{index}"),
+        _ => "cpu".to_owned(),
+    }
+}

@@ -1,0 +1,178 @@
+//! Pinned checksums: hex digests as recipes write them, and streaming verification of a file.
+//!
+//! A recipe pins `sha256 = "<64 hex digits>"` or `md5 = "<32 hex digits>"`. The digests are
+//! validated (length, hex) and lower-cased while the recipe is parsed, so a typo fails before
+//! anything downloads and two spellings of the same digest give the same cache key.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use md5::Md5;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use super::error::DownloadError;
+use super::Observer;
+
+/// A lower-case hex digest of exactly `LEN` digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HexDigest<const LEN: usize>(String);
+
+/// A SHA-256 digest (64 hex digits).
+pub type Sha256Hex = HexDigest<64>;
+/// An MD5 digest (32 hex digits).
+pub type Md5Hex = HexDigest<32>;
+
+impl<const LEN: usize> HexDigest<LEN> {
+    /// Validates and lower-cases `text`; the error says what was wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        if trimmed.len() != LEN {
+            return Err(format!("expected {LEN} hex digits, found {} characters in `{trimmed}`", trimmed.len()));
+        }
+        if let Some(bad) = trimmed.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(format!("`{bad}` is not a hex digit in `{trimmed}`"));
+        }
+        Ok(HexDigest(trimmed.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<const LEN: usize> fmt::Display for HexDigest<LEN> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<const LEN: usize> Serialize for HexDigest<LEN> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de, const LEN: usize> Deserialize<'de> for HexDigest<LEN> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        HexDigest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The digests a file must match; empty when the recipe opted out with `verify = false`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    pub sha256: Option<Sha256Hex>,
+    pub md5: Option<Md5Hex>,
+}
+
+impl Pinned {
+    pub fn is_empty(&self) -> bool {
+        self.sha256.is_none() && self.md5.is_none()
+    }
+
+    /// What the summary line says was checked: "sha256 ok", "md5 ok", "sha256+md5 ok" or
+    /// "not verified".
+    pub fn verdict(&self) -> &'static str {
+        match (&self.sha256, &self.md5) {
+            (Some(_), Some(_)) => "sha256+md5 ok",
+            (Some(_), None) => "sha256 ok",
+            (None, Some(_)) => "md5 ok",
+            (None, None) => "not verified",
+        }
+    }
+
+    /// Hashes `path` once and compares it with every pinned digest.
+    pub fn verify(&self, path: &Path, observer: &dyn Observer) -> Result<(), DownloadError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let (sha256, md5) = digest_file(path, observer)?;
+        if let Some(expected) = &self.sha256 {
+            compare(path, "sha256", expected.as_str(), &sha256)?;
+        }
+        if let Some(expected) = &self.md5 {
+            compare(path, "md5", expected.as_str(), &md5)?;
+        }
+        Ok(())
+    }
+}
+
+fn compare(path: &Path, algorithm: &'static str, expected: &str, actual: &str) -> Result<(), DownloadError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(DownloadError::ChecksumMismatch {
+            file: path.to_path_buf(),
+            algorithm,
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        })
+    }
+}
+
+/// SHA-256 and MD5 of a file as lower-case hex, computed in one pass (MD5 is cheap next to the
+/// disk read, and hashing once keeps big archives from being read twice).
+pub fn digest_file(path: &Path, observer: &dyn Observer) -> Result<(String, String), DownloadError> {
+    let read_error = |source| DownloadError::LocalRead { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(read_error)?;
+    let total = file.metadata().map_err(read_error)?.len();
+    observer.phase("verifying", Some(total));
+    let mut sha256 = Sha256::new();
+    let mut md5 = Md5::new();
+    let mut buffer = vec![0u8; super::CHUNK];
+    loop {
+        observer.check_cancelled()?;
+        let n = file.read(&mut buffer).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        sha256.update(&buffer[..n]);
+        md5.update(&buffer[..n]);
+        observer.advance(n as u64);
+    }
+    Ok((hex::encode(sha256.finalize()), hex::encode(md5.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::tests::Silent;
+
+    #[test]
+    fn parse_accepts_and_lowercases_hex() {
+        let digest = Md5Hex::parse("F68B3C2DCBEAAA9FBDD348BBDEB94873").unwrap();
+        assert_eq!(digest.as_str(), "f68b3c2dcbeaaa9fbdd348bbdeb94873");
+    }
+
+    #[test]
+    fn parse_rejects_wrong_length_and_non_hex() {
+        assert!(Md5Hex::parse("abc").unwrap_err().contains("expected 32 hex digits"));
+        let not_hex = "z".repeat(64);
+        assert!(Sha256Hex::parse(&not_hex).unwrap_err().contains("`z` is not a hex digit"));
+    }
+
+    #[test]
+    fn digests_match_known_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        let (sha256, md5) = digest_file(&path, &Silent).unwrap();
+        assert_eq!(sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn mismatch_names_expected_and_actual() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        let pinned = Pinned { sha256: None, md5: Some(Md5Hex::parse(&"0".repeat(32)).unwrap()) };
+        let message = pinned.verify(&path, &Silent).unwrap_err().to_string();
+        assert!(message.contains(&"0".repeat(32)), "{message}");
+        assert!(message.contains("900150983cd24fb0d6963f7d28e17f72"), "{message}");
+    }
+}

@@ -1,0 +1,23 @@
+//! hwrun: reproduce deep-learning experiments from declarative TOML recipes.
+//!
+//! A recipe (see [`recipe`]) names stages and how their outputs feed each other. The [`graph`]
+//! module turns it into a DAG of stage instances with content-hash keys, the [`cache`] stores
+//! every finished stage under its key, and the [`scheduler`] runs what is missing. Stage kinds live
+//! in [`stages`], one file each; they build on [`data`] (datasets and their formats),
+//! [`download`], [`models`], [`metrics`], [`viz`] and [`report`].
+
+pub mod cache;
+pub mod cli;
+pub mod data;
+pub mod download;
+pub mod error;
+pub mod graph;
+pub mod metrics;
+pub mod models;
+pub mod output;
+pub mod recipe;
+pub mod report;
+pub mod scheduler;
+pub mod stages;
+pub mod training;
+pub mod viz;

@@ -1,0 +1,8 @@
+//! Metrics computed from models and features (accuracy, t-SNE, trustworthiness, ...).
+
+pub mod distance;
+pub mod trustworthiness;
+pub mod tsne;
+
+pub use trustworthiness::{trustworthiness, TrustworthinessError};
+pub use tsne::{tsne, Embedding, Init, TsneConfig, TsneError, TsneProgress};

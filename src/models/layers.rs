@@ -1,0 +1,185 @@
+//! A sequential block described by value: the same list of [`LayerSpec`]s builds the tch
+//! modules, infers every layer's input size, runs the forward pass and prints the PyTorch repr.
+//!
+//! Parameter names follow PyTorch: a block at path `feature` with a layer named `conv1` owns
+//! `feature.conv1.weight` and `feature.conv1.bias`.
+
+use tch::{nn, Tensor};
+
+use super::summary::ModuleTree;
+
+/// One layer of a [`Sequential`], by its hyper-parameters only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LayerSpec {
+    /// `Conv2d` with a square kernel, stride 1.
+    Conv2d { out_channels: i64, kernel: i64, padding: i64 },
+    /// `MaxPool2d` with a square window.
+    MaxPool2d { kernel: i64, stride: i64, padding: i64 },
+    Relu,
+    /// Flattens `[b, c, h, w]` to `[b, c*h*w]`.
+    Flatten,
+    Linear { out_features: i64 },
+}
+
+/// What flows between layers, without the batch dimension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Image { channels: i64, height: i64, width: i64 },
+    Vector(i64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("layer `{layer}` needs {needs} input but gets {found:?}: the input is too small or the layer order is wrong (raise `image_size`)")]
+    LayerInputMismatch { layer: String, needs: &'static str, found: Activation },
+    #[error("architecture `{arch}` needs images of at least {min}x{min} pixels, `image_size` is {found}")]
+    ImageTooSmall { arch: String, min: i64, found: i64 },
+    #[error("{what} {found} is not supported: expected {expected}")]
+    Unsupported { what: &'static str, found: i64, expected: &'static str },
+}
+
+enum Layer {
+    Conv2d(nn::Conv2D),
+    Linear(nn::Linear),
+    MaxPool2d { kernel: i64, stride: i64, padding: i64 },
+    Relu,
+    Flatten,
+}
+
+/// Layers applied in order, like `torch.nn.Sequential`.
+pub struct Sequential {
+    layers: Vec<(String, Layer)>,
+    reprs: Vec<(String, String)>,
+    output: Activation,
+}
+
+impl Sequential {
+    /// Creates the layers under `path`, starting from `input`.
+    pub fn new(path: &nn::Path, input: Activation, specs: &[(&str, LayerSpec)]) -> Result<Self, ModelError> {
+        let mut current = input;
+        let mut layers = Vec::with_capacity(specs.len());
+        let mut reprs = Vec::with_capacity(specs.len());
+        for &(name, spec) in specs {
+            let (layer, repr, next) = build_layer(&(path / name), name, spec, current)?;
+            layers.push((name.to_owned(), layer));
+            reprs.push((name.to_owned(), repr));
+            current = next;
+        }
+        Ok(Sequential { layers, reprs, output: current })
+    }
+
+    /// What the block produces for one sample.
+    pub fn output(&self) -> Activation {
+        self.output
+    }
+
+    /// The width of the output, flattened.
+    pub fn output_dim(&self) -> i64 {
+        match self.output {
+            Activation::Image { channels, height, width } => channels * height * width,
+            Activation::Vector(n) => n,
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        self.layers.iter().fold(xs.shallow_clone(), |x, (_, layer)| apply(layer, &x))
+    }
+
+    /// The block as PyTorch prints it.
+    pub fn tree(&self) -> ModuleTree {
+        ModuleTree::node(
+            "Sequential",
+            self.reprs.iter().map(|(name, repr)| (name.clone(), ModuleTree::leaf(repr))).collect(),
+        )
+    }
+}
+
+fn apply(layer: &Layer, x: &Tensor) -> Tensor {
+    match layer {
+        Layer::Conv2d(conv) => x.apply(conv),
+        Layer::Linear(linear) => x.apply(linear),
+        Layer::MaxPool2d { kernel, stride, padding } => {
+            x.max_pool2d([*kernel, *kernel], [*stride, *stride], [*padding, *padding], [1, 1], false)
+        }
+        Layer::Relu => x.relu(),
+        // (b, c, h, w) -> (b, c*h*w)
+        Layer::Flatten => x.flatten(1, -1),
+    }
+}
+
+fn build_layer(
+    path: &nn::Path,
+    name: &str,
+    spec: LayerSpec,
+    input: Activation,
+) -> Result<(Layer, String, Activation), ModelError> {
+    let mismatch = |needs| ModelError::LayerInputMismatch { layer: name.to_owned(), needs, found: input };
+    match (spec, input) {
+        (LayerSpec::Conv2d { out_channels, kernel, padding }, Activation::Image { channels, height, width }) => {
+            let side = |s: i64| s + 2 * padding - kernel + 1;
+            let next = image(out_channels, side(height), side(width)).ok_or_else(|| mismatch("a larger image"))?;
+            let config = nn::ConvConfig { padding, ..Default::default() };
+            let conv = nn::conv2d(path, channels, out_channels, kernel, config);
+            let pad = if padding > 0 { format!(", padding=({padding}, {padding})") } else { String::new() };
+            let repr = format!("Conv2d({channels}, {out_channels}, kernel_size=({kernel}, {kernel}), stride=(1, 1){pad})");
+            Ok((Layer::Conv2d(conv), repr, next))
+        }
+        (LayerSpec::MaxPool2d { kernel, stride, padding }, Activation::Image { channels, height, width }) => {
+            let side = |s: i64| (s + 2 * padding - kernel).div_euclid(stride) + 1;
+            let next = image(channels, side(height), side(width)).ok_or_else(|| mismatch("a larger image"))?;
+            let repr = format!("MaxPool2d(kernel_size={kernel}, stride={stride}, padding={padding}, dilation=1, ceil_mode=False)");
+            Ok((Layer::MaxPool2d { kernel, stride, padding }, repr, next))
+        }
+        (LayerSpec::Relu, any) => Ok((Layer::Relu, "ReLU()".to_owned(), any)),
+        (LayerSpec::Flatten, Activation::Image { channels, height, width }) => Ok((
+            Layer::Flatten,
+            "Flatten(start_dim=1, end_dim=-1)".to_owned(),
+            Activation::Vector(channels * height * width),
+        )),
+        (LayerSpec::Linear { out_features }, Activation::Vector(in_features)) => {
+            let linear = nn::linear(path, in_features, out_features, Default::default());
+            let repr = format!("Linear(in_features={in_features}, out_features={out_features}, bias=True)");
+            Ok((Layer::Linear(linear), repr, Activation::Vector(out_features)))
+        }
+        (LayerSpec::Linear { .. }, _) => Err(mismatch("a flat vector (add a Flatten layer)")),
+        (_, Activation::Vector(_)) => Err(mismatch("an image")),
+    }
+}
+
+fn image(channels: i64, height: i64, width: i64) -> Option<Activation> {
+    (height > 0 && width > 0).then_some(Activation::Image { channels, height, width })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infers_sizes_and_names_parameters_like_pytorch() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let specs = [
+            ("conv1", LayerSpec::Conv2d { out_channels: 4, kernel: 3, padding: 1 }),
+            ("pool1", LayerSpec::MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+            ("flatten", LayerSpec::Flatten),
+            ("fc1", LayerSpec::Linear { out_features: 5 }),
+        ];
+        let input = Activation::Image { channels: 3, height: 8, width: 8 };
+        let seq = Sequential::new(&(vs.root() / "block"), input, &specs).unwrap();
+        assert_eq!(seq.output_dim(), 5);
+        let mut names: Vec<String> = vs.variables().into_keys().collect();
+        names.sort();
+        assert_eq!(names, ["block.conv1.bias", "block.conv1.weight", "block.fc1.bias", "block.fc1.weight"]);
+        assert_eq!(vs.variables()["block.fc1.weight"].size(), [5, 4 * 4 * 4]);
+        let out = seq.forward(&Tensor::zeros([2, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu)));
+        assert_eq!(out.size(), [2, 5]);
+    }
+
+    #[test]
+    fn rejects_an_image_that_shrinks_to_nothing() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let specs = [("conv1", LayerSpec::Conv2d { out_channels: 4, kernel: 5, padding: 0 })];
+        let input = Activation::Image { channels: 1, height: 4, width: 4 };
+        let err = Sequential::new(&vs.root(), input, &specs).err().unwrap();
+        assert!(err.to_string().contains("layer `conv1`"), "{err}");
+    }
+}

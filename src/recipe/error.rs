@@ -1,0 +1,141 @@
+//! Everything that can be wrong with a recipe, each with the place it was written.
+
+use camino::Utf8PathBuf;
+
+use super::source::Span;
+
+/// A recipe problem. Variants are named subject + problem and hold data; [`RecipeError::span`]
+/// says where, [`RecipeError::help`] how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe `{path}`: {source}")]
+    RecipeUnreadable { path: Utf8PathBuf, source: std::io::Error },
+    #[error("recipe `{path}` extends itself through `{chain}`")]
+    RecipeExtendsCycle { path: Utf8PathBuf, chain: String, at: Option<Span> },
+    #[error("invalid TOML: {message}")]
+    TomlSyntax { message: String, at: Option<Span> },
+    #[error("`{key}` must be {expected}, found {found}")]
+    ValueTypeWrong { key: String, expected: &'static str, found: &'static str, at: Option<Span> },
+    #[error("unknown key `{key}` in {table}")]
+    KeyUnknown { key: String, table: String, suggestion: Option<String>, at: Option<Span> },
+    #[error("the recipe has no `{key}`")]
+    KeyMissing { key: &'static str, at: Option<Span> },
+    #[error("the recipe has no stages")]
+    StagesMissing { at: Option<Span> },
+    #[error("stage `{stage}` has no `kind`")]
+    StageKindMissing { stage: String, at: Option<Span> },
+    #[error("stage `{stage}` has unknown kind `{kind}`")]
+    StageKindUnknown { stage: String, kind: String, suggestion: Option<String>, at: Option<Span> },
+    #[error("stage `{stage}`: {message}")]
+    StageParamInvalid { stage: String, message: String, at: Option<Span> },
+    #[error("stage `{stage}` input `{input}` refers to unknown stage `{target}`")]
+    StageInputUnknown {
+        stage: String,
+        input: String,
+        target: String,
+        suggestion: Option<String>,
+        at: Option<Span>,
+    },
+    #[error("stage `{stage}` input `{input}`: stage `{target}` has no output `{output}`")]
+    StageOutputUnknown {
+        stage: String,
+        input: String,
+        target: String,
+        output: String,
+        available: Vec<String>,
+        at: Option<Span>,
+    },
+    #[error("stage `{stage}` needs an input named `{input}`")]
+    StageInputMissing { stage: String, input: String, at: Option<Span> },
+    #[error("stage `{stage}` has circular dependency `{}`", cycle.join(" -> "))]
+    CircularStageDependency { stage: String, cycle: Vec<String>, at: Option<Span> },
+    #[error("invalid `--set {argument}`: {reason}")]
+    OverrideInvalid { argument: String, reason: String, at: Option<Span> },
+    #[error("invalid sweep: {reason}")]
+    SweepInvalid { reason: String, at: Option<Span> },
+    #[error("unknown variable `${{{name}}}`")]
+    VariableUnknown { name: String, known: Vec<String>, at: Option<Span> },
+}
+
+impl RecipeError {
+    /// Where in the recipe (or the command line) the problem is.
+    pub fn span(&self) -> Option<&Span> {
+        use RecipeError::*;
+        match self {
+            RecipeUnreadable { .. } => None,
+            RecipeExtendsCycle { at, .. }
+            | TomlSyntax { at, .. }
+            | ValueTypeWrong { at, .. }
+            | KeyUnknown { at, .. }
+            | KeyMissing { at, .. }
+            | StagesMissing { at }
+            | StageKindMissing { at, .. }
+            | StageKindUnknown { at, .. }
+            | StageParamInvalid { at, .. }
+            | StageInputUnknown { at, .. }
+            | StageOutputUnknown { at, .. }
+            | StageInputMissing { at, .. }
+            | CircularStageDependency { at, .. }
+            | OverrideInvalid { at, .. }
+            | SweepInvalid { at, .. }
+            | VariableUnknown { at, .. } => at.as_ref(),
+        }
+    }
+
+    /// A hint on how to fix it, if there is one.
+    pub fn help(&self) -> Option<String> {
+        use RecipeError::*;
+        let did_you_mean = |s: &Option<String>| s.as_ref().map(|s| format!("did you mean `{s}`?"));
+        match self {
+            KeyUnknown { suggestion, .. } | StageInputUnknown { suggestion, .. } => {
+                did_you_mean(suggestion)
+            }
+            StageKindUnknown { suggestion, .. } => did_you_mean(suggestion)
+                .or_else(|| Some("`hwrun stages` lists every stage kind".to_owned())),
+            StageOutputUnknown { available, target, .. } if available.is_empty() => Some(format!(
+                "stage `{target}` has a single output: refer to it as `{target}`"
+            )),
+            StageOutputUnknown { available, .. } => Some(format!(
+                "available outputs: {}",
+                available.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")
+            )),
+            StageInputMissing { input, .. } => {
+                Some(format!("add `{input} = \"<stage>\"` to the stage's `inputs` table"))
+            }
+            CircularStageDependency { .. } => {
+                Some("a stage cannot depend, directly or not, on its own output".to_owned())
+            }
+            OverrideInvalid { .. } => {
+                Some("write `--set stage.parameter=value`, e.g. `--set train.lr=1e-3`".to_owned())
+            }
+            VariableUnknown { known, .. } => Some(if known.is_empty() {
+                "declare it in a `[vars]` table".to_owned()
+            } else {
+                format!("declared variables: {}", known.join(", "))
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The closest of `candidates` to `word`, if one is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(suggest("fdi", ["fid", "tsne"]).as_deref(), Some("fid"));
+        assert_eq!(suggest("trian", ["train", "report"]).as_deref(), Some("train"));
+        assert_eq!(suggest("zzz", ["train", "report"]), None);
+    }
+}

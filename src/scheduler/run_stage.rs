@@ -1,0 +1,134 @@
+//! Runs one stage instance: lock its key, stage its outputs in a temporary directory, commit on
+//! success. Panics inside a stage (libtorch reports some errors that way) become failures.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+use petgraph::graph::NodeIndex;
+
+use crate::cache::manifest::InputRecord;
+use crate::cache::{Cache, Manifest};
+use crate::graph::Plan;
+use crate::stages::{CancelToken, InputArtifact, StageContext};
+
+/// What running a node gave.
+pub enum NodeRun {
+    /// Another process (or an earlier step of this one) had already produced it.
+    AlreadyCached(Manifest),
+    Ran(Manifest),
+}
+
+/// Everything a node needs from the rest of the run.
+pub struct NodeEnv<'a> {
+    pub plan: &'a Plan,
+    pub cache: &'a Cache,
+    pub device: tch::Device,
+    pub cancel: &'a CancelToken,
+    /// Manifests of finished nodes, by node index (inputs are always there).
+    pub manifests: &'a BTreeMap<NodeIndex, Manifest>,
+}
+
+pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: impl Fn()) -> anyhow::Result<NodeRun> {
+    let stage = &env.plan.graph[node];
+    if let Some(manifest) = env.cache.lookup(&stage.key) {
+        return Ok(NodeRun::AlreadyCached(manifest));
+    }
+    let lock = match env.cache.try_lock(&stage.key)? {
+        Some(lock) => lock,
+        None => {
+            on_wait();
+            env.cache.lock(&stage.key)?
+        }
+    };
+    if let Some(manifest) = env.cache.lookup(&stage.key) {
+        return Ok(NodeRun::AlreadyCached(manifest));
+    }
+    let staging = env.cache.stage(stage.key, lock)?;
+    let inputs = input_artifacts(env, node)?;
+    let log_path = staging.log_path();
+    let log_file = std::fs::File::create(&log_path).with_context(|| format!("cannot create `{log_path}`"))?;
+    let out_dir = staging.out_dir();
+    let mut ctx = StageContext::new(
+        stage.label.clone(),
+        out_dir.clone(),
+        inputs,
+        env.plan.recipe.seed,
+        env.device,
+        bar,
+        env.cancel.clone(),
+        Some(log_file),
+    );
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| stage.kind.run(&stage.params, &mut ctx)))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("the stage crashed: {}", panic_message(&panic))))?;
+    for output in &stage.shape.outputs {
+        anyhow::ensure!(
+            out_dir.join(output).is_dir(),
+            "stage kind `{}` declared output `{output}` but did not write it (hwrun bug)",
+            stage.kind.kind()
+        );
+    }
+    let manifest = Manifest {
+        format: Manifest::format_version(),
+        key: stage.key.hex(),
+        kind: stage.kind.kind().to_owned(),
+        stage_version: stage.kind.version(),
+        stage: stage.label.clone(),
+        recipe: env.plan.recipe.name.clone(),
+        params: stage.canonical.clone(),
+        seed: env.plan.recipe.seed,
+        inputs: stage
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), InputRecord { key: i.key.hex(), output: i.output.clone() }))
+            .collect(),
+        external: stage.external.clone(),
+        outcome,
+        files: Vec::new(),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        device: format!("{:?}", env.device).to_lowercase(),
+        hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    Ok(NodeRun::Ran(env.cache.commit(staging, manifest)?))
+}
+
+fn input_artifacts(env: &NodeEnv<'_>, node: NodeIndex) -> anyhow::Result<BTreeMap<String, InputArtifact>> {
+    let stage = &env.plan.graph[node];
+    env.plan
+        .inputs_of(node)
+        .into_iter()
+        .map(|(name, upstream)| {
+            let producer = &env.plan.graph[upstream];
+            let manifest = env
+                .manifests
+                .get(&upstream)
+                .with_context(|| format!("input `{name}` of `{}` has not finished (hwrun bug)", stage.label))?;
+            let output = stage.inputs.iter().find(|i| i.name == name).and_then(|i| i.output.clone());
+            let base = env.cache.output_dir(&producer.key);
+            let dir = match output {
+                Some(output) => base.join(output),
+                None => base,
+            };
+            let artifact = InputArtifact {
+                dir,
+                stage: producer.label.clone(),
+                kind: producer.kind.kind().to_owned(),
+                params: producer.canonical.clone(),
+                outcome: manifest.outcome.clone(),
+            };
+            Ok((name, artifact))
+        })
+        .collect()
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

@@ -1,0 +1,191 @@
+//! What a running stage sees: its output directory, its inputs, the seed, the device, and handles
+//! for progress, logging and cancellation.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use indicatif::ProgressBar;
+
+use super::stage::StageOutcome;
+
+/// A finished stage's artifact as another stage consumes it.
+#[derive(Debug, Clone)]
+pub struct InputArtifact {
+    /// The referenced output directory (the whole output, or the named sub-directory).
+    pub dir: Utf8PathBuf,
+    /// The producing stage's name in this recipe.
+    pub stage: String,
+    /// The producing stage's kind.
+    pub kind: String,
+    /// The producing stage's canonical parameters.
+    pub params: serde_json::Value,
+    /// The producing stage's metrics and summary lines.
+    pub outcome: StageOutcome,
+}
+
+/// Set by Ctrl-C; long-running stages poll it through [`StageContext::check_cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The error a stage returns when it stopped because the user interrupted the run.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Cancelled;
+
+/// Everything a stage's `run` gets besides its parameters.
+pub struct StageContext {
+    name: String,
+    out_dir: Utf8PathBuf,
+    inputs: BTreeMap<String, InputArtifact>,
+    seed: u64,
+    device: tch::Device,
+    progress: ProgressBar,
+    cancel: CancelToken,
+    log: LogSink,
+}
+
+impl StageContext {
+    pub fn new(
+        name: String,
+        out_dir: Utf8PathBuf,
+        inputs: BTreeMap<String, InputArtifact>,
+        seed: u64,
+        device: tch::Device,
+        progress: ProgressBar,
+        cancel: CancelToken,
+        log_file: Option<File>,
+    ) -> Self {
+        let name_for_log = name.clone();
+        StageContext {
+            name,
+            out_dir,
+            inputs,
+            seed,
+            device,
+            progress,
+            cancel,
+            log: LogSink { stage: name_for_log, log: Arc::new(Mutex::new(log_file)) },
+        }
+    }
+
+    /// A context outside any runner, for tests and benchmarks: hidden progress, no log file, CPU.
+    pub fn detached(name: &str, out_dir: Utf8PathBuf, inputs: BTreeMap<String, InputArtifact>, seed: u64) -> Self {
+        Self::new(
+            name.to_owned(),
+            out_dir,
+            inputs,
+            seed,
+            tch::Device::Cpu,
+            ProgressBar::hidden(),
+            CancelToken::default(),
+            None,
+        )
+    }
+
+    /// The stage's name in the recipe (with the sweep variant, if any).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where outputs go. Named outputs are sub-directories of it.
+    pub fn out_dir(&self) -> &Utf8Path {
+        &self.out_dir
+    }
+
+    /// All inputs by the names the recipe gave them.
+    pub fn inputs(&self) -> &BTreeMap<String, InputArtifact> {
+        &self.inputs
+    }
+
+    /// One input by name; an error naming the missing input otherwise.
+    pub fn input(&self, name: &str) -> anyhow::Result<&InputArtifact> {
+        self.inputs.get(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "stage `{}` needs an input named `{name}`: add it to the stage's `inputs` table",
+                self.name
+            )
+        })
+    }
+
+    /// The recipe's seed; derive every random stream from it.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// The stage's progress bar (hidden when not on a terminal or with `--quiet`).
+    pub fn progress(&self) -> &ProgressBar {
+        &self.progress
+    }
+
+    /// Starts a counted phase: sets the bar's length and message and resets its position.
+    pub fn start_phase(&self, message: impl Into<String>, length: u64) {
+        self.progress.reset();
+        self.progress.set_length(length);
+        self.progress.set_position(0);
+        self.progress.set_message(message.into());
+    }
+
+    /// Writes a line to the stage log (kept in the cache entry) and to the tracing output.
+    pub fn log(&self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        tracing::info!(stage = %self.name, "{line}");
+        self.log.append(line);
+    }
+
+    /// A handle other threads (e.g. a child process reader) can use to append to the stage log.
+    pub fn log_sink(&self) -> LogSink {
+        self.log.clone()
+    }
+
+    /// `Err(Cancelled)` once the user pressed Ctrl-C; call it between steps.
+    pub fn check_cancelled(&self) -> Result<(), Cancelled> {
+        if self.cancel.is_cancelled() {
+            Err(Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+}
+
+/// Appends lines to a stage's log from any thread.
+#[derive(Clone)]
+pub struct LogSink {
+    stage: String,
+    log: Arc<Mutex<Option<File>>>,
+}
+
+impl LogSink {
+    pub fn line(&self, line: &str) {
+        tracing::debug!(stage = %self.stage, "{line}");
+        self.append(line);
+    }
+
+    fn append(&self, line: &str) {
+        if let Ok(mut guard) = self.log.lock() {
+            if let Some(file) = guard.as_mut() {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    }
+}

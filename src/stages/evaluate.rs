@@ -1,0 +1,178 @@
+//! `evaluate`: accuracy of a trained digit model (`train_classifier`, `train_dann` or
+//! `train_adda`) on a labelled dataset, overall and per class.
+//!
+//! The label path only is used: feature extractor + label predictor (for DANN that is evaluation
+//! with lambda 0; for ADDA the feature extractor is the adapted target encoder). Images are
+//! normalised with the statistics the model saved for the dataset's domain (`normalise =
+//! "saved"`, falling back to the dataset's own statistics for a domain the model never saw, which
+//! is logged) or always with the dataset's own (`normalise = "data"`), and converted to the
+//! model's input size and channels like during training.
+//!
+//! Inputs: `model` (a training stage's output), `data` (a dataset). Output: `evaluation.json`
+//! (accuracy, per-class accuracy, confusion matrix `[true][predicted]`, image count). Metrics:
+//! `accuracy` and `accuracy.class_0`, `accuracy.class_1`, ... (by class index). Unlabelled
+//! images are skipped; a dataset without labels is an error.
+//!
+//! ```toml
+//! [stages.dann_on_usps]
+//! kind = "evaluate"
+//! inputs = { model = "dann", data = "usps.val" }
+//! normalise = "saved"       # or "data"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::{Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::data::Dataset;
+use crate::training::checkpoint::LoadedModel;
+use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
+use crate::training::setup;
+use crate::training::{DomainData, InputFormat, Normalisation};
+
+/// The `evaluate` stage kind.
+pub struct EvaluateStage;
+
+/// Which statistics normalise the evaluated images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormaliseWith {
+    /// The model's saved statistics for the data's domain (the data's own if there are none).
+    Saved,
+    /// The evaluated data's own statistics.
+    Data,
+}
+
+/// Parameters of an `evaluate` stage.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// `saved` (default) or `data`: where the normalisation mean/std come from.
+    #[serde(default = "default_normalise")]
+    pub normalise: NormaliseWith,
+}
+
+fn default_normalise() -> NormaliseWith {
+    NormaliseWith::Saved
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("dataset `{domain}` has {data} classes but the model predicts {model}; evaluate it with a model trained on the same classes")]
+    ClassCountMismatch { domain: String, data: usize, model: usize },
+    #[error("dataset `{domain}` has no labelled images to score")]
+    NoLabels { domain: String },
+}
+
+#[derive(Serialize)]
+struct Evaluation<'a> {
+    accuracy: f64,
+    images: usize,
+    per_class: Vec<Option<f64>>,
+    class_names: &'a [String],
+    confusion: Vec<Vec<u64>>,
+}
+
+/// The normalisation of `data` for `model` under `with`, logging a fallback.
+pub(crate) fn normalisation(model: &LoadedModel, data: &Dataset, with: NormaliseWith, ctx: &StageContext) -> Normalisation {
+    match (with, model.meta.normalisation_for(&data.domain)) {
+        (NormaliseWith::Saved, Some(saved)) => saved.clone(),
+        (NormaliseWith::Saved, None) => {
+            ctx.log(format!("the model has no statistics for domain `{}`; normalising with the data's own", data.domain));
+            Normalisation::of(data)
+        }
+        (NormaliseWith::Data, _) => Normalisation::of(data),
+    }
+}
+
+/// The input format a loaded model expects.
+pub(crate) fn input_format(model: &LoadedModel) -> InputFormat {
+    InputFormat { channels: model.meta.model.channels, image_size: model.meta.model.image_size }
+}
+
+impl Stage for EvaluateStage {
+    type Params = EvaluateParams;
+    const KIND: &'static str = "evaluate";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "Accuracy of a trained digit model on a dataset, overall and per class";
+
+    fn shape(_params: &Self::Params) -> StageShape {
+        StageShape { required_inputs: vec!["model".into(), "data".into()], uses_device: true, ..Default::default() }
+    }
+
+    fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
+        setup::start(ctx);
+        let model = LoadedModel::load(&ctx.input("model")?.dir, ctx.device())?;
+        let data = setup::load_input(ctx, "data")?;
+        let classes = model.meta.class_names.len();
+        if data.classes.len() != classes {
+            return Err(EvaluateError::ClassCountMismatch { domain: data.domain, data: data.classes.len(), model: classes }.into());
+        }
+        let norm = normalisation(&model, &data, params.normalise, ctx);
+        let images = DomainData::new(&data, &norm, input_format(&model), ctx.device());
+        ctx.start_phase("evaluate", 1);
+        let predictions = predict(&images, |x| model.cnn.logits(x));
+        ctx.progress().inc(1);
+        let labels = images.labels();
+        let overall = accuracy(&predictions, labels).ok_or_else(|| EvaluateError::NoLabels { domain: data.domain.clone() })?;
+        let per_class = per_class_accuracy(&predictions, labels, classes);
+
+        let report = Evaluation {
+            accuracy: overall,
+            images: data.len(),
+            per_class: per_class.clone(),
+            class_names: &model.meta.class_names,
+            confusion: confusion_matrix(&predictions, labels, classes),
+        };
+        std::fs::create_dir_all(ctx.out_dir())?;
+        std::fs::write(ctx.out_dir().join("evaluation.json"), serde_json::to_vec_pretty(&report)?)?;
+
+        let mut metrics = Metrics::from([("accuracy".to_owned(), overall)]);
+        for (class, acc) in per_class.iter().enumerate() {
+            if let Some(acc) = acc {
+                metrics.insert(format!("accuracy.class_{class}"), *acc);
+            }
+        }
+        let line = format!("evaluate {} model on {}: accuracy {overall:.4} ({} images)", model.meta.method, data.domain, data.len());
+        ctx.log(&line);
+        Ok(StageOutcome { metrics, summary: vec![line], ..Default::default() })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::stages::train_classifier::tests::{context, input, tempdir};
+    use crate::stages::train_classifier::TrainClassifierStage;
+    use crate::stages::InputArtifact;
+    use crate::training::classifier::tests::banded;
+
+    /// Trains a tiny classifier under `root/model` and returns it as an input artifact.
+    pub(crate) fn trained_model(root: &camino::Utf8Path) -> (String, InputArtifact) {
+        let train = banded(60, 3, 16, 4);
+        let model_root = root.join("model_root");
+        let mut ctx = context(&model_root, vec![input(&model_root, "train", &train)]);
+        let params = toml::from_str("epochs = 3\nbatch_size = 20\nimage_size = 16").unwrap();
+        TrainClassifierStage::run(params, &mut ctx).unwrap();
+        let artifact = InputArtifact {
+            dir: model_root.join("out"),
+            stage: "model".into(),
+            kind: "train_classifier".into(),
+            params: serde_json::Value::Null,
+            outcome: Default::default(),
+        };
+        ("model".into(), artifact)
+    }
+
+    #[test]
+    fn reports_overall_and_per_class_accuracy() {
+        let (_guard, root) = tempdir();
+        let model = trained_model(&root);
+        let data = banded(40, 1, 20, 9);
+        let mut ctx = context(&root, vec![model, input(&root, "data", &data)]);
+        let outcome = EvaluateStage::run(EvaluateParams { normalise: NormaliseWith::Saved }, &mut ctx).unwrap();
+        let acc = outcome.metrics["accuracy"];
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(outcome.metrics.contains_key("accuracy.class_9"), "{outcome:?}");
+        assert!(root.join("out/evaluation.json").exists());
+    }
+}

@@ -1,0 +1,175 @@
+//! ADDA's adversarial phase (Tzeng et al. 2017): the pretrained source encoder is frozen, a
+//! target encoder starts as its copy, and a 500-500-2 discriminator learns to tell source
+//! features (domain 0) from target features (domain 1) while the target encoder learns to fool
+//! it with inverted labels (its features labelled as source). The label classifier is the source
+//! one, unchanged.
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::batches::{DomainData, IndexStream};
+use super::classifier::constant_labels;
+use super::epochs::{read_scalars, StepStats};
+use super::optim::OptimizerSpec;
+use crate::models::digit_cnn::feature_extractor;
+use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
+use crate::models::summary::ModuleTree;
+use crate::models::{DigitCnn, DomainClassifier, ModelError, Sequential};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddaError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot set up ADDA training: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// The three networks of ADDA, each in its own var store so each optimizer sees only its own.
+pub struct AddaModel {
+    pub source_vs: nn::VarStore,
+    pub source: DigitCnn,
+    pub target_vs: nn::VarStore,
+    pub target_feature: Sequential,
+    pub discriminator_vs: nn::VarStore,
+    pub discriminator: DomainClassifier,
+}
+
+impl AddaModel {
+    /// Adds a target encoder initialised from `source`'s feature extractor and a fresh
+    /// discriminator (`discriminator.*`) on `device`.
+    pub fn from_source(source_vs: nn::VarStore, source: DigitCnn, device: Device) -> Result<Self, AddaError> {
+        let mut target_vs = nn::VarStore::new(device);
+        let target_feature = feature_extractor(&(target_vs.root() / "feature"), &source.config)?;
+        target_vs.copy(&source_vs)?;
+        let discriminator_vs = nn::VarStore::new(device);
+        let discriminator = DomainClassifier::adda(&(discriminator_vs.root() / "discriminator"), source.feature_dim())?;
+        Ok(AddaModel { source_vs, source, target_vs, target_feature, discriminator_vs, discriminator })
+    }
+
+    /// Target-domain logits: target encoder, then the source classifier.
+    pub fn target_logits(&self, xs: &Tensor) -> Tensor {
+        self.source.classifier.forward(&self.target_feature.forward(xs))
+    }
+
+    /// The weights to save: the target encoder as `feature` (so `evaluate` uses it), the source
+    /// encoder as `source_feature`, the classifier and the discriminator.
+    pub fn named_variables(&self) -> Vec<(String, Tensor)> {
+        let renamed_source = self.source_vs.variables().into_iter().map(|(name, t)| match name.strip_prefix("feature.") {
+            Some(rest) => (format!("{}.{rest}", super::checkpoint::SOURCE_FEATURE), t),
+            None => (name, t),
+        });
+        let mut all: Vec<(String, Tensor)> = renamed_source
+            .chain(self.target_vs.variables())
+            .chain(self.discriminator_vs.variables())
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn tree(&self) -> ModuleTree {
+        ModuleTree::node(
+            "ADDA",
+            vec![
+                (super::checkpoint::SOURCE_FEATURE.into(), self.source.feature.tree()),
+                ("feature".into(), self.target_feature.tree()),
+                ("classifier".into(), self.source.classifier.tree()),
+                ("discriminator".into(), self.discriminator.tree()),
+            ],
+        )
+    }
+}
+
+/// The adversarial phase: model, two optimizers, two data streams.
+pub struct AddaTrainer {
+    pub model: AddaModel,
+    target_opt: nn::Optimizer,
+    discriminator_opt: nn::Optimizer,
+    source: DomainData,
+    target: DomainData,
+    source_order: IndexStream,
+    target_order: IndexStream,
+}
+
+impl AddaTrainer {
+    pub fn new(
+        model: AddaModel,
+        spec: OptimizerSpec,
+        data: super::dann::DannData,
+    ) -> Result<Self, AddaError> {
+        let target_opt = spec.build(&model.target_vs)?;
+        let discriminator_opt = spec.build(&model.discriminator_vs)?;
+        let super::dann::DannData { source, target, source_order, target_order } = data;
+        Ok(AddaTrainer { model, target_opt, discriminator_opt, source, target, source_order, target_order })
+    }
+
+    /// One pass over the target set.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.target_order.batches_per_pass()
+    }
+
+    /// A discriminator step, then a target-encoder step, on the next batches.
+    pub fn step(&mut self) -> StepStats {
+        let source_index = self.source_order.next_batch();
+        let target_index = self.target_order.next_batch();
+        let xs = self.source.images(&source_index);
+        let xt = self.target.images(&target_index);
+        let (ns, nt) = (xs.size()[0], xt.size()[0]);
+        let device = xs.device();
+        let m = &self.model;
+        let source_features = tch::no_grad(|| m.source.features(&xs));
+        let target_features = m.target_feature.forward(&xt);
+
+        let source_labels = constant_labels(SOURCE_DOMAIN, ns, device);
+        let d_source = m.discriminator.forward(&source_features);
+        let d_target = m.discriminator.forward(&target_features.detach());
+        let disc_loss = d_source.cross_entropy_for_logits(&source_labels)
+            + d_target.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
+        self.discriminator_opt.zero_grad();
+        disc_loss.backward();
+        self.discriminator_opt.step();
+
+        // Inverted labels: the target encoder is rewarded when its features pass as source.
+        let fooled = m.discriminator.forward(&target_features);
+        let encoder_loss = fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
+        self.target_opt.zero_grad();
+        encoder_loss.backward();
+        self.target_opt.step();
+
+        let disc_correct = d_source.argmax(-1, false).eq(SOURCE_DOMAIN).sum(Kind::Int64)
+            + d_target.argmax(-1, false).eq(TARGET_DOMAIN).sum(Kind::Int64);
+        let values = read_scalars(&[&disc_loss, &encoder_loss, &disc_correct]);
+        StepStats {
+            losses: vec![
+                ("disc_loss", values[0]),
+                ("encoder_loss", values[1]),
+                ("disc_acc", values[2] / (ns + nt) as f64),
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Arch, DigitCnnConfig};
+
+    #[test]
+    fn target_encoder_starts_equal_to_the_source_encoder() {
+        tch::manual_seed(3);
+        let source_vs = nn::VarStore::new(Device::Cpu);
+        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+        let source = DigitCnn::new(&source_vs.root(), config).unwrap();
+        let model = AddaModel::from_source(source_vs, source, Device::Cpu).unwrap();
+        let source_vars = model.source_vs.variables();
+        let target_vars = model.target_vs.variables();
+        assert_eq!(target_vars.len(), 4);
+        for (name, value) in &target_vars {
+            assert!(value.equal(&source_vars[name]), "{name} differs");
+        }
+        let x = Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu));
+        assert!(model.target_feature.forward(&x).equal(&model.source.features(&x)));
+        let names: Vec<String> = model.named_variables().into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"source_feature.conv1.weight".to_owned()));
+        assert!(names.contains(&"discriminator.fc3.bias".to_owned()));
+    }
+}

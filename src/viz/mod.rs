@@ -1,0 +1,1 @@
+//! Figures: scatter plots and training curves as PNG.
