@@ -94,7 +94,10 @@ fn send(stream: &mut TcpStream, status: &str, headers: &[String], body: &[u8]) {
     }
     head.push_str("\r\n");
     // The client may already have hung up (e.g. after a timeout); that is fine here.
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .and_then(|()| stream.flush());
 }
 
 fn send_full(stream: &mut TcpStream, body: &[u8]) {
@@ -103,7 +106,12 @@ fn send_full(stream: &mut TcpStream, body: &[u8]) {
 
 /// Announces the whole body, sends only its first half and closes the connection.
 fn send_cut(stream: &mut TcpStream, body: &[u8]) {
-    send(stream, "200 OK", &[format!("Content-Length: {}", body.len())], &body[..body.len() / 2]);
+    send(
+        stream,
+        "200 OK",
+        &[format!("Content-Length: {}", body.len())],
+        &body[..body.len() / 2],
+    );
     let _ = stream.shutdown(Shutdown::Both);
 }
 
@@ -159,7 +167,11 @@ fn downloads_and_verifies_sha256() {
     let served = body.clone();
     let server = Server::start(1, move |_, _, stream| send_full(stream, &served));
     let (_temp, out) = out_dir();
-    let params = format!("source = \"{}\"\nsha256 = \"{}\"", server.url("data.bin"), sha256_hex(&body));
+    let params = format!(
+        "source = \"{}\"\nsha256 = \"{}\"",
+        server.url("data.bin"),
+        sha256_hex(&body)
+    );
     let outcome = run(&params, &out).unwrap();
     assert_eq!(fs::read(out.join("data.bin")).unwrap(), body);
     assert_eq!(outcome.metrics["bytes"], body.len() as f64);
@@ -196,7 +208,11 @@ fn restarts_from_zero_when_the_server_ignores_range() {
         _ => send_full(stream, &served),
     });
     let (_temp, out) = out_dir();
-    let params = format!("source = \"{}\"\nsha256 = \"{}\"\nbackoff_ms = 10", server.url("data.bin"), sha256_hex(&body));
+    let params = format!(
+        "source = \"{}\"\nsha256 = \"{}\"\nbackoff_ms = 10",
+        server.url("data.bin"),
+        sha256_hex(&body)
+    );
     run(&params, &out).unwrap();
     assert!(header(&server.heads()[1], "range").is_some());
     assert_eq!(fs::read(out.join("data.bin")).unwrap(), body);
@@ -207,11 +223,20 @@ fn retries_server_errors_then_succeeds() {
     let body = payload();
     let served = body.clone();
     let server = Server::start(2, move |index, _, stream| match index {
-        0 => send(stream, "503 Service Unavailable", &["Content-Length: 0".to_owned()], b""),
+        0 => send(
+            stream,
+            "503 Service Unavailable",
+            &["Content-Length: 0".to_owned()],
+            b"",
+        ),
         _ => send_full(stream, &served),
     });
     let (_temp, out) = out_dir();
-    let params = format!("source = \"{}\"\nsha256 = \"{}\"\nbackoff_ms = 10", server.url("data.bin"), sha256_hex(&body));
+    let params = format!(
+        "source = \"{}\"\nsha256 = \"{}\"\nbackoff_ms = 10",
+        server.url("data.bin"),
+        sha256_hex(&body)
+    );
     run(&params, &out).unwrap();
     assert_eq!(server.heads().len(), 2);
 }
@@ -232,7 +257,9 @@ fn checksum_mismatch_shows_expected_and_actual() {
 
 #[test]
 fn not_found_names_status_and_url_without_retrying() {
-    let server = Server::start(4, |_, _, stream| send(stream, "404 Not Found", &["Content-Length: 0".to_owned()], b""));
+    let server = Server::start(4, |_, _, stream| {
+        send(stream, "404 Not Found", &["Content-Length: 0".to_owned()], b"")
+    });
     let (_temp, out) = out_dir();
     let url = server.url("missing.bin");
     let params = format!("source = \"{url}\"\nsha256 = \"{}\"\nbackoff_ms = 10", "0".repeat(64));
@@ -252,7 +279,11 @@ fn stalled_server_times_out_quickly() {
     );
     let started = Instant::now();
     let message = error_text(run(&params, &out));
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(message.contains("sent nothing for 1 s"), "{message}");
 }
 
@@ -263,7 +294,10 @@ fn unreachable_host_suggests_a_manual_download() {
     let (_temp, out) = out_dir();
     let params = format!("source = \"http://127.0.0.1:{port}/x.bin\"\nverify = false\nretries = 1\nbackoff_ms = 10");
     let message = error_text(run(&params, &out));
-    assert!(message.contains("download it by hand and point `source` at the file"), "{message}");
+    assert!(
+        message.contains("download it by hand and point `source` at the file"),
+        "{message}"
+    );
     assert!(message.contains("gave up after 2 attempts"), "{message}");
 }
 
@@ -327,7 +361,10 @@ fn unpacks_tar_gz_and_tgz() {
     let temp = tempfile::tempdir().unwrap();
     for name in ["digits.tar.gz", "digits.tgz"] {
         let archive = temp.path().join(name);
-        write_tar(flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast()));
+        write_tar(flate2::write::GzEncoder::new(
+            File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        ));
         assert_unpacks_tree(&archive);
     }
 }
@@ -366,9 +403,16 @@ fn unpacks_an_http_download_and_drops_the_archive() {
     let served = archive.clone();
     let server = Server::start(1, move |_, _, stream| send_full(stream, &served));
     let (_temp, out) = out_dir();
-    let params = format!("source = \"{}\"\nsha256 = \"{}\"\nunpack = true", server.url("d.tgz"), sha256_hex(&archive));
+    let params = format!(
+        "source = \"{}\"\nsha256 = \"{}\"\nunpack = true",
+        server.url("d.tgz"),
+        sha256_hex(&archive)
+    );
     run(&params, &out).unwrap();
-    let mut names: Vec<_> = fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names, vec![std::ffi::OsString::from("digits")]);
     assert_eq!(fs::read(out.join("digits/sub/1.txt")).unwrap(), b"one");
@@ -382,6 +426,9 @@ fn zip_entry_escaping_the_output_is_refused() {
     let (outer, out) = out_dir();
     let params = format!("source = \"{}\"\nverify = false\nunpack = true", archive.display());
     let message = error_text(run(&params, &out));
-    assert!(message.contains("../evil.txt") && message.contains("refusing"), "{message}");
+    assert!(
+        message.contains("../evil.txt") && message.contains("refusing"),
+        "{message}"
+    );
     assert!(!outer.path().join("evil.txt").exists());
 }

@@ -160,7 +160,7 @@ mod tests {
         let inputs = [InputKey { name: "data".into(), key: upstream, output: Some("train".into()) }];
         assert_eq!(
             material(&params, &inputs).key().hex(),
-            "PINNED"
+            "f753e8ef15abf339aaf5a3df306c40be5e35e24913d271bbb9f5f7533c6a2138"
         );
     }
 

@@ -42,7 +42,10 @@ impl ArchiveKind {
             (".gz", ArchiveKind::Gz),
             (".bz2", ArchiveKind::Bz2),
         ];
-        kinds.into_iter().find(|(suffix, _)| lower.ends_with(suffix)).map(|(_, kind)| kind)
+        kinds
+            .into_iter()
+            .find(|(suffix, _)| lower.ends_with(suffix))
+            .map(|(_, kind)| kind)
     }
 }
 
@@ -59,11 +62,20 @@ pub struct Unpacked {
 
 /// Unpacks `archive` (whose recipe-facing name is `name`, which decides the format) into `dest`.
 pub fn unpack(archive: &Path, name: &str, dest: &Path, observer: &dyn Observer) -> Result<Unpacked, DownloadError> {
-    let kind = ArchiveKind::detect(name).ok_or_else(|| DownloadError::ArchiveUnknown { file: PathBuf::from(name) })?;
-    let file = File::open(archive).map_err(|source| DownloadError::LocalRead { path: archive.to_path_buf(), source })?;
+    let kind = ArchiveKind::detect(name).ok_or_else(|| DownloadError::ArchiveUnknown {
+        file: PathBuf::from(name),
+    })?;
+    let file = File::open(archive).map_err(|source| DownloadError::LocalRead {
+        path: archive.to_path_buf(),
+        source,
+    })?;
     let reader = BufReader::new(file);
     observer.phase(&format!("unpacking {name}"), None);
-    let unpacker = Unpacker { archive, dest, observer };
+    let unpacker = Unpacker {
+        archive,
+        dest,
+        observer,
+    };
     match kind {
         ArchiveKind::Gz => unpacker.single(MultiGzDecoder::new(reader), strip_suffix(name, ".gz")),
         ArchiveKind::Bz2 => unpacker.single(MultiBzDecoder::new(reader), strip_suffix(name, ".bz2")),
@@ -104,7 +116,10 @@ struct Unpacker<'a> {
 
 impl Unpacker<'_> {
     fn corrupt(&self, reason: impl ToString) -> DownloadError {
-        DownloadError::ArchiveCorrupt { archive: self.archive.to_path_buf(), reason: reason.to_string() }
+        DownloadError::ArchiveCorrupt {
+            archive: self.archive.to_path_buf(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Checks an entry name and returns where it goes; `None` for the archive root itself.
@@ -118,7 +133,11 @@ impl Unpacker<'_> {
 
     fn single(&self, reader: impl Read, output: &str) -> Result<Unpacked, DownloadError> {
         let bytes = self.write_file(reader, &self.dest.join(output))?;
-        Ok(Unpacked { files: 1, bytes, skipped_links: 0 })
+        Ok(Unpacked {
+            files: 1,
+            bytes,
+            skipped_links: 0,
+        })
     }
 
     fn tar(&self, reader: impl Read) -> Result<Unpacked, DownloadError> {
@@ -144,14 +163,18 @@ impl Unpacker<'_> {
     }
 
     fn zip(&self) -> Result<Unpacked, DownloadError> {
-        let file = File::open(self.archive)
-            .map_err(|source| DownloadError::LocalRead { path: self.archive.to_path_buf(), source })?;
+        let file = File::open(self.archive).map_err(|source| DownloadError::LocalRead {
+            path: self.archive.to_path_buf(),
+            source,
+        })?;
         let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|err| self.corrupt(err))?;
         let mut unpacked = Unpacked::default();
         for index in 0..archive.len() {
             self.observer.check_cancelled()?;
             let entry = archive.by_index(index).map_err(|err| self.corrupt(err))?;
-            let Some(target) = self.target(Path::new(entry.name()))? else { continue };
+            let Some(target) = self.target(Path::new(entry.name()))? else {
+                continue;
+            };
             if entry.is_symlink() {
                 unpacked.skipped_links += 1;
             } else if entry.is_dir() {
@@ -178,7 +201,9 @@ impl Unpacker<'_> {
             if n == 0 {
                 break;
             }
-            output.write_all(&buffer[..n]).map_err(|err| DownloadError::write(target, err))?;
+            output
+                .write_all(&buffer[..n])
+                .map_err(|err| DownloadError::write(target, err))?;
             written += n as u64;
             self.observer.advance(n as u64);
         }
@@ -224,7 +249,14 @@ mod tests {
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         let unpacked = unpack(&archive, "labels.gz", &out, &Silent).unwrap();
-        assert_eq!(unpacked, Unpacked { files: 1, bytes: 9, skipped_links: 0 });
+        assert_eq!(
+            unpacked,
+            Unpacked {
+                files: 1,
+                bytes: 9,
+                skipped_links: 0
+            }
+        );
         assert_eq!(fs::read(out.join("labels")).unwrap(), b"idx bytes");
     }
 

@@ -30,7 +30,10 @@ impl<const LEN: usize> HexDigest<LEN> {
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.len() != LEN {
-            return Err(format!("expected {LEN} hex digits, found {} characters in `{trimmed}`", trimmed.len()));
+            return Err(format!(
+                "expected {LEN} hex digits, found {} characters in `{trimmed}`",
+                trimmed.len()
+            ));
         }
         if let Some(bad) = trimmed.chars().find(|c| !c.is_ascii_hexdigit()) {
             return Err(format!("`{bad}` is not a hex digit in `{trimmed}`"));
@@ -117,7 +120,10 @@ fn compare(path: &Path, algorithm: &'static str, expected: &str, actual: &str) -
 /// SHA-256 and MD5 of a file as lower-case hex, computed in one pass (MD5 is cheap next to the
 /// disk read, and hashing once keeps big archives from being read twice).
 pub fn digest_file(path: &Path, observer: &dyn Observer) -> Result<(String, String), DownloadError> {
-    let read_error = |source| DownloadError::LocalRead { path: path.to_path_buf(), source };
+    let read_error = |source| DownloadError::LocalRead {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = File::open(path).map_err(read_error)?;
     let total = file.metadata().map_err(read_error)?.len();
     observer.phase("verifying", Some(total));
@@ -152,7 +158,9 @@ mod tests {
     fn parse_rejects_wrong_length_and_non_hex() {
         assert!(Md5Hex::parse("abc").unwrap_err().contains("expected 32 hex digits"));
         let not_hex = "z".repeat(64);
-        assert!(Sha256Hex::parse(&not_hex).unwrap_err().contains("`z` is not a hex digit"));
+        assert!(Sha256Hex::parse(&not_hex)
+            .unwrap_err()
+            .contains("`z` is not a hex digit"));
     }
 
     #[test]
@@ -161,7 +169,10 @@ mod tests {
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").unwrap();
         let (sha256, md5) = digest_file(&path, &Silent).unwrap();
-        assert_eq!(sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72");
     }
 
@@ -170,7 +181,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").unwrap();
-        let pinned = Pinned { sha256: None, md5: Some(Md5Hex::parse(&"0".repeat(32)).unwrap()) };
+        let pinned = Pinned {
+            sha256: None,
+            md5: Some(Md5Hex::parse(&"0".repeat(32)).unwrap()),
+        };
         let message = pinned.verify(&path, &Silent).unwrap_err().to_string();
         assert!(message.contains(&"0".repeat(32)), "{message}");
         assert!(message.contains("900150983cd24fb0d6963f7d28e17f72"), "{message}");

@@ -30,14 +30,17 @@ pub enum DownloadError {
          pinned value is wrong; fix the checksum only if you trust the file",
         file.display()
     )]
-    ChecksumMismatch { file: PathBuf, algorithm: &'static str, expected: String, actual: String },
+    ChecksumMismatch {
+        file: PathBuf,
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
 
     #[error("no space left on the device while writing {}: free some space and run again", path.display())]
     StorageFull { path: PathBuf },
 
-    #[error(
-        "cannot reach {url} ({reason}): check the network, or download it by hand and point `source` at the file"
-    )]
+    #[error("cannot reach {url} ({reason}): check the network, or download it by hand and point `source` at the file")]
     Unreachable { url: String, reason: String },
 
     #[error(
@@ -93,9 +96,14 @@ impl DownloadError {
     /// Maps a failed write: a full disk gets its own message, anything else names the file.
     pub fn write(path: &Path, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::StorageFull {
-            DownloadError::StorageFull { path: path.to_path_buf() }
+            DownloadError::StorageFull {
+                path: path.to_path_buf(),
+            }
         } else {
-            DownloadError::Write { path: path.to_path_buf(), source }
+            DownloadError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     }
 }
@@ -115,11 +123,18 @@ mod tests {
 
     #[test]
     fn only_network_trouble_is_transient() {
-        let status = |status| DownloadError::HttpStatus { url: "u".into(), status };
+        let status = |status| DownloadError::HttpStatus {
+            url: "u".into(),
+            status,
+        };
         assert!(status(503).is_transient());
         assert!(status(429).is_transient());
         assert!(!status(404).is_transient());
-        assert!(DownloadError::Timeout { url: "u".into(), secs: 1 }.is_transient());
+        assert!(DownloadError::Timeout {
+            url: "u".into(),
+            secs: 1
+        }
+        .is_transient());
         assert!(!DownloadError::Cancelled.is_transient());
     }
 }

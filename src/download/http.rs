@@ -54,10 +54,20 @@ pub fn download(url: &str, dest: &Path, options: &HttpOptions, observer: &dyn Ob
             return Err(err);
         }
         if attempt >= attempts {
-            return Err(if attempts > 1 { DownloadError::RetriesExhausted { attempts, last: Box::new(err) } } else { err });
+            return Err(if attempts > 1 {
+                DownloadError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(err),
+                }
+            } else {
+                err
+            });
         }
         let wait = backoff(options.backoff, attempt);
-        observer.note(&format!("attempt {attempt}/{attempts} failed: {err}; retrying in {:.1} s", wait.as_secs_f64()));
+        observer.note(&format!(
+            "attempt {attempt}/{attempts} failed: {err}; retrying in {:.1} s",
+            wait.as_secs_f64()
+        ));
         sleep_unless_cancelled(wait, observer)?;
         attempt += 1;
     }
@@ -118,13 +128,18 @@ fn fetch_once(
         Resume::Discard(reason) => {
             // The kept bytes cannot be continued: drop them so the retry starts from zero.
             file.set_len(0).map_err(|err| DownloadError::write(dest, err))?;
-            return Err(DownloadError::TransferBroken { url: url.to_owned(), bytes: kept, reason });
+            return Err(DownloadError::TransferBroken {
+                url: url.to_owned(),
+                bytes: kept,
+                reason,
+            });
         }
     };
     if start < kept {
         file.set_len(start).map_err(|err| DownloadError::write(dest, err))?;
     }
-    file.seek(SeekFrom::Start(start)).map_err(|err| DownloadError::write(dest, err))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|err| DownloadError::write(dest, err))?;
     let total = header_u64(response.headers(), "content-length").map(|len| start + len);
     observer.phase(&format!("downloading {url}"), total);
     observer.position(start);
@@ -170,8 +185,13 @@ fn resume_point(
                 "asked to resume at byte {kept}, the server sent range start {other:?}; starting over"
             ))),
         },
-        416 if kept > 0 => Ok(Resume::Discard("the server refused to resume (HTTP 416); starting over".to_owned())),
-        _ => Err(DownloadError::HttpStatus { url: url.to_owned(), status }),
+        416 if kept > 0 => Ok(Resume::Discard(
+            "the server refused to resume (HTTP 416); starting over".to_owned(),
+        )),
+        _ => Err(DownloadError::HttpStatus {
+            url: url.to_owned(),
+            status,
+        }),
     }
 }
 
@@ -195,7 +215,8 @@ fn copy_body(
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(classify_io(url, secs, received, &err)),
         };
-        file.write_all(&buffer[..n]).map_err(|err| DownloadError::write(dest, err))?;
+        file.write_all(&buffer[..n])
+            .map_err(|err| DownloadError::write(dest, err))?;
         received += n as u64;
         observer.advance(n as u64);
     }
@@ -208,10 +229,20 @@ fn classify(url: &str, secs: u64, bytes: u64, err: &ureq::Error) -> DownloadErro
     let url_owned = url.to_owned();
     match err {
         ureq::Error::Timeout(_) => DownloadError::Timeout { url: url_owned, secs },
-        ureq::Error::HostNotFound => DownloadError::Unreachable { url: url_owned, reason: "host name not found".into() },
+        ureq::Error::HostNotFound => DownloadError::Unreachable {
+            url: url_owned,
+            reason: "host name not found".into(),
+        },
         ureq::Error::Io(io_err) => classify_io(url, secs, bytes, io_err),
-        ureq::Error::Protocol(_) => DownloadError::TransferBroken { url: url_owned, bytes, reason: err.to_string() },
-        _ => DownloadError::Unreachable { url: url_owned, reason: err.to_string() },
+        ureq::Error::Protocol(_) => DownloadError::TransferBroken {
+            url: url_owned,
+            bytes,
+            reason: err.to_string(),
+        },
+        _ => DownloadError::Unreachable {
+            url: url_owned,
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -226,8 +257,15 @@ fn classify_io(url: &str, secs: u64, bytes: u64, err: &io::Error) -> DownloadErr
         io::ErrorKind::ConnectionRefused
         | io::ErrorKind::HostUnreachable
         | io::ErrorKind::NetworkUnreachable
-        | io::ErrorKind::AddrNotAvailable => DownloadError::Unreachable { url, reason: err.to_string() },
-        _ => DownloadError::TransferBroken { url, bytes, reason: err.to_string() },
+        | io::ErrorKind::AddrNotAvailable => DownloadError::Unreachable {
+            url,
+            reason: err.to_string(),
+        },
+        _ => DownloadError::TransferBroken {
+            url,
+            bytes,
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -269,18 +307,32 @@ mod tests {
     #[test]
     fn io_errors_map_to_what_to_do() {
         let timed_out = io::Error::from(io::ErrorKind::TimedOut);
-        assert!(matches!(classify_io("u", 3, 0, &timed_out), DownloadError::Timeout { secs: 3, .. }));
+        assert!(matches!(
+            classify_io("u", 3, 0, &timed_out),
+            DownloadError::Timeout { secs: 3, .. }
+        ));
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert!(matches!(classify_io("u", 3, 0, &refused), DownloadError::Unreachable { .. }));
+        assert!(matches!(
+            classify_io("u", 3, 0, &refused),
+            DownloadError::Unreachable { .. }
+        ));
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
-        assert!(matches!(classify_io("u", 3, 7, &eof), DownloadError::TransferBroken { bytes: 7, .. }));
+        assert!(matches!(
+            classify_io("u", 3, 7, &eof),
+            DownloadError::TransferBroken { bytes: 7, .. }
+        ));
         let wrapped = io::Error::other(ureq::Error::Timeout(ureq::Timeout::PerRead));
-        assert!(matches!(classify_io("u", 3, 0, &wrapped), DownloadError::Timeout { .. }));
+        assert!(matches!(
+            classify_io("u", 3, 0, &wrapped),
+            DownloadError::Timeout { .. }
+        ));
     }
 
     #[test]
     fn unreachable_message_suggests_a_manual_download() {
         let err = classify("https://example.invalid/x", 30, 0, &ureq::Error::HostNotFound);
-        assert!(err.to_string().contains("download it by hand and point `source` at the file"));
+        assert!(err
+            .to_string()
+            .contains("download it by hand and point `source` at the file"));
     }
 }

@@ -79,10 +79,14 @@ impl Request {
     pub fn validate(&self) -> Result<(), DownloadError> {
         source::check_filename(&self.filename)?;
         if self.verify && self.pinned.is_empty() {
-            return Err(DownloadError::ChecksumMissing { source_text: self.describe_source() });
+            return Err(DownloadError::ChecksumMissing {
+                source_text: self.describe_source(),
+            });
         }
         if self.unpack && ArchiveKind::detect(&self.filename).is_none() {
-            return Err(DownloadError::ArchiveUnknown { file: PathBuf::from(&self.filename) });
+            return Err(DownloadError::ArchiveUnknown {
+                file: PathBuf::from(&self.filename),
+            });
         }
         Ok(())
     }
@@ -111,7 +115,10 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
         if file == partial {
             fs::remove_file(&partial).map_err(|err| DownloadError::write(&partial, err))?;
         }
-        return Ok(Fetched { bytes, unpacked: Some(unpacked) });
+        return Ok(Fetched {
+            bytes,
+            unpacked: Some(unpacked),
+        });
     }
     let target = out_dir.join(&request.filename);
     fs::rename(&partial, &target).map_err(|err| DownloadError::write(&target, err))?;
@@ -119,7 +126,10 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
 }
 
 fn local_size(path: &Path) -> Result<u64, DownloadError> {
-    let metadata = fs::metadata(path).map_err(|source| DownloadError::LocalRead { path: path.to_path_buf(), source })?;
+    let metadata = fs::metadata(path).map_err(|source| DownloadError::LocalRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(metadata.len())
 }
 
@@ -161,7 +171,10 @@ pub(crate) mod tests {
         assert!(request.validate().is_ok());
         request.verify = true;
         let message = request.validate().unwrap_err().to_string();
-        assert!(message.contains("sha256 = ") && message.contains("verify = false"), "{message}");
+        assert!(
+            message.contains("sha256 = ") && message.contains("verify = false"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -179,7 +192,13 @@ pub(crate) mod tests {
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         let fetched = fetch(&local_request(&from, "x.bin"), &out, &Silent).unwrap();
-        assert_eq!(fetched, Fetched { bytes: 7, unpacked: None });
+        assert_eq!(
+            fetched,
+            Fetched {
+                bytes: 7,
+                unpacked: None
+            }
+        );
         let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.bin")]);
     }

@@ -27,7 +27,9 @@ impl Source {
         } else if lower.starts_with("file://") {
             Ok(Source::Local(PathBuf::from(&trimmed["file://".len()..])))
         } else if looks_like_url(trimmed) {
-            Err(DownloadError::SourceSchemeUnsupported { given: trimmed.to_owned() })
+            Err(DownloadError::SourceSchemeUnsupported {
+                given: trimmed.to_owned(),
+            })
         } else {
             Ok(Source::Local(PathBuf::from(trimmed)))
         }
@@ -59,8 +61,9 @@ impl Source {
 }
 
 fn looks_like_url(text: &str) -> bool {
-    text.split_once("://")
-        .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
 }
 
 /// Rejects names that would leave the output directory or are not a single path component.
@@ -76,7 +79,10 @@ pub fn check_filename(name: &str) -> Result<(), DownloadError> {
 /// Copies a local file to `dest` in chunks, reporting progress and honouring cancellation.
 /// Returns the number of bytes copied.
 pub fn copy_local(path: &Path, dest: &Path, observer: &dyn Observer) -> Result<u64, DownloadError> {
-    let read_error = |source| DownloadError::LocalRead { path: path.to_path_buf(), source };
+    let read_error = |source| DownloadError::LocalRead {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut input = File::open(path).map_err(read_error)?;
     let total = input.metadata().map_err(read_error)?.len();
     let mut output = File::create(dest).map_err(|err| DownloadError::write(dest, err))?;
@@ -89,7 +95,9 @@ pub fn copy_local(path: &Path, dest: &Path, observer: &dyn Observer) -> Result<u
         if n == 0 {
             break;
         }
-        output.write_all(&buffer[..n]).map_err(|err| DownloadError::write(dest, err))?;
+        output
+            .write_all(&buffer[..n])
+            .map_err(|err| DownloadError::write(dest, err))?;
         copied += n as u64;
         observer.advance(n as u64);
     }
@@ -106,7 +114,10 @@ mod tests {
     fn parse_classifies_sources() {
         let https = "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz";
         assert_eq!(Source::parse(https).unwrap(), Source::Http(https.into()));
-        assert_eq!(Source::parse("file:///data/x.zip").unwrap(), Source::Local("/data/x.zip".into()));
+        assert_eq!(
+            Source::parse("file:///data/x.zip").unwrap(),
+            Source::Local("/data/x.zip".into())
+        );
         assert_eq!(Source::parse("data/x.zip").unwrap(), Source::Local("data/x.zip".into()));
         let ftp = Source::parse("ftp://host/x").unwrap_err();
         assert!(matches!(ftp, DownloadError::SourceSchemeUnsupported { .. }));
@@ -118,7 +129,10 @@ mod tests {
         assert_eq!(url.default_filename().as_deref(), Some("train_32x32.mat"));
         assert_eq!(Source::Http("https://example.org".into()).default_filename(), None);
         assert_eq!(Source::Http("https://example.org/dir/".into()).default_filename(), None);
-        assert_eq!(Source::Local("/a/b.bz2".into()).default_filename().as_deref(), Some("b.bz2"));
+        assert_eq!(
+            Source::Local("/a/b.bz2".into()).default_filename().as_deref(),
+            Some("b.bz2")
+        );
     }
 
     #[test]

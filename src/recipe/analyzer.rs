@@ -139,7 +139,9 @@ pub fn check_params(
         let unknown_field = err.message.starts_with("unknown field");
         let at = if unknown_field { document.spans.key(&path) } else { document.spans.value(&path) };
         let location = if err.path.is_empty() { String::new() } else { format!("`{}`: ", err.path.join(".")) };
-        RecipeError::StageParamInvalid { stage: stage.to_owned(), message: format!("{location}{}", err.message), at }
+        // The TOML deserializer repeats the path on a second line; the span already shows it.
+        let message = err.message.lines().next().unwrap_or_default();
+        RecipeError::StageParamInvalid { stage: stage.to_owned(), message: format!("{location}{message}"), at }
     })
 }
 
@@ -290,7 +292,13 @@ fn dependency_order(document: &RecipeDocument, declared: &[Declared]) -> Result<
     match toposort(&graph, None) {
         Ok(order) => Ok(order.into_iter().map(|n| graph[n]).collect()),
         Err(cycle) => {
-            let cycle = cycle_through(&graph, cycle.node_id());
+            // Start from the first declared stage on the cycle, so the message is stable.
+            let start = tarjan_scc(&graph)
+                .into_iter()
+                .find(|component| component.contains(&cycle.node_id()))
+                .and_then(|component| component.into_iter().min_by_key(|&n| graph[n]))
+                .unwrap_or(cycle.node_id());
+            let cycle = cycle_through(&graph, start);
             let names: Vec<String> = cycle.iter().map(|&n| declared[graph[n]].name.clone()).collect();
             let first = &names[0];
             Err(RecipeError::CircularStageDependency {

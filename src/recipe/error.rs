@@ -120,12 +120,13 @@ impl RecipeError {
 
 /// The closest of `candidates` to `word`, if one is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    // Jaro-Winkler catches long near-misses; one edit (a swap included) catches short ones.
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
+        .map(|c| (strsim::jaro_winkler(word, c), strsim::damerau_levenshtein(word, c), c))
+        .filter(|(score, edits, _)| *score > 0.8 || *edits <= 1)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c.to_owned())
+        .map(|(_, _, c)| c.to_owned())
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Override {
     /// Path from the recipe root, e.g. `["stages", "train", "lr"]`.
     pub path: Vec<String>,
     pub value: Value,
+    /// The value as typed.
+    raw_value: String,
     /// Where the argument is in [`Sources`], so errors can point at it.
     key: Span,
     value_span: Span,
@@ -54,6 +56,7 @@ impl Override {
             argument: argument.to_owned(),
             path,
             value: parse_value(raw_value),
+            raw_value: raw_value.to_owned(),
             key: Span { file, range: 0..dotted.len() },
             value_span: Span { file, range: value_start..argument.len() },
         })
@@ -84,7 +87,12 @@ impl Override {
                 at: Some(self.key.clone()),
             })?;
         }
-        table.insert(last.clone(), self.value);
+        // A parameter written as a string stays a string: `--set x.name=1` means "1".
+        let value = match (table.get(last), self.value) {
+            (Some(Value::String(_)), value) if !value.is_str() => Value::String(self.raw_value),
+            (_, value) => value,
+        };
+        table.insert(last.clone(), value);
         spans.insert(self.path, EntrySpans { key: self.key, value: self.value_span });
         Ok(())
     }

@@ -69,7 +69,7 @@ mod tests {
     fn locates_line_and_column() {
         let mut sources = Sources::default();
         let file = sources.add("r.toml", "a = 1\n[stages.x]\nkind = \"trian\"\n".to_owned());
-        let at = sources.locate(&Span { file, range: 25..32 }).unwrap();
+        let at = sources.locate(&Span { file, range: 24..31 }).unwrap();
         assert_eq!((at.line, at.column, at.width), (3, 8, 7));
         assert_eq!(at.line_text, "kind = \"trian\"");
     }

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn reads_metrics_written_by_the_command() {
-        let (_tmp, result) = run(r#"shell = "echo '{\"acc\": 0.5}' > {out}/metrics.json""#);
+        let (_tmp, result) = run(r#"shell = "echo '{{\"acc\": 0.5}}' > {out}/metrics.json""#);
         assert_eq!(result.unwrap().metrics["acc"], 0.5);
     }
 

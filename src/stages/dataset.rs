@@ -7,11 +7,12 @@
 //!
 //! Where the files come from, for each source slot (`train`, `train_labels`, `val`,
 //! `val_labels`, `images_dir`), is either
-//! - `root`: a folder on disk, with every slot a path inside it (its files' content is part of
-//!   the cache key, so editing them reruns the stage); or
+//! - `root`: a folder on disk (relative to the directory hwrun runs in), with every slot a path
+//!   inside `root/subdir` (the files' content is part of the cache key, so editing them reruns
+//!   the stage); or
 //! - inputs: the input named like the slot if there is one (with the slot's field unset, a
 //!   folder holding a single file, as a `download` stage leaves it, means that file), otherwise
-//!   the input `raw`; the slot's field is a path inside that directory.
+//!   `subdir` inside the input `raw`; the slot's field is a path inside that directory.
 //!
 //! Unset slots take the format's usual file names (table below). `val` is read from its own
 //! source when the format has one (course `val.csv`, MNIST `t10k`, SVHN `test`, USPS `usps.t`)
@@ -41,6 +42,14 @@
 //! domain = "usps"
 //! channels = 3
 //! resize = [28, 28]                   # optional
+//!
+//! # The same from the course zip fetched by a download stage (unpack = true).
+//! [stages.mnistm]
+//! kind = "dataset"
+//! format = "course"
+//! inputs = { raw = "hw2_zip" }
+//! subdir = "hw2_data/digits/mnistm"
+//! domain = "mnistm"
 //!
 //! # The course's faces: train and val folders, unlabelled.
 //! [stages.faces]
@@ -136,6 +145,9 @@ pub struct DatasetFields {
     /// A folder on disk holding the sources (instead of inputs); hashed into the cache key.
     #[serde(default)]
     pub root: Option<Utf8PathBuf>,
+    /// A folder inside `root` or the `raw` input that the slots are relative to.
+    #[serde(default)]
+    pub subdir: Option<String>,
     /// The train source: CSV (course), folder (image_folder, celeba), IDX image file, .mat or libsvm file.
     #[serde(default)]
     pub train: Option<String>,
@@ -333,11 +345,16 @@ impl DatasetFields {
         slots
     }
 
+    /// `base/subdir/rel`.
+    fn under(&self, base: &Utf8Path, rel: &str) -> Utf8PathBuf {
+        join(&join(base, self.subdir.as_deref().unwrap_or_default()), rel)
+    }
+
     /// Where a slot's file is, given the stage's inputs (see the module docs).
     fn locate(&self, ctx: &StageContext, slot: &str) -> anyhow::Result<Utf8PathBuf> {
         let (field, default) = self.slot(slot);
         if let Some(root) = &self.root {
-            return Ok(join(root, field.unwrap_or(default)));
+            return Ok(self.under(root, field.unwrap_or(default)));
         }
         if let Some(input) = ctx.inputs().get(slot) {
             return Ok(match (field, single_entry(&input.dir)) {
@@ -347,7 +364,7 @@ impl DatasetFields {
             });
         }
         match ctx.inputs().get("raw") {
-            Some(raw) => Ok(join(&raw.dir, field.unwrap_or(default))),
+            Some(raw) => Ok(self.under(&raw.dir, field.unwrap_or(default))),
             None => bail!(
                 "stage `{}` has no source for `{slot}`: set `root`, or add an input named `raw` or `{slot}`",
                 ctx.name()
@@ -411,7 +428,13 @@ impl Stage for DatasetStage {
                 }
                 slots.sort_unstable();
                 slots.dedup();
-                slots.into_iter().map(|slot| { let (field, default) = fields.slot(slot); join(root, field.unwrap_or(default)) }).collect()
+                slots
+                    .into_iter()
+                    .map(|slot| {
+                        let (field, default) = fields.slot(slot);
+                        fields.under(root, field.unwrap_or(default))
+                    })
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -506,7 +529,7 @@ mod tests {
     fn shape_hashes_the_files_read_under_root() {
         let kind = Registered::<DatasetStage>::new();
         let shape = |text: &str| kind.check(&table(text)).unwrap().shape;
-        let course = shape("format = \"course\"\ndomain = \"usps\"\nroot = \"hw2/usps\"");
+        let course = shape("format = \"course\"\ndomain = \"usps\"\nroot = \"hw2\"\nsubdir = \"usps\"");
         assert_eq!(course.outputs, ["train", "val"]);
         assert_eq!(course.external_paths, ["hw2/usps/data", "hw2/usps/train.csv", "hw2/usps/val.csv"].map(Utf8PathBuf::from));
         let split = shape("format = \"usps_libsvm\"\ndomain = \"usps\"\nroot = \"u\"\nval_fraction = 0.1");
@@ -548,11 +571,12 @@ mod tests {
     }
 
     #[test]
-    fn run_splits_by_fraction_and_limit_comes_first() {
+    fn run_reads_raw_subdir_splits_by_fraction_and_limits_first() {
         let (_dir, base) = tmp();
-        write_course(&base.join("c"), 12, 12);
-        let text = format!("format = \"course\"\ndomain = \"m\"\nroot = \"{}\"\nval_fraction = 0.25\nlimit = 8", base.join("c"));
-        let outcome = run(&text, BTreeMap::new(), &base.join("out")).unwrap();
+        write_course(&base.join("raw/hw2/c"), 12, 12);
+        let inputs = BTreeMap::from([("raw".to_owned(), input(base.join("raw")))]);
+        let text = "format = \"course\"\ndomain = \"m\"\nsubdir = \"hw2/c\"\nval_fraction = 0.25\nlimit = 8";
+        let outcome = run(text, inputs, &base.join("out")).unwrap();
         assert_eq!((outcome.metrics["train.n"], outcome.metrics["val.n"]), (6.0, 2.0));
     }
 

@@ -56,7 +56,9 @@ use indicatif::{HumanBytes, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{Cancelled, Stage, StageContext, StageOutcome, StageShape};
-use crate::download::{self, DownloadError, Fetched, HttpOptions, Md5Hex, Observer, Pinned, Request, Sha256Hex, Source};
+use crate::download::{
+    self, DownloadError, Fetched, HttpOptions, Md5Hex, Observer, Pinned, Request, Sha256Hex, Source,
+};
 
 /// Progress bar layout while bytes move: position, total, rate and time left.
 const BYTES_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
@@ -118,12 +120,17 @@ impl DownloadParams {
             Some(name) => name.clone(),
             None => source
                 .default_filename()
-                .ok_or_else(|| DownloadError::FilenameMissing { source_text: self.source.clone() })?,
+                .ok_or_else(|| DownloadError::FilenameMissing {
+                    source_text: self.source.clone(),
+                })?,
         };
         let request = Request {
             source,
             filename,
-            pinned: Pinned { sha256: self.sha256.clone(), md5: self.md5.clone() },
+            pinned: Pinned {
+                sha256: self.sha256.clone(),
+                md5: self.md5.clone(),
+            },
             verify: self.verify,
             unpack: self.unpack,
             http: HttpOptions {
@@ -141,20 +148,27 @@ impl Stage for DownloadStage {
     type Params = DownloadParams;
     const KIND: &'static str = "download";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Fetch a file (https, http, file or local path), verify its checksum, optionally unpack it";
+    const ABOUT: &'static str =
+        "Fetch a file (https, http, file or local path), verify its checksum, optionally unpack it";
 
     fn shape(params: &DownloadParams) -> StageShape {
         let external_paths = match Source::parse(&params.source) {
             Ok(Source::Local(path)) => Utf8PathBuf::from_path_buf(path).into_iter().collect(),
             _ => Vec::new(),
         };
-        StageShape { external_paths, ..StageShape::default() }
+        StageShape {
+            external_paths,
+            ..StageShape::default()
+        }
     }
 
     fn run(params: DownloadParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let request = params.request()?;
         if request.pinned.is_empty() {
-            let warning = format!("no checksum pinned for `{}` (verify = false): its content is not checked", params.source);
+            let warning = format!(
+                "no checksum pinned for `{}` (verify = false): its content is not checked",
+                params.source
+            );
             tracing::warn!(stage = %ctx.name(), "{warning}");
             ctx.log_sink().line(&format!("warning: {warning}"));
         }
@@ -168,16 +182,29 @@ impl Stage for DownloadStage {
         })?;
         let summary = summary_line(&request, &fetched);
         ctx.log(format!("{} -> {summary}", params.source));
-        Ok(StageOutcome { metrics: metrics(&fetched), summary: vec![summary], ..StageOutcome::default() })
+        Ok(StageOutcome {
+            metrics: metrics(&fetched),
+            summary: vec![summary],
+            ..StageOutcome::default()
+        })
     }
 }
 
 /// `<file>: <size>, <checksums> ok[, unpacked <n> files (<size>)]`.
 fn summary_line(request: &Request, fetched: &Fetched) -> String {
-    let mut line = format!("{}: {}, {}", request.filename, HumanBytes(fetched.bytes), request.pinned.verdict());
+    let mut line = format!(
+        "{}: {}, {}",
+        request.filename,
+        HumanBytes(fetched.bytes),
+        request.pinned.verdict()
+    );
     if let Some(unpacked) = &fetched.unpacked {
         let noun = if unpacked.files == 1 { "file" } else { "files" };
-        line.push_str(&format!(", unpacked {} {noun} ({})", unpacked.files, HumanBytes(unpacked.bytes)));
+        line.push_str(&format!(
+            ", unpacked {} {noun} ({})",
+            unpacked.files,
+            HumanBytes(unpacked.bytes)
+        ));
         if unpacked.skipped_links > 0 {
             line.push_str(&format!(", {} links skipped", unpacked.skipped_links));
         }
@@ -285,7 +312,10 @@ mod tests {
     #[test]
     fn local_sources_are_external_paths() {
         let local = check("source = \"file:///data/hw2_data.zip\"\nverify = false").unwrap();
-        assert_eq!(local.shape.external_paths, vec![Utf8PathBuf::from("/data/hw2_data.zip")]);
+        assert_eq!(
+            local.shape.external_paths,
+            vec![Utf8PathBuf::from("/data/hw2_data.zip")]
+        );
         assert!(check(MNIST).unwrap().shape.external_paths.is_empty());
     }
 

@@ -74,10 +74,13 @@ struct Evaluation<'a> {
 
 /// The normalisation of `data` for `model` under `with`, logging a fallback.
 pub(crate) fn normalisation(model: &LoadedModel, data: &Dataset, with: NormaliseWith, ctx: &StageContext) -> Normalisation {
-    match (with, model.meta.normalisation_for(&data.domain)) {
+    match (with, model.meta.normalisation_for(&data.domain, data.shape[1])) {
         (NormaliseWith::Saved, Some(saved)) => saved.clone(),
         (NormaliseWith::Saved, None) => {
-            ctx.log(format!("the model has no statistics for domain `{}`; normalising with the data's own", data.domain));
+            ctx.log(format!(
+                "the model has no statistics for domain `{}` ({} channels); normalising with the data's own",
+                data.domain, data.shape[1]
+            ));
             Normalisation::of(data)
         }
         (NormaliseWith::Data, _) => Normalisation::of(data),
@@ -108,7 +111,7 @@ impl Stage for EvaluateStage {
             return Err(EvaluateError::ClassCountMismatch { domain: data.domain, data: data.classes.len(), model: classes }.into());
         }
         let norm = normalisation(&model, &data, params.normalise, ctx);
-        let images = DomainData::new(&data, &norm, input_format(&model), ctx.device());
+        let images = DomainData::new(&data, &norm, input_format(&model), ctx.device())?;
         ctx.start_phase("evaluate", 1);
         let predictions = predict(&images, |x| model.cnn.logits(x));
         ctx.progress().inc(1);

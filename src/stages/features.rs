@@ -69,9 +69,9 @@ impl Stage for FeaturesStage {
         let source = subset(setup::load_input(ctx, "source")?, params.max_per_domain, &mut rng);
         let target = subset(setup::load_input(ctx, "target")?, params.max_per_domain, &mut rng);
         ctx.start_phase("features", 2);
-        let source_rows = extract(&model, &source, ctx, |x| model.source_features(x));
+        let source_rows = extract(&model, &source, ctx, |x| model.source_features(x))?;
         ctx.progress().inc(1);
-        let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x));
+        let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x))?;
         ctx.progress().inc(1);
 
         let features = Tensor::cat(&[source_rows, target_rows], 0).to_kind(Kind::Float).to_device(tch::Device::Cpu);
@@ -103,10 +103,15 @@ fn subset(dataset: Dataset, max: usize, rng: &mut ChaCha8Rng) -> Dataset {
 }
 
 /// `[n, dim]` features of all images of `dataset` through `encoder`.
-fn extract(model: &LoadedModel, dataset: &Dataset, ctx: &StageContext, encoder: impl Fn(&Tensor) -> Tensor) -> Tensor {
+fn extract(
+    model: &LoadedModel,
+    dataset: &Dataset,
+    ctx: &StageContext,
+    encoder: impl Fn(&Tensor) -> Tensor,
+) -> anyhow::Result<Tensor> {
     let norm = normalisation(model, dataset, NormaliseWith::Saved, ctx);
-    let data = DomainData::new(dataset, &norm, input_format(model), ctx.device());
-    map_all(&data, encoder)
+    let data = DomainData::new(dataset, &norm, input_format(model), ctx.device())?;
+    Ok(map_all(&data, encoder))
 }
 
 #[cfg(test)]

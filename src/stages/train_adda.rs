@@ -178,7 +178,7 @@ fn load_inputs(params: &TrainAddaParams, ctx: &StageContext) -> anyhow::Result<I
     let format = InputFormat { channels: params.channels, image_size: params.image_size };
     let (source_norm, target_norm) = (Normalisation::of(&source), Normalisation::of(&target));
     let val = setup::load_optional(ctx, "val")?;
-    let val = setup::validation_data(val.as_ref(), &target_norm, format, ctx);
+    let val = setup::validation_data(val.as_ref(), &target_norm, format, ctx)?;
     let batch = effective_batch(params.batch_size, &[source.len(), target.len()]);
     ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
     Ok(Inputs { source, target, val, source_norm, target_norm, format, batch })
@@ -193,7 +193,7 @@ fn pretrain(
     model: DigitCnn,
 ) -> anyhow::Result<(DigitCnn, History)> {
     let device = ctx.device();
-    let data = DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device);
+    let data = DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?;
     let order = IndexStream::new(inputs.source.len(), inputs.batch, stream_seed(ctx.seed(), SOURCE_STREAM), device);
     let spec = params.optimizer_spec(params.pretrain_lr);
     let trainer = ClassifierTrainer::new(vs, model, spec, LrSchedule::Constant, data, order)?;
@@ -223,8 +223,8 @@ fn adapt(
     let device = ctx.device();
     // Fresh streams, distinct from the pretraining's, so the phases do not share an order.
     let data = DannData {
-        source: DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device),
-        target: DomainData::new(&inputs.target, &inputs.target_norm, inputs.format, device),
+        source: DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?,
+        target: DomainData::new(&inputs.target, &inputs.target_norm, inputs.format, device)?,
         source_order: IndexStream::new(inputs.source.len(), inputs.batch, stream_seed(ctx.seed(), SOURCE_STREAM + 10), device),
         target_order: IndexStream::new(inputs.target.len(), inputs.batch, stream_seed(ctx.seed(), TARGET_STREAM), device),
     };

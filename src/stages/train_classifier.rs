@@ -166,8 +166,8 @@ impl Stage for TrainClassifierStage {
         let model = DigitCnn::new(&vs.root(), config)?;
         let batch = effective_batch(params.batch_size, &[train.len()]);
         let order = IndexStream::new(train.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), ctx.device());
-        let data = DomainData::new(&train, &norm, format, ctx.device());
-        let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx);
+        let data = DomainData::new(&train, &norm, format, ctx.device())?;
+        let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx)?;
         ctx.log(format!("training on {} (batch {batch})", train.summary()));
 
         let trainer = ClassifierTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, data, order)?;

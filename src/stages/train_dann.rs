@@ -141,12 +141,12 @@ impl Stage for TrainDannStage {
         let batch = effective_batch(params.batch_size, &[source.len(), target.len()]);
         let device = ctx.device();
         let data = DannData {
-            source: DomainData::new(&source, &source_norm, format, device),
-            target: DomainData::new(&target, &target_norm, format, device),
+            source: DomainData::new(&source, &source_norm, format, device)?,
+            target: DomainData::new(&target, &target_norm, format, device)?,
             source_order: IndexStream::new(source.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), device),
             target_order: IndexStream::new(target.len(), batch, stream_seed(ctx.seed(), TARGET_STREAM), device),
         };
-        let val_data = setup::validation_data(val.as_ref(), &target_norm, format, ctx);
+        let val_data = setup::validation_data(val.as_ref(), &target_norm, format, ctx)?;
         ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
 
         let trainer = DannTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, data)?;

@@ -65,6 +65,14 @@ fn moments(histogram: &[u64; 256]) -> (f64, f64) {
     (mean, if std > 0.0 { std } else { FLAT_CHANNEL_STD })
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("dataset `{domain}` has {channels} channels but its normalisation statistics have {stats}")]
+    NormalisationChannels { domain: String, channels: usize, stats: usize },
+    #[error("dataset `{domain}` has {channels} channels; the model takes {model} and only 1 <-> 3 conversions exist")]
+    Channels { domain: String, channels: usize, model: i64 },
+}
+
 /// The input a model expects: channels and square size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputFormat {
@@ -87,14 +95,24 @@ pub struct DomainData {
 
 impl DomainData {
     /// Moves `dataset` to `device`, to be normalised with `norm` and converted to `format`.
-    pub fn new(dataset: &Dataset, norm: &Normalisation, format: InputFormat, device: Device) -> Self {
+    pub fn new(dataset: &Dataset, norm: &Normalisation, format: InputFormat, device: Device) -> Result<Self, BatchError> {
         let channels = dataset.shape[1] as i64;
+        if norm.mean.len() != dataset.shape[1] || norm.std.len() != dataset.shape[1] {
+            return Err(BatchError::NormalisationChannels {
+                domain: dataset.domain.clone(),
+                channels: dataset.shape[1],
+                stats: norm.mean.len(),
+            });
+        }
+        if !matches!((channels, format.channels), (1, 1) | (3, 3) | (1, 3) | (3, 1)) {
+            return Err(BatchError::Channels { domain: dataset.domain.clone(), channels: dataset.shape[1], model: format.channels });
+        }
         let per_channel = |values: Vec<f64>| {
             Tensor::from_slice(&values).to_kind(Kind::Float).reshape([1, channels, 1, 1]).to_device(device)
         };
         let scale = per_channel(norm.std.iter().map(|s| 1.0 / (255.0 * s)).collect());
         let shift = per_channel(norm.mean.iter().zip(&norm.std).map(|(m, s)| -m / s).collect());
-        DomainData {
+        Ok(DomainData {
             images: dataset.images_tensor().to_device(device),
             labels: dataset.labels_tensor().to_device(device),
             scale,
@@ -102,7 +120,7 @@ impl DomainData {
             format,
             len: dataset.len(),
             shape: dataset.shape,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -232,7 +250,7 @@ mod tests {
         let data = dataset(1, 2, vec![0, 255, 255, 0]);
         let norm = Normalisation::of(&data);
         let format = InputFormat { channels: 3, image_size: 4 };
-        let domain = DomainData::new(&data, &norm, format, Device::Cpu);
+        let domain = DomainData::new(&data, &norm, format, Device::Cpu).unwrap();
         let x = domain.images(&Tensor::from_slice(&[0i64]));
         assert_eq!(x.size(), [1, 3, 4, 4]);
         // Normalised to -1/+1; bilinear resizing keeps the extremes in the corners.

@@ -41,9 +41,9 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
-    /// The saved statistics of `domain`, if the model was trained on it.
-    pub fn normalisation_for(&self, domain: &str) -> Option<&Normalisation> {
-        self.normalisation.iter().find(|n| n.domain == domain)
+    /// The saved statistics of `domain` with `channels` channels, if the model was trained on it.
+    pub fn normalisation_for(&self, domain: &str, channels: usize) -> Option<&Normalisation> {
+        self.normalisation.iter().find(|n| n.domain == domain && n.mean.len() == channels)
     }
 }
 

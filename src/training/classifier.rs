@@ -107,7 +107,7 @@ pub(crate) mod tests {
         let dataset = banded(64, 1, 16, 0);
         let norm = Normalisation::of(&dataset);
         let format = InputFormat { channels: 3, image_size: 16 };
-        let data = DomainData::new(&dataset, &norm, format, Device::Cpu);
+        let data = DomainData::new(&dataset, &norm, format, Device::Cpu).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 16, classes: 10 };
         let model = DigitCnn::new(&vs.root(), config).unwrap();

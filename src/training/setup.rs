@@ -5,7 +5,7 @@ use anyhow::Context;
 use camino::Utf8Path;
 use tch::Tensor;
 
-use super::batches::{DomainData, InputFormat, Normalisation};
+use super::batches::{BatchError, DomainData, InputFormat, Normalisation};
 use super::checkpoint::{self, ModelMeta};
 use super::epochs::History;
 use super::evaluation;
@@ -64,9 +64,24 @@ pub fn require_labels(dataset: &Dataset, input: &str) -> Result<(), SetupError> 
     }
 }
 
-/// A validation set, normalised like the training data of its domain.
-pub fn validation_data(val: Option<&Dataset>, norm: &Normalisation, format: InputFormat, ctx: &StageContext) -> Option<DomainData> {
-    val.map(|v| DomainData::new(v, norm, format, ctx.device()))
+/// A validation set, normalised with `norm` (the statistics of the training set of its domain)
+/// when it is of that domain, else with its own statistics.
+pub fn validation_data(
+    val: Option<&Dataset>,
+    norm: &Normalisation,
+    format: InputFormat,
+    ctx: &StageContext,
+) -> Result<Option<DomainData>, BatchError> {
+    let Some(val) = val else { return Ok(None) };
+    let own;
+    let norm = if val.domain == norm.domain && val.shape[1] == norm.mean.len() {
+        norm
+    } else {
+        ctx.log(format!("validation set `{}` is not of domain `{}`: normalising it with its own statistics", val.domain, norm.domain));
+        own = Normalisation::of(val);
+        &own
+    };
+    DomainData::new(val, norm, format, ctx.device()).map(Some)
 }
 
 /// Accuracy of `logits` on `val` as an epoch-record entry (nothing without a validation set).

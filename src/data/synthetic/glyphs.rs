@@ -19,7 +19,7 @@ pub type Point = [f32; 2];
 pub type Stroke = Vec<Point>;
 
 /// Spacing of flattened points in glyph units: fine enough that the elastic warp bends lines.
-const STEP: f32 = 0.07;
+const STEP: f32 = 0.09;
 
 /// How a hand writes: how much it deviates from the skeleton and how it slants.
 #[derive(Debug, Clone, Copy)]

@@ -48,11 +48,12 @@ impl Canvas {
 
     /// Coverage of a capsule from `a` (radius `ra`) to `b` (radius `rb`).
     fn segment(&mut self, a: Point, b: Point, ra: f32, rb: f32, softness: f32) {
-        let reach = ra.max(rb) + softness;
-        let x0 = ((a[0].min(b[0]) - reach).floor().max(0.0)) as usize;
-        let y0 = ((a[1].min(b[1]) - reach).floor().max(0.0)) as usize;
-        let x1 = ((a[0].max(b[0]) + reach).ceil().max(0.0) as usize).min(self.width);
-        let y1 = ((a[1].max(b[1]) + reach).ceil().max(0.0) as usize).min(self.height);
+        let reach = ra.max(rb) + 0.5 * softness;
+        // Casts of non-negative values truncate, i.e. floor; `+ 1` covers the ceiling.
+        let x0 = (a[0].min(b[0]) - reach).max(0.0) as usize;
+        let y0 = (a[1].min(b[1]) - reach).max(0.0) as usize;
+        let x1 = ((a[0].max(b[0]) + reach).max(0.0) as usize + 1).min(self.width);
+        let y1 = ((a[1].max(b[1]) + reach).max(0.0) as usize + 1).min(self.height);
         let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
         let len2 = dx * dx + dy * dy;
         for y in y0..y1 {
@@ -61,9 +62,13 @@ impl Canvas {
                 let px = x as f32 + 0.5 - a[0];
                 let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
                 let (ex, ey) = (px - t * dx, py - t * dy);
-                let distance = (ex * ex + ey * ey).sqrt();
+                let distance2 = ex * ex + ey * ey;
+                // Most of the box is out of reach: skip the square root there.
+                if distance2 >= reach * reach {
+                    continue;
+                }
                 let radius = ra + t * (rb - ra);
-                let coverage = ((radius - distance) / softness + 0.5).clamp(0.0, 1.0);
+                let coverage = ((radius - distance2.sqrt()) / softness + 0.5).clamp(0.0, 1.0);
                 let cell = &mut self.data[y * self.width + x];
                 *cell = cell.max(coverage);
             }
@@ -111,18 +116,20 @@ fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 }
 
 /// 1-D convolution along lines of `len` samples spaced `step` apart; `lines` lines spaced
-/// `line_step` apart.
+/// `line_step` apart. Each line is first copied with its edge values repeated, so the inner loop
+/// needs no bounds clamping.
 fn convolve(src: &[f32], dst: &mut [f32], len: usize, lines: usize, kernel: &[f32], step: usize, line_step: usize) {
-    let radius = (kernel.len() / 2) as isize;
+    let radius = kernel.len() / 2;
+    let mut padded = vec![0.0; len + 2 * radius];
     for line in 0..lines {
         let base = line * line_step;
+        for (i, value) in padded.iter_mut().enumerate() {
+            let j = i.saturating_sub(radius).min(len - 1);
+            *value = src[base + j * step];
+        }
         for i in 0..len {
-            let mut sum = 0.0;
-            for (k, w) in kernel.iter().enumerate() {
-                let j = (i as isize + k as isize - radius).clamp(0, len as isize - 1) as usize;
-                sum += w * src[base + j * step];
-            }
-            dst[base + i * step] = sum;
+            let window = &padded[i..i + kernel.len()];
+            dst[base + i * step] = window.iter().zip(kernel).map(|(v, w)| v * w).sum();
         }
     }
 }

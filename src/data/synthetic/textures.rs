@@ -18,27 +18,33 @@ pub fn value_noise<R: Rng>(rng: &mut R, width: usize, height: usize, cells: usiz
     let cells = cells.max(1);
     let side = cells + 1;
     let lattice: Vec<f32> = (0..side * side).map(|_| rng.random()).collect();
+    // The lattice cell and weight of a column (or row) are shared by the whole column.
+    let columns = axis_weights(width, cells);
+    let rows = axis_weights(height, cells);
     let mut out = Vec::with_capacity(width * height);
-    for y in 0..height {
-        let fy = (y as f32 + 0.5) / height as f32 * cells as f32;
-        let (iy, ty) = split(fy, cells);
-        for x in 0..width {
-            let fx = (x as f32 + 0.5) / width as f32 * cells as f32;
-            let (ix, tx) = split(fx, cells);
-            let at = |i: usize, j: usize| lattice[j * side + i];
-            let top = lerp(at(ix, iy), at(ix + 1, iy), tx);
-            let bottom = lerp(at(ix, iy + 1), at(ix + 1, iy + 1), tx);
-            out.push(lerp(top, bottom, ty));
+    for &(iy, ty) in &rows {
+        let top = &lattice[iy * side..(iy + 1) * side];
+        let bottom = &lattice[(iy + 1) * side..(iy + 2) * side];
+        for &(ix, tx) in &columns {
+            let upper = lerp(top[ix], top[ix + 1], tx);
+            let lower = lerp(bottom[ix], bottom[ix + 1], tx);
+            out.push(lerp(upper, lower, ty));
         }
     }
     out
 }
 
-/// Lattice cell and smoothstepped fraction of a coordinate.
-fn split(f: f32, cells: usize) -> (usize, f32) {
-    let i = (f.floor() as usize).min(cells - 1);
-    let t = f - i as f32;
-    (i, t * t * (3.0 - 2.0 * t))
+/// Lattice cell and smoothstepped fraction of each pixel centre along an axis of `len` pixels.
+fn axis_weights(len: usize, cells: usize) -> Vec<(usize, f32)> {
+    (0..len)
+        .map(|i| {
+            let f = (i as f32 + 0.5) / len as f32 * cells as f32;
+            // f >= 0, so truncation is floor.
+            let cell = (f as usize).min(cells - 1);
+            let t = f - cell as f32;
+            (cell, t * t * (3.0 - 2.0 * t))
+        })
+        .collect()
 }
 
 fn lerp(a: f32, b: f32, t: f32) -> f32 {
@@ -111,7 +117,7 @@ fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
 /// Piecewise-linear colour ramp through `palette` for `t` in `[0, 1]`.
 fn ramp(palette: &[Rgb], t: f32) -> Rgb {
     let f = t.clamp(0.0, 1.0) * (palette.len() - 1) as f32;
-    let i = (f.floor() as usize).min(palette.len() - 2);
+    let i = (f as usize).min(palette.len() - 2);
     mix(palette[i], palette[i + 1], f - i as f32)
 }
 
@@ -142,7 +148,7 @@ fn noise_scene<R: Rng>(rng: &mut R, width: usize, height: usize) -> Vec<Rgb> {
     let colours = rng.random_range(2..5);
     let palette = palette(rng, colours);
     let cells = rng.random_range(1..4);
-    let field = fbm(rng, width, height, cells, 4);
+    let field = fbm(rng, width, height, cells, 3);
     field.into_iter().map(|t| ramp(&palette, t)).collect()
 }
 

@@ -254,10 +254,11 @@ mod tests {
 
     /// Three well separated 5-d Gaussian blobs of `per` points, with their labels.
     fn blobs(per: usize) -> (Vec<f32>, Vec<usize>) {
-        let noise = init::random(per * 3 * 5, 11);
+        // `random(m)` gives 2m values: 5 per point for 3 * per points.
+        let noise = init::random(per * 3 * 5 / 2 + 1, 11);
         let mut data = Vec::new();
         let mut labels = Vec::new();
-        for (i, chunk) in noise.chunks_exact(5).enumerate() {
+        for (i, chunk) in noise.chunks_exact(5).take(3 * per).enumerate() {
             let cluster = i % 3;
             data.extend(chunk.iter().enumerate().map(|(axis, v)| {
                 (v * 1e4 + if axis == cluster { 10.0 } else { 0.0 }) as f32
@@ -287,7 +288,7 @@ mod tests {
                     d(a).total_cmp(&d(b))
                 })
                 .unwrap();
-            assert_eq!(labels[nearest], labels[i]);
+            assert_eq!(labels[nearest], labels[i], "point {i} at {:?}, nearest {nearest} at {:?}: {:?}", &y[2*i..2*i+2], &y[2*nearest..2*nearest+2], &data[5*i..5*i+5]);
         }
         assert!(first.kl_divergence > 0.0 && first.kl_divergence < 2.0, "{}", first.kl_divergence);
     }
