@@ -9,9 +9,10 @@ TORCH_VERSION := 2.13.0
 HWRUN_TORCH_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hwrun/torch-$(TORCH_VERSION)
 PYTHON ?= python3
 VENV_PY := $(HWRUN_TORCH_VENV)/bin/python
-VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready
+# Bump the suffix when ORACLE_PACKAGES changes, so existing venvs get the new packages.
+VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready-2
 # Test oracles installed beside torch: the reference implementations our numbers are checked against.
-ORACLE_PACKAGES := numpy scipy scikit-learn safetensors
+ORACLE_PACKAGES := numpy scipy scikit-learn safetensors pillow
 
 export VIRTUAL_ENV := $(HWRUN_TORCH_VENV)
 export PATH := $(HWRUN_TORCH_VENV)/bin:$(PATH)
@@ -22,18 +23,20 @@ CARGO ?= cargo
 
 .PHONY: run build test bench venv clean-venv
 
+# `dist` = release + thin LTO (see Cargo.toml): the shipped binaries.
+BIN := target/dist
+
 run: build
-	./target/release/hwrun $(RECIPE)
+	./$(BIN)/hwrun $(RECIPE)
 
 build: $(VENV_STAMP)
-	$(CARGO) build --release --locked
+	$(CARGO) build --profile dist --locked --bins
 
 test: $(VENV_STAMP)
-	$(CARGO) build --release --locked
 	$(CARGO) test --release --locked
 
-bench: $(VENV_STAMP)
-	$(CARGO) bench --locked
+bench: build
+	HWRUN_BIN=$(CURDIR)/$(BIN)/hwrun $(CARGO) bench --locked
 
 venv: $(VENV_STAMP)
 

@@ -12,16 +12,24 @@ fn main() {
         println!("cargo:rustc-env=HWRUN_TORCH_VERSION=unknown");
         return;
     };
+    // Every target may find libtorch through the rpath; one that references none of it (the
+    // `hwrun` binary built with LTO, see `[profile.dist]`) does not load it.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{libtorch_lib}");
-    // Without --no-as-needed the linker drops libtorch_cuda (no symbol of it is referenced
-    // directly), and CUDA is never found on a GPU machine.
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-    println!("cargo:rustc-link-arg=-L{libtorch_lib}");
-    println!("cargo:rustc-link-arg=-ltorch");
+    // The worker, the tests and the benchmarks always load it, CUDA part included: without
+    // --no-as-needed the linker drops libtorch_cuda (no symbol of it is referenced directly),
+    // and CUDA is never found on a GPU machine.
+    let mut args = vec!["-Wl,--no-as-needed".to_owned()];
+    args.push(format!("-L{libtorch_lib}"));
+    args.push("-ltorch".to_owned());
     if std::path::Path::new(&libtorch_lib).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        args.push("-ltorch_cuda".to_owned());
     }
-    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    args.push("-Wl,--as-needed".to_owned());
+    for arg in args {
+        println!("cargo:rustc-link-arg-bin=hwrun-torch={arg}");
+        println!("cargo:rustc-link-arg-tests={arg}");
+        println!("cargo:rustc-link-arg-benches={arg}");
+    }
     println!("cargo:rustc-env=HWRUN_TORCH_VERSION={}", torch_version(&libtorch_lib));
 }
 

@@ -52,7 +52,15 @@ fn ensure_images(root: &Utf8Path) -> anyhow::Result<()> {
 }
 
 fn time_hwrun(root: &Utf8Path) -> anyhow::Result<(Duration, Dataset)> {
-    let read = || load_course(&root.join("train.csv"), &root.join("data"), Dataset::digit_classes(), "mnistm", &ReadOptions::default());
+    let read = || {
+        load_course(
+            &root.join("train.csv"),
+            &root.join("data"),
+            Dataset::digit_classes(),
+            "mnistm",
+            &ReadOptions::default(),
+        )
+    };
     read()?;
     let started = Instant::now();
     let dataset = read()?;
@@ -86,6 +94,10 @@ fn main() -> anyhow::Result<()> {
     println!("  PIL + numpy loop:    {:>8.3} s", pil.as_secs_f64());
     println!("  ratio:               {:>8.2}x (goal >= 3x)", pil.as_secs_f64() / hwrun.as_secs_f64());
     let same = pil_check == format!("{sum} {}", dataset.len());
-    println!("  pixel sums:          hwrun {sum} {}, PIL {pil_check} ({})", dataset.len(), if same { "equal" } else { "DIFFERENT" });
+    println!(
+        "  pixel sums:          hwrun {sum} {}, PIL {pil_check} ({})",
+        dataset.len(),
+        if same { "equal" } else { "DIFFERENT" }
+    );
     Ok(())
 }

@@ -21,3 +21,4 @@ pub mod scheduler;
 pub mod stages;
 pub mod training;
 pub mod viz;
+pub mod worker;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::stages::download::DownloadStage;
-use hwrun::stages::{Registered, StageContext, StageKind, StageOutcome};
+use hwrun::stages::{Registered, StageContext, StageKind, StageOutcome, StageRunner};
 use sha2::{Digest, Sha256};
 
 /// The test server never waits longer than this for a client, so no thread outlives its test by

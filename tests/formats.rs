@@ -31,8 +31,10 @@ fn tmp() -> (tempfile::TempDir, Utf8PathBuf) {
 
 fn check_svhn(h: usize, w: usize, n: usize, compress: bool, ydtype: &str, oned: &str) {
     let (_dir, dir) = tmp();
-    let args = [dir.as_str(), &h.to_string(), &w.to_string(), &n.to_string(), if compress { "1" } else { "0" }, ydtype, oned];
-    let digits: Vec<i64> = common::run_python(WRITE_SVHN, &args).split_whitespace().map(|d| d.parse().unwrap()).collect();
+    let args =
+        [dir.as_str(), &h.to_string(), &w.to_string(), &n.to_string(), if compress { "1" } else { "0" }, ydtype, oned];
+    let digits: Vec<i64> =
+        common::run_python(WRITE_SVHN, &args).split_whitespace().map(|d| d.parse().unwrap()).collect();
     let data = load_svhn_mat(&dir.join("data.mat"), "svhn", &ReadOptions::default()).unwrap();
     let context = format!("{h}x{w}x{n} compress={compress} y={ydtype}/{oned}");
     assert_eq!(data.shape, [n, 3, h, w], "{context}");

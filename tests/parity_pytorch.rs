@@ -51,6 +51,7 @@ fn write_rust_side(dir: &Utf8Path, vs: &nn::VarStore, logits: &Tensor, loss: f64
 fn compare(mode: &str, dir: &Utf8Path, parameters: usize) {
     let report = common::run_python(&format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"), &[mode, dir.as_str()]);
     let diffs: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    eprintln!("{mode}: {diffs}");
     assert_eq!(diffs["grad_count"].as_u64(), Some(parameters as u64), "{diffs}");
     for key in ["logits", "loss", "grad_max"] {
         let diff = diffs[key].as_f64().unwrap();

@@ -93,7 +93,9 @@ impl Cache {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
-        Ok(Cache { root: root.to_owned() })
+        // Absolute, so the paths hwrun prints work from any directory.
+        let root = root.canonicalize_utf8().map_err(io_err(root))?;
+        Ok(Cache { root })
     }
 
     pub fn root(&self) -> &Utf8Path {

@@ -56,13 +56,15 @@ pub fn main() -> i32 {
     }
 }
 
-/// `hwrun 0.1.0 (libtorch 2.13.0+cu130, CUDA: not available)`.
+/// `hwrun 0.1.0 (libtorch 2.13.0+cu130, CUDA: not available)`. CUDA is asked of the worker,
+/// the only process that loads libtorch.
 pub fn version_text() -> String {
-    let cuda = if tch::Cuda::is_available() {
-        format!("available, {} device(s)", tch::Cuda::device_count())
-    } else {
-        "not available".to_owned()
-    };
+    let cuda = crate::worker::client::worker_path()
+        .ok()
+        .and_then(|path| std::process::Command::new(path).arg("cuda").output().ok())
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown (the hwrun-torch worker is missing)".to_owned());
     format!(
         "hwrun {} (libtorch {}, CUDA: {cuda})",
         env!("CARGO_PKG_VERSION"),
@@ -77,7 +79,10 @@ fn init_logging(printer: &Printer, verbose: u8, mode: OutputMode) {
         (1, _) => "hwrun=debug,info",
         _ => "hwrun=trace,debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
+    // The worker processes log with the same filter.
+    std::env::set_var("HWRUN_LOG", &directives);
+    let filter = EnvFilter::new(directives);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter(printer.clone()))

@@ -9,6 +9,7 @@ use crate::graph::Status;
 use crate::output::{OutputMode, Printer};
 use crate::scheduler::{execute, RunOptions, RunSummary, StageResult};
 use crate::stages::CancelToken;
+use crate::worker::DeviceRequest;
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &CancelToken) -> Result<i32, Failure> {
     let device = parse_device(global.device.as_deref())?;
@@ -25,7 +26,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
         session.statuses.len(),
         session.statuses.len() - to_run,
         to_run,
-        device_name(device)
+        device
     ));
     let options = RunOptions {
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -107,35 +108,12 @@ fn render_summary(summary: &RunSummary) -> String {
     out
 }
 
-/// `--device`: `cpu`, `cuda`, `cuda:N`; by default CUDA when available.
-pub fn parse_device(device: Option<&str>) -> Result<tch::Device, Failure> {
-    let device = match device {
-        None => tch::Device::cuda_if_available(),
-        Some("cpu") => tch::Device::Cpu,
-        Some("cuda") => tch::Device::Cuda(0),
-        Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(index) => tch::Device::Cuda(index),
-            None => {
-                return Err(Failure::Input(anyhow::anyhow!(
-                    "unknown device `{other}`: use `cpu`, `cuda` or `cuda:N`"
-                )))
-            }
-        },
-    };
-    if let tch::Device::Cuda(index) = device {
-        let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
-        if index >= available {
-            return Err(Failure::Input(anyhow::anyhow!(
-                "device `cuda:{index}` is not available ({available} CUDA device(s) found); use `--device cpu`"
-            )));
-        }
-    }
-    Ok(device)
-}
-
-pub fn device_name(device: tch::Device) -> String {
+/// `--device`: `cpu`, `cuda`, `cuda:N`; by default CUDA when available (decided by the worker).
+pub fn parse_device(device: Option<&str>) -> Result<DeviceRequest, Failure> {
     match device {
-        tch::Device::Cuda(index) => format!("cuda:{index}"),
-        _ => "cpu".to_owned(),
+        None => Ok(DeviceRequest::Auto),
+        Some(text) => DeviceRequest::parse(text).ok_or_else(|| {
+            Failure::Input(anyhow::anyhow!("unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"))
+        }),
     }
 }

@@ -55,11 +55,7 @@ impl FeatureSet {
     /// Checks that values, labels, domains and names agree.
     pub fn validate(&self) -> Result<(), FeatureSetError> {
         if self.features.len() != self.n * self.dim {
-            return Err(FeatureSetError::ValueCountMismatch {
-                values: self.features.len(),
-                n: self.n,
-                dim: self.dim,
-            });
+            return Err(FeatureSetError::ValueCountMismatch { values: self.features.len(), n: self.n, dim: self.dim });
         }
         for (what, column) in [("labels", &self.labels), ("domains", &self.domains)] {
             if column.len() != self.n {
@@ -114,9 +110,8 @@ impl FeatureSet {
     /// Reads a feature set written by [`FeatureSet::save`].
     pub fn load(dir: &Utf8Path) -> Result<Self, FeatureSetError> {
         let read_err = |message: String| FeatureSetError::Read { path: dir.to_owned(), message };
-        let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| {
-            read_err(format!("{META_FILE}: {e} (is this the output of a `features` stage?)"))
-        })?;
+        let meta_bytes = std::fs::read(dir.join(META_FILE))
+            .map_err(|e| read_err(format!("{META_FILE}: {e} (is this the output of a `features` stage?)")))?;
         let meta: FeatureMeta =
             serde_json::from_slice(&meta_bytes).map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
         let tensors = tch::Tensor::read_safetensors(dir.join(TENSORS_FILE))
@@ -131,8 +126,7 @@ impl FeatureSet {
         let features = Vec::<f32>::try_from(find("features")?.to_kind(tch::Kind::Float).flatten(0, -1))
             .map_err(|e| read_err(format!("features: {e}")))?;
         let labels = Vec::<i64>::try_from(find("labels")?).map_err(|e| read_err(format!("labels: {e}")))?;
-        let domains =
-            Vec::<i64>::try_from(find("domains")?).map_err(|e| read_err(format!("domains: {e}")))?;
+        let domains = Vec::<i64>::try_from(find("domains")?).map_err(|e| read_err(format!("domains: {e}")))?;
         let set = FeatureSet {
             features,
             n: meta.n,
@@ -164,10 +158,16 @@ impl FeatureSet {
     }
 }
 
-fn check_indices(what: &'static str, values: &[i64], len: usize, allow_unlabelled: bool) -> Result<(), FeatureSetError> {
-    let bad = values.iter().enumerate().find(|(_, &v)| {
-        !(allow_unlabelled && v == UNLABELLED) && !(0..len as i64).contains(&v)
-    });
+fn check_indices(
+    what: &'static str,
+    values: &[i64],
+    len: usize,
+    allow_unlabelled: bool,
+) -> Result<(), FeatureSetError> {
+    let bad = values
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| !(allow_unlabelled && v == UNLABELLED) && !(0..len as i64).contains(&v));
     match bad {
         Some((index, &value)) => Err(FeatureSetError::IndexOutOfRange { what, index, value, len }),
         None => Ok(()),

@@ -38,7 +38,9 @@ pub struct Geometry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
-    #[error("cannot center-crop {crop_h}x{crop_w} (HxW) from a {height}x{width} image: the crop must fit inside the image")]
+    #[error(
+        "cannot center-crop {crop_h}x{crop_w} (HxW) from a {height}x{width} image: the crop must fit inside the image"
+    )]
     CropTooLarge { crop_h: u32, crop_w: u32, height: u32, width: u32 },
     #[error("sizes must be positive, found {height}x{width} (HxW)")]
     EmptySize { height: u32, width: u32 },
@@ -154,7 +156,9 @@ fn chw_to_image(chw: &[u8], channels: usize, height: u32, width: u32) -> Result<
         expected: plane * channels,
     };
     match channels {
-        1 => GrayImage::from_raw(width, height, chw.to_vec()).map(DynamicImage::ImageLuma8).ok_or_else(|| buffer_err().into()),
+        1 => GrayImage::from_raw(width, height, chw.to_vec())
+            .map(DynamicImage::ImageLuma8)
+            .ok_or_else(|| buffer_err().into()),
         3 => {
             let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();
             RgbImage::from_raw(width, height, hwc).map(DynamicImage::ImageRgb8).ok_or_else(|| buffer_err().into())
@@ -254,7 +258,8 @@ mod tests {
 
     fn ramp(n: usize, c: usize, h: usize, w: usize) -> Dataset {
         let images = (0..n * c * h * w).map(|v| (v % 251) as u8).collect();
-        Dataset::new(images, [n, c, h, w], (0..n as i64).map(|i| i % 10).collect(), Dataset::digit_classes(), "t").unwrap()
+        Dataset::new(images, [n, c, h, w], (0..n as i64).map(|i| i % 10).collect(), Dataset::digit_classes(), "t")
+            .unwrap()
     }
 
     #[test]

@@ -31,12 +31,8 @@ pub fn squared_f64(a: &[f32], b: &[f32]) -> f64 {
             acc[lane] += d * d;
         }
     }
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
+    let tail: f64 =
+        ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
     acc.iter().sum::<f64>() + tail
 }
 

@@ -15,6 +15,7 @@ use crate::cache::{Cache, Manifest};
 use crate::graph::{NodeStatus, Plan, Status};
 use crate::output::Printer;
 use crate::stages::{CancelToken, Cancelled};
+use crate::worker::DeviceRequest;
 use run_stage::{run_node, NodeEnv, NodeRun};
 pub use summary::{RunSummary, StageReport, StageResult};
 
@@ -23,7 +24,7 @@ pub use summary::{RunSummary, StageReport, StageResult};
 pub struct RunOptions {
     pub jobs: usize,
     pub keep_going: bool,
-    pub device: tch::Device,
+    pub device: DeviceRequest,
 }
 
 #[derive(Default)]
@@ -124,7 +125,7 @@ fn worker(
             printer.status(&format!("running {} ({})", stage.label, stage.kind.kind()));
         }
         let bar = if will_run { printer.stage_bar(&stage.label) } else { indicatif::ProgressBar::hidden() };
-        let env = NodeEnv { plan, cache, device: options.device, cancel, manifests: &manifests };
+        let env = NodeEnv { plan, cache, device: options.device, cancel, printer, manifests: &manifests };
         let result = run_node(&env, node, bar.clone(), || {
             printer.status(&format!("waiting for another hwrun process running {}", stage.label))
         });

@@ -2,7 +2,6 @@
 //! success. Panics inside a stage (libtorch reports some errors that way) become failures.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -12,7 +11,9 @@ use petgraph::graph::NodeIndex;
 use crate::cache::manifest::InputRecord;
 use crate::cache::{Cache, Manifest};
 use crate::graph::Plan;
-use crate::stages::{CancelToken, InputArtifact, StageContext};
+use crate::output::Printer;
+use crate::stages::{runners, CancelToken, InputArtifact, StageContext};
+use crate::worker::{run_in_worker, DeviceRequest, StageRequest};
 
 /// What running a node gave.
 pub enum NodeRun {
@@ -25,8 +26,9 @@ pub enum NodeRun {
 pub struct NodeEnv<'a> {
     pub plan: &'a Plan,
     pub cache: &'a Cache,
-    pub device: tch::Device,
+    pub device: DeviceRequest,
     pub cancel: &'a CancelToken,
+    pub printer: &'a Printer,
     /// Manifests of finished nodes, by node index (inputs are always there).
     pub manifests: &'a BTreeMap<NodeIndex, Manifest>,
 }
@@ -51,19 +53,36 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
     let log_path = staging.log_path();
     let log_file = std::fs::File::create(&log_path).with_context(|| format!("cannot create `{log_path}`"))?;
     let out_dir = staging.out_dir();
-    let mut ctx = StageContext::new(
-        stage.label.clone(),
-        out_dir.clone(),
-        inputs,
-        env.plan.recipe.seed,
-        env.device,
-        bar,
-        env.cancel.clone(),
-        Some(log_file),
-    );
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| stage.kind.run(&stage.params, &mut ctx)))
-        .unwrap_or_else(|panic| Err(anyhow::anyhow!("the stage crashed: {}", panic_message(&panic))))?;
+    let (outcome, device) = match runners::find_in_process(stage.kind.kind()) {
+        Some(runner) => {
+            let mut ctx = StageContext::new(
+                stage.label.clone(),
+                out_dir.clone(),
+                inputs,
+                env.plan.recipe.seed,
+                tch::Device::Cpu,
+                bar,
+                env.cancel.clone(),
+                Some(log_file),
+            );
+            (runners::run_catching(runner, &stage.params, &mut ctx)?, "cpu".to_owned())
+        }
+        None => {
+            let request = StageRequest {
+                kind: stage.kind.kind().to_owned(),
+                params: toml::to_string(&stage.params)?,
+                name: stage.label.clone(),
+                out_dir: out_dir.clone(),
+                log_file: log_path,
+                inputs,
+                seed: env.plan.recipe.seed,
+                device: env.device,
+            };
+            drop(log_file);
+            run_in_worker(&request, &bar, env.cancel, env.printer)?
+        }
+    };
     for output in &stage.shape.outputs {
         anyhow::ensure!(
             out_dir.join(output).is_dir(),
@@ -89,7 +108,7 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
         outcome,
         files: Vec::new(),
         wall_time_s: started.elapsed().as_secs_f64(),
-        device: format!("{:?}", env.device).to_lowercase(),
+        device,
         hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
@@ -123,12 +142,4 @@ fn input_artifacts(env: &NodeEnv<'_>, node: NodeIndex) -> anyhow::Result<BTreeMa
             Ok((name, artifact))
         })
         .collect()
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".to_owned())
 }

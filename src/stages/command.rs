@@ -204,7 +204,7 @@ fn substitute(text: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::stage::{Registered, StageKind};
+    use crate::stages::stage::{Registered, StageRunner};
     use camino::Utf8Path;
 
     fn run(params: &str) -> (tempfile::TempDir, anyhow::Result<StageOutcome>) {

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use super::stage::StageOutcome;
 
 /// A finished stage's artifact as another stage consumes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InputArtifact {
     /// The referenced output directory (the whole output, or the named sub-directory).
     pub dir: Utf8PathBuf,

@@ -389,11 +389,8 @@ impl DatasetFields {
     fn read(&self, ctx: &StageContext, split: Split) -> anyhow::Result<Dataset> {
         let started = Instant::now();
         ctx.start_phase(format!("reading {} ({:?})", split.name(), self.format), 0);
-        let paths = self
-            .slots(split)
-            .into_iter()
-            .map(|slot| self.locate(ctx, slot))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let paths =
+            self.slots(split).into_iter().map(|slot| self.locate(ctx, slot)).collect::<anyhow::Result<Vec<_>>>()?;
         let (main, second) = (&paths[0], paths.get(1));
         let options = self.read_options(ctx);
         let domain = &self.domain;
@@ -531,7 +528,10 @@ mod tests {
         let shape = |text: &str| kind.check(&table(text)).unwrap().shape;
         let course = shape("format = \"course\"\ndomain = \"usps\"\nroot = \"hw2\"\nsubdir = \"usps\"");
         assert_eq!(course.outputs, ["train", "val"]);
-        assert_eq!(course.external_paths, ["hw2/usps/data", "hw2/usps/train.csv", "hw2/usps/val.csv"].map(Utf8PathBuf::from));
+        assert_eq!(
+            course.external_paths,
+            ["hw2/usps/data", "hw2/usps/train.csv", "hw2/usps/val.csv"].map(Utf8PathBuf::from)
+        );
         let split = shape("format = \"usps_libsvm\"\ndomain = \"usps\"\nroot = \"u\"\nval_fraction = 0.1");
         assert_eq!(split.external_paths, [Utf8PathBuf::from("u/usps.bz2")]);
         assert!(shape("format = \"idx\"\ndomain = \"m\"").external_paths.is_empty());
@@ -581,7 +581,13 @@ mod tests {
     }
 
     fn input(dir: Utf8PathBuf) -> InputArtifact {
-        InputArtifact { dir, stage: "dl".into(), kind: "download".into(), params: serde_json::Value::Null, outcome: StageOutcome::default() }
+        InputArtifact {
+            dir,
+            stage: "dl".into(),
+            kind: "download".into(),
+            params: serde_json::Value::Null,
+            outcome: StageOutcome::default(),
+        }
     }
 
     fn gz_idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {

@@ -1,5 +1,5 @@
 //! Stage kinds: one file per kind, each implementing [`Stage`]; all of them listed once in
-//! [`registry`].
+//! [`registry`], and how each runs in [`runners`].
 
 pub mod command;
 pub mod context;
@@ -8,14 +8,18 @@ pub mod download;
 pub mod evaluate;
 pub mod features;
 pub mod report;
+pub mod runners;
 pub mod stage;
 pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
+pub mod tsne;
 
 pub use context::{CancelToken, Cancelled, InputArtifact, StageContext};
-pub use stage::{CheckedParams, Metrics, ParamError, Registered, Stage, StageKind, StageOutcome, StageShape};
+pub use stage::{
+    CheckedParams, Metrics, ParamError, Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
+};
 
 /// Every stage kind hwrun knows, in the order `hwrun stages` lists them.
 pub fn registry() -> &'static [&'static dyn StageKind] {
@@ -30,6 +34,7 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
         &Registered::<train_adda::TrainAddaStage>::new(),
         &Registered::<evaluate::EvaluateStage>::new(),
         &Registered::<features::FeaturesStage>::new(),
+        &Registered::<tsne::TsneStage>::new(),
     ];
     KINDS
 }

@@ -83,17 +83,25 @@ pub struct CheckedParams {
     pub shape: StageShape,
 }
 
-/// The object-safe face of a [`Stage`], as listed in the registry.
+/// The object-safe description of a [`Stage`]: everything the planner needs, nothing that runs.
+///
+/// Kept apart from [`StageRunner`] so that the `hwrun` binary, which plans and schedules, never
+/// references the learning code and so never loads libtorch (see [`super::runners`]).
 pub trait StageKind: Send + Sync {
     fn kind(&self) -> &'static str;
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
     /// Parses and validates parameters.
     fn check(&self, params: &toml::Table) -> Result<CheckedParams, ParamError>;
+}
+
+/// The object-safe way to run a [`Stage`].
+pub trait StageRunner: Send + Sync {
+    fn kind(&self) -> &'static str;
     fn run(&self, params: &toml::Table, ctx: &mut StageContext) -> anyhow::Result<StageOutcome>;
 }
 
-/// Adapts a typed [`Stage`] to [`StageKind`].
+/// Adapts a typed [`Stage`] to [`StageKind`] and [`StageRunner`].
 pub struct Registered<S>(PhantomData<S>);
 
 impl<S> Registered<S> {
@@ -135,6 +143,12 @@ impl<S: Stage> StageKind for Registered<S> {
             message: err.to_string(),
         })?;
         Ok(CheckedParams { canonical, shape: S::shape(&typed) })
+    }
+}
+
+impl<S: Stage> StageRunner for Registered<S> {
+    fn kind(&self) -> &'static str {
+        S::KIND
     }
     fn run(&self, params: &toml::Table, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let typed: S::Params = parse_params(params)?;

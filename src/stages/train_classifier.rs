@@ -2,9 +2,10 @@
 //! domain. Trained on the source domain it gives the source-only lower bound of domain
 //! adaptation; trained on the target domain, the target-only upper bound.
 //!
-//! Inputs: `train` (a dataset directory), optionally `val` (a dataset of the same domain; its
-//! accuracy is logged per epoch and becomes the metric `val_acc`). Images are normalised with the
-//! per-channel mean/std of `train` (saved in `model.json`) and, when their size or channel count
+//! Inputs: `train` (a dataset directory), optionally `val` (a labelled dataset; its accuracy is
+//! logged per epoch and becomes the metric `val_acc`; the target's val set gives the source-only
+//! accuracy on the target). Images are normalised with the per-channel mean/std of `train` (saved
+//! in `model.json`; a `val` of another domain uses its own) and, when their size or channel count
 //! differs from the network's, converted per batch: greyscale repeated to RGB, then bilinear
 //! resize to `image_size`.
 //!

@@ -15,16 +15,8 @@ pub fn python() -> PathBuf {
 /// Runs a Python snippet with the venv interpreter and returns its stdout; panics with stderr on
 /// failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("cannot start the venv's python");
-    assert!(
-        output.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output =
+        Command::new(python()).arg("-c").arg(script).args(args).output().expect("cannot start the venv's python");
+    assert!(output.status.success(), "python failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("python printed non-UTF-8")
 }

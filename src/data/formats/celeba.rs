@@ -39,6 +39,11 @@ mod tests {
         face.save(path.join("000001.jpg")).unwrap();
         let data = load_celeba(path, CELEBA_SIZE, "celeba", &ReadOptions::default()).unwrap();
         assert_eq!(data.shape, [1, 3, 64, 64]);
-        assert!(data.image(0)[0] < 20 && data.image(0)[63 * 64] > 235, "{} {}", data.image(0)[0], data.image(0)[63 * 64]);
+        assert!(
+            data.image(0)[0] < 20 && data.image(0)[63 * 64] > 235,
+            "{} {}",
+            data.image(0)[0],
+            data.image(0)[63 * 64]
+        );
     }
 }

@@ -53,9 +53,7 @@ fn parse_row(text: &str, line: usize, csv: &Utf8Path, classes: usize) -> Result<
         return Err(syntax(csv, line, "`image_name,label`".to_owned(), text));
     };
     let label_text = label.trim();
-    let label: i64 = label_text
-        .parse()
-        .map_err(|_| syntax(csv, line, "an integer label".to_owned(), label_text))?;
+    let label: i64 = label_text.parse().map_err(|_| syntax(csv, line, "an integer label".to_owned(), label_text))?;
     if !(0..classes as i64).contains(&label) {
         return Err(FormatError::LabelOutOfRange {
             path: csv.to_owned(),
@@ -102,9 +100,13 @@ mod tests {
         for i in 0..n {
             let name = format!("{i:05}.png");
             if grey {
-                image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(10 * i as u32 + x + 3 * y) as u8])).save(data.join(&name)).unwrap();
+                image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(10 * i as u32 + x + 3 * y) as u8]))
+                    .save(data.join(&name))
+                    .unwrap();
             } else {
-                image::RgbImage::from_fn(3, 2, |x, _| image::Rgb([10 * i as u8, 10 * i as u8 + 1, x as u8])).save(data.join(&name)).unwrap();
+                image::RgbImage::from_fn(3, 2, |x, _| image::Rgb([10 * i as u8, 10 * i as u8 + 1, x as u8]))
+                    .save(data.join(&name))
+                    .unwrap();
             }
             csv.push_str(&format!("{name},{}\n", i % 10));
         }
@@ -169,7 +171,10 @@ mod tests {
         write_course(&root, 1, false);
         std::fs::write(root.join("train.csv"), "file,label\n00000.png,3\n").unwrap();
         let err = load(&root, &ReadOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("line 1: expected the header `image_name,label`, found `file,label`"), "{err}");
+        assert!(
+            err.to_string().contains("line 1: expected the header `image_name,label`, found `file,label`"),
+            "{err}"
+        );
         std::fs::write(root.join("train.csv"), "image_name,label\n00000.png,three\n").unwrap();
         let err = load(&root, &ReadOptions::default()).unwrap_err();
         assert!(err.to_string().contains("line 2: expected an integer label, found `three`"), "{err}");

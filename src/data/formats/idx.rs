@@ -17,7 +17,13 @@ pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// Reads an image file and its label file; labels must lie in `0..classes.len()`.
-pub fn load_idx(images: &Utf8Path, labels: &Utf8Path, classes: Vec<String>, domain: &str, options: &ReadOptions) -> Result<Dataset, FormatError> {
+pub fn load_idx(
+    images: &Utf8Path,
+    labels: &Utf8Path,
+    classes: Vec<String>,
+    domain: &str,
+    options: &ReadOptions,
+) -> Result<Dataset, FormatError> {
     let image_bytes = read_maybe_compressed(images)?;
     let label_bytes = read_maybe_compressed(labels)?;
     let (dims, pixels) = parse(&image_bytes, images, IMAGES_MAGIC, "IDX u8 images with 3 dimensions")?;
@@ -28,13 +34,23 @@ pub fn load_idx(images: &Utf8Path, labels: &Utf8Path, classes: Vec<String>, doma
     }
     let keep = limited(n, options);
     let labels_out = check_labels(&label_data[..keep], labels, classes.len())?;
-    let dataset = Dataset::new(pixels[..keep * rows * cols].to_vec(), [keep, 1, rows, cols], labels_out, classes, domain)?;
+    let dataset =
+        Dataset::new(pixels[..keep * rows * cols].to_vec(), [keep, 1, rows, cols], labels_out, classes, domain)?;
     finish(dataset, options, images)
 }
 
 /// Checks the magic number and the length; returns the dimensions and the data after the header.
-fn parse<'a>(bytes: &'a [u8], path: &Utf8Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, &'a [u8]), FormatError> {
-    let truncated = |expected: usize| FormatError::Truncated { path: path.to_owned(), expected: expected as u64, found: bytes.len() as u64 };
+fn parse<'a>(
+    bytes: &'a [u8],
+    path: &Utf8Path,
+    magic: u32,
+    what: &'static str,
+) -> Result<(Vec<usize>, &'a [u8]), FormatError> {
+    let truncated = |expected: usize| FormatError::Truncated {
+        path: path.to_owned(),
+        expected: expected as u64,
+        found: bytes.len() as u64,
+    };
     let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let found = word(0).ok_or_else(|| truncated(4))?;
     if found != magic {
@@ -42,7 +58,8 @@ fn parse<'a>(bytes: &'a [u8], path: &Utf8Path, magic: u32, what: &'static str) -
     }
     let ndims = (magic & 0xff) as usize;
     let header = 4 * (1 + ndims);
-    let dims: Vec<usize> = (1..=ndims).map(|i| word(i).map(|d| d as usize)).collect::<Option<_>>().ok_or_else(|| truncated(header))?;
+    let dims: Vec<usize> =
+        (1..=ndims).map(|i| word(i).map(|d| d as usize)).collect::<Option<_>>().ok_or_else(|| truncated(header))?;
     let expected = header + dims.iter().product::<usize>();
     if bytes.len() < expected {
         return Err(truncated(expected));
@@ -122,7 +139,8 @@ mod tests {
     fn limit_and_channels_apply() {
         let (_dir, path) = tmp();
         let (images, labels) = write_pair(&path, true);
-        let data = load(&images, &labels, &ReadOptions { limit: Some(2), channels: Some(3), ..Default::default() }).unwrap();
+        let data =
+            load(&images, &labels, &ReadOptions { limit: Some(2), channels: Some(3), ..Default::default() }).unwrap();
         assert_eq!(data.shape, [2, 3, 2, 3]);
         assert_eq!(data.image(1)[12..], [10, 11, 12, 13, 14, 15]);
     }
@@ -132,7 +150,11 @@ mod tests {
         let (_dir, path) = tmp();
         let (images, labels) = write_pair(&path, false);
         let err = load(&labels, &images, &ReadOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("bad magic number: expected 0x00000803 (IDX u8 images with 3 dimensions), found 0x00000801"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("bad magic number: expected 0x00000803 (IDX u8 images with 3 dimensions), found 0x00000801"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,7 +49,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8Path::from_path(dir.path()).unwrap().to_owned();
         for (name, value) in [("b.png", 20u8), ("a.PNG", 10), ("c.jpg", 30)] {
-            image::RgbImage::from_pixel(8, 6, image::Rgb([value; 3])).save_with_format(path.join(name), if name.ends_with("jpg") { image::ImageFormat::Jpeg } else { image::ImageFormat::Png }).unwrap();
+            image::RgbImage::from_pixel(8, 6, image::Rgb([value; 3]))
+                .save_with_format(
+                    path.join(name),
+                    if name.ends_with("jpg") { image::ImageFormat::Jpeg } else { image::ImageFormat::Png },
+                )
+                .unwrap();
         }
         std::fs::write(path.join("notes.txt"), "not an image").unwrap();
         std::fs::create_dir(path.join("sub.png")).unwrap();

@@ -49,11 +49,9 @@ pub(super) fn decode_all(files: &[Utf8PathBuf], options: &ReadOptions) -> Result
 /// Reads, decodes and reshapes one file.
 fn open(path: &Utf8Path, options: &ReadOptions) -> Result<DynamicImage, FormatError> {
     let bytes = std::fs::read(path).map_err(io_error(path))?;
-    let image = image::load_from_memory(&bytes).map_err(|source| FormatError::Decode { path: path.to_owned(), source })?;
-    options
-        .geometry
-        .apply(image)
-        .map_err(|source| FormatError::Transform { path: path.to_owned(), source })
+    let image =
+        image::load_from_memory(&bytes).map_err(|source| FormatError::Decode { path: path.to_owned(), source })?;
+    options.geometry.apply(image).map_err(|source| FormatError::Transform { path: path.to_owned(), source })
 }
 
 fn to_chw(image: DynamicImage, channels: usize, path: &Utf8Path) -> Result<Vec<u8>, FormatError> {
@@ -61,11 +59,21 @@ fn to_chw(image: DynamicImage, channels: usize, path: &Utf8Path) -> Result<Vec<u
 }
 
 /// One image as `[C, H, W]` bytes, checked against the size `spec` of `reference`.
-fn decode_one(path: &Utf8Path, options: &ReadOptions, spec: [usize; 3], reference: &Utf8Path) -> Result<Vec<u8>, FormatError> {
+fn decode_one(
+    path: &Utf8Path,
+    options: &ReadOptions,
+    spec: [usize; 3],
+    reference: &Utf8Path,
+) -> Result<Vec<u8>, FormatError> {
     let image = open(path, options)?;
     let found = [spec[0], image.height() as usize, image.width() as usize];
     if found != spec {
-        return Err(FormatError::ImageSize { path: path.to_owned(), expected: spec, found, reference: reference.to_owned() });
+        return Err(FormatError::ImageSize {
+            path: path.to_owned(),
+            expected: spec,
+            found,
+            reference: reference.to_owned(),
+        });
     }
     to_chw(image, spec[0], path)
 }

@@ -88,7 +88,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<MatArray>, MatError> {
         let element = element(bytes, offset, endian)?;
         let array = match element.data_type {
             MI_COMPRESSED => compressed_matrix(&bytes[element.data.clone()], offset, endian)?,
-            MI_MATRIX => matrix(bytes, element.data.clone(), endian)?.map(|(array, range)| array.with_data(bytes[range].to_vec())),
+            MI_MATRIX => matrix(bytes, element.data.clone(), endian)?
+                .map(|(array, range)| array.with_data(bytes[range].to_vec())),
             _ => None,
         };
         arrays.extend(array);
@@ -107,10 +108,11 @@ fn endian(bytes: &[u8]) -> Result<Endian, MatError> {
 }
 
 fn read_u32(buf: &[u8], offset: usize, endian: Endian) -> Result<u32, MatError> {
-    let b: [u8; 4] = buf
-        .get(offset..offset + 4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(MatError::Truncated { offset, expected: 4, found: buf.len().saturating_sub(offset) })?;
+    let b: [u8; 4] = buf.get(offset..offset + 4).and_then(|s| s.try_into().ok()).ok_or(MatError::Truncated {
+        offset,
+        expected: 4,
+        found: buf.len().saturating_sub(offset),
+    })?;
     Ok(match endian {
         Endian::Little => u32::from_le_bytes(b),
         Endian::Big => u32::from_be_bytes(b),
@@ -183,9 +185,15 @@ fn matrix(buf: &[u8], range: Range<usize>, endian: Endian) -> Result<Option<(Mat
     }
     let real = element(body, name_el.next, endian)?;
     let array = MatArray { name, dims, class, data_type: real.data_type, data: Vec::new(), endian };
-    let size = type_size(real.data_type).ok_or_else(|| MatError::UnsupportedType { name: array.name.clone(), data_type: real.data_type })?;
+    let size = type_size(real.data_type)
+        .ok_or_else(|| MatError::UnsupportedType { name: array.name.clone(), data_type: real.data_type })?;
     if real.data.len() != array.len() * size {
-        return Err(MatError::SizeMismatch { name: array.name, dims: array.dims, data_type: real.data_type, found: real.data.len() });
+        return Err(MatError::SizeMismatch {
+            name: array.name,
+            dims: array.dims,
+            data_type: real.data_type,
+            found: real.data.len(),
+        });
     }
     Ok(Some((array, real.data)))
 }

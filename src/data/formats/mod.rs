@@ -113,9 +113,7 @@ pub fn read_maybe_compressed(path: &Utf8Path) -> Result<Vec<u8>, FormatError> {
         return Ok(raw);
     };
     let mut out = Vec::with_capacity(raw.len() * 4);
-    reader
-        .read_to_end(&mut out)
-        .map_err(|source| FormatError::Decompress { path: path.to_owned(), codec, source })?;
+    reader.read_to_end(&mut out).map_err(|source| FormatError::Decompress { path: path.to_owned(), codec, source })?;
     Ok(out)
 }
 
@@ -149,7 +147,9 @@ mod tests {
         gz.write_all(&payload).unwrap();
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
         bz.write_all(&payload).unwrap();
-        for (name, bytes) in [("plain", payload.clone()), ("a.gz", gz.finish().unwrap()), ("a.bz2", bz.finish().unwrap())] {
+        for (name, bytes) in
+            [("plain", payload.clone()), ("a.gz", gz.finish().unwrap()), ("a.bz2", bz.finish().unwrap())]
+        {
             std::fs::write(base.join(name), bytes).unwrap();
             assert_eq!(read_maybe_compressed(&base.join(name)).unwrap(), payload, "{name}");
         }

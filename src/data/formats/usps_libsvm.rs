@@ -22,7 +22,8 @@ const TOLERANCE: f64 = 1e-6;
 pub fn load_usps_libsvm(path: &Utf8Path, domain: &str, options: &ReadOptions) -> Result<Dataset, FormatError> {
     let bytes = read_maybe_compressed(path)?;
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
     let keep = limited(lines.len(), options);
     let mut pixels = Vec::with_capacity(keep * PIXELS);
     let mut labels = Vec::with_capacity(keep);
@@ -54,7 +55,8 @@ fn parse_line(text: &str, line: usize, path: &Utf8Path) -> Result<(i64, [u8; PIX
     }
     let mut image = [0u8; PIXELS];
     for field in fields {
-        let (index, value) = parse_pair(field).ok_or_else(|| syntax(path, line, "`index:value` with index in 1..=256 and value in [-1, 1]", field))?;
+        let (index, value) = parse_pair(field)
+            .ok_or_else(|| syntax(path, line, "`index:value` with index in 1..=256 and value in [-1, 1]", field))?;
         image[index - 1] = value;
     }
     Ok((label as i64 - 1, image))
@@ -115,7 +117,8 @@ mod tests {
     fn limit_reads_the_first_lines() {
         let (_dir, dir) = tmp();
         std::fs::write(dir.join("usps"), text()).unwrap();
-        let data = load_usps_libsvm(&dir.join("usps"), "usps", &ReadOptions { limit: Some(1), ..Default::default() }).unwrap();
+        let data =
+            load_usps_libsvm(&dir.join("usps"), "usps", &ReadOptions { limit: Some(1), ..Default::default() }).unwrap();
         assert_eq!(data.labels, vec![9]);
     }
 

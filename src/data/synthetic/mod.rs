@@ -1,9 +1,9 @@
 //! Procedurally generated digit domains (mnist, mnistm, svhn, usps): the offline default data of
 //! hwrun, mirroring the domains of the course's domain-adaptation homework without downloads.
 //!
-//! Digits 0-9 are drawn as pen strokes in several handwriting variants ([`glyphs`]), jittered,
-//! slanted, rotated and elastically warped, then rasterised with anti-aliasing ([`render`]) and
-//! composed per domain ([`domains`]) over procedural colour textures ([`textures`]). No font or
+//! Digits 0-9 are drawn as pen strokes in several handwriting variants (`glyphs`), jittered,
+//! slanted, rotated and elastically warped, then rasterised with anti-aliasing (`render`) and
+//! composed per domain (`domains`) over procedural colour textures (`textures`). No font or
 //! image files are read.
 //!
 //! Output contract (see [`Dataset`]): u8 `[N, C, H, W]`, planar, with `C x H x W` given by
@@ -283,13 +283,23 @@ mod tests {
 
     /// Prints generation times for 100k images per domain:
     /// `cargo test --release --lib data::synthetic -- --ignored --nocapture generation_speed`.
+    /// CPU time so far of this process in seconds (Linux: utime + stime from /proc, 100 Hz),
+    /// so timings stay meaningful while other builds share the machine.
+    fn cpu_seconds() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     #[test]
     #[ignore]
     fn generation_speed() {
         for domain in DigitDomain::ALL {
-            let start = std::time::Instant::now();
+            let (start, cpu) = (std::time::Instant::now(), cpu_seconds());
             let dataset = generate(domain, 100_000, 0);
-            println!("{domain}: {} images in {:.2?}", dataset.len(), start.elapsed());
+            let wall = start.elapsed().as_secs_f64();
+            println!("{domain}: {} images in {wall:.2}s wall, {:.2}s CPU", dataset.len(), cpu_seconds() - cpu);
         }
     }
 

@@ -56,9 +56,21 @@ impl Canvas {
         let y1 = ((a[1].max(b[1]) + reach).max(0.0) as usize + 1).min(self.height);
         let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
         let len2 = dx * dx + dy * dy;
+        let len = len2.sqrt();
         for y in y0..y1 {
             let py = y as f32 + 0.5 - a[1];
-            for x in x0..x1 {
+            let (xs, xe) = if dy.abs() > 1e-3 * len {
+                // Only pixels within `reach` of the segment's line can be inked: on this row
+                // they lie within `half` of where the line crosses it.
+                let crossing = a[0] - 0.5 + py * dx / dy;
+                let half = (reach * len / dy).abs();
+                let lo = (crossing - half).max(0.0) as usize;
+                let hi = (crossing + half).max(0.0) as usize + 1;
+                (x0.max(lo), x1.min(hi))
+            } else {
+                (x0, x1)
+            };
+            for x in xs..xe {
                 let px = x as f32 + 0.5 - a[0];
                 let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
                 let (ex, ey) = (px - t * dx, py - t * dy);
@@ -108,7 +120,7 @@ pub fn blur(plane: &mut [f32], width: usize, height: usize, sigma: f32) {
 }
 
 fn gaussian_kernel(sigma: f32) -> Vec<f32> {
-    let radius = (3.0 * sigma).ceil() as i32;
+    let radius = (2.5 * sigma).ceil() as i32;
     let weights: Vec<f32> =
         (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = weights.iter().sum();
@@ -149,6 +161,24 @@ mod tests {
         let edge = canvas.data[6 * 10 + 5];
         assert!(edge > 0.0 && edge <= 1.0, "{edge}");
         assert!(canvas.data[7 * 10 + 5] < edge);
+    }
+
+    #[test]
+    fn slanted_segments_match_the_distance_formula_everywhere() {
+        let (a, b) = ([2.3, 1.7], [7.9, 12.2]);
+        let mut canvas = Canvas::new(12, 14);
+        canvas.draw(&[vec![a, b]], &INK);
+        for y in 0..14 {
+            for x in 0..12 {
+                let p = [x as f32 + 0.5 - a[0], y as f32 + 0.5 - a[1]];
+                let d = [b[0] - a[0], b[1] - a[1]];
+                let t = ((p[0] * d[0] + p[1] * d[1]) / (d[0] * d[0] + d[1] * d[1])).clamp(0.0, 1.0);
+                let distance = (p[0] - t * d[0]).hypot(p[1] - t * d[1]);
+                let expected = (INK.radius - distance + 0.5).clamp(0.0, 1.0);
+                let found = canvas.data[y * 12 + x];
+                assert!((found - expected).abs() < 1e-5, "({x}, {y}): {found} vs {expected}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ const LEAF: u32 = u32::MAX;
 struct Cell {
     centre: [f64; 2],
     half_width: f64,
-    /// Sum of the points while building, their mean once built.
+    /// Sum of the points (each counted once).
     mass_centre: [f64; 2],
     count: u32,
     /// The four children are stored consecutively from here (quadrant = x_high + 2 * y_high).
@@ -27,10 +27,10 @@ impl Cell {
         Cell { centre, half_width, mass_centre: [0.0; 2], count: 0, first_child: LEAF, position: [0.0; 2] }
     }
 
-    fn add(&mut self, point: [f64; 2], count: u32) {
-        self.mass_centre[0] += point[0] * f64::from(count);
-        self.mass_centre[1] += point[1] * f64::from(count);
-        self.count += count;
+    fn add(&mut self, point: [f64; 2]) {
+        self.mass_centre[0] += point[0];
+        self.mass_centre[1] += point[1];
+        self.count += 1;
     }
 
     fn quadrant(&self, point: [f64; 2]) -> u32 {
@@ -38,43 +38,92 @@ impl Cell {
     }
 }
 
+/// A cell as the force computation reads it: only what it needs, non-empty cells only, each
+/// cell's children stored together and subtrees close to each other (depth-first), so a
+/// traversal touches few cache lines.
+#[derive(Debug, Clone)]
+struct Node {
+    mass_centre: [f64; 2],
+    /// Squared width of the cell.
+    width2: f64,
+    count: f64,
+    first_child: u32,
+    children: u32,
+}
+
 /// A quadtree built from scratch for one gradient evaluation.
 pub(super) struct QuadTree {
-    cells: Vec<Cell>,
+    nodes: Vec<Node>,
 }
 
 impl QuadTree {
     /// Builds the tree over `points`, `[n, 2]` row-major.
     pub fn build(points: &[f64]) -> Self {
+        if points.is_empty() {
+            return QuadTree { nodes: Vec::new() };
+        }
         let (centre, half_width) = bounding_square(points);
-        let mut tree = QuadTree { cells: Vec::with_capacity(2 * points.len()) };
-        tree.cells.push(Cell::empty(centre, half_width));
+        let mut builder = Builder { cells: Vec::with_capacity(2 * points.len()) };
+        builder.cells.push(Cell::empty(centre, half_width));
         for point in points.chunks_exact(2) {
-            tree.insert([point[0], point[1]]);
+            builder.insert([point[0], point[1]]);
         }
-        for cell in &mut tree.cells {
-            if cell.count > 0 {
-                let count = f64::from(cell.count);
-                cell.mass_centre = [cell.mass_centre[0] / count, cell.mass_centre[1] / count];
-            }
-        }
-        tree
+        let mut nodes = vec![builder.node(0)];
+        builder.lay_out_children(0, 0, &mut nodes);
+        QuadTree { nodes }
     }
 
+    /// The repulsion on `point`: `(sum_j q_j^2 (point - y_j), sum_j q_j)` with the unnormalised
+    /// Student-t kernel `q_j = 1 / (1 + |point - y_j|^2)`, over every point in the tree,
+    /// including `point` itself when it is in the tree (that term is exactly `(0, 1)`).
+    pub fn repulsion(&self, point: [f64; 2], theta: f64) -> ([f64; 2], f64) {
+        let mut force = [0.0; 2];
+        let mut kernel_sum = 0.0;
+        if !self.nodes.is_empty() {
+            self.accumulate(0, point, theta * theta, &mut force, &mut kernel_sum);
+        }
+        (force, kernel_sum)
+    }
+
+    fn accumulate(&self, index: usize, point: [f64; 2], theta2: f64, force: &mut [f64; 2], kernel_sum: &mut f64) {
+        let node = &self.nodes[index];
+        let dx = point[0] - node.mass_centre[0];
+        let dy = point[1] - node.mass_centre[1];
+        let d2 = dx * dx + dy * dy;
+        if node.children == 0 || node.width2 < theta2 * d2 {
+            let q = 1.0 / (1.0 + d2);
+            let weighted = node.count * q;
+            *kernel_sum += weighted;
+            force[0] += weighted * q * dx;
+            force[1] += weighted * q * dy;
+        } else {
+            for child in node.first_child..node.first_child + node.children {
+                self.accumulate(child as usize, point, theta2, force, kernel_sum);
+            }
+        }
+    }
+}
+
+/// The tree while points are inserted: a fixed 4-way split per cell, empty cells included.
+struct Builder {
+    cells: Vec<Cell>,
+}
+
+impl Builder {
     fn insert(&mut self, point: [f64; 2]) {
         let (mut index, mut depth) = (0usize, 0u32);
         loop {
             let cell = &mut self.cells[index];
             if cell.first_child != LEAF {
-                cell.add(point, 1);
+                cell.add(point);
                 index = (cell.first_child + cell.quadrant(point)) as usize;
                 depth += 1;
             } else if cell.count == 0 {
                 cell.position = point;
-                cell.add(point, 1);
+                cell.add(point);
                 return;
             } else if cell.position == point || depth >= MAX_DEPTH {
-                cell.add(point, 1);
+                cell.add(point);
                 return;
             } else {
                 self.split(index);
@@ -99,35 +148,34 @@ impl QuadTree {
         self.cells[index].first_child = first;
     }
 
-    /// The repulsion on `point`: `(sum_j q_j^2 (point - y_j), sum_j q_j)` with the unnormalised
-    /// Student-t kernel `q_j = 1 / (1 + |point - y_j|^2)`, over every point in the tree,
-    /// including `point` itself when it is in the tree (that term is exactly `(0, 1)`).
-    pub fn repulsion(&self, point: [f64; 2], theta: f64) -> ([f64; 2], f64) {
-        let mut force = [0.0; 2];
-        let mut kernel_sum = 0.0;
-        self.accumulate(0, point, theta * theta, &mut force, &mut kernel_sum);
-        (force, kernel_sum)
+    /// The summary of cell `index` (mean position, squared width, count), children not yet set.
+    fn node(&self, index: usize) -> Node {
+        let cell = &self.cells[index];
+        let count = f64::from(cell.count);
+        Node {
+            mass_centre: [cell.mass_centre[0] / count, cell.mass_centre[1] / count],
+            width2: (2.0 * cell.half_width).powi(2),
+            count,
+            first_child: 0,
+            children: 0,
+        }
     }
 
-    fn accumulate(&self, index: usize, point: [f64; 2], theta2: f64, force: &mut [f64; 2], kernel_sum: &mut f64) {
-        let cell = &self.cells[index];
-        if cell.count == 0 {
+    /// Appends the non-empty children of cell `index` (summarised as `nodes[at]`) together, then
+    /// their subtrees, depth first.
+    fn lay_out_children(&self, index: usize, at: usize, nodes: &mut Vec<Node>) {
+        let first = self.cells[index].first_child;
+        if first == LEAF {
             return;
         }
-        let dx = point[0] - cell.mass_centre[0];
-        let dy = point[1] - cell.mass_centre[1];
-        let d2 = dx * dx + dy * dy;
-        let width = 2.0 * cell.half_width;
-        if cell.first_child == LEAF || width * width < theta2 * d2 {
-            let q = 1.0 / (1.0 + d2);
-            let weighted = f64::from(cell.count) * q;
-            *kernel_sum += weighted;
-            force[0] += weighted * q * dx;
-            force[1] += weighted * q * dy;
-        } else {
-            for child in cell.first_child..cell.first_child + 4 {
-                self.accumulate(child as usize, point, theta2, force, kernel_sum);
-            }
+        let children: Vec<usize> =
+            (first..first + 4).map(|c| c as usize).filter(|&c| self.cells[c].count > 0).collect();
+        let start = nodes.len();
+        nodes[at].first_child = start as u32;
+        nodes[at].children = children.len() as u32;
+        nodes.extend(children.iter().map(|&c| self.node(c)));
+        for (offset, &child) in children.iter().enumerate() {
+            self.lay_out_children(child, start + offset, nodes);
         }
     }
 }
@@ -142,9 +190,6 @@ fn bounding_square(points: &[f64]) -> ([f64; 2], f64) {
             low[axis] = low[axis].min(point[axis]);
             high[axis] = high[axis].max(point[axis]);
         }
-    }
-    if points.is_empty() {
-        return ([0.0; 2], 1.0);
     }
     let centre = [(low[0] + high[0]) / 2.0, (low[1] + high[1]) / 2.0];
     let extent = (high[0] - low[0]).max(high[1] - low[1]);
@@ -169,10 +214,12 @@ mod tests {
     }
 
     fn spiral(n: usize) -> Vec<f64> {
-        (0..n).flat_map(|i| {
-            let t = i as f64 * 0.37;
-            [t.cos() * t, t.sin() * t]
-        }).collect()
+        (0..n)
+            .flat_map(|i| {
+                let t = i as f64 * 0.37;
+                [t.cos() * t, t.sin() * t]
+            })
+            .collect()
     }
 
     #[test]

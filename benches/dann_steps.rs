@@ -1,0 +1,95 @@
+//! DANN training throughput: steps per second at batch 128 per domain on 3x28x28 inputs (the
+//! DANN paper's MNIST CNN, Adam), hwrun's real step code (`DannTrainer::step`: index batches,
+//! u8 -> f32 normalisation, forward, GRL, losses, backward, optimizer step, loss read-back)
+//! against the same model and loop in PyTorch Python (`benches/dann_steps.py`) at the same thread
+//! count. Prints both rates and their ratio (goal: hwrun >= 1.0x).
+//!
+//! `HWRUN_BENCH_STEPS` sets the timed steps (default 50).
+
+use std::process::Command;
+use std::time::Instant;
+
+use hwrun::data::Dataset;
+use hwrun::models::{Arch, DigitCnnConfig};
+use hwrun::training::dann::{DannData, DannModel, DannTrainer};
+use hwrun::training::threads;
+use hwrun::training::{DomainData, IndexStream, InputFormat, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
+use rand::{Rng, SeedableRng};
+use tch::{nn, Device};
+
+const BATCH: usize = 128;
+const IMAGES: usize = 4096;
+const WARMUP: usize = 5;
+
+fn random_dataset(seed: u64) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let images: Vec<u8> = (0..IMAGES * 3 * 28 * 28).map(|_| rng.random()).collect();
+    let labels: Vec<i64> = (0..IMAGES).map(|_| rng.random_range(0..10)).collect();
+    Dataset::new(images, [IMAGES, 3, 28, 28], labels, Dataset::digit_classes(), "random").expect("valid dataset")
+}
+
+fn trainer() -> DannTrainer {
+    tch::manual_seed(0);
+    let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = DannModel::new(&vs.root(), config).expect("model builds");
+    let format = InputFormat { channels: 3, image_size: 28 };
+    let domain = |seed| {
+        let dataset = random_dataset(seed);
+        DomainData::new(&dataset, &Normalisation::of(&dataset), format, Device::Cpu).expect("data converts")
+    };
+    let data = DannData {
+        source: domain(1),
+        target: domain(2),
+        source_order: IndexStream::new(IMAGES, BATCH, 1, Device::Cpu),
+        target_order: IndexStream::new(IMAGES, BATCH, 2, Device::Cpu),
+    };
+    let spec = OptimizerSpec { kind: OptimizerKind::Adam, lr: 1e-3, momentum: 0.0, beta1: 0.9, weight_decay: 0.0 };
+    DannTrainer::new(&vs, model, spec, LrSchedule::Constant, data).expect("optimizer builds")
+}
+
+fn hwrun_steps_per_sec(steps: usize) -> f64 {
+    let mut trainer = trainer();
+    for _ in 0..WARMUP {
+        trainer.step(0.5);
+    }
+    let start = Instant::now();
+    for i in 0..steps {
+        let stats = trainer.step(0.5);
+        assert!(stats.losses[0].1.is_finite(), "loss diverged at step {i}");
+    }
+    steps as f64 / start.elapsed().as_secs_f64()
+}
+
+fn pytorch_steps_per_sec(steps: usize, threads: usize) -> Option<f64> {
+    let python = std::env::var_os("VIRTUAL_ENV")
+        .map(|venv| std::path::PathBuf::from(venv).join("bin/python"))
+        .unwrap_or_else(|| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/dann_steps.py");
+    let output = Command::new(&python)
+        .args([script, "--threads", &threads.to_string(), "--steps", &steps.to_string(), "--warmup", &WARMUP.to_string()])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!("PyTorch reference failed: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    report["steps_per_sec"].as_f64()
+}
+
+fn main() {
+    let steps = std::env::var("HWRUN_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    threads::use_physical_cores();
+    let threads = tch::get_num_threads() as usize;
+    println!("dann_steps: batch {BATCH} per domain, 3x28x28, mnist CNN, Adam, {threads} threads, {steps} steps");
+    let hwrun = hwrun_steps_per_sec(steps);
+    println!("  hwrun (tch)     {hwrun:8.2} steps/s");
+    match pytorch_steps_per_sec(steps, threads) {
+        Some(pytorch) => {
+            println!("  PyTorch Python  {pytorch:8.2} steps/s");
+            println!("  ratio hwrun / PyTorch = {:.3}x (goal >= 1.0x)", hwrun / pytorch);
+        }
+        None => println!("  PyTorch reference unavailable (set VIRTUAL_ENV to the torch venv)"),
+    }
+}

@@ -1,0 +1,153 @@
+//! The worker side: read a request, run the stage, report.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+
+use super::protocol::{DeviceRequest, StageRequest, WorkerEvent};
+use crate::stages::{runners, CancelToken, Cancelled, StageContext};
+
+/// The worker's command line: `stage` or `cuda`.
+pub fn main() -> i32 {
+    init_logging();
+    match std::env::args().nth(1).as_deref() {
+        Some("stage") => serve_stage(),
+        Some("cuda") => {
+            println!("{}", describe_cuda());
+            0
+        }
+        _ => {
+            eprintln!("hwrun-torch is hwrun's worker process; run `hwrun` instead");
+            2
+        }
+    }
+}
+
+/// Logs to stderr, which the scheduler shows; the filter comes from `HWRUN_LOG` (set by hwrun).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HWRUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().try_init();
+}
+
+/// `hwrun-torch stage`: runs the request on stdin; exit code 0 when the stage succeeded.
+fn serve_stage() -> i32 {
+    let cancel = CancelToken::default();
+    let handler_token = cancel.clone();
+    let _ = ctrlc::set_handler(move || handler_token.cancel());
+    let event = match run_request(&cancel) {
+        Ok(event) => event,
+        Err(error) => WorkerEvent::Failed {
+            cancelled: error.downcast_ref::<Cancelled>().is_some(),
+            error: format!("{error:#}"),
+        },
+    };
+    let code = i32::from(!matches!(event, WorkerEvent::Done { .. }));
+    emit(&event);
+    code
+}
+
+/// `hwrun-torch cuda`: one line saying whether CUDA is usable.
+fn describe_cuda() -> String {
+    if tch::Cuda::is_available() {
+        format!("available, {} device(s)", tch::Cuda::device_count())
+    } else {
+        "not available".to_owned()
+    }
+}
+
+fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).context("cannot read the stage request")?;
+    let request: StageRequest = serde_json::from_str(&text).context("malformed stage request (hwrun bug)")?;
+    let runner = runners::find(&request.kind)
+        .with_context(|| format!("this hwrun-torch does not know stage kind `{}`: rebuild with `make build`", request.kind))?;
+    let params: toml::Table = toml::from_str(&request.params).context("malformed stage parameters (hwrun bug)")?;
+    let device = resolve(request.device)?;
+    let log_file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&request.log_file)
+        .with_context(|| format!("cannot open the stage log `{}`", request.log_file))?;
+    let bar = ProgressBar::hidden();
+    let reporter = ProgressReporter::start(bar.clone());
+    let mut ctx = StageContext::new(
+        request.name,
+        request.out_dir,
+        request.inputs,
+        request.seed,
+        device,
+        bar,
+        cancel.clone(),
+        Some(log_file),
+    );
+    let result = runners::run_catching(runner, &params, &mut ctx);
+    reporter.stop();
+    let outcome = result?;
+    Ok(WorkerEvent::Done { outcome, device: device_name(device) })
+}
+
+/// Turns the user's device request into a device, failing if CUDA was asked for and is absent.
+fn resolve(request: DeviceRequest) -> anyhow::Result<tch::Device> {
+    match request {
+        DeviceRequest::Auto => Ok(tch::Device::cuda_if_available()),
+        DeviceRequest::Cpu => Ok(tch::Device::Cpu),
+        DeviceRequest::Cuda(index) => {
+            let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+            anyhow::ensure!(
+                index < available,
+                "device `cuda:{index}` is not available ({available} CUDA device(s) found); use `--device cpu`"
+            );
+            Ok(tch::Device::Cuda(index))
+        }
+    }
+}
+
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(index) => format!("cuda:{index}"),
+        _ => "cpu".to_owned(),
+    }
+}
+
+fn emit(event: &WorkerEvent) {
+    if let Ok(line) = serde_json::to_string(event) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Polls the stage's (hidden) progress bar and reports changes, at most ten times a second.
+struct ProgressReporter {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ProgressReporter {
+    fn start(bar: ProgressBar) -> ProgressReporter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut last = None;
+            while !flag.load(Ordering::SeqCst) {
+                let state = (bar.message(), bar.position(), bar.length());
+                if last.as_ref() != Some(&state) {
+                    emit(&WorkerEvent::Progress { message: state.0.clone(), position: state.1, length: state.2 });
+                    last = Some(state);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        ProgressReporter { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
