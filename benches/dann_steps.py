@@ -2,10 +2,10 @@
 
 The same model (the DANN paper's MNIST CNN with a 100-2 domain head, 3x28x28 inputs), the same
 loop (u8 images in memory, a shuffled index batch of 128 per domain, to float + per-channel
-normalisation, one feature pass over source+target, gradient reversal, three cross-entropies,
+normalisation (channels-last with --channels-last), one feature pass over source+target, gradient reversal, three cross-entropies,
 Adam 1e-3, the loss read back every step) and the same thread count as hwrun's step code.
 
-usage: python dann_steps.py --threads N --steps S [--warmup W] [--batch B]
+usage: python dann_steps.py --threads N --steps S [--warmup W] [--batch B] [--channels-last]
 prints one JSON line: {"steps_per_sec": ..., "threads": ...}
 """
 import argparse
@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--channels-last", action="store_true", help="feed the batches channels-last, as hwrun does")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -100,7 +101,10 @@ def main():
         ys = src_y.index_select(0, si)
         xt = tgt_x.index_select(0, ti).float() * tgt_scale + tgt_shift
         ns = xs.shape[0]
-        features = model.feature(torch.cat([xs, xt]))
+        x = torch.cat([xs, xt])
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = model.feature(x)
         class_logits = model.classifier(features[:ns])
         class_loss = F.cross_entropy(class_logits, ys)
         domain_logits = model.domain(ReverseGradient.apply(features, lam))

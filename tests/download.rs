@@ -1,131 +1,21 @@
-//! The `download` stage end to end, against a minimal HTTP/1.1 server on 127.0.0.1 that each test
-//! scripts itself (full answers, cut connections, 206 resumes, 404s, stalls), and against local
-//! archives built here with the same crates hwrun reads them with.
+//! The `download` stage end to end, against the scripted HTTP/1.1 server on 127.0.0.1 of
+//! `common::http_server` (full answers, cut connections, 206 resumes, 404s, stalls), and against
+//! local archives built here with the same crates hwrun reads them with.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use common::http_server::{header, send, send_cut, send_full, send_range, sha256_hex, Server};
 use hwrun::stages::download::DownloadStage;
-use hwrun::stages::{Registered, StageContext, StageKind, StageOutcome, StageRunner};
-use sha2::{Digest, Sha256};
-
-/// The test server never waits longer than this for a client, so no thread outlives its test by
-/// much.
-const SERVER_LIFETIME: Duration = Duration::from_secs(20);
-
-/// What a scripted server saw: the head of every request, in order.
-struct Server {
-    base: String,
-    heads: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Serves at most `connections` connections, one request each, calling `respond` with the
-    /// connection's index and the request head.
-    fn start(connections: usize, respond: impl Fn(usize, &str, &mut TcpStream) + Send + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&heads);
-        thread::spawn(move || {
-            let deadline = Instant::now() + SERVER_LIFETIME;
-            let mut served = 0;
-            while served < connections && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let head = read_head(&mut stream);
-                        seen.lock().unwrap().push(head.clone());
-                        respond(served, &head, &mut stream);
-                        served += 1;
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
-                    Err(_) => break,
-                }
-            }
-        });
-        Server { base, heads }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.base)
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-/// Reads up to the blank line that ends a request head (bounded in size).
-fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// The value of header `name` in a request head, if present.
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-    })
-}
-
-/// Writes a status line and headers (always `Connection: close`), then `body`.
-fn send(stream: &mut TcpStream, status: &str, headers: &[String], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
-    for line in headers {
-        head.push_str(line);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    // The client may already have hung up (e.g. after a timeout); that is fine here.
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .and_then(|()| stream.flush());
-}
-
-fn send_full(stream: &mut TcpStream, body: &[u8]) {
-    send(stream, "200 OK", &[format!("Content-Length: {}", body.len())], body);
-}
-
-/// Announces the whole body, sends only its first half and closes the connection.
-fn send_cut(stream: &mut TcpStream, body: &[u8]) {
-    send(
-        stream,
-        "200 OK",
-        &[format!("Content-Length: {}", body.len())],
-        &body[..body.len() / 2],
-    );
-    let _ = stream.shutdown(Shutdown::Both);
-}
-
-/// Answers a `Range: bytes=N-` request with 206 and the rest of `body`.
-fn send_range(stream: &mut TcpStream, head: &str, body: &[u8]) {
-    let start: usize = header(head, "range")
-        .and_then(|range| range.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
-        .expect("the resumed request carries `Range: bytes=N-`");
-    let headers = [
-        format!("Content-Length: {}", body.len() - start),
-        format!("Content-Range: bytes {start}-{}/{}", body.len() - 1, body.len()),
-    ];
-    send(stream, "206 Partial Content", &headers, &body[start..]);
-}
+use hwrun::stages::{Registered, StageContext, StageOutcome, StageRunner};
+use sha2::Digest;
 
 /// Deterministic bytes, several read chunks long.
 fn payload() -> Vec<u8> {
@@ -136,10 +26,6 @@ fn payload() -> Vec<u8> {
             (state >> 24) as u8
         })
         .collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// A fresh output directory inside a temporary one (kept alive by the returned guard).

@@ -1,8 +1,8 @@
-//! The report as markdown (`report.md`).
+//! The report as markdown (`report.md`), with figures linked from `figures/`.
 
 use std::fmt::Write;
 
-use super::{format_metric, ReportData, Table};
+use super::{format_metric, hyperparameters, ReportData, Table};
 
 pub fn render(report: &ReportData) -> String {
     let mut out = format!("# {}\n\n", report.title);
@@ -13,6 +13,13 @@ pub fn render(report: &ReportData) -> String {
         out.push_str(&table_markdown(table));
         out.push('\n');
     }
+    let figures: Vec<_> = report.sections.iter().flat_map(|s| &s.figures).collect();
+    if !figures.is_empty() {
+        out.push_str("## Figures\n\n");
+        for figure in figures {
+            let _ = writeln!(out, "![{}]({})\n", figure.caption, figure.file);
+        }
+    }
     let with_metrics: Vec<_> = report.sections.iter().filter(|s| !s.metrics.is_empty()).collect();
     if !with_metrics.is_empty() {
         out.push_str("## Metrics\n\n| input | stage | metric | value |\n|---|---|---|---|\n");
@@ -20,6 +27,21 @@ pub fn render(report: &ReportData) -> String {
             for (metric, value) in &section.metrics {
                 let _ = writeln!(out, "| {} | {} | {metric} | {} |", section.name, section.stage, format_metric(*value));
             }
+        }
+        out.push('\n');
+    }
+    for section in report.sections.iter().filter(|s| s.architecture.is_some() || s.kind.starts_with("train")) {
+        let _ = writeln!(out, "## {} (`{}`)\n", section.name, section.kind);
+        let params = hyperparameters(&section.params);
+        if !params.is_empty() {
+            out.push_str("| hyperparameter | value |\n|---|---|\n");
+            for (name, value) in params {
+                let _ = writeln!(out, "| {name} | {value} |");
+            }
+            out.push('\n');
+        }
+        if let Some(architecture) = &section.architecture {
+            let _ = writeln!(out, "```\n{}\n```\n", architecture.trim_end());
         }
     }
     out

@@ -1,6 +1,8 @@
-//! Reports: what a `report` stage collects from its inputs ([`ReportData`]), and one file per
-//! output format turning it into bytes ([`markdown`]).
+//! Reports: what a `report` stage collects from its inputs ([`collect`] into [`ReportData`]),
+//! and one file per output format turning it into text ([`markdown`], [`html`]).
 
+pub mod collect;
+pub mod html;
 pub mod markdown;
 
 use std::collections::BTreeMap;
@@ -49,6 +51,18 @@ pub struct Section {
     pub kind: String,
     pub params: serde_json::Value,
     pub metrics: Metrics,
+    /// Figures of this input, copied or drawn into the report directory.
+    pub figures: Vec<Figure>,
+    /// The model's module tree, for training stages.
+    pub architecture: Option<String>,
+}
+
+/// A PNG in the report directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub caption: String,
+    /// Relative to the report directory.
+    pub file: String,
 }
 
 /// Everything a report shows.
@@ -88,6 +102,25 @@ pub fn fill_table(spec: &TableSpec, metrics_of: &BTreeMap<String, Metrics>) -> R
         rows.push((row.label.clone(), cells));
     }
     Ok(Table { title: spec.title.clone(), columns: spec.columns.clone(), rows })
+}
+
+/// A training stage's parameters as `(name, value)` rows, nested keys dotted.
+pub fn hyperparameters(params: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(&path, item, out);
+                }
+            }
+            serde_json::Value::String(text) => out.push((prefix.to_owned(), text.clone())),
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", params, &mut out);
+    out
 }
 
 /// Four significant decimals, the precision the homework tables use.

@@ -1,11 +1,16 @@
-//! `report`: collects its inputs' metrics into tables laid out by the recipe and writes
-//! `report.md`.
+//! `report`: the experiment's report, `report.md` and a self-contained `index.html`.
+//!
+//! Tables are laid out by the recipe: each cell shows one metric of one input, so the homework's
+//! "source only / adapted / target only" table (and any other) comes from the stages the recipe
+//! names. Besides the tables the report shows every input's figures (`*.png` in its output, e.g.
+//! t-SNE plots), training curves drawn from `history.json`, each model's architecture
+//! (`architecture.txt`), the training stages' hyperparameters, and all recorded metrics.
 //!
 //! ```toml
 //! [stages.report]
 //! kind = "report"
 //! title = "Domain adaptation"
-//! inputs = { src = "eval_source_only", dann = "eval_dann" }
+//! inputs = { src = "eval_source_only", dann = "eval_dann", tgt = "eval_target_only", tsne = "tsne" }
 //!
 //! [[stages.report.tables]]
 //! title = "Accuracy on the target domain"
@@ -14,17 +19,16 @@
 //! rows = [
 //!   { label = "Trained on source", cells = ["src"] },
 //!   { label = "Adaptation (DANN)", cells = ["dann"] },
+//!   { label = "Trained on target", cells = ["tgt"] },
 //! ]
 //! ```
-
-use std::collections::BTreeMap;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::context::StageContext;
 use super::stage::{Stage, StageOutcome};
-use crate::report::{fill_table, markdown, ReportData, Section, TableSpec};
+use crate::report::{collect::collect, html, markdown, TableSpec};
 
 pub struct ReportStage;
 
@@ -49,31 +53,19 @@ fn default_title() -> String {
 impl Stage for ReportStage {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Collect the inputs' metrics into the report's tables (report.md)";
+    const VERSION: u32 = 2;
+    const ABOUT: &'static str = "Write report.md and a self-contained index.html: tables, figures, curves, models";
 
     fn run(params: ReportParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
-        let sections: Vec<Section> = ctx
-            .inputs()
-            .iter()
-            .map(|(name, input)| Section {
-                name: name.clone(),
-                stage: input.stage.clone(),
-                kind: input.kind.clone(),
-                params: input.params.clone(),
-                metrics: input.outcome.metrics.clone(),
-            })
-            .collect();
-        let metrics_of: BTreeMap<_, _> = sections.iter().map(|s| (s.name.clone(), s.metrics.clone())).collect();
-        let tables = params
-            .tables
-            .iter()
-            .map(|spec| fill_table(spec, &metrics_of).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("cannot fill the report's tables")?;
-        let report = ReportData { title: params.title, description: params.description, tables, sections };
-        let path = ctx.out_dir().join("report.md");
-        std::fs::write(&path, markdown::render(&report)).with_context(|| format!("cannot write `{path}`"))?;
-        Ok(StageOutcome { primary: Some("report.md".to_owned()), ..StageOutcome::default() })
+        let out_dir = ctx.out_dir().to_owned();
+        let report = collect(params.title, params.description, &params.tables, ctx.inputs(), &out_dir)?;
+        let write = |name: &str, text: String| {
+            let path = out_dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("cannot write `{path}`"))
+        };
+        write("report.md", markdown::render(&report))?;
+        write("index.html", html::render(&report, &out_dir)?)?;
+        ctx.log(format!("report with {} tables and {} inputs", report.tables.len(), report.sections.len()));
+        Ok(StageOutcome { primary: Some("index.html".to_owned()), ..StageOutcome::default() })
     }
 }

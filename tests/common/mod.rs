@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http_server;
+
 use std::path::PathBuf;
 use std::process::Command;
 

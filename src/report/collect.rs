@@ -1,0 +1,121 @@
+//! Gathers what a report shows from its inputs' output directories: metrics, figures (`*.png`),
+//! training curves (`history.json`, drawn here), model architectures (`architecture.txt`) and
+//! hyperparameters. Figures are copied into the report's `figures/` folder so `report.md` works
+//! on its own.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use camino::Utf8Path;
+use serde::Deserialize;
+
+use super::{fill_table, Figure, ReportData, Section, TableSpec};
+use crate::stages::InputArtifact;
+use crate::viz::{curves_png, CurvesPlot, Series};
+
+/// Where figures go inside the report directory.
+pub const FIGURES_DIR: &str = "figures";
+const CURVE_SIZE: (u32, u32) = (720, 480);
+
+/// `history.json` as the training stages write it: one object of numbers per epoch.
+#[derive(Deserialize)]
+struct History {
+    epochs: Vec<BTreeMap<String, f64>>,
+}
+
+/// Builds the report data and writes its figures under `out_dir/figures`.
+pub fn collect(
+    title: String,
+    description: Option<String>,
+    table_specs: &[TableSpec],
+    inputs: &BTreeMap<String, InputArtifact>,
+    out_dir: &Utf8Path,
+) -> anyhow::Result<ReportData> {
+    let figures_dir = out_dir.join(FIGURES_DIR);
+    std::fs::create_dir_all(&figures_dir).with_context(|| format!("cannot create `{figures_dir}`"))?;
+    let mut sections = Vec::with_capacity(inputs.len());
+    for (name, input) in inputs {
+        let mut figures = copy_figures(name, &input.dir, out_dir)?;
+        figures.extend(draw_curves(name, &input.dir, out_dir)?);
+        let architecture_path = input.dir.join("architecture.txt");
+        let architecture = architecture_path.exists().then(|| std::fs::read_to_string(&architecture_path)).transpose()?;
+        sections.push(Section {
+            name: name.clone(),
+            stage: input.stage.clone(),
+            kind: input.kind.clone(),
+            params: input.params.clone(),
+            metrics: input.outcome.metrics.clone(),
+            figures,
+            architecture,
+        });
+    }
+    let metrics_of: BTreeMap<_, _> = sections.iter().map(|s| (s.name.clone(), s.metrics.clone())).collect();
+    let tables = table_specs
+        .iter()
+        .map(|spec| fill_table(spec, &metrics_of).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("cannot fill the report's tables")?;
+    Ok(ReportData { title, description, tables, sections })
+}
+
+/// Copies the PNGs at the top of an input directory.
+fn copy_figures(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result<Vec<Figure>> {
+    let mut pngs: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read input `{name}` at `{dir}`"))?
+        .filter_map(Result::ok)
+        .filter_map(|e| camino::Utf8PathBuf::from_path_buf(e.path()).ok())
+        .filter(|p| p.extension() == Some("png"))
+        .collect();
+    pngs.sort();
+    pngs.into_iter()
+        .map(|png| {
+            let stem = png.file_stem().unwrap_or("figure");
+            let file = format!("{FIGURES_DIR}/{name}-{stem}.png");
+            std::fs::copy(&png, out_dir.join(&file)).with_context(|| format!("cannot copy `{png}`"))?;
+            Ok(Figure { caption: format!("{name}: {}", stem.replace('_', " ")), file })
+        })
+        .collect()
+}
+
+/// Plots the losses and the accuracies of an input's `history.json`, if it has one.
+fn draw_curves(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result<Vec<Figure>> {
+    let path = dir.join("history.json");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let history: History = serde_json::from_slice(&std::fs::read(&path)?)
+        .with_context(|| format!("`{path}` is not a training history"))?;
+    let mut figures = Vec::new();
+    for (what, matches) in [("loss", is_loss as fn(&str) -> bool), ("accuracy", is_accuracy)] {
+        let names: Vec<&String> = history
+            .epochs
+            .iter()
+            .flat_map(|epoch| epoch.keys())
+            .filter(|key| matches(key))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let values: Vec<Vec<f64>> = names
+            .iter()
+            .map(|key| history.epochs.iter().map(|e| e.get(*key).copied().unwrap_or(f64::NAN)).collect())
+            .collect();
+        let series: Vec<Series> = names.iter().zip(&values).map(|(n, v)| Series { name: n, values: v }).collect();
+        let file = format!("{FIGURES_DIR}/{name}-{what}.png");
+        let title = format!("{name}: {what}");
+        let plot = CurvesPlot { title: &title, x_label: "epoch", y_label: what, series: &series };
+        curves_png(&out_dir.join(&file), &plot, CURVE_SIZE)?;
+        figures.push(Figure { caption: format!("{name}: training {what}"), file });
+    }
+    Ok(figures)
+}
+
+fn is_loss(key: &str) -> bool {
+    key.ends_with("loss")
+}
+
+fn is_accuracy(key: &str) -> bool {
+    key.ends_with("acc") || key.ends_with("accuracy")
+}
