@@ -11,10 +11,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use camino::Utf8PathBuf;
 use common::http_server::{send_full, sha256_hex, Server};
+use common::project::{stage, Project};
 use hwrun::data::Dataset;
 use serde_json::Value;
 
@@ -110,56 +110,22 @@ domain = "mnist"
 const TRAIN_SUMMARY: &str = "train: mnist: 42 x [1, 28, 28] u8, 10 classes (0:5 1:5 2:4 3:4 4:4 5:4 6:4 7:4 8:4 9:4)";
 const VAL_SUMMARY: &str = "val: mnist: 18 x [1, 28, 28] u8, 10 classes (0:6 1:0 2:0 3:6 4:0 5:0 6:6 7:0 8:0 9:0)";
 
-/// A scratch directory with one recipe and a cache, and the `hwrun` binary pointed at it.
-struct Project {
-    dir: tempfile::TempDir,
-    recipe: PathBuf,
+/// A project holding the recipe, and `hwrun <args> <recipe>` run in it.
+fn project(recipe_text: &str) -> (Project, PathBuf) {
+    let project = Project::new();
+    let recipe = project.write("mnist.toml", recipe_text);
+    (project, recipe)
 }
 
-impl Project {
-    fn new(recipe_text: &str) -> Project {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let recipe = dir.path().join("mnist.toml");
-        std::fs::write(&recipe, recipe_text).unwrap();
-        Project { dir, recipe }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    /// Runs `hwrun <args...> <recipe>`.
-    fn hwrun(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hwrun"))
-            .args(args)
-            .arg(&self.recipe)
-            .current_dir(self.dir.path())
-            .env("HWRUN_CACHE", self.cache())
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("hwrun runs")
-    }
-
-    /// Runs with `--json` and returns the summary, whatever the exit code.
-    fn run_json(&self) -> (Option<i32>, Value) {
-        let output = self.hwrun(&["--json"]);
-        let summary = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|err| panic!("no JSON summary ({err}):\n{}", String::from_utf8_lossy(&output.stderr)));
-        (output.status.code(), summary)
-    }
-
-    /// `hwrun plan --json`: the status of stage `name`.
-    fn plan_status(&self, name: &str) -> Value {
-        let output = self.hwrun(&["plan", "--json"]);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
-        plan.as_array().unwrap().iter().find(|row| row["name"] == name).expect("stage in plan")["status"].clone()
-    }
+fn run_json(project: &Project, recipe: &Path) -> (Option<i32>, Value) {
+    project.run_json(&[recipe.to_str().unwrap()])
 }
 
-/// Stage `name`'s row in a run summary.
-fn stage<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).expect("stage in summary")
+/// `hwrun plan --json`: the status of stage `name`.
+fn plan_status(project: &Project, recipe: &Path, name: &str) -> Value {
+    let (code, plan) = project.run_json(&["plan", recipe.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    stage(&plan, name)["status"].clone()
 }
 
 fn results(summary: &Value) -> Vec<(String, String)> {
@@ -196,9 +162,9 @@ fn downloads_unpacks_and_reads_idx_then_second_run_is_cached_without_a_request()
     let served = archive.clone();
     // Room for a second request, so a cache miss would show up in the count instead of an error.
     let server = Server::start(2, move |_, _, stream| send_full(stream, &served));
-    let project = Project::new(&recipe(&server.url("mnist.tar.gz"), &sha256_hex(&archive)));
+    let (project, recipe_path) = project(&recipe(&server.url("mnist.tar.gz"), &sha256_hex(&archive)));
 
-    let (code, first) = project.run_json();
+    let (code, first) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(0), "{first}");
     assert_eq!(results(&first), [pair("mnist", "ran"), pair("mnist_tgz", "ran")]);
     assert_eq!(stage(&first, "mnist")["summary"], serde_json::json!([TRAIN_SUMMARY, VAL_SUMMARY]));
@@ -209,12 +175,12 @@ fn downloads_unpacks_and_reads_idx_then_second_run_is_cached_without_a_request()
     assert_eq!(server.heads().len(), 1);
     assert!(server.heads()[0].starts_with("GET /mnist.tar.gz "), "{:?}", server.heads());
 
-    let (code, second) = project.run_json();
+    let (code, second) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(0), "{second}");
     assert_eq!(results(&second), [pair("mnist", "cached"), pair("mnist_tgz", "cached")]);
     assert_eq!(server.heads().len(), 1, "a cached download sends no request");
 
-    let human = project.hwrun(&[]);
+    let human = project.hwrun(&[recipe_path.to_str().unwrap()]);
     assert!(human.status.success(), "{}", String::from_utf8_lossy(&human.stderr));
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains(TRAIN_SUMMARY) && text.contains(VAL_SUMMARY), "{text}");
@@ -228,14 +194,14 @@ fn wrong_sha256_fails_with_both_digests_and_caches_nothing() {
     let served = archive.clone();
     let server = Server::start(1, move |_, _, stream| send_full(stream, &served));
     let wrong = "0123456789abcdef".repeat(4);
-    let project = Project::new(&recipe(&server.url("mnist.tar.gz"), &wrong));
+    let (project, recipe_path) = project(&recipe(&server.url("mnist.tar.gz"), &wrong));
 
-    let (code, summary) = project.run_json();
+    let (code, summary) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(1), "{summary}");
     assert_eq!(results(&summary), [pair("mnist", "skipped"), pair("mnist_tgz", "failed")]);
     let error = stage(&summary, "mnist_tgz")["error"].as_str().unwrap().to_owned();
     assert!(error.contains(&wrong) && error.contains(&sha256_hex(&archive)), "{error}");
     assert_eq!(count_in(&project.cache().join("entries")), 0, "a failed download must not leave an entry");
     assert_eq!(count_in(&project.cache().join("tmp")), 0, "nor its partial file");
-    assert_eq!(project.plan_status("mnist_tgz"), "run");
+    assert_eq!(plan_status(&project, &recipe_path, "mnist_tgz"), "run");
 }

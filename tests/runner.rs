@@ -1,77 +1,27 @@
 //! End-to-end runs of the `hwrun` binary on small recipes of `command` stages: caching,
 //! overrides, sweeps, errors that point at the recipe, crashes and concurrent processes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::project::{ran, stage, stderr, Project};
 use serde_json::Value;
 
-/// A scratch directory with recipes and a cache, and the `hwrun` binary pointed at it.
-struct Project {
-    dir: tempfile::TempDir,
+/// Writes a recipe; `{runs}` in the text becomes the path of a log every stage appends to.
+fn recipe(project: &Project, name: &str, text: &str) -> PathBuf {
+    project.write(name, &text.replace("{runs}", &runs_log(project).display().to_string()))
 }
 
-impl Project {
-    fn new() -> Project {
-        Project { dir: tempfile::tempdir().expect("temp dir") }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes a recipe; `{runs}` in the text becomes the path of a log every stage appends to.
-    fn recipe(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path().join(name);
-        std::fs::write(&path, text.replace("{runs}", &self.runs_log().display().to_string())).unwrap();
-        path
-    }
-
-    fn runs_log(&self) -> PathBuf {
-        self.path().join("runs.log")
-    }
-
-    /// Lines of the run log: one per stage execution.
-    fn runs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.runs_log()).unwrap_or_default().lines().map(str::to_owned).collect()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hwrun"));
-        command.args(args).current_dir(self.path()).env("HWRUN_CACHE", self.path().join("cache")).env_remove("RUST_LOG");
-        command
-    }
-
-    fn hwrun(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("hwrun runs")
-    }
-
-    /// Runs with `--json` and returns the summary; panics unless it succeeded.
-    fn run_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let output = self.hwrun(&all);
-        assert!(output.status.success(), "hwrun {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).expect("JSON summary")
-    }
+fn runs_log(project: &Project) -> PathBuf {
+    project.path().join("runs.log")
 }
 
-/// Names of the stages a summary says ran.
-fn ran(summary: &Value) -> Vec<String> {
-    let mut names: Vec<String> = summary["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["result"] == "ran")
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// Lines of the run log: one per stage execution.
+fn runs(project: &Project) -> Vec<String> {
+    std::fs::read_to_string(runs_log(project)).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
 /// prepare -> train -> evaluate -> report, plus an independent branch.
@@ -109,39 +59,39 @@ inputs = { evaluate = "evaluate", other = "other" }
 #[test]
 fn second_run_runs_nothing() {
     let project = Project::new();
-    let recipe = project.recipe("r.toml", PIPELINE);
+    let recipe = recipe(&project, "r.toml", PIPELINE);
     let recipe = recipe.to_str().unwrap();
-    let first = project.run_json(&[recipe]);
+    let first = project.run_json_ok(&[recipe]);
     assert_eq!(ran(&first), ["evaluate", "other", "prepare", "report", "train"]);
-    let second = project.run_json(&[recipe]);
+    let second = project.run_json_ok(&[recipe]);
     assert!(ran(&second).is_empty(), "{second}");
-    assert_eq!(project.runs().len(), 4, "each command ran exactly once");
+    assert_eq!(runs(&project).len(), 4, "each command ran exactly once");
 }
 
 #[test]
 fn set_reruns_the_stage_and_its_dependents_and_switching_back_is_cached() {
     let project = Project::new();
-    let recipe = project.recipe("r.toml", PIPELINE);
+    let recipe = recipe(&project, "r.toml", PIPELINE);
     let recipe = recipe.to_str().unwrap();
-    project.run_json(&[recipe]);
-    let changed = project.run_json(&[recipe, "--set", "train.env.LR=0.01"]);
+    project.run_json_ok(&[recipe]);
+    let changed = project.run_json_ok(&[recipe, "--set", "train.env.LR=0.01"]);
     assert_eq!(ran(&changed), ["evaluate", "report", "train"]);
-    let back = project.run_json(&[recipe]);
+    let back = project.run_json_ok(&[recipe]);
     assert!(ran(&back).is_empty(), "switching back must be instant: {back}");
-    let again = project.run_json(&[recipe, "--set", "train.env.LR=0.01"]);
+    let again = project.run_json_ok(&[recipe, "--set", "train.env.LR=0.01"]);
     assert!(ran(&again).is_empty());
 }
 
 #[test]
 fn plan_explains_why_a_stage_reruns() {
     let project = Project::new();
-    let recipe = project.recipe("r.toml", PIPELINE);
+    let recipe = recipe(&project, "r.toml", PIPELINE);
     let recipe = recipe.to_str().unwrap();
-    project.run_json(&[recipe]);
+    project.run_json_ok(&[recipe]);
     let output = project.hwrun(&["plan", "--json", recipe, "--set", "train.env.LR=0.01"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let row = |name: &str| plan.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone();
+    let row = |name: &str| stage(&plan, name).clone();
     assert_eq!(row("prepare")["status"], "cached");
     assert_eq!(row("train")["status"], "run");
     assert_eq!(row("train")["reasons"][0], "parameter `train.env.LR` changed \"0.001\" -> \"0.01\"");
@@ -154,7 +104,7 @@ fn plan_explains_why_a_stage_reruns() {
 #[test]
 fn cycle_is_reported_with_every_stage_and_the_line() {
     let project = Project::new();
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "cycle.toml",
         "name = \"c\"\n[stages.a]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"c\" }\n\
          [stages.b]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"a\" }\n\
@@ -170,7 +120,7 @@ fn cycle_is_reported_with_every_stage_and_the_line() {
 #[test]
 fn unknown_key_points_at_the_line_and_suggests() {
     let project = Project::new();
-    let recipe = project.recipe("typo.toml", "name = \"t\"\n[stages.a]\nkind = \"command\"\nargz = [\"true\"]\n");
+    let recipe = recipe(&project, "typo.toml", "name = \"t\"\n[stages.a]\nkind = \"command\"\nargz = [\"true\"]\n");
     let output = project.hwrun(&[recipe.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
@@ -182,7 +132,7 @@ fn unknown_key_points_at_the_line_and_suggests() {
 #[test]
 fn missing_input_points_at_the_reference() {
     let project = Project::new();
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "missing.toml",
         "name = \"m\"\n[stages.prepare]\nkind = \"command\"\nargs = [\"true\"]\n[stages.b]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"prepair\" }\n",
     );
@@ -197,7 +147,7 @@ fn missing_input_points_at_the_reference() {
 #[test]
 fn unknown_stage_kind_suggests_the_closest() {
     let project = Project::new();
-    let recipe = project.recipe("k.toml", "name = \"k\"\n[stages.a]\nkind = \"comand\"\n");
+    let recipe = recipe(&project, "k.toml", "name = \"k\"\n[stages.a]\nkind = \"comand\"\n");
     let text = stderr(&project.hwrun(&[recipe.to_str().unwrap()]));
     assert!(text.contains("unknown kind `comand`") && text.contains("did you mean `command`?"), "{text}");
 }
@@ -218,7 +168,7 @@ fn wait_for(path: &Path, limit: Duration) -> bool {
 fn kill_9_in_the_middle_of_a_stage_leaves_no_valid_entry() {
     let project = Project::new();
     let started = project.path().join("started");
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "slow.toml",
         &format!(
             "name = \"slow\"\n[stages.slow]\nkind = \"command\"\nshell = \"echo partial > {{out}}/result.txt; touch {}; sleep 10; echo done >> {{out}}/result.txt\"\n",
@@ -243,7 +193,7 @@ fn kill_9_in_the_middle_of_a_stage_leaves_no_valid_entry() {
 #[test]
 fn two_processes_on_one_cache_run_each_stage_once() {
     let project = Project::new();
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "shared.toml",
         "name = \"shared\"\n[defaults.command]\nenv = { RUNS = \"{runs}\" }\n\
          [stages.a]\nkind = \"command\"\nshell = \"echo a >> $RUNS; sleep 1; touch {out}/a\"\n\
@@ -258,7 +208,7 @@ fn two_processes_on_one_cache_run_each_stage_once() {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let mut runs = project.runs();
+    let mut runs = runs(&project);
     runs.sort();
     assert_eq!(runs, ["a", "b", "c"], "every stage ran exactly once across both processes");
 }
@@ -266,7 +216,7 @@ fn two_processes_on_one_cache_run_each_stage_once() {
 #[test]
 fn sweep_shares_upstream_stages_and_compare_shows_every_variant() {
     let project = Project::new();
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "sweep.toml",
         r#"
 name = "sweep"
@@ -285,9 +235,9 @@ env = { RUNS = "{runs}", LR = "0.1" }
 "#,
     );
     let recipe = recipe.to_str().unwrap();
-    let summary = project.run_json(&[recipe]);
+    let summary = project.run_json_ok(&[recipe]);
     assert_eq!(ran(&summary).len(), 3, "one prepare, two trains: {summary}");
-    let mut runs = project.runs();
+    let mut runs = runs(&project);
     runs.sort();
     assert_eq!(runs, ["prepare", "train", "train"]);
     let output = project.hwrun(&["compare", recipe]);
@@ -302,34 +252,32 @@ env = { RUNS = "{runs}", LR = "0.1" }
 #[test]
 fn gc_keeps_what_a_recipe_reaches() {
     let project = Project::new();
-    let recipe = project.recipe("r.toml", PIPELINE);
+    let recipe = recipe(&project, "r.toml", PIPELINE);
     let recipe = recipe.to_str().unwrap();
-    project.run_json(&[recipe]);
-    project.run_json(&[recipe, "--set", "train.env.LR=0.5"]);
+    project.run_json_ok(&[recipe]);
+    project.run_json_ok(&[recipe, "--set", "train.env.LR=0.5"]);
     let output = project.hwrun(&["gc", recipe]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("removed 3 entries"), "{}", String::from_utf8_lossy(&output.stdout));
-    assert!(ran(&project.run_json(&[recipe])).is_empty());
+    assert!(ran(&project.run_json_ok(&[recipe])).is_empty());
 }
 
 #[test]
 fn failing_stage_is_not_cached_and_keep_going_runs_the_rest() {
     let project = Project::new();
-    let recipe = project.recipe(
+    let recipe = recipe(&project, 
         "fail.toml",
         "name = \"f\"\n[stages.bad]\nkind = \"command\"\nshell = \"echo nope >&2; exit 4\"\n\
          [stages.after]\nkind = \"command\"\ninputs = { x = \"bad\" }\nargs = [\"true\"]\n\
          [stages.independent]\nkind = \"command\"\nshell = \"touch {out}/ok\"\n",
     );
     let recipe = recipe.to_str().unwrap();
-    let output = project.hwrun(&["--json", "--keep-going", recipe]);
-    assert_eq!(output.status.code(), Some(1));
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let result = |name: &str| summary["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["result"].clone();
-    assert_eq!(result("bad"), "failed");
-    assert_eq!(result("after"), "skipped");
-    assert_eq!(result("independent"), "ran");
-    let error = summary["stages"].as_array().unwrap().iter().find(|s| s["name"] == "bad").unwrap()["error"].as_str().unwrap().to_owned();
+    let (code, summary) = project.run_json(&["--keep-going", recipe]);
+    assert_eq!(code, Some(1));
+    assert_eq!(stage(&summary, "bad")["result"], "failed");
+    assert_eq!(stage(&summary, "after")["result"], "skipped");
+    assert_eq!(stage(&summary, "independent")["result"], "ran");
+    let error = stage(&summary, "bad")["error"].as_str().unwrap().to_owned();
     assert!(error.contains("exit code 4") && error.contains("nope"), "{error}");
 }
 

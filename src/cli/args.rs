@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// `hwrun RECIPE` plans the recipe's stages, runs the ones not in the cache and prints where the
 /// outputs and the report are. Without a recipe it runs the embedded quickstart.
 #[derive(Debug, Parser)]
-#[command(name = "hwrun", args_conflicts_with_subcommands = true, disable_version_flag = true)]
+#[command(name = "hwrun", disable_version_flag = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -125,4 +125,30 @@ pub struct GcArgs {
     /// Show what would be removed without removing it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("hwrun").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn a_bare_recipe_runs_it() {
+        let cli = parse(&["--json", "r.toml", "--set", "a.b=1"]);
+        assert!(cli.command.is_none() && cli.global.json);
+        assert_eq!(cli.run.recipe.recipe.as_deref(), Some(camino::Utf8Path::new("r.toml")));
+        assert_eq!(cli.run.recipe.overrides, ["a.b=1"]);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        for args in [&["--json", "plan", "r.toml"][..], &["plan", "--json", "r.toml"], &["plan", "r.toml", "--json"]] {
+            let cli = parse(args);
+            assert!(matches!(cli.command, Some(Command::Plan(_))), "{args:?}");
+            assert!(cli.global.json, "{args:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 pub mod dataset;
 pub mod features;
 pub mod formats;
+pub mod mnistm;
 pub mod synthetic;
 pub mod transforms;
 

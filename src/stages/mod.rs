@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod download;
 pub mod evaluate;
 pub mod features;
+pub mod mnistm;
 pub mod report;
 pub mod runners;
 pub mod stage;
@@ -29,6 +30,7 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
         &Registered::<download::DownloadStage>::new(),
         &Registered::<synthetic::SyntheticStage>::new(),
         &Registered::<dataset::DatasetStage>::new(),
+        &Registered::<mnistm::MnistmStage>::new(),
         &Registered::<train_classifier::TrainClassifierStage>::new(),
         &Registered::<train_dann::TrainDannStage>::new(),
         &Registered::<train_adda::TrainAddaStage>::new(),

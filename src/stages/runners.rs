@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::context::StageContext;
 use super::stage::{Registered, StageOutcome, StageRunner};
 use super::{
-    command, dataset, download, evaluate, features, report, synthetic, train_adda, train_classifier, train_dann, tsne,
+    command, dataset, download, evaluate, features, mnistm, report, synthetic, train_adda, train_classifier, train_dann, tsne,
 };
 
 /// Kinds that run inside the `hwrun` process.
@@ -33,6 +33,7 @@ pub fn all() -> &'static [&'static dyn StageRunner] {
         &Registered::<download::DownloadStage>::new(),
         &Registered::<synthetic::SyntheticStage>::new(),
         &Registered::<dataset::DatasetStage>::new(),
+        &Registered::<mnistm::MnistmStage>::new(),
         &Registered::<train_classifier::TrainClassifierStage>::new(),
         &Registered::<train_dann::TrainDannStage>::new(),
         &Registered::<train_adda::TrainAddaStage>::new(),

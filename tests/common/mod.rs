@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod http_server;
+pub mod project;
 
 use std::path::PathBuf;
 use std::process::Command;
