@@ -1,7 +1,7 @@
 //! `--set stage.param=value` overrides from the command line.
 //!
 //! The path names a stage parameter (`train.lr`), or a top-level entry when it starts with
-//! `vars`, `seed`, `name` or `sweep`. The value is read as TOML (`1e-3`, `true`, `[1, 2]`,
+//! `vars`, `defaults`, `seed`, `name` or `sweep`. The value is read as TOML (`1e-3`, `true`, `[1, 2]`,
 //! `"text"`), and as a plain string when it is not valid TOML (`--set data.root=/mnt/x`).
 
 use toml::{Table, Value};
@@ -11,7 +11,7 @@ use super::source::{Sources, Span};
 use super::span_index::{EntrySpans, SpanIndex};
 
 /// Top-level entries an override may address directly; anything else is a stage name.
-const TOP_LEVEL: &[&str] = &["vars", "seed", "name", "sweep", "description"];
+const TOP_LEVEL: &[&str] = &["vars", "defaults", "seed", "name", "sweep", "description"];
 
 /// The source name of `--set` arguments in error locations.
 pub const SOURCE_NAME: &str = "--set";

@@ -122,7 +122,7 @@ impl Stage for TsneStage {
             write!(line, ", trustworthiness@{TRUST_K} {value:.4}")?;
         }
         ctx.log(&line);
-        Ok(StageOutcome { metrics, summary: vec![line], primary: Some("tsne_by_class.png".to_owned()) })
+        Ok(StageOutcome { metrics, summary: vec![line], ..StageOutcome::default() })
     }
 }
 
