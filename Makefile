@@ -6,7 +6,11 @@
 # every clone and CI run (override with HWRUN_TORCH_VENV).
 
 TORCH_VERSION := 2.13.0
-HWRUN_TORCH_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hwrun/torch-$(TORCH_VERSION)
+USER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hwrun
+HWRUN_TORCH_VENV ?= $(USER_CACHE)/torch-$(TORCH_VERSION)
+# One build directory per user too: building torch-sys takes minutes, so every clone (and every
+# CI run) reuses it. `CARGO_TARGET_DIR=target make ...` keeps a clone's build to itself.
+export CARGO_TARGET_DIR ?= $(USER_CACHE)/target
 PYTHON ?= python3
 VENV_PY := $(HWRUN_TORCH_VENV)/bin/python
 # Bump the suffix when ORACLE_PACKAGES changes, so existing venvs get the new packages.
@@ -24,10 +28,10 @@ CARGO ?= cargo
 .PHONY: run build test bench venv clean-venv
 
 # `dist` = release + thin LTO (see Cargo.toml): the shipped binaries.
-BIN := target/dist
+BIN := $(CARGO_TARGET_DIR)/dist
 
 run: build
-	./$(BIN)/hwrun $(RECIPE)
+	$(BIN)/hwrun $(RECIPE)
 
 build: $(VENV_STAMP)
 	$(CARGO) build --profile dist --locked --bins
@@ -36,7 +40,7 @@ test: $(VENV_STAMP)
 	$(CARGO) test --release --locked
 
 bench: build
-	HWRUN_BIN=$(CURDIR)/$(BIN)/hwrun $(CARGO) bench --locked
+	HWRUN_BIN=$(BIN)/hwrun $(CARGO) bench --locked
 
 venv: $(VENV_STAMP)
 

@@ -5,6 +5,7 @@
 //! - `tmp/<key>.<pid>.<nonce>/` — a stage being run; renamed into `entries/` only on success
 //! - `locks/<key>.lock` — held (flock) while a process runs that key
 //! - `refs/<recipe>/<stage>` — the key a stage had at its last run, to explain the next plan
+//! - `failed/<stage>.log` — the log of a stage's last failed run (its staging is deleted)
 //! - `stat-cache.json` — content hashes of external files by stat data
 //!
 //! An entry exists only once its manifest, written last inside the staging directory, has been
@@ -169,6 +170,16 @@ impl Cache {
         fs::rename(&staging.dir, &target).map_err(io_err(&target))?;
         make_read_only(&target)?;
         Ok(manifest)
+    }
+
+    /// Keeps the log of a failed run (its staging directory is about to go) as
+    /// `failed/<stage>.log`; returns where, if there was a log.
+    pub fn keep_failed_log(&self, staging: &Staging, stage: &str) -> Option<Utf8PathBuf> {
+        let dir = self.root.join("failed");
+        let target = dir.join(format!("{}.log", sanitize(stage)));
+        fs::create_dir_all(&dir).ok()?;
+        fs::copy(staging.log_path(), &target).ok()?;
+        Some(target)
     }
 
     /// Removes staging directories left by crashed or killed runs (those whose lock is free).

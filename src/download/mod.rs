@@ -109,7 +109,17 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
         Source::Local(path) if request.unpack => (path.clone(), local_size(path)?),
         Source::Local(path) => (partial.clone(), source::copy_local(path, &partial, observer)?),
     };
-    request.pinned.verify(&file, observer)?;
+    // The partial file is gone by the time anyone reads the error: name what was fetched instead.
+    request.pinned.verify(&file, observer).map_err(|err| match err {
+        DownloadError::ChecksumMismatch { algorithm, expected, actual, .. } if file == partial => {
+            let fetched = match &request.source {
+                Source::Http(url) => PathBuf::from(url),
+                Source::Local(path) => path.clone(),
+            };
+            DownloadError::ChecksumMismatch { file: fetched, algorithm, expected, actual }
+        }
+        other => other,
+    })?;
     if request.unpack {
         let unpacked = archive::unpack(&file, &request.filename, out_dir, observer)?;
         if file == partial {

@@ -118,7 +118,8 @@ fn build_layer(
         (LayerSpec::Conv2d { out_channels, kernel, padding }, Activation::Image { channels, height, width }) => {
             let side = |s: i64| s + 2 * padding - kernel + 1;
             let next = image(out_channels, side(height), side(width)).ok_or_else(|| mismatch("a larger image"))?;
-            let config = nn::ConvConfig { padding, ..Default::default() };
+            let init = pytorch_init(channels * kernel * kernel);
+            let config = nn::ConvConfig { padding, ws_init: init, bs_init: init, ..Default::default() };
             let conv = nn::conv2d(path, channels, out_channels, kernel, config);
             let pad = if padding > 0 { format!(", padding=({padding}, {padding})") } else { String::new() };
             let repr = format!("Conv2d({channels}, {out_channels}, kernel_size=({kernel}, {kernel}), stride=(1, 1){pad})");
@@ -137,13 +138,24 @@ fn build_layer(
             Activation::Vector(channels * height * width),
         )),
         (LayerSpec::Linear { out_features }, Activation::Vector(in_features)) => {
-            let linear = nn::linear(path, in_features, out_features, Default::default());
+            let init = pytorch_init(in_features);
+            let config = nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true };
+            let linear = nn::linear(path, in_features, out_features, config);
             let repr = format!("Linear(in_features={in_features}, out_features={out_features}, bias=True)");
             Ok((Layer::Linear(linear), repr, Activation::Vector(out_features)))
         }
         (LayerSpec::Linear { .. }, _) => Err(mismatch("a flat vector (add a Flatten layer)")),
         (_, Activation::Vector(_)) => Err(mismatch("an image")),
     }
+}
+
+/// PyTorch's default initialisation of `Conv2d` and `Linear` weights and biases (its
+/// `kaiming_uniform_(a=sqrt(5))`): uniform in `±1/sqrt(fan_in)`. tch's default (Kaiming with the
+/// ReLU gain, zero conv biases) is 2.45x wider per layer, which starts the heads with logits
+/// large enough to give an initial cross-entropy near 5 instead of ln 10 and destabilises DANN.
+fn pytorch_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform { lo: -bound, up: bound }
 }
 
 fn image(channels: i64, height: i64, width: i64) -> Option<Activation> {

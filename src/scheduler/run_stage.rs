@@ -12,7 +12,8 @@ use crate::cache::manifest::InputRecord;
 use crate::cache::{Cache, Manifest};
 use crate::graph::Plan;
 use crate::output::Printer;
-use crate::stages::{runners, CancelToken, InputArtifact, StageContext};
+use crate::cache::Staging;
+use crate::stages::{runners, CancelToken, Cancelled, InputArtifact, StageContext, StageOutcome};
 use crate::worker::{run_in_worker, DeviceRequest, StageRequest};
 
 /// What running a node gave.
@@ -49,11 +50,54 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
         return Ok(NodeRun::AlreadyCached(manifest));
     }
     let staging = env.cache.stage(stage.key, lock)?;
+    let started = Instant::now();
+    let (outcome, device) = match run_staged(env, node, &staging, bar) {
+        Ok(result) => result,
+        Err(error) if error.downcast_ref::<Cancelled>().is_some() => return Err(error),
+        Err(error) => {
+            return Err(match env.cache.keep_failed_log(&staging, &stage.label) {
+                Some(log) => anyhow::anyhow!("{error:#}\n(stage log: {log})"),
+                None => error,
+            })
+        }
+    };
+    let manifest = Manifest {
+        format: Manifest::format_version(),
+        key: stage.key.hex(),
+        kind: stage.kind.kind().to_owned(),
+        stage_version: stage.kind.version(),
+        stage: stage.label.clone(),
+        recipe: env.plan.recipe.name.clone(),
+        params: stage.canonical.clone(),
+        seed: env.plan.recipe.seed,
+        inputs: stage
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), InputRecord { key: i.key.hex(), output: i.output.clone() }))
+            .collect(),
+        external: stage.external.clone(),
+        outcome,
+        files: Vec::new(),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        device,
+        hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    };
+    Ok(NodeRun::Ran(env.cache.commit(staging, manifest)?))
+}
+
+/// Runs the stage into its staging directory, here or in the worker; checks its outputs.
+fn run_staged(
+    env: &NodeEnv<'_>,
+    node: NodeIndex,
+    staging: &Staging,
+    bar: ProgressBar,
+) -> anyhow::Result<(StageOutcome, String)> {
+    let stage = &env.plan.graph[node];
     let inputs = input_artifacts(env, node)?;
     let log_path = staging.log_path();
     let log_file = std::fs::File::create(&log_path).with_context(|| format!("cannot create `{log_path}`"))?;
     let out_dir = staging.out_dir();
-    let started = Instant::now();
     let (outcome, device) = match runners::find_in_process(stage.kind.kind()) {
         Some(runner) => {
             let mut ctx = StageContext::new(
@@ -90,29 +134,7 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
             stage.kind.kind()
         );
     }
-    let manifest = Manifest {
-        format: Manifest::format_version(),
-        key: stage.key.hex(),
-        kind: stage.kind.kind().to_owned(),
-        stage_version: stage.kind.version(),
-        stage: stage.label.clone(),
-        recipe: env.plan.recipe.name.clone(),
-        params: stage.canonical.clone(),
-        seed: env.plan.recipe.seed,
-        inputs: stage
-            .inputs
-            .iter()
-            .map(|i| (i.name.clone(), InputRecord { key: i.key.hex(), output: i.output.clone() }))
-            .collect(),
-        external: stage.external.clone(),
-        outcome,
-        files: Vec::new(),
-        wall_time_s: started.elapsed().as_secs_f64(),
-        device,
-        hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-    };
-    Ok(NodeRun::Ran(env.cache.commit(staging, manifest)?))
+    Ok((outcome, device))
 }
 
 fn input_artifacts(env: &NodeEnv<'_>, node: NodeIndex) -> anyhow::Result<BTreeMap<String, InputArtifact>> {
