@@ -11,6 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use indicatif::ProgressBar;
 
 use super::stage::StageOutcome;
+use crate::data::Dataset;
 
 /// A finished stage's artifact as another stage consumes it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -152,6 +153,16 @@ impl StageContext {
     /// A handle other threads (e.g. a child process reader) can use to append to the stage log.
     pub fn log_sink(&self) -> LogSink {
         self.log.clone()
+    }
+
+    /// Saves `dataset` as the named output `name` and records its summary line and `name.n`.
+    pub fn save_dataset(&self, name: &str, dataset: &Dataset, outcome: &mut StageOutcome) -> anyhow::Result<()> {
+        dataset
+            .save(&crate::data::dataset::output_dir(&self.out_dir, name))
+            .map_err(|e| anyhow::anyhow!("saving the `{name}` output: {e}"))?;
+        outcome.summary.push(format!("{name}: {}", dataset.summary()));
+        outcome.metrics.insert(format!("{name}.n"), dataset.len() as f64);
+        Ok(())
     }
 
     /// `Err(Cancelled)` once the user pressed Ctrl-C; call it between steps.

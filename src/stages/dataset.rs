@@ -111,7 +111,6 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Stage, StageContext, StageOutcome, StageShape};
-use crate::data::dataset::output_dir;
 use crate::data::formats::{self, ReadOptions, CELEBA_SIZE};
 use crate::data::transforms::{split, Geometry, Size};
 use crate::data::Dataset;
@@ -455,9 +454,7 @@ impl Stage for DatasetStage {
         ctx.check_cancelled()?;
         let mut outcome = StageOutcome::default();
         for (name, dataset) in [("train", &train), ("val", &val)] {
-            dataset.save(&output_dir(ctx.out_dir(), name)).with_context(|| format!("saving the `{name}` output"))?;
-            outcome.summary.push(format!("{name}: {}", dataset.summary()));
-            outcome.metrics.insert(format!("{name}.n"), dataset.len() as f64);
+            ctx.save_dataset(name, dataset, &mut outcome)?;
         }
         Ok(outcome)
     }

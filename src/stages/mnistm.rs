@@ -141,9 +141,7 @@ impl Stage for MnistmStage {
             let digits = Dataset::load(&output_dir(&mnist_dir, split))
                 .with_context(|| format!("reading the `{split}` split of input `mnist`"))?;
             let dataset = blend_split(ctx, &params, &photos, &digits, split)?;
-            dataset.save(&output_dir(ctx.out_dir(), split)).with_context(|| format!("saving the `{split}` output"))?;
-            outcome.summary.push(format!("{split}: {}", dataset.summary()));
-            outcome.metrics.insert(format!("{split}.n"), dataset.len() as f64);
+            ctx.save_dataset(split, &dataset, &mut outcome)?;
         }
         Ok(outcome)
     }

@@ -22,24 +22,39 @@ pub use stage::{
     CheckedParams, Metrics, ParamError, Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
 };
 
-/// Every stage kind hwrun knows, in the order `hwrun stages` lists them.
-pub fn registry() -> &'static [&'static dyn StageKind] {
-    static KINDS: &[&dyn StageKind] = &[
-        &Registered::<command::CommandStage>::new(),
-        &Registered::<report::ReportStage>::new(),
-        &Registered::<download::DownloadStage>::new(),
-        &Registered::<synthetic::SyntheticStage>::new(),
-        &Registered::<dataset::DatasetStage>::new(),
-        &Registered::<mnistm::MnistmStage>::new(),
-        &Registered::<train_classifier::TrainClassifierStage>::new(),
-        &Registered::<train_dann::TrainDannStage>::new(),
-        &Registered::<train_adda::TrainAddaStage>::new(),
-        &Registered::<evaluate::EvaluateStage>::new(),
-        &Registered::<features::FeaturesStage>::new(),
-        &Registered::<tsne::TsneStage>::new(),
-    ];
-    KINDS
+/// Lists every stage kind once and generates from that list both [`registry`] (what the
+/// planner checks, in the `hwrun` binary) and [`runners::all`] (what the worker runs). They are
+/// separate functions so that the `hwrun` binary never references the kinds' run code.
+macro_rules! stage_kinds {
+    ($($kind:ty),+ $(,)?) => {
+        /// Every stage kind hwrun knows, in the order `hwrun stages` lists them.
+        pub fn registry() -> &'static [&'static dyn StageKind] {
+            static KINDS: &[&dyn StageKind] = &[$(&Registered::<$kind>::new()),+];
+            KINDS
+        }
+
+        /// Every kind's runner, in registry order.
+        fn all_runners() -> &'static [&'static dyn StageRunner] {
+            static RUNNERS: &[&dyn StageRunner] = &[$(&Registered::<$kind>::new()),+];
+            RUNNERS
+        }
+    };
 }
+
+stage_kinds![
+    command::CommandStage,
+    report::ReportStage,
+    download::DownloadStage,
+    synthetic::SyntheticStage,
+    dataset::DatasetStage,
+    mnistm::MnistmStage,
+    train_classifier::TrainClassifierStage,
+    train_dann::TrainDannStage,
+    train_adda::TrainAddaStage,
+    evaluate::EvaluateStage,
+    features::FeaturesStage,
+    tsne::TsneStage,
+];
 
 /// Looks a kind up by its recipe name.
 pub fn find(kind: &str) -> Option<&'static dyn StageKind> {

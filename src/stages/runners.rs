@@ -11,9 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::context::StageContext;
 use super::stage::{Registered, StageOutcome, StageRunner};
-use super::{
-    command, dataset, download, evaluate, features, mnistm, report, synthetic, train_adda, train_classifier, train_dann, tsne,
-};
+use super::{command, download, report};
 
 /// Kinds that run inside the `hwrun` process.
 pub fn in_process() -> &'static [&'static dyn StageRunner] {
@@ -27,21 +25,7 @@ pub fn in_process() -> &'static [&'static dyn StageRunner] {
 
 /// Every kind, as the worker process runs them.
 pub fn all() -> &'static [&'static dyn StageRunner] {
-    static RUNNERS: &[&dyn StageRunner] = &[
-        &Registered::<command::CommandStage>::new(),
-        &Registered::<report::ReportStage>::new(),
-        &Registered::<download::DownloadStage>::new(),
-        &Registered::<synthetic::SyntheticStage>::new(),
-        &Registered::<dataset::DatasetStage>::new(),
-        &Registered::<mnistm::MnistmStage>::new(),
-        &Registered::<train_classifier::TrainClassifierStage>::new(),
-        &Registered::<train_dann::TrainDannStage>::new(),
-        &Registered::<train_adda::TrainAddaStage>::new(),
-        &Registered::<evaluate::EvaluateStage>::new(),
-        &Registered::<features::FeaturesStage>::new(),
-        &Registered::<tsne::TsneStage>::new(),
-    ];
-    RUNNERS
+    super::all_runners()
 }
 
 /// The in-process runner of `kind`, if it has one.
@@ -68,16 +52,4 @@ pub fn run_catching(
             .unwrap_or_else(|| "unknown panic".to_owned());
         Err(anyhow::anyhow!("the stage crashed: {text}"))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_registered_kind_has_exactly_one_runner() {
-        let kinds: Vec<&str> = crate::stages::registry().iter().map(|k| k.kind()).collect();
-        let runners: Vec<&str> = all().iter().map(|r| r.kind()).collect();
-        assert_eq!(kinds, runners, "stages::registry() and runners::all() must list the same kinds in the same order");
-    }
 }

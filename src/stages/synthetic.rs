@@ -26,11 +26,9 @@
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{Stage, StageContext, StageOutcome, StageShape};
-use crate::data::dataset::output_dir;
 use crate::data::synthetic::{generate_range, DigitDomain};
 use crate::data::Dataset;
 
@@ -88,10 +86,7 @@ impl Stage for SyntheticStage {
         let mut outcome = StageOutcome::default();
         for (split, n, seed) in splits {
             let dataset = draw(ctx, params.domain, split, n.get(), seed)?;
-            let dir = output_dir(ctx.out_dir(), split);
-            dataset.save(&dir).with_context(|| format!("saving the `{split}` output"))?;
-            outcome.summary.push(format!("{split}: {}", dataset.summary()));
-            outcome.metrics.insert(format!("{split}.n"), dataset.len() as f64);
+            ctx.save_dataset(split, &dataset, &mut outcome)?;
         }
         Ok(outcome)
     }
