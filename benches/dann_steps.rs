@@ -12,6 +12,7 @@ use std::time::Instant;
 use hwrun::data::Dataset;
 use hwrun::models::{Arch, DigitCnnConfig};
 use hwrun::training::dann::{DannData, DannModel, DannTrainer};
+use hwrun::training::schedule::LAMBDA_GAMMA;
 use hwrun::training::threads;
 use hwrun::training::{DomainData, IndexStream, InputFormat, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
 use rand::{Rng, SeedableRng};
@@ -45,7 +46,7 @@ fn trainer() -> DannTrainer {
         target_order: IndexStream::new(IMAGES, BATCH, 2, Device::Cpu),
     };
     let spec = OptimizerSpec { kind: OptimizerKind::Adam, lr: 1e-3, momentum: 0.0, beta1: 0.9, weight_decay: 0.0 };
-    DannTrainer::new(&vs, model, spec, LrSchedule::Constant, data).expect("optimizer builds")
+    DannTrainer::new(&vs, model, spec, LrSchedule::Constant, LAMBDA_GAMMA, data).expect("optimizer builds")
 }
 
 fn hwrun_steps_per_sec(steps: usize) -> f64 {

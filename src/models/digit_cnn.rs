@@ -6,6 +6,12 @@
 //! - [`Arch::Svhn`] (the paper's SVHN network): conv 64 k5, max-pool 3/2, conv 64 k5, max-pool
 //!   3/2, conv 128 k5 (all "same" padding), then a label head 3072-2048-classes (domain head
 //!   1024-1024-2).
+//! - [`Arch::DannBn`] (`dann_bn`, the network of the popular PyTorch port
+//!   <https://github.com/fungtion/DANN>): conv 64 k5, BatchNorm2d, max-pool 2, ReLU, conv 50 k5,
+//!   BatchNorm2d, Dropout2d, max-pool 2, ReLU (800 features at 28x28), then a label head
+//!   fc 100, BatchNorm1d, ReLU, Dropout, fc 100, BatchNorm1d, ReLU, fc classes and a domain head
+//!   fc 100, BatchNorm1d, ReLU, fc 2. Batch norm keeps the feature scale bounded, which is what
+//!   lets the gradient reversal train stably with Adam; the model has train and eval modes.
 //!
 //! The model has two parts, `feature` (the feature extractor / ADDA encoder) and `classifier`
 //! (the label predictor); their parameter names are the PyTorch `state_dict` keys
@@ -18,28 +24,34 @@ use tch::{nn, Tensor};
 use super::layers::{Activation, LayerSpec, ModelError, Sequential};
 use super::summary::ModuleTree;
 
-/// Which network of the DANN paper to build.
+/// Which digit network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Arch {
-    /// The small MNIST network (about 80k parameters at 28x28).
+    /// The DANN paper's small MNIST network (about 80k parameters at 28x28).
     Mnist,
-    /// The deeper SVHN network (about 26M parameters at 28x28).
+    /// The DANN paper's deeper SVHN network (about 26M parameters at 28x28).
     Svhn,
+    /// The popular PyTorch port's network with batch norm and dropout (about 180k parameters).
+    DannBn,
 }
+
+/// Drop probability of the `dann_bn` dropout layers (PyTorch's default).
+const DROPOUT: f64 = 0.5;
 
 impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Mnist => "mnist",
             Arch::Svhn => "svhn",
+            Arch::DannBn => "dann_bn",
         }
     }
 
     /// The smallest `image_size` the feature extractor can take.
     fn min_image_size(self) -> i64 {
         match self {
-            Arch::Mnist => 16,
+            Arch::Mnist | Arch::DannBn => 16,
             Arch::Svhn => 4,
         }
     }
@@ -67,24 +79,59 @@ impl Arch {
                 ("relu3", Relu),
                 ("flatten", Flatten),
             ],
+            // The port's order: batch norm before pooling, ReLU after it.
+            Arch::DannBn => vec![
+                ("conv1", Conv2d { out_channels: 64, kernel: 5, padding: 0 }),
+                ("bn1", BatchNorm2d),
+                ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                ("relu1", Relu),
+                ("conv2", Conv2d { out_channels: 50, kernel: 5, padding: 0 }),
+                ("bn2", BatchNorm2d),
+                ("drop1", Dropout2d { p: DROPOUT }),
+                ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                ("relu2", Relu),
+                ("flatten", Flatten),
+            ],
         }
     }
 
-    /// Hidden widths of the label predictor.
-    fn classifier_hidden(self) -> &'static [i64] {
+    /// The label predictor's layers, ending in `classes` logits.
+    fn classifier_specs(self, classes: i64) -> Vec<(String, LayerSpec)> {
+        use LayerSpec::*;
         match self {
-            Arch::Mnist => &[100, 100],
-            Arch::Svhn => &[3072, 2048],
+            Arch::Mnist => mlp_specs(&[100, 100], classes),
+            Arch::Svhn => mlp_specs(&[3072, 2048], classes),
+            Arch::DannBn => named(&[
+                ("fc1", Linear { out_features: 100 }),
+                ("bn1", BatchNorm1d),
+                ("relu1", Relu),
+                ("drop1", Dropout { p: DROPOUT }),
+                ("fc2", Linear { out_features: 100 }),
+                ("bn2", BatchNorm1d),
+                ("relu2", Relu),
+                ("fc3", Linear { out_features: classes }),
+            ]),
         }
     }
 
-    /// Hidden widths of DANN's domain classifier.
-    pub fn domain_hidden(self) -> &'static [i64] {
+    /// DANN's domain classifier's layers, ending in 2 logits.
+    pub fn domain_specs(self) -> Vec<(String, LayerSpec)> {
+        use LayerSpec::*;
         match self {
-            Arch::Mnist => &[100],
-            Arch::Svhn => &[1024, 1024],
+            Arch::Mnist => mlp_specs(&[100], 2),
+            Arch::Svhn => mlp_specs(&[1024, 1024], 2),
+            Arch::DannBn => named(&[
+                ("fc1", Linear { out_features: 100 }),
+                ("bn1", BatchNorm1d),
+                ("relu1", Relu),
+                ("fc2", Linear { out_features: 2 }),
+            ]),
         }
     }
+}
+
+fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
+    specs.iter().map(|&(name, spec)| (name.to_owned(), spec)).collect()
 }
 
 /// What a [`DigitCnn`] is built for.
@@ -132,9 +179,7 @@ pub fn mlp_specs(hidden: &[i64], out: i64) -> Vec<(String, LayerSpec)> {
 
 /// Builds an MLP head under `path` from [`mlp_specs`].
 pub fn mlp(path: &nn::Path, input_dim: i64, hidden: &[i64], out: i64) -> Result<Sequential, ModelError> {
-    let specs = mlp_specs(hidden, out);
-    let borrowed: Vec<(&str, LayerSpec)> = specs.iter().map(|(n, s)| (n.as_str(), *s)).collect();
-    Sequential::new(path, Activation::Vector(input_dim), &borrowed)
+    Sequential::new(path, Activation::Vector(input_dim), &mlp_specs(hidden, out))
 }
 
 /// Builds the feature extractor of `config` under `path` (the `feature` part).
@@ -154,8 +199,8 @@ impl DigitCnn {
     /// Creates the parts under `root / "feature"` and `root / "classifier"`.
     pub fn new(root: &nn::Path, config: DigitCnnConfig) -> Result<Self, ModelError> {
         let feature = feature_extractor(&(root / "feature"), &config)?;
-        let classifier =
-            mlp(&(root / "classifier"), feature.output_dim(), config.arch.classifier_hidden(), config.classes)?;
+        let head = config.arch.classifier_specs(config.classes);
+        let classifier = Sequential::new(&(root / "classifier"), Activation::Vector(feature.output_dim()), &head)?;
         Ok(DigitCnn { config, feature, classifier })
     }
 
@@ -164,14 +209,14 @@ impl DigitCnn {
         self.feature.output_dim()
     }
 
-    /// `[b, c, h, w]` images -> `[b, feature_dim]` features.
-    pub fn features(&self, xs: &Tensor) -> Tensor {
-        self.feature.forward(xs)
+    /// `[b, c, h, w]` images -> `[b, feature_dim]` features, in training or eval mode.
+    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.feature.forward_t(xs, train)
     }
 
-    /// `[b, c, h, w]` images -> `[b, classes]` logits.
-    pub fn logits(&self, xs: &Tensor) -> Tensor {
-        self.classifier.forward(&self.features(xs))
+    /// `[b, c, h, w]` images -> `[b, classes]` logits, in training or eval mode.
+    pub fn logits(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.classifier.forward_t(&self.features(xs, train), train)
     }
 
     /// The named parts for the architecture printout.
@@ -194,7 +239,7 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = DigitCnn::new(&vs.root(), config(Arch::Mnist)).unwrap();
         assert_eq!(model.feature_dim(), 48 * 4 * 4);
-        let logits = model.logits(&Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)));
+        let logits = model.logits(&Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)), false);
         assert_eq!(logits.size(), [2, 10]);
         assert_eq!(vs.variables()["feature.conv2.weight"].size(), [48, 32, 5, 5]);
         assert_eq!(vs.variables()["classifier.fc3.weight"].size(), [10, 100]);
@@ -205,6 +250,25 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = DigitCnn::new(&vs.root(), DigitCnnConfig { image_size: 32, ..config(Arch::Svhn) }).unwrap();
         assert_eq!(model.feature_dim(), 128 * 8 * 8);
+    }
+
+    #[test]
+    fn dann_bn_preset_is_the_pytorch_ports_network() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = DigitCnn::new(&vs.root(), config(Arch::DannBn)).unwrap();
+        assert_eq!(model.feature_dim(), 800);
+        let vars = vs.variables();
+        assert_eq!(vars["feature.conv2.weight"].size(), [50, 64, 5, 5]);
+        assert_eq!(vars["feature.bn2.running_var"].size(), [50]);
+        assert_eq!(vars["classifier.bn2.num_batches_tracked"].size(), Vec::<i64>::new());
+        assert_eq!(vars["classifier.fc3.weight"].size(), [10, 100]);
+        let x = Tensor::randn([4, 3, 28, 28], (Kind::Float, Device::Cpu));
+        assert_eq!(model.logits(&x, true).size(), [4, 10]);
+        // Eval mode is deterministic (no dropout), training mode is not.
+        assert!(model.logits(&x, false).equal(&model.logits(&x, false)));
+        assert!(!model.logits(&x, true).equal(&model.logits(&x, true)));
+        let arch: Arch = serde_json::from_str("\"dann_bn\"").unwrap();
+        assert_eq!(arch, Arch::DannBn);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use tch::{nn, Tensor};
 
 use super::digit_cnn::{mlp, Arch};
-use super::layers::{ModelError, Sequential};
+use super::layers::{Activation, ModelError, Sequential};
 use super::summary::ModuleTree;
 
 /// Hidden widths of ADDA's discriminator.
@@ -23,9 +23,9 @@ pub struct DomainClassifier {
 }
 
 impl DomainClassifier {
-    /// DANN's domain classifier for `arch` (100-2 or 1024-1024-2).
+    /// DANN's domain classifier for `arch` (100-2, 1024-1024-2, or 100-BN-2 for `dann_bn`).
     pub fn dann(path: &nn::Path, arch: Arch, feature_dim: i64) -> Result<Self, ModelError> {
-        Ok(DomainClassifier { mlp: mlp(path, feature_dim, arch.domain_hidden(), 2)? })
+        Ok(DomainClassifier { mlp: Sequential::new(path, Activation::Vector(feature_dim), &arch.domain_specs())? })
     }
 
     /// ADDA's discriminator, 500-500-2.
@@ -33,9 +33,9 @@ impl DomainClassifier {
         Ok(DomainClassifier { mlp: mlp(path, feature_dim, &ADDA_HIDDEN, 2)? })
     }
 
-    /// `[b, feature_dim]` -> `[b, 2]` domain logits.
-    pub fn forward(&self, features: &Tensor) -> Tensor {
-        self.mlp.forward(features)
+    /// `[b, feature_dim]` -> `[b, 2]` domain logits, in training or eval mode.
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        self.mlp.forward_t(features, train)
     }
 
     pub fn tree(&self) -> ModuleTree {
@@ -56,7 +56,7 @@ mod tests {
         assert_eq!(vars["discriminator.fc1.weight"].size(), [500, 768]);
         assert_eq!(vars["discriminator.fc2.weight"].size(), [500, 500]);
         assert_eq!(vars["discriminator.fc3.weight"].size(), [2, 500]);
-        let out = disc.forward(&Tensor::zeros([3, 768], (Kind::Float, Device::Cpu)));
+        let out = disc.forward_t(&Tensor::zeros([3, 768], (Kind::Float, Device::Cpu)), true);
         assert_eq!(out.size(), [3, 2]);
     }
 }

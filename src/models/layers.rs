@@ -2,9 +2,16 @@
 //! modules, infers every layer's input size, runs the forward pass and prints the PyTorch repr.
 //!
 //! Parameter names follow PyTorch: a block at path `feature` with a layer named `conv1` owns
-//! `feature.conv1.weight` and `feature.conv1.bias`.
+//! `feature.conv1.weight` and `feature.conv1.bias`; a batch-norm layer `bn1` also owns the
+//! buffers `bn1.running_mean`, `bn1.running_var` and `bn1.num_batches_tracked` (non-trainable
+//! variables, so they are saved with the weights but never optimised).
+//!
+//! The forward pass takes PyTorch's train/eval mode: in training mode batch norm normalises with
+//! the batch's statistics and updates its running ones, and dropout drops; in eval mode batch norm
+//! uses the running statistics and dropout is the identity. Weights and biases of `Conv2d` and
+//! `Linear` start as PyTorch's do.
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use super::summary::ModuleTree;
 
@@ -19,7 +26,20 @@ pub enum LayerSpec {
     /// Flattens `[b, c, h, w]` to `[b, c*h*w]`.
     Flatten,
     Linear { out_features: i64 },
+    /// `BatchNorm2d` over the channels of an image (eps 1e-5, momentum 0.1, affine).
+    BatchNorm2d,
+    /// `BatchNorm1d` over the features of a vector (eps 1e-5, momentum 0.1, affine).
+    BatchNorm1d,
+    /// `Dropout2d`: zeroes whole channels with probability `p` in training mode.
+    Dropout2d { p: f64 },
+    /// `Dropout`: zeroes single values with probability `p` in training mode.
+    Dropout { p: f64 },
 }
+
+/// PyTorch's batch-norm defaults, and how its reprs print them.
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+const BN_REPR_ARGS: &str = "eps=1e-05, momentum=0.1, affine=True, track_running_stats=True";
 
 /// What flows between layers, without the batch dimension.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +64,10 @@ enum Layer {
     MaxPool2d { kernel: i64, stride: i64, padding: i64 },
     Relu,
     Flatten,
+    /// The tch layer and PyTorch's `num_batches_tracked` counter (an i64 scalar) beside it.
+    BatchNorm(nn::BatchNorm, Tensor),
+    /// `channels`: drop whole channels (`Dropout2d`) rather than single values.
+    Dropout { p: f64, channels: bool },
 }
 
 /// Layers applied in order, like `torch.nn.Sequential`.
@@ -55,12 +79,13 @@ pub struct Sequential {
 
 impl Sequential {
     /// Creates the layers under `path`, starting from `input`.
-    pub fn new(path: &nn::Path, input: Activation, specs: &[(&str, LayerSpec)]) -> Result<Self, ModelError> {
+    pub fn new<S: AsRef<str>>(path: &nn::Path, input: Activation, specs: &[(S, LayerSpec)]) -> Result<Self, ModelError> {
         let mut current = input;
         let mut layers = Vec::with_capacity(specs.len());
         let mut reprs = Vec::with_capacity(specs.len());
-        for &(name, spec) in specs {
-            let (layer, repr, next) = build_layer(&(path / name), name, spec, current)?;
+        for (name, spec) in specs {
+            let name = name.as_ref();
+            let (layer, repr, next) = build_layer(&(path / name), name, *spec, current)?;
             layers.push((name.to_owned(), layer));
             reprs.push((name.to_owned(), repr));
             current = next;
@@ -81,8 +106,9 @@ impl Sequential {
         }
     }
 
-    pub fn forward(&self, xs: &Tensor) -> Tensor {
-        self.layers.iter().fold(xs.shallow_clone(), |x, (_, layer)| apply(layer, &x))
+    /// Runs the layers in training (`train = true`) or eval mode.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.layers.iter().fold(xs.shallow_clone(), |x, (_, layer)| apply(layer, &x, train))
     }
 
     /// The block as PyTorch prints it.
@@ -94,7 +120,7 @@ impl Sequential {
     }
 }
 
-fn apply(layer: &Layer, x: &Tensor) -> Tensor {
+fn apply(layer: &Layer, x: &Tensor, train: bool) -> Tensor {
     match layer {
         Layer::Conv2d(conv) => x.apply(conv),
         Layer::Linear(linear) => x.apply(linear),
@@ -104,6 +130,17 @@ fn apply(layer: &Layer, x: &Tensor) -> Tensor {
         Layer::Relu => x.relu(),
         // (b, c, h, w) -> (b, c*h*w)
         Layer::Flatten => x.flatten(1, -1),
+        Layer::BatchNorm(bn, batches_tracked) => {
+            if train {
+                // PyTorch counts the training batches; the running statistics are updated in
+                // place by libtorch's batch_norm.
+                let mut counter = batches_tracked.shallow_clone();
+                counter += 1;
+            }
+            x.apply_t(bn, train)
+        }
+        Layer::Dropout { p, channels: true } => x.feature_dropout(*p, train),
+        Layer::Dropout { p, channels: false } => x.dropout(*p, train),
     }
 }
 
@@ -145,8 +182,40 @@ fn build_layer(
             Ok((Layer::Linear(linear), repr, Activation::Vector(out_features)))
         }
         (LayerSpec::Linear { .. }, _) => Err(mismatch("a flat vector (add a Flatten layer)")),
+        (LayerSpec::BatchNorm2d, Activation::Image { channels, .. }) => {
+            Ok((batch_norm(path, 2, channels), format!("BatchNorm2d({})", bn_args(channels)), input))
+        }
+        (LayerSpec::BatchNorm1d, Activation::Vector(features)) => {
+            Ok((batch_norm(path, 1, features), format!("BatchNorm1d({})", bn_args(features)), input))
+        }
+        (LayerSpec::BatchNorm1d, _) => Err(mismatch("a flat vector (add a Flatten layer)")),
+        (LayerSpec::Dropout2d { p }, Activation::Image { .. }) => {
+            Ok((Layer::Dropout { p, channels: true }, format!("Dropout2d(p={p}, inplace=False)"), input))
+        }
+        (LayerSpec::Dropout { p }, any) => {
+            Ok((Layer::Dropout { p, channels: false }, format!("Dropout(p={p}, inplace=False)"), any))
+        }
         (_, Activation::Vector(_)) => Err(mismatch("an image")),
     }
+}
+
+/// A batch-norm layer over `features` channels under `path`, with PyTorch's buffers and
+/// initialisation (weight 1, bias 0; tch's default draws the weight uniformly in `[0, 1]`).
+fn batch_norm(path: &nn::Path, dims: usize, features: i64) -> Layer {
+    let config = nn::BatchNormConfig {
+        eps: BN_EPS,
+        momentum: BN_MOMENTUM,
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    let bn = if dims == 1 { nn::batch_norm1d(path, features, config) } else { nn::batch_norm2d(path, features, config) };
+    let counter = path.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, path.device())), false);
+    Layer::BatchNorm(bn, counter)
+}
+
+fn bn_args(features: i64) -> String {
+    format!("{features}, {BN_REPR_ARGS}")
 }
 
 /// PyTorch's default initialisation of `Conv2d` and `Linear` weights and biases (its
@@ -182,7 +251,7 @@ mod tests {
         names.sort();
         assert_eq!(names, ["block.conv1.bias", "block.conv1.weight", "block.fc1.bias", "block.fc1.weight"]);
         assert_eq!(vs.variables()["block.fc1.weight"].size(), [5, 4 * 4 * 4]);
-        let out = seq.forward(&Tensor::zeros([2, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu)));
+        let out = seq.forward_t(&Tensor::zeros([2, 3, 8, 8], (tch::Kind::Float, tch::Device::Cpu)), false);
         assert_eq!(out.size(), [2, 5]);
     }
 
@@ -193,5 +262,28 @@ mod tests {
         let input = Activation::Image { channels: 1, height: 4, width: 4 };
         let err = Sequential::new(&vs.root(), input, &specs).err().unwrap();
         assert!(err.to_string().contains("layer `conv1`"), "{err}");
+    }
+
+    #[test]
+    fn batch_norm_tracks_statistics_in_training_and_uses_them_in_eval() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let specs = [("bn1", LayerSpec::BatchNorm1d), ("drop1", LayerSpec::Dropout { p: 0.5 })];
+        let seq = Sequential::new(&(vs.root() / "head"), Activation::Vector(3), &specs).unwrap();
+        let x = Tensor::randn([8, 3], (tch::Kind::Float, tch::Device::Cpu)) * 2.0 + 5.0;
+        let vars = vs.variables();
+        assert_eq!(vs.trainable_variables().len(), 2, "only weight and bias are trained");
+        let _train = seq.forward_t(&x, true);
+        assert_eq!(vars["head.bn1.num_batches_tracked"].int64_value(&[]), 1);
+        let expected_mean = x.mean_dim(0, false, tch::Kind::Float) * BN_MOMENTUM;
+        assert!(vars["head.bn1.running_mean"].allclose(&expected_mean, 1e-5, 1e-6, false));
+        // Eval: (x - running_mean) / sqrt(running_var + eps), no dropout, counter untouched.
+        let eval = seq.forward_t(&x, false);
+        let manual = (&x - &vars["head.bn1.running_mean"]) / (&vars["head.bn1.running_var"] + BN_EPS).sqrt();
+        assert!(eval.allclose(&manual, 1e-5, 1e-5, false));
+        assert_eq!(vars["head.bn1.num_batches_tracked"].int64_value(&[]), 1);
+        let tree = seq.tree().to_string();
+        assert!(tree.contains("(bn1): BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"), "{tree}");
+        assert!(tree.contains("(drop1): Dropout(p=0.5, inplace=False)"), "{tree}");
     }
 }

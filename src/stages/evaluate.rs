@@ -113,7 +113,7 @@ impl Stage for EvaluateStage {
         let norm = normalisation(&model, &data, params.normalise, ctx);
         let images = DomainData::new(&data, &norm, input_format(&model), ctx.device())?;
         ctx.start_phase("evaluate", 1);
-        let predictions = predict(&images, |x| model.cnn.logits(x));
+        let predictions = predict(&images, |x| model.cnn.logits(x, false));
         ctx.progress().inc(1);
         let labels = images.labels();
         let overall = accuracy(&predictions, labels).ok_or_else(|| EvaluateError::NoLabels { domain: data.domain.clone() })?;

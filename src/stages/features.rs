@@ -71,7 +71,7 @@ impl Stage for FeaturesStage {
         ctx.start_phase("features", 2);
         let source_rows = extract(&model, &source, ctx, |x| model.source_features(x))?;
         ctx.progress().inc(1);
-        let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x))?;
+        let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x, false))?;
         ctx.progress().inc(1);
 
         let features = Tensor::cat(&[source_rows, target_rows], 0).to_kind(Kind::Float).to_device(tch::Device::Cpu);

@@ -62,7 +62,8 @@ pub struct TrainAddaStage;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainAddaParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper.
+    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
+    /// (the PyTorch port's CNN with batch norm and dropout).
     #[serde(default = "defaults::arch")]
     pub arch: Arch,
     /// Height and width of the network input; other image sizes are resized bilinearly.
@@ -128,7 +129,7 @@ struct Inputs {
 impl Stage for TrainAddaStage {
     type Params = TrainAddaParams;
     const KIND: &'static str = "train_adda";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Adversarial discriminative domain adaptation (ADDA): pretrain on source, adapt a target encoder";
 
     fn shape(_params: &Self::Params) -> StageShape {
@@ -208,7 +209,7 @@ fn pretrain(
         ctx,
         &plan,
         |at| Ok(trainer.borrow_mut().step(at.p)),
-        |_| Ok(setup::val_accuracy(inputs.val.as_ref(), |x| trainer.borrow().model.logits(x))),
+        |_| Ok(setup::val_accuracy(inputs.val.as_ref(), |x| trainer.borrow().model.logits(x, false))),
     )?;
     Ok((trainer.into_inner().into_model(), history))
 }

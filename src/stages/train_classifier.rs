@@ -18,7 +18,7 @@
 //! [stages.source_only]
 //! kind = "train_classifier"
 //! inputs = { train = "mnistm.train", val = "svhn.val" }   # val optional
-//! arch = "mnist"            # or "svhn" (the DANN paper's deeper CNN)
+//! arch = "mnist"            # or "svhn" (the DANN paper's deeper CNN), "dann_bn" (with batch norm)
 //! image_size = 28           # network input; other sizes are resized (bilinear)
 //! channels = 3              # 1-channel images are repeated to RGB
 //! epochs = 10
@@ -52,7 +52,8 @@ pub struct TrainClassifierStage;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainClassifierParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper.
+    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
+    /// (the PyTorch port's CNN with batch norm and dropout).
     #[serde(default = "defaults::arch")]
     pub arch: Arch,
     /// Height and width of the network input; other image sizes are resized bilinearly.
@@ -143,7 +144,7 @@ impl TrainClassifierParams {
 impl Stage for TrainClassifierStage {
     type Params = TrainClassifierParams;
     const KIND: &'static str = "train_classifier";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Train a digit CNN on one labelled domain (source-only / target-only baselines)";
 
     fn shape(_params: &Self::Params) -> StageShape {
@@ -183,7 +184,7 @@ impl Stage for TrainClassifierStage {
             ctx,
             &plan,
             |at| Ok(trainer.borrow_mut().step(at.p)),
-            |_| Ok(setup::val_accuracy(val_data.as_ref(), |x| trainer.borrow().model.logits(x))),
+            |_| Ok(setup::val_accuracy(val_data.as_ref(), |x| trainer.borrow().model.logits(x, false))),
         )?;
         let model = trainer.into_inner().into_model();
 

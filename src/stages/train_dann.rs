@@ -5,7 +5,8 @@
 //!
 //! Each step draws one source batch and one target batch of the same size (`batch_size` each);
 //! an epoch is one pass over the source set. loss = CE(class, source) + CE(domain, source = 0) +
-//! CE(domain, target = 1); the GRL weight follows lambda_p = 2 / (1 + exp(-10 p)) - 1 and, with
+//! CE(domain, target = 1); the GRL weight follows lambda_p = 2 / (1 + exp(-gamma p)) - 1 (gamma =
+//! `lambda_gamma`, the paper's 10 by default) and, with
 //! `lr_schedule = "annealed"`, the learning rate lr_p = lr / (1 + 10 p)^0.75, `p` the training
 //! progress from 0 to 1. The defaults are the paper's (SGD, momentum 0.9, lr 0.01, annealed); the
 //! popular PyTorch port uses `optimizer = "adam"`, `lr = 1e-3`.
@@ -26,7 +27,7 @@
 //! [stages.dann]
 //! kind = "train_dann"
 //! inputs = { source = "mnistm.train", target = "usps.train", val = "usps.val" }
-//! arch = "mnist"            # or "svhn"
+//! arch = "mnist"            # or "svhn", "dann_bn" (the PyTorch port's CNN with batch norm)
 //! image_size = 28
 //! channels = 3
 //! epochs = 10
@@ -37,6 +38,7 @@
 //! momentum = 0.9            # sgd only
 //! beta1 = 0.9               # adam only
 //! weight_decay = 0.0
+//! lambda_gamma = 10.0       # GRL ramp steepness; smaller ramps later (short runs)
 //! ```
 
 use std::cell::RefCell;
@@ -50,7 +52,7 @@ use crate::models::{Arch, DigitCnnConfig};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::dann::{DannData, DannModel, DannTrainer};
-use crate::training::schedule::dann_lambda;
+use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
 use crate::training::{run_epochs, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
 
@@ -61,7 +63,8 @@ pub struct TrainDannStage;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainDannParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper.
+    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
+    /// (the PyTorch port's CNN with batch norm and dropout).
     #[serde(default = "defaults::arch")]
     pub arch: Arch,
     /// Height and width of the network input; other image sizes are resized bilinearly.
@@ -94,10 +97,18 @@ pub struct TrainDannParams {
     /// L2 weight decay.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Steepness gamma of the GRL weight schedule 2 / (1 + exp(-gamma p)) - 1; the paper's 10
+    /// ramps to 0.99 by half way, smaller values later and lower (short runs need 1-5).
+    #[serde(default = "default_lambda_gamma")]
+    pub lambda_gamma: f64,
 }
 
 fn default_lr() -> f64 {
     0.01
+}
+
+fn default_lambda_gamma() -> f64 {
+    LAMBDA_GAMMA
 }
 
 impl TrainDannParams {
@@ -115,7 +126,7 @@ impl TrainDannParams {
 impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
 
     fn shape(_params: &Self::Params) -> StageShape {
@@ -149,7 +160,7 @@ impl Stage for TrainDannStage {
         let val_data = setup::validation_data(val.as_ref(), &target_norm, format, ctx)?;
         ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
 
-        let trainer = DannTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, data)?;
+        let trainer = DannTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, params.lambda_gamma, data)?;
         let steps = trainer.steps_per_epoch();
         let plan = LoopPlan { phase: "dann".into(), epochs: params.epochs, steps_per_epoch: steps, lr_param: "lr" };
         let trainer = RefCell::new(trainer);
@@ -161,8 +172,8 @@ impl Stage for TrainDannStage {
                 let trainer = trainer.borrow();
                 // The schedules' values at the last step of this epoch.
                 let p = crate::training::schedule::progress(epoch * steps - 1, params.epochs * steps);
-                let mut record = vec![("lr", trainer.lr_at(p)), ("lambda", dann_lambda(p))];
-                record.extend(setup::val_accuracy(val_data.as_ref(), |x| trainer.model.cnn.logits(x)));
+                let mut record = vec![("lr", trainer.lr_at(p)), ("lambda", trainer.lambda_at(p))];
+                record.extend(setup::val_accuracy(val_data.as_ref(), |x| trainer.model.cnn.logits(x, false)));
                 Ok(record)
             },
         )?;

@@ -45,9 +45,9 @@ impl AddaModel {
         Ok(AddaModel { source_vs, source, target_vs, target_feature, discriminator_vs, discriminator })
     }
 
-    /// Target-domain logits: target encoder, then the source classifier.
+    /// Target-domain logits in eval mode: target encoder, then the source classifier.
     pub fn target_logits(&self, xs: &Tensor) -> Tensor {
-        self.source.classifier.forward(&self.target_feature.forward(xs))
+        self.source.classifier.forward_t(&self.target_feature.forward_t(xs, false), false)
     }
 
     /// The weights to save: the target encoder as `feature` (so `evaluate` uses it), the source
@@ -115,12 +115,14 @@ impl AddaTrainer {
         let (ns, nt) = (xs.size()[0], xt.size()[0]);
         let device = xs.device();
         let m = &self.model;
-        let source_features = tch::no_grad(|| m.source.features(&xs));
-        let target_features = m.target_feature.forward(&xt);
+        // The frozen source encoder runs in eval mode (its batch-norm statistics stay as
+        // pretrained); the target encoder and the discriminator train.
+        let source_features = tch::no_grad(|| m.source.features(&xs, false));
+        let target_features = m.target_feature.forward_t(&xt, true);
 
         let source_labels = constant_labels(SOURCE_DOMAIN, ns, device);
-        let d_source = m.discriminator.forward(&source_features);
-        let d_target = m.discriminator.forward(&target_features.detach());
+        let d_source = m.discriminator.forward_t(&source_features, true);
+        let d_target = m.discriminator.forward_t(&target_features.detach(), true);
         let disc_loss = d_source.cross_entropy_for_logits(&source_labels)
             + d_target.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
         self.discriminator_opt.zero_grad();
@@ -128,7 +130,7 @@ impl AddaTrainer {
         self.discriminator_opt.step();
 
         // Inverted labels: the target encoder is rewarded when its features pass as source.
-        let fooled = m.discriminator.forward(&target_features);
+        let fooled = m.discriminator.forward_t(&target_features, true);
         let encoder_loss = fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
         self.target_opt.zero_grad();
         encoder_loss.backward();
@@ -167,7 +169,7 @@ mod tests {
             assert!(value.equal(&source_vars[name]), "{name} differs");
         }
         let x = Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu));
-        assert!(model.target_feature.forward(&x).equal(&model.source.features(&x)));
+        assert!(model.target_feature.forward_t(&x, false).equal(&model.source.features(&x, false)));
         let names: Vec<String> = model.named_variables().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"source_feature.conv1.weight".to_owned()));
         assert!(names.contains(&"discriminator.fc3.bias".to_owned()));

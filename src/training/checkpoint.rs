@@ -111,12 +111,12 @@ impl LoadedModel {
         Ok(LoadedModel { meta, cnn, source_feature, _vs: vs })
     }
 
-    /// Features of `xs` with the encoder of the source domain (ADDA's source encoder if there is
-    /// one, the shared feature extractor otherwise).
+    /// Features of `xs` in eval mode with the encoder of the source domain (ADDA's source
+    /// encoder if there is one, the shared feature extractor otherwise).
     pub fn source_features(&self, xs: &Tensor) -> Tensor {
         match &self.source_feature {
-            Some(encoder) => encoder.forward(xs),
-            None => self.cnn.features(xs),
+            Some(encoder) => encoder.forward_t(xs, false),
+            None => self.cnn.features(xs, false),
         }
     }
 }
@@ -168,6 +168,6 @@ mod tests {
         let loaded = LoadedModel::load(dir, Device::Cpu).unwrap();
         assert_eq!(loaded.meta, meta);
         let x = Tensor::randn([2, 3, 28, 28], (tch::Kind::Float, Device::Cpu));
-        assert!(loaded.cnn.logits(&x).equal(&cnn.logits(&x)));
+        assert!(loaded.cnn.logits(&x, false).equal(&cnn.logits(&x, false)));
     }
 }

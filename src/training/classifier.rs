@@ -55,9 +55,9 @@ impl ClassifierTrainer {
     }
 }
 
-/// Cross-entropy step on `(x, y)`: forward, backward, optimizer step.
+/// Cross-entropy step on `(x, y)` in training mode: forward, backward, optimizer step.
 pub fn supervised_step(model: &DigitCnn, opt: &mut nn::Optimizer, x: &Tensor, y: &Tensor) -> StepStats {
-    let logits = model.logits(x);
+    let logits = model.logits(x, true);
     let loss = logits.cross_entropy_for_logits(y);
     opt.zero_grad();
     loss.backward();
