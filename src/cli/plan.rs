@@ -24,6 +24,15 @@ struct PlanRow<'a> {
 pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result<i32, Failure> {
     let session = Session::open(global, args)?;
     let plan = &session.plan;
+    let mut variants_of: Vec<Vec<&str>> = vec![Vec::new(); plan.graph.node_count()];
+    for variant in plan.variants.iter().filter(|v| !v.label.is_empty()) {
+        for node in &variant.nodes {
+            let labels = &mut variants_of[node.index()];
+            if labels.last() != Some(&variant.label.as_str()) {
+                labels.push(variant.label.as_str());
+            }
+        }
+    }
     let rows: Vec<PlanRow> = plan
         .topological()
         .into_iter()
@@ -36,12 +45,7 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
                 key: stage.key.hex(),
                 status: status.status,
                 reasons: &status.reasons,
-                variants: plan
-                    .variants
-                    .iter()
-                    .filter(|v| v.nodes.contains(&node) && !v.label.is_empty())
-                    .map(|v| v.label.as_str())
-                    .collect(),
+                variants: std::mem::take(&mut variants_of[node.index()]),
             }
         })
         .collect();
