@@ -143,6 +143,25 @@ impl StageContext {
         self.progress.set_message(message.into());
     }
 
+    /// Runs `work` over `0..n` in chunks of `chunk` items as one progress phase, checking for
+    /// Ctrl-C between chunks.
+    pub fn in_chunks(
+        &self,
+        message: impl Into<String>,
+        n: usize,
+        chunk: usize,
+        mut work: impl FnMut(std::ops::Range<usize>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.start_phase(message, n as u64);
+        for start in (0..n).step_by(chunk.max(1)) {
+            self.check_cancelled()?;
+            let end = (start + chunk.max(1)).min(n);
+            work(start..end)?;
+            self.progress.inc((end - start) as u64);
+        }
+        Ok(())
+    }
+
     /// Writes a line to the stage log (kept in the cache entry) and to the tracing output.
     pub fn log(&self, line: impl AsRef<str>) {
         let line = line.as_ref();

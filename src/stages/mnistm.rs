@@ -168,18 +168,15 @@ fn blend_split(
 ) -> anyhow::Result<Dataset> {
     let started = Instant::now();
     let n = digits.len();
-    ctx.start_phase(format!("blending {split} digits"), n as u64);
     let seed = split_seed(ctx.seed(), split);
     let [_, _, h, w] = digits.shape;
     let mut pixels = Vec::with_capacity(n * 3 * h * w);
-    for start in (0..n).step_by(CHUNK) {
-        ctx.check_cancelled()?;
-        let end = (start + CHUNK).min(n);
-        let part = build_range(digits, photos, seed, params.binarize, start..end)
+    ctx.in_chunks(format!("blending {split} digits"), n, CHUNK, |range| {
+        let part = build_range(digits, photos, seed, params.binarize, range)
             .with_context(|| format!("building the `{split}` split"))?;
         pixels.extend_from_slice(&part);
-        ctx.progress().inc((end - start) as u64);
-    }
+        Ok(())
+    })?;
     let dataset = Dataset::new(pixels, [n, 3, h, w], digits.labels.clone(), digits.classes.clone(), &params.domain)?;
     ctx.log(format!("{split}: blended {n} digits in {:.1?}", started.elapsed()));
     Ok(dataset)

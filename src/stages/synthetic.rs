@@ -95,18 +95,15 @@ impl Stage for SyntheticStage {
 /// Draws one split in chunks, reporting progress and honouring Ctrl-C between chunks.
 fn draw(ctx: &StageContext, domain: DigitDomain, split: &str, n: usize, seed: u64) -> anyhow::Result<Dataset> {
     let started = Instant::now();
-    ctx.start_phase(format!("drawing {split} {domain} digits"), n as u64);
     let [c, h, w] = domain.image_shape();
     let mut images = Vec::with_capacity(n * c * h * w);
     let mut labels = Vec::with_capacity(n);
-    for start in (0..n).step_by(CHUNK) {
-        ctx.check_cancelled()?;
-        let end = (start + CHUNK).min(n);
-        let part = generate_range(domain, start..end, seed);
+    ctx.in_chunks(format!("drawing {split} {domain} digits"), n, CHUNK, |range| {
+        let part = generate_range(domain, range, seed);
         images.extend_from_slice(&part.images);
         labels.extend_from_slice(&part.labels);
-        ctx.progress().inc((end - start) as u64);
-    }
+        Ok(())
+    })?;
     let dataset = Dataset::new(images, [n, c, h, w], labels, Dataset::digit_classes(), domain.name())?;
     ctx.log(format!("{split}: drew {n} {domain} images in {:.1?}", started.elapsed()));
     Ok(dataset)
