@@ -11,43 +11,16 @@ prints one JSON line: {"steps_per_sec": ..., "threads": ...}
 import argparse
 import json
 import time
-from collections import OrderedDict
+import sys
+from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class ReverseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, lam):
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.neg() * ctx.lam, None
-
-
-def mlp(sizes):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        layers.append((f"fc{i}", nn.Linear(a, b)))
-        if i < len(sizes) - 1:
-            layers.append((f"relu{i}", nn.ReLU()))
-    return nn.Sequential(OrderedDict(layers))
-
-
-class Dann(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.feature = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 32, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2, 2)),
-            ("conv2", nn.Conv2d(32, 48, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2, 2)),
-            ("flatten", nn.Flatten()),
-        ]))
-        self.classifier = mlp([768, 100, 100, 10])
-        self.domain = mlp([768, 100, 2])
+# The reference network and gradient reversal are the parity test's, so the benchmark times
+# exactly the model that is checked against hwrun.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from parity_pytorch import Net, ReverseGradient  # noqa: E402
 
 
 class Stream:
@@ -90,7 +63,7 @@ def main():
     src_x, src_y, src_scale, src_shift = domain_data(n, gen)
     tgt_x, _, tgt_scale, tgt_shift = domain_data(n, gen)
     src_order, tgt_order = Stream(n, args.batch, gen), Stream(n, args.batch, gen)
-    model = Dann()
+    model = Net(with_domain=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     zeros = torch.zeros(args.batch, dtype=torch.long)
     ones = torch.ones(args.batch, dtype=torch.long)
