@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use hwrun::data::Dataset;
 use hwrun::models::{Arch, DigitCnnConfig};
-use hwrun::training::dann::{DannData, DannModel, DannTrainer};
+use hwrun::training::dann::{DannData, DannModel, DannTraining};
 use hwrun::training::schedule::LAMBDA_GAMMA;
 use hwrun::training::threads;
-use hwrun::training::{DomainData, IndexStream, InputFormat, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
+use hwrun::training::{DomainData, IndexStream, InputFormat, Normalisation, OptimizerSettings, StepProgress, TrainingMethod};
 use rand::{Rng, SeedableRng};
 use tch::{nn, Device};
 
@@ -29,7 +29,7 @@ fn random_dataset(seed: u64) -> Dataset {
     Dataset::new(images, [IMAGES, 3, 28, 28], labels, Dataset::digit_classes(), "random").expect("valid dataset")
 }
 
-fn trainer() -> DannTrainer {
+fn trainer() -> DannTraining {
     tch::manual_seed(0);
     let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
     let vs = nn::VarStore::new(Device::Cpu);
@@ -45,19 +45,19 @@ fn trainer() -> DannTrainer {
         source_order: IndexStream::new(IMAGES, BATCH, 1, Device::Cpu),
         target_order: IndexStream::new(IMAGES, BATCH, 2, Device::Cpu),
     };
-    let spec = OptimizerSpec { kind: OptimizerKind::Adam, lr: 1e-3, momentum: 0.0, beta1: 0.9, weight_decay: 0.0 };
-    DannTrainer::new(&vs, model, spec, LrSchedule::Constant, LAMBDA_GAMMA, data).expect("optimizer builds")
+    DannTraining::new(vs, model, OptimizerSettings::adam(1e-3, [0.9, 0.999]), LAMBDA_GAMMA, data, None)
 }
 
 fn hwrun_steps_per_sec(steps: usize) -> f64 {
     let mut trainer = trainer();
+    let at = StepProgress { epoch: 1, step: 1, p: 0.5 };
     for _ in 0..WARMUP {
-        trainer.step(0.5);
+        trainer.step(at).expect("step runs");
     }
     let start = Instant::now();
     for i in 0..steps {
-        let stats = trainer.step(0.5);
-        assert!(stats.losses[0].1.is_finite(), "loss diverged at step {i}");
+        let scalars = trainer.step(at).expect("step runs");
+        assert!(scalars[0].1.is_finite(), "loss diverged at step {i}");
     }
     steps as f64 / start.elapsed().as_secs_f64()
 }

@@ -18,6 +18,7 @@ pub mod output;
 pub mod recipe;
 pub mod report;
 pub mod scheduler;
+pub mod stage;
 pub mod stages;
 pub mod training;
 pub mod viz;

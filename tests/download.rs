@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use common::http_server::{header, send, send_cut, send_full, send_range, sha256_hex, Server};
 use hwrun::stages::download::DownloadStage;
-use hwrun::stages::{Registered, StageContext, StageOutcome, StageRunner};
+use hwrun::stage::{Registered, StageContext, StageOutcome, StageRunner};
 use sha2::Digest;
 
 /// Deterministic bytes, several read chunks long.

@@ -16,7 +16,7 @@ use hwrun::models::{Arch, DigitCnn, DigitCnnConfig};
 use hwrun::training::checkpoint::named_variables;
 use hwrun::training::classifier::supervised_step;
 use hwrun::training::dann::{dann_step, DannBatch, DannModel};
-use hwrun::training::{OptimizerKind, OptimizerSpec};
+use hwrun::training::{Optimizer, OptimizerSettings};
 use tch::{nn, Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-5;
@@ -30,9 +30,8 @@ fn config() -> DigitCnnConfig {
 const BN_BEFORE_DROPOUT: [&str; 2] = ["feature.bn1", "feature.bn2"];
 
 /// An optimizer that leaves the weights alone but runs the real step code.
-fn frozen_optimizer(vs: &nn::VarStore) -> nn::Optimizer {
-    let spec = OptimizerSpec { kind: OptimizerKind::Sgd, lr: 0.0, momentum: 0.0, beta1: 0.9, weight_decay: 0.0 };
-    spec.build(vs).unwrap()
+fn frozen_optimizer(vs: &nn::VarStore) -> Optimizer {
+    Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[vs])
 }
 
 fn workdir() -> (tempfile::TempDir, Utf8PathBuf) {
@@ -85,8 +84,8 @@ fn classifier_logits_and_gradients_match_pytorch() {
     Tensor::write_safetensors(&[("source", &x), ("labels", &y)], dir.join("batch.safetensors")).unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.logits(&x, true));
-    let stats = supervised_step(&model, &mut frozen_optimizer(&vs), &x, &y);
-    write_rust_side(&dir, &vs, &logits, stats.losses[0].1, vec![]);
+    let stats = supervised_step(&model, &mut frozen_optimizer(&vs), &x, &y, 0.0);
+    write_rust_side(&dir, &vs, &logits, stats[0].1, vec![]);
     compare("classifier", &dir, vs.trainable_variables().len());
 }
 
@@ -111,8 +110,8 @@ fn dann_step_gradients_match_pytorch() {
     Tensor::write_safetensors(&tensors, dir.join("batch.safetensors")).unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.cnn.logits(&batch.source, true));
-    let stats = dann_step(&model, &mut frozen_optimizer(&vs), &batch, lambda);
-    write_rust_side(&dir, &vs, &logits, stats.losses[0].1, vec![]);
+    let stats = dann_step(&model, &mut frozen_optimizer(&vs), &batch, lambda, 0.0);
+    write_rust_side(&dir, &vs, &logits, stats[0].1, vec![]);
     compare("dann", &dir, vs.trainable_variables().len());
 }
 

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::data::synthetic::{generate, DigitDomain};
+use hwrun::stage::checked_params;
 use hwrun::stages::train_dann::{TrainDannParams, TrainDannStage};
-use hwrun::stages::{InputArtifact, Stage, StageContext};
+use hwrun::stage::{InputArtifact, Stage, StageContext};
 
 fn artifact(dir: Utf8PathBuf) -> InputArtifact {
     InputArtifact { dir, stage: "data".into(), kind: "synthetic".into(), params: serde_json::Value::Null, outcome: Default::default() }
@@ -20,7 +21,8 @@ fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>)
         ("target".to_owned(), artifact(root.join("target"))),
     ]);
     let mut ctx = StageContext::detached("dann", root.join(out), inputs, 5);
-    let params: TrainDannParams = toml::from_str("epochs = 2\nbatch_size = 32\noptimizer = \"adam\"\nlr = 1e-3").unwrap();
+    let text = "epochs = 2\nbatch_size = 32\noptimizer = { kind = \"adam\", lr = 1e-3 }";
+    let params: TrainDannParams = checked_params::<TrainDannStage>(&toml::from_str(text).unwrap()).unwrap();
     let outcome = TrainDannStage::run(params, &mut ctx).unwrap();
     let weights = std::fs::read(root.join(out).join("model.safetensors")).unwrap();
     let history = std::fs::read_to_string(root.join(out).join("history.json")).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
 
-use crate::stages::StageOutcome;
+use crate::stage::StageOutcome;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The stage's outputs live in this sub-directory of an entry.

@@ -6,6 +6,7 @@
 //! - `locks/<key>.lock` — held (flock) while a process runs that key
 //! - `refs/<recipe>/<stage>` — the key a stage had at its last run, to explain the next plan
 //! - `failed/<stage>.log` — the log of a stage's last failed run (its staging is deleted)
+//! - `checkpoints/<key>/` — resume checkpoints of a stage that has not finished yet
 //! - `stat-cache.json` — content hashes of external files by stat data
 //!
 //! An entry exists only once its manifest, written last inside the staging directory, has been
@@ -155,6 +156,12 @@ impl Cache {
         Ok(Staging { key, dir, _lock: lock })
     }
 
+    /// Where a stage keeps its resume checkpoints while it runs: outside its entry, kept when a
+    /// run is killed, removed once the entry is committed.
+    pub fn checkpoint_dir(&self, key: &CacheKey) -> Utf8PathBuf {
+        self.root.join("checkpoints").join(key.hex())
+    }
+
     /// Hashes the staged files, writes the manifest last, moves the entry into place and makes it
     /// read-only. Returns the completed manifest.
     pub fn commit(&self, staging: Staging, mut manifest: Manifest) -> Result<Manifest, CacheError> {
@@ -169,6 +176,8 @@ impl Cache {
         let target = self.entry_dir(&staging.key);
         fs::rename(&staging.dir, &target).map_err(io_err(&target))?;
         make_read_only(&target)?;
+        // The entry is what counts now; a leftover checkpoint would only take space.
+        let _ = fs::remove_dir_all(self.checkpoint_dir(&staging.key));
         Ok(manifest)
     }
 

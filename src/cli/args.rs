@@ -38,8 +38,15 @@ pub enum Command {
     Gc(GcArgs),
     /// Re-verify the hashes of every cache entry.
     Fsck,
-    /// List the stage kinds hwrun knows.
-    Stages,
+    /// List the stage kinds hwrun knows, or document one: its inputs, outputs, every parameter
+    /// with its default, and an example recipe.
+    Stages(StagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StagesArgs {
+    /// The kind to document (`hwrun stages train_dann`).
+    pub kind: Option<String>,
 }
 
 /// Options every command shares.

@@ -56,11 +56,52 @@ pub fn fsck(global: &GlobalArgs, printer: &Printer) -> Result<i32, Failure> {
     Ok(exit_code::STAGE_FAILED)
 }
 
-pub fn stages(printer: &Printer) -> Result<i32, Failure> {
-    let mut out = String::new();
-    for kind in crate::stages::registry() {
-        let _ = writeln!(out, "{:<18} v{:<3} {}", kind.kind(), kind.version(), kind.about());
-    }
-    printer.result(&out);
+pub fn stages(kind: Option<&str>, printer: &Printer) -> Result<i32, Failure> {
+    let Some(name) = kind else {
+        let mut out = String::new();
+        for kind in crate::stages::registry() {
+            let _ = writeln!(out, "{:<18} v{:<3} {}", kind.kind(), kind.version(), kind.about());
+        }
+        let _ = write!(out, "`hwrun stages KIND` documents one kind");
+        printer.result(&out);
+        return Ok(exit_code::SUCCESS);
+    };
+    let Some(kind) = crate::stages::find(name) else {
+        let suggestion = crate::recipe::error::suggest(name, crate::stages::registry().iter().map(|k| k.kind()));
+        let help = suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+        return Err(Failure::Input(anyhow::anyhow!("unknown stage kind `{name}`{help} (`hwrun stages` lists them)")));
+    };
+    printer.result(&describe_kind(kind));
     Ok(exit_code::SUCCESS)
+}
+
+/// `hwrun stages KIND`: what the kind does, its inputs, its parameters and an example.
+fn describe_kind(kind: &dyn crate::stage::StageKind) -> String {
+    use crate::stage::Inputs;
+    let mut out = format!("{} (version {})\n  {}\n\nInputs:\n", kind.kind(), kind.version(), kind.about());
+    match kind.inputs() {
+        Inputs::Named([]) => out.push_str("  none\n"),
+        Inputs::Named(specs) => {
+            for spec in specs {
+                let need = if spec.required { "required" } else { "optional" };
+                let _ = writeln!(out, "  {:<14} {need:<9} {}", spec.name, spec.about);
+            }
+        }
+        Inputs::Any(about) => {
+            let _ = writeln!(out, "  {about}");
+        }
+    }
+    out.push_str("\nParameters:\n");
+    for param in kind.params() {
+        let default = match &param.default {
+            Some(value) => format!(" = {value}"),
+            None => " (required)".to_owned(),
+        };
+        let _ = writeln!(out, "  {}: {}{default}", param.name, param.kind);
+        if !param.doc.is_empty() {
+            let _ = writeln!(out, "      {}", param.doc);
+        }
+    }
+    let _ = write!(out, "\nExample:\n{}", kind.example());
+    out
 }

@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::error::exit_code;
 use crate::output::{LogWriter, OutputMode, Printer};
-use crate::stages::CancelToken;
+use crate::stage::CancelToken;
 use args::{Cli, Command};
 
 /// The recipe `hwrun` runs when none is given (`make run`), embedded so it works anywhere.
@@ -45,7 +45,7 @@ pub fn main() -> i32 {
         Some(Command::Compare(ref args)) => compare::compare(&cli.global, args, &printer),
         Some(Command::Gc(ref args)) => maintenance::gc(&cli.global, args, &printer),
         Some(Command::Fsck) => maintenance::fsck(&cli.global, &printer),
-        Some(Command::Stages) => maintenance::stages(&printer),
+        Some(Command::Stages(args)) => maintenance::stages(args.kind.as_deref(), &printer),
     };
     match outcome {
         Ok(code) => code,

@@ -8,7 +8,7 @@ use crate::error::exit_code;
 use crate::graph::Status;
 use crate::output::{OutputMode, Printer};
 use crate::scheduler::{execute, RunOptions, RunSummary, StageResult};
-use crate::stages::CancelToken;
+use crate::stage::CancelToken;
 use crate::worker::DeviceRequest;
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &CancelToken) -> Result<i32, Failure> {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::{Dataset, DatasetError};
 
 /// A target size as written in recipes: one number or `[height, width]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Size {
     /// For `resize`: the short side (aspect kept). For `center_crop`: a square.

@@ -20,6 +20,16 @@ use super::Observer;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HexDigest<const LEN: usize>(String);
 
+impl<const LEN: usize> schemars::JsonSchema for HexDigest<LEN> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("HexDigest{LEN}").into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": format!("^[0-9a-f]{{{LEN}}}$") })
+    }
+}
+
 /// A SHA-256 digest (64 hex digits).
 pub type Sha256Hex = HexDigest<64>;
 /// An MD5 digest (32 hex digits).

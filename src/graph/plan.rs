@@ -13,7 +13,7 @@ use crate::cache::{CacheKey, InputKey, KeyMaterial};
 use crate::recipe::analyzer::check_params;
 use crate::recipe::sweep::Variant;
 use crate::recipe::{Recipe, RecipeError, StageDecl};
-use crate::stages::{StageKind, StageShape};
+use crate::stage::{StageKind, StageShape};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

@@ -21,11 +21,11 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
-use super::layers::{Activation, LayerSpec, ModelError, Sequential};
+use super::layers::{Activation, LayerSpec, ModelError, Stack};
 use super::summary::ModuleTree;
 
 /// Which digit network to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// The DANN paper's small MNIST network (about 80k parameters at 28x28).
@@ -49,7 +49,7 @@ impl Arch {
     }
 
     /// The smallest `image_size` the feature extractor can take.
-    fn min_image_size(self) -> i64 {
+    pub fn min_image_size(self) -> i64 {
         match self {
             Arch::Mnist | Arch::DannBn => 16,
             Arch::Svhn => 4,
@@ -60,36 +60,36 @@ impl Arch {
         use LayerSpec::*;
         match self {
             Arch::Mnist => vec![
-                ("conv1", Conv2d { out_channels: 32, kernel: 5, padding: 0 }),
-                ("relu1", Relu),
+                ("conv1", LayerSpec::conv(32, 5, 0)),
+                ("relu1", LayerSpec::RELU),
                 ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
-                ("conv2", Conv2d { out_channels: 48, kernel: 5, padding: 0 }),
-                ("relu2", Relu),
+                ("conv2", LayerSpec::conv(48, 5, 0)),
+                ("relu2", LayerSpec::RELU),
                 ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
                 ("flatten", Flatten),
             ],
             Arch::Svhn => vec![
-                ("conv1", Conv2d { out_channels: 64, kernel: 5, padding: 2 }),
-                ("relu1", Relu),
+                ("conv1", LayerSpec::conv(64, 5, 2)),
+                ("relu1", LayerSpec::RELU),
                 ("pool1", MaxPool2d { kernel: 3, stride: 2, padding: 1 }),
-                ("conv2", Conv2d { out_channels: 64, kernel: 5, padding: 2 }),
-                ("relu2", Relu),
+                ("conv2", LayerSpec::conv(64, 5, 2)),
+                ("relu2", LayerSpec::RELU),
                 ("pool2", MaxPool2d { kernel: 3, stride: 2, padding: 1 }),
-                ("conv3", Conv2d { out_channels: 128, kernel: 5, padding: 2 }),
-                ("relu3", Relu),
+                ("conv3", LayerSpec::conv(128, 5, 2)),
+                ("relu3", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
             // The port's order: batch norm before pooling, ReLU after it.
             Arch::DannBn => vec![
-                ("conv1", Conv2d { out_channels: 64, kernel: 5, padding: 0 }),
-                ("bn1", BatchNorm2d),
+                ("conv1", LayerSpec::conv(64, 5, 0)),
+                ("bn1", LayerSpec::BATCH_NORM),
                 ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
-                ("relu1", Relu),
-                ("conv2", Conv2d { out_channels: 50, kernel: 5, padding: 0 }),
-                ("bn2", BatchNorm2d),
+                ("relu1", LayerSpec::RELU),
+                ("conv2", LayerSpec::conv(50, 5, 0)),
+                ("bn2", LayerSpec::BATCH_NORM),
                 ("drop1", Dropout2d { p: DROPOUT }),
                 ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
-                ("relu2", Relu),
+                ("relu2", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
         }
@@ -103,12 +103,12 @@ impl Arch {
             Arch::Svhn => mlp_specs(&[3072, 2048], classes),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
-                ("bn1", BatchNorm1d),
-                ("relu1", Relu),
+                ("bn1", LayerSpec::BATCH_NORM),
+                ("relu1", LayerSpec::RELU),
                 ("drop1", Dropout { p: DROPOUT }),
                 ("fc2", Linear { out_features: 100 }),
-                ("bn2", BatchNorm1d),
-                ("relu2", Relu),
+                ("bn2", LayerSpec::BATCH_NORM),
+                ("relu2", LayerSpec::RELU),
                 ("fc3", Linear { out_features: classes }),
             ]),
         }
@@ -122,8 +122,8 @@ impl Arch {
             Arch::Svhn => mlp_specs(&[1024, 1024], 2),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
-                ("bn1", BatchNorm1d),
-                ("relu1", Relu),
+                ("bn1", LayerSpec::BATCH_NORM),
+                ("relu1", LayerSpec::RELU),
                 ("fc2", Linear { out_features: 2 }),
             ]),
         }
@@ -132,6 +132,45 @@ impl Arch {
 
 fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
     specs.iter().map(|&(name, spec)| (name.to_owned(), spec)).collect()
+}
+
+/// The `model` table of the training stages: which digit network, at which input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DigitCnnParams {
+    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
+    /// (the PyTorch port's CNN with batch norm and dropout).
+    #[serde(default = "DigitCnnParams::default_arch")]
+    pub arch: Arch,
+    /// Height and width of the network input; other image sizes are resized bilinearly.
+    #[serde(default = "DigitCnnParams::default_image_size")]
+    pub image_size: i64,
+    /// Input channels of the network (3: greyscale is repeated; 1: colour is averaged).
+    #[serde(default = "DigitCnnParams::default_channels")]
+    pub channels: i64,
+}
+
+impl Default for DigitCnnParams {
+    fn default() -> Self {
+        DigitCnnParams { arch: Self::default_arch(), image_size: Self::default_image_size(), channels: Self::default_channels() }
+    }
+}
+
+impl DigitCnnParams {
+    fn default_arch() -> Arch {
+        Arch::Mnist
+    }
+    fn default_image_size() -> i64 {
+        28
+    }
+    fn default_channels() -> i64 {
+        3
+    }
+
+    /// The network for `classes` classes.
+    pub fn config(&self, classes: i64) -> DigitCnnConfig {
+        DigitCnnConfig { arch: self.arch, channels: self.channels, image_size: self.image_size, classes }
+    }
 }
 
 /// What a [`DigitCnn`] is built for.
@@ -171,28 +210,28 @@ pub fn mlp_specs(hidden: &[i64], out: i64) -> Vec<(String, LayerSpec)> {
     let mut specs = Vec::new();
     for (i, &width) in hidden.iter().enumerate() {
         specs.push((format!("fc{}", i + 1), LayerSpec::Linear { out_features: width }));
-        specs.push((format!("relu{}", i + 1), LayerSpec::Relu));
+        specs.push((format!("relu{}", i + 1), LayerSpec::RELU));
     }
     specs.push((format!("fc{}", hidden.len() + 1), LayerSpec::Linear { out_features: out }));
     specs
 }
 
 /// Builds an MLP head under `path` from [`mlp_specs`].
-pub fn mlp(path: &nn::Path, input_dim: i64, hidden: &[i64], out: i64) -> Result<Sequential, ModelError> {
-    Sequential::new(path, Activation::Vector(input_dim), &mlp_specs(hidden, out))
+pub fn mlp(path: &nn::Path, input_dim: i64, hidden: &[i64], out: i64) -> Result<Stack, ModelError> {
+    Stack::new(path, Activation::Vector(input_dim), &mlp_specs(hidden, out))
 }
 
 /// Builds the feature extractor of `config` under `path` (the `feature` part).
-pub fn feature_extractor(path: &nn::Path, config: &DigitCnnConfig) -> Result<Sequential, ModelError> {
+pub fn feature_extractor(path: &nn::Path, config: &DigitCnnConfig) -> Result<Stack, ModelError> {
     config.validate()?;
-    Sequential::new(path, config.input(), &config.arch.feature_specs())
+    Stack::new(path, config.input(), &config.arch.feature_specs())
 }
 
 /// Feature extractor plus label predictor.
 pub struct DigitCnn {
     pub config: DigitCnnConfig,
-    pub feature: Sequential,
-    pub classifier: Sequential,
+    pub feature: Stack,
+    pub classifier: Stack,
 }
 
 impl DigitCnn {
@@ -200,7 +239,7 @@ impl DigitCnn {
     pub fn new(root: &nn::Path, config: DigitCnnConfig) -> Result<Self, ModelError> {
         let feature = feature_extractor(&(root / "feature"), &config)?;
         let head = config.arch.classifier_specs(config.classes);
-        let classifier = Sequential::new(&(root / "classifier"), Activation::Vector(feature.output_dim()), &head)?;
+        let classifier = Stack::new(&(root / "classifier"), Activation::Vector(feature.output_dim()), &head)?;
         Ok(DigitCnn { config, feature, classifier })
     }
 

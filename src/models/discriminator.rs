@@ -6,7 +6,7 @@
 use tch::{nn, Tensor};
 
 use super::digit_cnn::{mlp, Arch};
-use super::layers::{Activation, ModelError, Sequential};
+use super::layers::{Activation, ModelError, Stack};
 use super::summary::ModuleTree;
 
 /// Hidden widths of ADDA's discriminator.
@@ -19,13 +19,13 @@ pub const TARGET_DOMAIN: i64 = 1;
 
 /// A 2-way MLP over feature vectors.
 pub struct DomainClassifier {
-    pub mlp: Sequential,
+    pub mlp: Stack,
 }
 
 impl DomainClassifier {
     /// DANN's domain classifier for `arch` (100-2, 1024-1024-2, or 100-BN-2 for `dann_bn`).
     pub fn dann(path: &nn::Path, arch: Arch, feature_dim: i64) -> Result<Self, ModelError> {
-        Ok(DomainClassifier { mlp: Sequential::new(path, Activation::Vector(feature_dim), &arch.domain_specs())? })
+        Ok(DomainClassifier { mlp: Stack::new(path, Activation::Vector(feature_dim), &arch.domain_specs())? })
     }
 
     /// ADDA's discriminator, 500-500-2.

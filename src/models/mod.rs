@@ -1,17 +1,38 @@
-//! Neural network models built on tch.
-//!
-//! The digit models of the domain-adaptation experiments (DANN, ADDA and their baselines) are
-//! built from [`layers::Sequential`] blocks whose parameter names match PyTorch `state_dict` keys
-//! (`feature.conv1.weight`), so checkpoints load with `safetensors.torch.load_file` and
-//! [`summary`] can print them the way PyTorch's `print(model)` does.
+//! Neural network models built on tch, one file per family, all written in the block
+//! vocabulary of [`blocks`] (straight stacks through [`layers::Stack`]). Parameter names match
+//! PyTorch `state_dict` keys (`feature.conv1.weight`), so checkpoints load with
+//! `safetensors.torch.load_file`, [`weights`] loads PyTorch files into them, and [`summary`]
+//! prints them the way PyTorch's `print(model)` does.
 
+pub mod blocks;
 pub mod digit_cnn;
 pub mod discriminator;
 pub mod grl;
 pub mod layers;
 pub mod summary;
+pub mod weights;
 
-pub use digit_cnn::{Arch, DigitCnn, DigitCnnConfig};
+use serde::{Deserialize, Serialize};
+
+pub use digit_cnn::{Arch, DigitCnn, DigitCnnConfig, DigitCnnParams};
 pub use discriminator::DomainClassifier;
 pub use grl::reverse_gradient;
-pub use layers::{LayerSpec, ModelError, Sequential};
+pub use layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
+
+/// Which model a checkpoint holds, with the hyper-parameters that rebuild it: the tagged
+/// description `model.json` carries, so any stage can load any family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum ModelFamily {
+    /// A digit classifier (feature extractor + label predictor) of [`digit_cnn`].
+    DigitCnn(DigitCnnConfig),
+}
+
+impl ModelFamily {
+    /// The family's name as `model.json` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelFamily::DigitCnn(_) => "digit_cnn",
+        }
+    }
+}

@@ -11,7 +11,8 @@ use super::document::RecipeDocument;
 use super::error::{suggest, RecipeError};
 use super::span_index::path_of;
 use super::sweep::Sweep;
-use crate::stages::{self, CheckedParams, StageKind};
+use crate::stage::{CheckedParams, Inputs, StageKind};
+use crate::stages;
 
 const ROOT_KEYS: &[&str] = &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep"];
 /// Keys of a stage table that are not parameters.
@@ -137,8 +138,17 @@ pub fn check_params(
         let mut path = vec!["stages".to_owned(), stage.to_owned()];
         path.extend(err.path.iter().cloned());
         let unknown_field = err.message.starts_with("unknown field");
-        let at = if unknown_field { document.spans.key(&path) } else { document.spans.value(&path) };
-        let location = if err.path.is_empty() { String::new() } else { format!("`{}`: ", err.path.join(".")) };
+        // A value the recipe left to the kind's defaults has no span: point at what encloses it.
+        let at = (0..=err.path.len()).rev().find_map(|keep| {
+            let prefix = &path[..path.len() - err.path.len() + keep];
+            if unknown_field || keep < err.path.len() { document.spans.key(prefix) } else { document.spans.value(prefix) }
+        });
+        let dotted = err.path.join(".");
+        let location = if err.path.is_empty() || err.message.contains(&format!("`{dotted}`")) {
+            String::new()
+        } else {
+            format!("`{dotted}`: ")
+        };
         // The TOML deserializer repeats the path on a second line; the span already shows it.
         let message = err.message.lines().next().unwrap_or_default();
         RecipeError::StageParamInvalid { stage: stage.to_owned(), message: format!("{location}{message}"), at }
@@ -231,6 +241,11 @@ fn declare(
         suggestion: suggest(kind_name, stages::registry().iter().map(|k| k.kind())),
         at: document.spans.value(&path(&["kind"])),
     })?;
+    if let (Some(Value::Table(inputs)), Inputs::Named(specs)) = (table.get("inputs"), kind.inputs()) {
+        let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        let inputs_path: Vec<&str> = ["stages", name, "inputs"].into();
+        check_known_keys(document, inputs, &inputs_path, &known, &format!("the inputs of a `{kind_name}` stage"))?;
+    }
     let inputs = match table.get("inputs") {
         None => BTreeMap::new(),
         Some(Value::Table(inputs)) => inputs

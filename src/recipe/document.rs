@@ -115,15 +115,9 @@ impl RecipeDocument {
             let Value::Table(stage) = stage else { continue };
             let Some(Value::String(kind)) = stage.get("kind").cloned() else { continue };
             let Some(Value::Table(kind_defaults)) = defaults.get(&kind) else { continue };
-            for (key, value) in kind_defaults {
-                if stage.contains_key(key) {
-                    continue;
-                }
-                stage.insert(key.clone(), value.clone());
-                let from = ["defaults".to_owned(), kind.clone(), key.clone()];
-                let to = ["stages".to_owned(), stage_name.clone(), key.clone()];
-                self.spans.copy_subtree(&from, &to);
-            }
+            let from = vec!["defaults".to_owned(), kind.clone()];
+            let to = vec!["stages".to_owned(), stage_name.clone()];
+            fill_from_defaults(stage, kind_defaults, &from, &to, &mut self.spans);
         }
         Ok(())
     }
@@ -135,6 +129,26 @@ impl RecipeDocument {
             expected,
             found: found.type_str(),
             at: self.spans.value(&super::span_index::path_of(key)),
+        }
+    }
+}
+
+/// Copies the entries of `defaults` that `table` lacks, key by key through nested tables (a stage
+/// that sets `optimizer.lr` still gets `optimizer.betas` from `[defaults.<kind>.optimizer]`),
+/// with their spans.
+fn fill_from_defaults(table: &mut Table, defaults: &Table, from: &[String], to: &[String], spans: &mut SpanIndex) {
+    for (key, value) in defaults {
+        let from_key: Vec<String> = from.iter().cloned().chain([key.clone()]).collect();
+        let to_key: Vec<String> = to.iter().cloned().chain([key.clone()]).collect();
+        match (table.get_mut(key), value) {
+            (Some(Value::Table(inner)), Value::Table(inner_defaults)) => {
+                fill_from_defaults(inner, inner_defaults, &from_key, &to_key, spans)
+            }
+            (Some(_), _) => {}
+            (None, value) => {
+                table.insert(key.clone(), value.clone());
+                spans.copy_subtree(&from_key, &to_key);
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Gathers what a report shows from its inputs' output directories: metrics, figures (`*.png`),
+//! Gathers what a report shows from its inputs' output directories: metrics, the figures each
+//! input declared in its outcome,
 //! training curves (`history.json`, drawn here), model architectures (`architecture.txt`) and
 //! hyperparameters. Figures are copied into the report's `figures/` folder so `report.md` works
 //! on its own.
@@ -10,7 +11,7 @@ use camino::Utf8Path;
 use serde::Deserialize;
 
 use super::{fill_table, Figure, ReportData, Section, TableSpec};
-use crate::stages::InputArtifact;
+use crate::stage::InputArtifact;
 use crate::viz::{curves_png, CurvesPlot, Series};
 
 /// Where figures go inside the report directory.
@@ -35,7 +36,7 @@ pub fn collect(
     std::fs::create_dir_all(&figures_dir).with_context(|| format!("cannot create `{figures_dir}`"))?;
     let mut sections = Vec::with_capacity(inputs.len());
     for (name, input) in inputs {
-        let mut figures = copy_figures(name, &input.dir, out_dir)?;
+        let mut figures = copy_figures(name, input, out_dir)?;
         figures.extend(draw_curves(name, &input.dir, out_dir)?);
         let architecture_path = input.dir.join("architecture.txt");
         let architecture = architecture_path.exists().then(|| std::fs::read_to_string(&architecture_path)).transpose()?;
@@ -58,21 +59,19 @@ pub fn collect(
     Ok(ReportData { title, description, tables, sections })
 }
 
-/// Copies the PNGs at the top of an input directory.
-fn copy_figures(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result<Vec<Figure>> {
-    let mut pngs: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read input `{name}` at `{dir}`"))?
-        .filter_map(Result::ok)
-        .filter_map(|e| camino::Utf8PathBuf::from_path_buf(e.path()).ok())
-        .filter(|p| p.extension() == Some("png"))
-        .collect();
-    pngs.sort();
-    pngs.into_iter()
-        .map(|png| {
-            let stem = png.file_stem().unwrap_or("figure");
-            let file = format!("{FIGURES_DIR}/{name}-{stem}.png");
-            std::fs::copy(&png, out_dir.join(&file)).with_context(|| format!("cannot copy `{png}`"))?;
-            Ok(Figure { caption: format!("{name}: {}", stem.replace('_', " ")), file })
+/// Copies the figures an input declared in its outcome.
+fn copy_figures(name: &str, input: &InputArtifact, out_dir: &Utf8Path) -> anyhow::Result<Vec<Figure>> {
+    input
+        .outcome
+        .figures
+        .iter()
+        .enumerate()
+        .map(|(index, figure)| {
+            let source = input.dir.join(&figure.file);
+            let extension = source.extension().unwrap_or("png");
+            let file = format!("{FIGURES_DIR}/{name}-{index}.{extension}");
+            std::fs::copy(&source, out_dir.join(&file)).with_context(|| format!("cannot copy `{source}`"))?;
+            Ok(Figure { caption: format!("{name}: {}", figure.caption), file })
         })
         .collect()
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stages::Metrics;
+use crate::stage::Metrics;
 
 /// A results table as the recipe lays it out: each cell is the metric of one input.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
     /// Heading above the table.
@@ -26,7 +26,7 @@ pub struct TableSpec {
 }
 
 /// One table row: a label and, per column, the input whose metric fills the cell (empty: blank).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowSpec {
     pub label: String,

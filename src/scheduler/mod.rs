@@ -14,7 +14,7 @@ use petgraph::Direction;
 use crate::cache::{Cache, Manifest};
 use crate::graph::{NodeStatus, Plan, Status};
 use crate::output::Printer;
-use crate::stages::{CancelToken, Cancelled};
+use crate::stage::{CancelToken, Cancelled};
 use crate::worker::DeviceRequest;
 use run_stage::{run_node, NodeEnv, NodeRun};
 pub use summary::{RunSummary, StageReport, StageResult};

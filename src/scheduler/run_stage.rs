@@ -13,7 +13,8 @@ use crate::cache::{Cache, Manifest};
 use crate::graph::Plan;
 use crate::output::Printer;
 use crate::cache::Staging;
-use crate::stages::{runners, CancelToken, Cancelled, InputArtifact, StageContext, StageOutcome};
+use crate::stage::{CancelToken, Cancelled, InputArtifact, StageContext, StageOutcome};
+use crate::stages::{runners};
 use crate::worker::{run_in_worker, DeviceRequest, StageRequest};
 
 /// What running a node gave.
@@ -109,7 +110,8 @@ fn run_staged(
                 bar,
                 env.cancel.clone(),
                 Some(log_file),
-            );
+            )
+            .with_checkpoint_dir(Some(env.cache.checkpoint_dir(&stage.key)));
             (runners::run_catching(runner, &stage.params, &mut ctx)?, "cpu".to_owned())
         }
         None => {
@@ -122,6 +124,7 @@ fn run_staged(
                 inputs,
                 seed: env.plan.recipe.seed,
                 device: env.device,
+                checkpoint_dir: Some(env.cache.checkpoint_dir(&stage.key)),
             };
             drop(log_file);
             run_in_worker(&request, &bar, env.cancel, env.printer)?

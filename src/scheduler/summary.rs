@@ -3,7 +3,7 @@
 use camino::Utf8PathBuf;
 use serde::Serialize;
 
-use crate::stages::StageOutcome;
+use crate::stage::StageOutcome;
 
 /// How one stage instance ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

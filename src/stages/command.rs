@@ -30,12 +30,12 @@ use anyhow::{bail, Context};
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
-use super::context::{LogSink, StageContext};
-use super::stage::{Metrics, Stage, StageOutcome, StageShape};
+use crate::stage::{Inputs, LogSink, StageContext};
+use crate::stage::{Metrics, Stage, StageOutcome, StageShape};
 
 pub struct CommandStage;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandParams {
     /// Program and arguments, run without a shell.
@@ -49,6 +49,7 @@ pub struct CommandParams {
     pub env: BTreeMap<String, String>,
     /// Files or directories the command reads besides its inputs; their content is part of the key.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub files: Vec<Utf8PathBuf>,
     /// Named outputs: sub-directories of `{out}` the command creates, referenced as `stage.name`.
     #[serde(default)]
@@ -60,6 +61,19 @@ impl Stage for CommandStage {
     const KIND: &'static str = "command";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Run your own program or script with its inputs' and output's paths";
+    const INPUTS: Inputs = Inputs::Any("any names; `{name}` in `args` or `shell` expands to that input's directory");
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.hello]
+kind = "command"
+shell = "echo hello > {out}/hello.txt"
+
+[stages.count]
+kind = "command"
+inputs = { words = "hello" }
+args = ["sh", "-c", "wc -c < {words}/hello.txt > {out}/count.txt"]
+env = { LC_ALL = "C" }
+"#;
 
     fn shape(params: &CommandParams) -> StageShape {
         StageShape {
@@ -204,7 +218,7 @@ fn substitute(text: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::stage::{Registered, StageRunner};
+    use crate::stage::{Registered, StageRunner};
     use camino::Utf8Path;
 
     fn run(params: &str) -> (tempfile::TempDir, anyhow::Result<StageOutcome>) {

@@ -110,7 +110,7 @@ use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::{Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::formats::{self, ReadOptions, CELEBA_SIZE};
 use crate::data::transforms::{split, Geometry, Size};
 use crate::data::Dataset;
@@ -122,7 +122,7 @@ pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
 pub struct DatasetStage;
 
 /// Which reader to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     Course,
@@ -134,7 +134,7 @@ pub enum Format {
 }
 
 /// The fields of a `dataset` stage table, as written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetFields {
     /// `course`, `image_folder`, `idx`, `svhn_mat`, `usps_libsvm` or `celeba`.
@@ -143,6 +143,7 @@ pub struct DatasetFields {
     pub domain: String,
     /// A folder on disk holding the sources (instead of inputs); hashed into the cache key.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub root: Option<Utf8PathBuf>,
     /// A folder inside `root` or the `raw` input that the slots are relative to.
     #[serde(default)]
@@ -187,7 +188,7 @@ pub struct DatasetFields {
 
 /// Parameters of a `dataset` stage: [`DatasetFields`] checked for consistency when the recipe is
 /// read, so a misplaced field fails before anything runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "DatasetFields", into = "DatasetFields")]
 pub struct DatasetParams(DatasetFields);
 
@@ -413,6 +414,30 @@ impl Stage for DatasetStage {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "Read a real data set (course folders, image folders, CelebA, IDX, SVHN .mat, USPS libsvm) as train/val datasets";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::optional("raw", "a folder holding the data (a download stage with `unpack = true`), instead of `root`"),
+        InputSpec::optional("train", "the training file of a per-split format (`idx`, `svhn_mat`)"),
+        InputSpec::optional("train_labels", "the training labels file (`idx`)"),
+        InputSpec::optional("val", "the validation file of a per-split format"),
+        InputSpec::optional("val_labels", "the validation labels file (`idx`)"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.hw2_zip]
+kind = "download"
+source = "https://example.org/hw2_data.zip"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+unpack = true
+
+[stages.mnistm]
+kind = "dataset"
+format = "course"             # course | image_folder | celeba | idx | svhn_mat | usps_libsvm
+inputs = { raw = "hw2_zip" }  # or root = "hw2_data/digits/mnistm"
+subdir = "hw2_data/digits/mnistm"
+domain = "mnistm"
+channels = 3
+resize = [28, 28]             # optional
+"#;
 
     fn shape(params: &DatasetParams) -> StageShape {
         let fields = params.fields();
@@ -467,7 +492,7 @@ mod tests {
 
     use super::*;
     use crate::data::formats::{IMAGES_MAGIC, LABELS_MAGIC};
-    use crate::stages::{InputArtifact, Registered, StageKind};
+    use crate::stage::{InputArtifact, Registered, StageKind};
 
     fn table(text: &str) -> toml::Table {
         text.parse().unwrap()

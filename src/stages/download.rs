@@ -55,7 +55,7 @@ use camino::Utf8PathBuf;
 use indicatif::{HumanBytes, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{Cancelled, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Inputs, Cancelled, Stage, StageContext, StageOutcome, StageShape};
 use crate::download::{
     self, DownloadError, Fetched, HttpOptions, Md5Hex, Observer, Pinned, Request, Sha256Hex, Source,
 };
@@ -67,7 +67,7 @@ const BYTES_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_byt
 pub struct DownloadStage;
 
 /// Parameters of a `download` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadParams {
     /// An `https://`, `http://` or `file://` URL, or a local path (`url` is accepted as well).
@@ -150,6 +150,17 @@ impl Stage for DownloadStage {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "Fetch a file (https, http, file or local path), verify its checksum, optionally unpack it";
+    const INPUTS: Inputs = Inputs::Named(&[]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnist_train_images]
+kind = "download"
+source = "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"
+md5 = "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+unpack = true             # leaves train-images-idx3-ubyte
+retries = 5               # default 3
+timeout_secs = 60         # default 30, per connect and per read
+"#;
 
     fn shape(params: &DownloadParams) -> StageShape {
         let external_paths = match Source::parse(&params.source) {
@@ -268,9 +279,9 @@ impl Observer for ContextObserver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::{Registered, StageKind};
+    use crate::stage::{Registered, StageKind};
 
-    fn check(text: &str) -> Result<crate::stages::CheckedParams, crate::stages::ParamError> {
+    fn check(text: &str) -> Result<crate::stage::CheckedParams, crate::stage::ParamError> {
         let table: toml::Table = toml::from_str(text).unwrap();
         Registered::<DownloadStage>::new().check(&table)
     }

@@ -22,9 +22,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::Dataset;
-use crate::training::checkpoint::LoadedModel;
+use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
 use crate::training::setup;
 use crate::training::{DomainData, InputFormat, Normalisation};
@@ -33,7 +33,7 @@ use crate::training::{DomainData, InputFormat, Normalisation};
 pub struct EvaluateStage;
 
 /// Which statistics normalise the evaluated images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NormaliseWith {
     /// The model's saved statistics for the data's domain (the data's own if there are none).
@@ -43,7 +43,7 @@ pub enum NormaliseWith {
 }
 
 /// Parameters of an `evaluate` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
     /// `saved` (default) or `data`: where the normalisation mean/std come from.
@@ -73,7 +73,7 @@ struct Evaluation<'a> {
 }
 
 /// The normalisation of `data` for `model` under `with`, logging a fallback.
-pub(crate) fn normalisation(model: &LoadedModel, data: &Dataset, with: NormaliseWith, ctx: &StageContext) -> Normalisation {
+pub(crate) fn normalisation(model: &LoadedClassifier, data: &Dataset, with: NormaliseWith, ctx: &StageContext) -> Normalisation {
     match (with, model.meta.normalisation_for(&data.domain, data.shape[1])) {
         (NormaliseWith::Saved, Some(saved)) => saved.clone(),
         (NormaliseWith::Saved, None) => {
@@ -88,8 +88,8 @@ pub(crate) fn normalisation(model: &LoadedModel, data: &Dataset, with: Normalise
 }
 
 /// The input format a loaded model expects.
-pub(crate) fn input_format(model: &LoadedModel) -> InputFormat {
-    InputFormat { channels: model.meta.model.channels, image_size: model.meta.model.image_size }
+pub(crate) fn input_format(model: &LoadedClassifier) -> InputFormat {
+    InputFormat { channels: model.config.channels, image_size: model.config.image_size }
 }
 
 impl Stage for EvaluateStage {
@@ -97,14 +97,35 @@ impl Stage for EvaluateStage {
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Accuracy of a trained digit model on a dataset, overall and per class";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::required("model", "a trained digit classifier (train_classifier, train_dann, train_adda)"),
+        InputSpec::required("data", "a labelled dataset"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.source_only]
+kind = "train_classifier"
+inputs = { train = "mnistm.train" }
+epochs = 1
+
+[stages.on_val]
+kind = "evaluate"
+inputs = { model = "source_only", data = "mnistm.val" }
+"#;
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { required_inputs: vec!["model".into(), "data".into()], uses_device: true, ..Default::default() }
+        StageShape { uses_device: true, ..Default::default() }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         setup::start(ctx);
-        let model = LoadedModel::load(&ctx.input("model")?.dir, ctx.device())?;
+        let model = LoadedClassifier::load(&ctx.input("model")?.dir, ctx.device())?;
         let data = setup::load_input(ctx, "data")?;
         let classes = model.meta.class_names.len();
         if data.classes.len() != classes {
@@ -146,7 +167,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::stages::train_classifier::tests::{context, input, tempdir};
     use crate::stages::train_classifier::TrainClassifierStage;
-    use crate::stages::InputArtifact;
+    use crate::stage::InputArtifact;
     use crate::training::classifier::tests::banded;
 
     /// Trains a tiny classifier under `root/model` and returns it as an input artifact.

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
-use super::{Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::{Dataset, FeatureSet};
-use crate::training::checkpoint::LoadedModel;
+use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
 use crate::training::setup;
 use crate::training::DomainData;
@@ -36,7 +36,7 @@ use crate::training::DomainData;
 pub struct FeaturesStage;
 
 /// Parameters of a `features` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesParams {
     /// Images per domain at most (a seeded random subset of larger sets).
@@ -53,10 +53,38 @@ impl Stage for FeaturesStage {
     const KIND: &'static str = "features";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Feature-extractor outputs of source and target images (for t-SNE)";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::required("model", "a trained digit classifier"),
+        InputSpec::required("source", "source-domain images"),
+        InputSpec::required("target", "target-domain images"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.usps]
+kind = "synthetic"
+domain = "usps"
+n_train = 200
+n_val = 100
+
+[stages.dann]
+kind = "train_dann"
+inputs = { source = "mnistm.train", target = "usps.train" }
+epochs = 1
+
+[stages.dann_features]
+kind = "features"
+inputs = { model = "dann", source = "mnistm.val", target = "usps.val" }
+max_per_domain = 1000
+"#;
 
     fn shape(_params: &Self::Params) -> StageShape {
         StageShape {
-            required_inputs: vec!["model".into(), "source".into(), "target".into()],
             uses_device: true,
             ..Default::default()
         }
@@ -64,7 +92,7 @@ impl Stage for FeaturesStage {
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         setup::start(ctx);
-        let model = LoadedModel::load(&ctx.input("model")?.dir, ctx.device())?;
+        let model = LoadedClassifier::load(&ctx.input("model")?.dir, ctx.device())?;
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let source = subset(setup::load_input(ctx, "source")?, params.max_per_domain, &mut rng);
         let target = subset(setup::load_input(ctx, "target")?, params.max_per_domain, &mut rng);
@@ -104,7 +132,7 @@ fn subset(dataset: Dataset, max: usize, rng: &mut ChaCha8Rng) -> Dataset {
 
 /// `[n, dim]` features of all images of `dataset` through `encoder`.
 fn extract(
-    model: &LoadedModel,
+    model: &LoadedClassifier,
     dataset: &Dataset,
     ctx: &StageContext,
     encoder: impl Fn(&Tensor) -> Tensor,

@@ -50,7 +50,7 @@ use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::{Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::dataset::output_dir;
 use crate::data::mnistm::{build_range, Photos};
 use crate::data::Dataset;
@@ -68,7 +68,7 @@ const SPLITS: [&str; 2] = ["train", "val"];
 pub struct MnistmStage;
 
 /// Parameters of an `mnistm` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MnistmParams {
     /// Folder of the photos inside the `photos` input (`.` for the input itself).
@@ -116,11 +116,59 @@ impl Stage for MnistmStage {
     const KIND: &'static str = "mnistm";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Build MNIST-M: MNIST digits blended into random crops of colour photos (BSDS500)";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::required("mnist", "the MNIST digits (a dataset stage of format `idx`)"),
+        InputSpec::required("photos", "a folder of colour photos (BSDS500 train images)"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnist_train_images]
+kind = "download"
+source = "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"
+md5 = "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+unpack = true
+
+[stages.mnist_train_labels]
+kind = "download"
+source = "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz"
+md5 = "d53e105ee54ea40749a09fcbcd1e9432"
+unpack = true
+
+[stages.mnist_test_images]
+kind = "download"
+source = "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz"
+md5 = "9fb629c4189551a2d022fa330f9573f3"
+unpack = true
+
+[stages.mnist_test_labels]
+kind = "download"
+source = "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz"
+md5 = "ec29112dd5afa0611ce80d1b7f02629c"
+unpack = true
+
+[stages.mnist]
+kind = "dataset"
+format = "idx"
+inputs = { train = "mnist_train_images", train_labels = "mnist_train_labels", val = "mnist_test_images", val_labels = "mnist_test_labels" }
+domain = "mnist"
+
+[stages.bsds500]
+kind = "download"
+source = "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
+verify = false
+unpack = true
+
+[stages.mnistm]
+kind = "mnistm"
+inputs = { mnist = "mnist", photos = "bsds500" }
+photos_subdir = "BSR/BSDS500/data/images/train"   # the default
+binarize = true                                   # default: (x > 0) * 255 as the classic builder
+domain = "mnistm"                                 # the default
+"#;
 
     fn shape(_params: &MnistmParams) -> StageShape {
         StageShape {
             outputs: SPLITS.map(String::from).to_vec(),
-            required_inputs: vec!["mnist".into(), "photos".into()],
             ..StageShape::default()
         }
     }
@@ -189,7 +237,7 @@ mod tests {
     use image::{Rgb, RgbImage};
 
     use super::*;
-    use crate::stages::{InputArtifact, Registered, StageKind};
+    use crate::stage::{InputArtifact, Registered, StageKind};
 
     fn table(text: &str) -> toml::Table {
         text.parse().unwrap()

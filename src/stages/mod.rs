@@ -2,7 +2,6 @@
 //! [`registry`], and how each runs in [`runners`].
 
 pub mod command;
-pub mod context;
 pub mod dataset;
 pub mod download;
 pub mod evaluate;
@@ -10,17 +9,13 @@ pub mod features;
 pub mod mnistm;
 pub mod report;
 pub mod runners;
-pub mod stage;
 pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
 pub mod tsne;
 
-pub use context::{CancelToken, Cancelled, InputArtifact, StageContext};
-pub use stage::{
-    CheckedParams, Metrics, ParamError, Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
-};
+use crate::stage::{Registered, StageKind, StageRunner};
 
 /// Lists every stage kind once and generates from that list both [`registry`] (what the
 /// planner checks, in the `hwrun` binary) and [`runners::all`] (what the worker runs). They are

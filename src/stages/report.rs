@@ -26,13 +26,13 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::context::StageContext;
-use super::stage::{Stage, StageOutcome};
+use crate::stage::StageContext;
+use crate::stage::{Inputs, Stage, StageOutcome};
 use crate::report::{collect::collect, html, markdown, TableSpec};
 
 pub struct ReportStage;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// The report's heading.
@@ -55,6 +55,35 @@ impl Stage for ReportStage {
     const KIND: &'static str = "report";
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "Write report.md and a self-contained index.html: tables, figures, curves, models";
+    const INPUTS: Inputs = Inputs::Any("the stages to show, each under the section name given here");
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.source_only]
+kind = "train_classifier"
+inputs = { train = "mnistm.train" }
+epochs = 1
+
+[stages.on_val]
+kind = "evaluate"
+inputs = { model = "source_only", data = "mnistm.val" }
+
+[stages.report]
+kind = "report"
+title = "Example"
+inputs = { src = "on_val" }
+
+[[stages.report.tables]]
+title = "Accuracy"
+metric = "accuracy"
+columns = ["MNIST-M"]
+rows = [{ label = "Trained on source", cells = ["src"] }]
+"#;
 
     fn run(params: ReportParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let out_dir = ctx.out_dir().to_owned();

@@ -9,8 +9,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::context::StageContext;
-use super::stage::{Registered, StageOutcome, StageRunner};
+use crate::stage::StageContext;
+use crate::stage::{Registered, StageOutcome, StageRunner};
 use super::{command, download, report};
 
 /// Kinds that run inside the `hwrun` process.

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Inputs, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::synthetic::{generate_range, DigitDomain};
 use crate::data::Dataset;
 
@@ -39,7 +39,7 @@ const CHUNK: usize = 10_000;
 pub struct SyntheticStage;
 
 /// Parameters of a `synthetic` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticParams {
     /// Which domain to draw: `mnist`, `mnistm`, `svhn` or `usps`.
@@ -76,6 +76,15 @@ impl Stage for SyntheticStage {
     const KIND: &'static str = "synthetic";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Draw a procedural digit domain (mnist, mnistm, svhn, usps) as train/val datasets";
+    const INPUTS: Inputs = Inputs::Named(&[]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.source]
+kind = "synthetic"
+domain = "mnistm"          # mnist | mnistm | svhn | usps
+n_train = 5000             # default 5000
+n_val = 1000               # default 1000
+"#;
 
     fn shape(_params: &SyntheticParams) -> StageShape {
         StageShape { outputs: vec!["train".into(), "val".into()], ..StageShape::default() }
@@ -116,7 +125,7 @@ mod tests {
     use camino::Utf8Path;
 
     use super::*;
-    use crate::stages::{Registered, StageKind};
+    use crate::stage::{Registered, StageKind};
 
     fn table(text: &str) -> toml::Table {
         text.parse().unwrap()

@@ -2,202 +2,123 @@
 //! domain. Trained on the source domain it gives the source-only lower bound of domain
 //! adaptation; trained on the target domain, the target-only upper bound.
 //!
-//! Inputs: `train` (a dataset directory), optionally `val` (a labelled dataset; its accuracy is
-//! logged per epoch and becomes the metric `val_acc`; the target's val set gives the source-only
-//! accuracy on the target). Images are normalised with the per-channel mean/std of `train` (saved
-//! in `model.json`; a `val` of another domain uses its own) and, when their size or channel count
+//! Inputs: `train` (a dataset), optionally `val` (a labelled dataset; its accuracy is logged per
+//! epoch and becomes the metric `val_acc`; the target's val set gives the source-only accuracy on
+//! the target). Images are normalised with the per-channel mean/std of `train` (saved in
+//! `model.json`; a `val` of another domain uses its own) and, when their size or channel count
 //! differs from the network's, converted per batch: greyscale repeated to RGB, then bilinear
-//! resize to `image_size`.
+//! resize to `model.image_size`.
 //!
 //! Outputs: `model.safetensors` (`feature.*`, `classifier.*`, PyTorch `state_dict` names),
 //! `model.json`, `history.json` (one record per epoch), `architecture.txt`. Metrics: `train_loss`,
 //! `train_acc` of the last epoch, `val_acc` with a `val` input. A loss that becomes NaN/inf stops
-//! the stage with an error naming the epoch and step.
-//!
-//! ```toml
-//! [stages.source_only]
-//! kind = "train_classifier"
-//! inputs = { train = "mnistm.train", val = "svhn.val" }   # val optional
-//! arch = "mnist"            # or "svhn" (the DANN paper's deeper CNN), "dann_bn" (with batch norm)
-//! image_size = 28           # network input; other sizes are resized (bilinear)
-//! channels = 3              # 1-channel images are repeated to RGB
-//! epochs = 10
-//! batch_size = 128
-//! optimizer = "adam"        # or "sgd"
-//! lr = 1e-3
-//! lr_schedule = "constant"  # or "annealed": lr / (1 + 10 p)^0.75
-//! momentum = 0.9            # sgd only
-//! beta1 = 0.9               # adam only
-//! weight_decay = 0.0
-//! ```
-
-use std::cell::RefCell;
+//! the stage with an error naming the epoch and step. The optimizer defaults to Adam 1e-3.
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use super::{Stage, StageContext, StageOutcome, StageShape};
 use crate::models::summary::ModuleTree;
-use crate::models::{Arch, DigitCnn, DigitCnnConfig};
+use crate::models::{DigitCnn, DigitCnnParams};
+use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::classifier::ClassifierTrainer;
+use crate::training::classifier::ClassifierTraining;
 use crate::training::setup::{self, SOURCE_STREAM};
-use crate::training::{run_epochs, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
+use crate::training::{train, DomainData, IndexStream, LoopPlan, Normalisation, OptimizerSettings};
 
 /// The `train_classifier` stage kind.
 pub struct TrainClassifierStage;
 
 /// Parameters of a `train_classifier` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainClassifierParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
-    /// (the PyTorch port's CNN with batch norm and dropout).
-    #[serde(default = "defaults::arch")]
-    pub arch: Arch,
-    /// Height and width of the network input; other image sizes are resized bilinearly.
-    #[serde(default = "defaults::image_size")]
-    pub image_size: i64,
-    /// Input channels of the network (3: greyscale is repeated; 1: colour is averaged).
-    #[serde(default = "defaults::channels")]
-    pub channels: i64,
+    /// The network: `arch`, `image_size`, `channels`.
+    #[serde(default)]
+    pub model: DigitCnnParams,
     /// Passes over the training set.
-    #[serde(default = "defaults::epochs")]
+    #[serde(default = "setup::default_epochs")]
     pub epochs: usize,
     /// Images per step (capped at the training set's size).
-    #[serde(default = "defaults::batch_size")]
+    #[serde(default = "setup::default_batch_size")]
     pub batch_size: usize,
-    /// `adam` or `sgd`.
-    #[serde(default = "defaults::adam")]
-    pub optimizer: OptimizerKind,
-    /// Learning rate (the base rate of an annealed schedule).
-    #[serde(default = "defaults::adam_lr")]
-    pub lr: f64,
-    /// `constant` or `annealed` (DANN's lr / (1 + 10 p)^0.75).
-    #[serde(default = "defaults::constant")]
-    pub lr_schedule: LrSchedule,
-    /// SGD momentum.
-    #[serde(default = "defaults::momentum")]
-    pub momentum: f64,
-    /// Adam's beta1.
-    #[serde(default = "defaults::beta1")]
-    pub beta1: f64,
-    /// L2 weight decay.
-    #[serde(default)]
-    pub weight_decay: f64,
-}
-
-/// Defaults shared by the training stages.
-pub(crate) mod defaults {
-    use super::*;
-    pub fn arch() -> Arch {
-        Arch::Mnist
-    }
-    pub fn image_size() -> i64 {
-        28
-    }
-    pub fn channels() -> i64 {
-        3
-    }
-    pub fn epochs() -> usize {
-        10
-    }
-    pub fn batch_size() -> usize {
-        128
-    }
-    pub fn adam() -> OptimizerKind {
-        OptimizerKind::Adam
-    }
-    pub fn sgd() -> OptimizerKind {
-        OptimizerKind::Sgd
-    }
-    pub fn adam_lr() -> f64 {
-        1e-3
-    }
-    pub fn constant() -> LrSchedule {
-        LrSchedule::Constant
-    }
-    pub fn annealed() -> LrSchedule {
-        LrSchedule::Annealed
-    }
-    pub fn momentum() -> f64 {
-        0.9
-    }
-    pub fn beta1() -> f64 {
-        0.9
-    }
-}
-
-impl TrainClassifierParams {
-    fn optimizer_spec(&self) -> OptimizerSpec {
-        OptimizerSpec {
-            kind: self.optimizer,
-            lr: self.lr,
-            momentum: self.momentum,
-            beta1: self.beta1,
-            weight_decay: self.weight_decay,
-        }
-    }
+    /// The optimizer (default: Adam, lr 1e-3, constant).
+    pub optimizer: OptimizerSettings,
 }
 
 impl Stage for TrainClassifierStage {
     type Params = TrainClassifierParams;
     const KIND: &'static str = "train_classifier";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "Train a digit CNN on one labelled domain (source-only / target-only baselines)";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::required("train", "a labelled dataset (a dataset stage's `train`)"),
+        InputSpec::optional("val", "a labelled dataset whose accuracy is logged per epoch"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.source_only]
+kind = "train_classifier"
+inputs = { train = "mnistm.train", val = "mnistm.val" }
+model = { arch = "mnist", image_size = 28, channels = 3 }   # or arch "svhn", "dann_bn"
+epochs = 10
+batch_size = 128
+
+[stages.source_only.optimizer]
+kind = "adam"          # sgd | adam | adamw
+lr = 1e-3
+schedule = "constant"  # constant | annealed | linear | cosine
+"#;
+
+    fn defaults(_written: &toml::Table) -> toml::Table {
+        setup::optimizer_defaults("optimizer", OptimizerSettings::adam(1e-3, [0.9, 0.999]))
+    }
+
+    fn validate(params: &Self::Params) -> Result<(), ParamError> {
+        setup::validate_loop(&params.model, params.epochs, params.batch_size)?;
+        setup::validate_optimizer("optimizer", &params.optimizer)
+    }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { required_inputs: vec!["train".into()], uses_device: true, ..Default::default() }
+        StageShape { uses_device: true, ..Default::default() }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         setup::start(ctx);
-        let train = setup::load_input(ctx, "train")?;
-        setup::require_labels(&train, "train")?;
+        let train_set = setup::load_input(ctx, "train")?;
+        setup::require_labels(&train_set, "train")?;
         let val = setup::load_optional(ctx, "val")?;
-        let format = InputFormat { channels: params.channels, image_size: params.image_size };
-        let norm = Normalisation::of(&train);
-        let config = DigitCnnConfig {
-            arch: params.arch,
-            channels: params.channels,
-            image_size: params.image_size,
-            classes: train.classes.len() as i64,
-        };
+        let format = setup::input_format(&params.model);
+        let norm = Normalisation::of(&train_set);
+        let config = params.model.config(train_set.classes.len() as i64);
         let vs = nn::VarStore::new(ctx.device());
         let model = DigitCnn::new(&vs.root(), config)?;
-        let batch = effective_batch(params.batch_size, &[train.len()]);
-        let order = IndexStream::new(train.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), ctx.device());
-        let data = DomainData::new(&train, &norm, format, ctx.device())?;
+        let batch = effective_batch(params.batch_size, &[train_set.len()]);
+        let order = IndexStream::new(train_set.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), ctx.device());
+        let data = DomainData::new(&train_set, &norm, format, ctx.device())?;
         let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx)?;
-        ctx.log(format!("training on {} (batch {batch})", train.summary()));
+        ctx.log(format!("training on {} (batch {batch})", train_set.summary()));
 
-        let trainer = ClassifierTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, data, order)?;
-        let plan = LoopPlan {
-            phase: "train".into(),
-            epochs: params.epochs,
-            steps_per_epoch: trainer.steps_per_epoch(),
-            lr_param: "lr",
-        };
-        let trainer = RefCell::new(trainer);
-        let history = run_epochs(
-            ctx,
-            &plan,
-            |at| Ok(trainer.borrow_mut().step(at.p)),
-            |_| Ok(setup::val_accuracy(val_data.as_ref(), |x| trainer.borrow().model.logits(x, false))),
-        )?;
-        let model = trainer.into_inner().into_model();
+        let mut training = ClassifierTraining::new(vs, model, params.optimizer, data, order, val_data);
+        let history = train(ctx, &LoopPlan::new("train", params.epochs, "optimizer.lr"), &mut training)?;
 
         let meta = ModelMeta {
             method: "classifier".into(),
-            model: config,
-            class_names: train.classes.clone(),
+            model: crate::models::ModelFamily::DigitCnn(config),
+            class_names: train_set.classes.clone(),
             normalisation: vec![norm],
             parts: vec!["feature".into(), "classifier".into()],
         };
-        let tree = ModuleTree::node("DigitCNN", model.tree_parts());
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&[&vs]), &meta, &tree, &[&vs], &history)?;
-        Ok(setup::outcome(&history, &format!("{} on {}", Self::KIND, train.domain), &["train_acc", "val_acc"]))
+        let tree = ModuleTree::node("DigitCNN", training.model.tree_parts());
+        let vs = &training.vs;
+        setup::write_model_dir(ctx.out_dir(), &named_variables(&[vs]), &meta, &tree, &[vs], &history)?;
+        Ok(setup::outcome(&history, &format!("{} on {}", Self::KIND, train_set.domain), &["train_acc", "val_acc"]))
     }
 }
 
@@ -209,7 +130,9 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::data::Dataset;
-    use crate::stages::InputArtifact;
+    use crate::models::Arch;
+    use crate::stage::InputArtifact;
+    use crate::training::OptimizerKind;
 
     /// Saves `dataset` under `root/name` and returns it as a stage input.
     pub fn input(root: &camino::Utf8Path, name: &str, dataset: &Dataset) -> (String, InputArtifact) {
@@ -237,15 +160,22 @@ pub(crate) mod tests {
         (dir, path)
     }
 
-    fn params(toml_text: &str) -> TrainClassifierParams {
-        toml::from_str(toml_text).unwrap()
+    /// Parses `text` as a stage of kind `S` would be, defaults and range checks included.
+    pub fn params<S: Stage>(text: &str) -> Result<S::Params, ParamError> {
+        crate::stage::checked_params::<S>(&toml::from_str(text).unwrap())
     }
 
     #[test]
     fn params_have_defaults_and_reject_unknown_keys() {
-        let p = params("");
-        assert_eq!((p.arch, p.batch_size, p.optimizer, p.image_size), (Arch::Mnist, 128, OptimizerKind::Adam, 28));
-        assert!(toml::from_str::<TrainClassifierParams>("epochz = 3").is_err());
+        let p = params::<TrainClassifierStage>("").unwrap();
+        assert_eq!((p.model.arch, p.batch_size, p.optimizer.kind, p.model.image_size), (Arch::Mnist, 128, OptimizerKind::Adam, 28));
+        assert!(params::<TrainClassifierStage>("epochz = 3").is_err());
+        let p = params::<TrainClassifierStage>("[optimizer]\nlr = 0.5").unwrap();
+        assert_eq!((p.optimizer.lr, p.optimizer.kind), (0.5, OptimizerKind::Adam), "a partial table keeps the kind's defaults");
+        let err = params::<TrainClassifierStage>("[optimizer]\nlr = -1.0").unwrap_err();
+        assert_eq!(err.path, ["optimizer", "lr"]);
+        assert_eq!(params::<TrainClassifierStage>("epochs = 0").unwrap_err().path, ["epochs"]);
+        assert_eq!(params::<TrainClassifierStage>("model = { image_size = 4 }").unwrap_err().path, ["model", "image_size"]);
     }
 
     #[test]
@@ -254,7 +184,7 @@ pub(crate) mod tests {
         let train = crate::training::classifier::tests::banded(80, 1, 16, 1);
         let inputs = vec![input(&root, "train", &train), input(&root, "val", &train)];
         let mut ctx = context(&root, inputs);
-        let p = params("epochs = 2\nbatch_size = 16\nimage_size = 20");
+        let p = params::<TrainClassifierStage>("epochs = 2\nbatch_size = 16\nmodel = { image_size = 20 }").unwrap();
         let outcome = TrainClassifierStage::run(p, &mut ctx).unwrap();
         assert!(outcome.metrics.contains_key("val_acc"), "{outcome:?}");
         for file in ["model.safetensors", "model.json", "history.json", "architecture.txt"] {
@@ -269,8 +199,8 @@ pub(crate) mod tests {
         let (_guard, root) = tempdir();
         let train = crate::training::classifier::tests::banded(64, 1, 16, 2);
         let mut ctx = context(&root, vec![input(&root, "train", &train)]);
-        let p = params("epochs = 3\nbatch_size = 16\nimage_size = 16\noptimizer = \"sgd\"\nlr = 1e6");
-        let err = TrainClassifierStage::run(p, &mut ctx).unwrap_err().to_string();
-        assert!(err.contains("loss became") && err.contains("lower `lr`"), "{err}");
+        let text = "epochs = 3\nbatch_size = 16\nmodel = { image_size = 16 }\noptimizer = { kind = \"sgd\", lr = 1e6 }";
+        let err = TrainClassifierStage::run(params::<TrainClassifierStage>(text).unwrap(), &mut ctx).unwrap_err().to_string();
+        assert!(err.contains("became") && err.contains("lower `optimizer.lr`"), "{err}");
     }
 }

@@ -6,131 +6,117 @@
 //! Each step draws one source batch and one target batch of the same size (`batch_size` each);
 //! an epoch is one pass over the source set. loss = CE(class, source) + CE(domain, source = 0) +
 //! CE(domain, target = 1); the GRL weight follows lambda_p = 2 / (1 + exp(-gamma p)) - 1 (gamma =
-//! `lambda_gamma`, the paper's 10 by default) and, with
-//! `lr_schedule = "annealed"`, the learning rate lr_p = lr / (1 + 10 p)^0.75, `p` the training
-//! progress from 0 to 1. The defaults are the paper's (SGD, momentum 0.9, lr 0.01, annealed); the
-//! popular PyTorch port uses `optimizer = "adam"`, `lr = 1e-3`.
+//! `lambda_gamma`, the paper's 10 by default) and, with `optimizer.schedule = "annealed"`, the
+//! learning rate lr_p = lr / (1 + 10 p)^0.75, `p` the training progress from 0 to 1. The
+//! optimizer defaults are the paper's (SGD, momentum 0.9, lr 0.01, annealed); the popular PyTorch
+//! port uses `optimizer = { kind = "adam", lr = 1e-3, schedule = "constant" }`.
 //!
 //! Inputs: `source` (labelled), `target` (labels unused), optionally `val` (labelled target
 //! images; its accuracy through the label path is logged per epoch as `val_acc`). Each training
 //! set is normalised with its own per-channel mean/std (both saved in `model.json`; `val` uses the
 //! target's). Images whose size or channel count differs from the network's are converted per
-//! batch (greyscale repeated to RGB, bilinear resize to `image_size`), so USPS 1x16x16 can be the
-//! target of an MNIST-M 3x28x28 source.
+//! batch (greyscale repeated to RGB, bilinear resize to `model.image_size`), so USPS 1x16x16 can
+//! be the target of an MNIST-M 3x28x28 source.
 //!
 //! Outputs: `model.safetensors` (`feature.*`, `classifier.*`, `domain.*`), `model.json`,
 //! `history.json` (per epoch: train_loss, class_loss, domain_loss, train_acc, lr, lambda,
 //! val_acc), `architecture.txt`. Metrics: the last epoch's values. Evaluate it with `evaluate`
 //! (the label path only, i.e. lambda 0).
-//!
-//! ```toml
-//! [stages.dann]
-//! kind = "train_dann"
-//! inputs = { source = "mnistm.train", target = "usps.train", val = "usps.val" }
-//! arch = "mnist"            # or "svhn", "dann_bn" (the PyTorch port's CNN with batch norm)
-//! image_size = 28
-//! channels = 3
-//! epochs = 10
-//! batch_size = 128          # per domain
-//! optimizer = "sgd"         # or "adam"
-//! lr = 0.01
-//! lr_schedule = "annealed"  # or "constant"
-//! momentum = 0.9            # sgd only
-//! beta1 = 0.9               # adam only
-//! weight_decay = 0.0
-//! lambda_gamma = 10.0       # GRL ramp steepness; smaller ramps later (short runs)
-//! ```
-
-use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
-use super::train_classifier::defaults;
-use super::{Stage, StageContext, StageOutcome, StageShape};
-use crate::models::{Arch, DigitCnnConfig};
+use crate::models::DigitCnnParams;
+use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::dann::{DannData, DannModel, DannTrainer};
+use crate::training::dann::{DannData, DannModel, DannTraining};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
-use crate::training::{run_epochs, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, Normalisation, OptimizerKind, OptimizerSpec};
+use crate::training::{train, DomainData, IndexStream, LoopPlan, LrSchedule, Normalisation, OptimizerSettings};
 
 /// The `train_dann` stage kind.
 pub struct TrainDannStage;
 
 /// Parameters of a `train_dann` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainDannParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
-    /// (the PyTorch port's CNN with batch norm and dropout).
-    #[serde(default = "defaults::arch")]
-    pub arch: Arch,
-    /// Height and width of the network input; other image sizes are resized bilinearly.
-    #[serde(default = "defaults::image_size")]
-    pub image_size: i64,
-    /// Input channels of the network (3: greyscale is repeated; 1: colour is averaged).
-    #[serde(default = "defaults::channels")]
-    pub channels: i64,
+    /// The network: `arch`, `image_size`, `channels`.
+    #[serde(default)]
+    pub model: DigitCnnParams,
     /// Passes over the source set.
-    #[serde(default = "defaults::epochs")]
+    #[serde(default = "setup::default_epochs")]
     pub epochs: usize,
     /// Images per domain per step (capped at the smaller set's size).
-    #[serde(default = "defaults::batch_size")]
+    #[serde(default = "setup::default_batch_size")]
     pub batch_size: usize,
-    /// `sgd` (the paper) or `adam` (the popular port).
-    #[serde(default = "defaults::sgd")]
-    pub optimizer: OptimizerKind,
-    /// Base learning rate mu0.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// `annealed` (mu0 / (1 + 10 p)^0.75, the paper) or `constant`.
-    #[serde(default = "defaults::annealed")]
-    pub lr_schedule: LrSchedule,
-    /// SGD momentum.
-    #[serde(default = "defaults::momentum")]
-    pub momentum: f64,
-    /// Adam's beta1.
-    #[serde(default = "defaults::beta1")]
-    pub beta1: f64,
-    /// L2 weight decay.
-    #[serde(default)]
-    pub weight_decay: f64,
+    /// The optimizer (default: the paper's SGD, lr 0.01, momentum 0.9, annealed).
+    pub optimizer: OptimizerSettings,
     /// Steepness gamma of the GRL weight schedule 2 / (1 + exp(-gamma p)) - 1; the paper's 10
     /// ramps to 0.99 by half way, smaller values later and lower (short runs need 1-5).
     #[serde(default = "default_lambda_gamma")]
     pub lambda_gamma: f64,
 }
 
-fn default_lr() -> f64 {
-    0.01
-}
-
 fn default_lambda_gamma() -> f64 {
     LAMBDA_GAMMA
-}
-
-impl TrainDannParams {
-    fn optimizer_spec(&self) -> OptimizerSpec {
-        OptimizerSpec {
-            kind: self.optimizer,
-            lr: self.lr,
-            momentum: self.momentum,
-            beta1: self.beta1,
-            weight_decay: self.weight_decay,
-        }
-    }
 }
 
 impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
+    const INPUTS: Inputs = Inputs::Named(&[
+        InputSpec::required("source", "the labelled source dataset"),
+        InputSpec::required("target", "the target dataset (labels unused)"),
+        InputSpec::optional("val", "labelled target images whose accuracy is logged per epoch"),
+    ]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.usps]
+kind = "synthetic"
+domain = "usps"
+n_train = 200
+n_val = 100
+
+[stages.dann]
+kind = "train_dann"
+inputs = { source = "mnistm.train", target = "usps.train", val = "usps.val" }
+model = { arch = "dann_bn", image_size = 28, channels = 3 }   # or "mnist", "svhn"
+epochs = 10
+batch_size = 128          # per domain
+lambda_gamma = 10.0       # GRL ramp steepness; smaller ramps later (short runs)
+
+[stages.dann.optimizer]
+kind = "sgd"              # sgd | adam | adamw
+lr = 0.01
+momentum = 0.9            # sgd only
+betas = [0.9, 0.999]      # adam only
+weight_decay = 0.0
+schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
+"#;
+
+    fn defaults(_written: &toml::Table) -> toml::Table {
+        let paper = OptimizerSettings::sgd(0.01, 0.9).with_schedule(LrSchedule::Annealed);
+        setup::optimizer_defaults("optimizer", paper)
+    }
+
+    fn validate(params: &Self::Params) -> Result<(), ParamError> {
+        setup::validate_loop(&params.model, params.epochs, params.batch_size)?;
+        setup::validate_optimizer("optimizer", &params.optimizer)?;
+        ParamError::check(params.lambda_gamma.is_finite() && params.lambda_gamma > 0.0, "lambda_gamma", "a finite number > 0")
+    }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { required_inputs: vec!["source".into(), "target".into()], uses_device: true, ..Default::default() }
+        StageShape { uses_device: true, ..Default::default() }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -139,14 +125,9 @@ impl Stage for TrainDannStage {
         setup::require_labels(&source, "source")?;
         let target = setup::load_input(ctx, "target")?;
         let val = setup::load_optional(ctx, "val")?;
-        let format = InputFormat { channels: params.channels, image_size: params.image_size };
+        let format = setup::input_format(&params.model);
         let (source_norm, target_norm) = (Normalisation::of(&source), Normalisation::of(&target));
-        let config = DigitCnnConfig {
-            arch: params.arch,
-            channels: params.channels,
-            image_size: params.image_size,
-            classes: source.classes.len() as i64,
-        };
+        let config = params.model.config(source.classes.len() as i64);
         let vs = nn::VarStore::new(ctx.device());
         let model = DannModel::new(&vs.root(), config)?;
         let batch = effective_batch(params.batch_size, &[source.len(), target.len()]);
@@ -160,33 +141,18 @@ impl Stage for TrainDannStage {
         let val_data = setup::validation_data(val.as_ref(), &target_norm, format, ctx)?;
         ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
 
-        let trainer = DannTrainer::new(&vs, model, params.optimizer_spec(), params.lr_schedule, params.lambda_gamma, data)?;
-        let steps = trainer.steps_per_epoch();
-        let plan = LoopPlan { phase: "dann".into(), epochs: params.epochs, steps_per_epoch: steps, lr_param: "lr" };
-        let trainer = RefCell::new(trainer);
-        let history = run_epochs(
-            ctx,
-            &plan,
-            |at| Ok(trainer.borrow_mut().step(at.p)),
-            |epoch| {
-                let trainer = trainer.borrow();
-                // The schedules' values at the last step of this epoch.
-                let p = crate::training::schedule::progress(epoch * steps - 1, params.epochs * steps);
-                let mut record = vec![("lr", trainer.lr_at(p)), ("lambda", trainer.lambda_at(p))];
-                record.extend(setup::val_accuracy(val_data.as_ref(), |x| trainer.model.cnn.logits(x, false)));
-                Ok(record)
-            },
-        )?;
-        let model = trainer.into_inner().model;
+        let mut training = DannTraining::new(vs, model, params.optimizer, params.lambda_gamma, data, val_data);
+        let history = train(ctx, &LoopPlan::new("dann", params.epochs, "optimizer.lr"), &mut training)?;
 
         let meta = ModelMeta {
             method: "dann".into(),
-            model: config,
+            model: crate::models::ModelFamily::DigitCnn(config),
             class_names: source.classes.clone(),
             normalisation: vec![source_norm, target_norm],
             parts: vec!["feature".into(), "classifier".into(), "domain".into()],
         };
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&[&vs]), &meta, &model.tree(), &[&vs], &history)?;
+        let vs = &training.vs;
+        setup::write_model_dir(ctx.out_dir(), &named_variables(&[vs]), &meta, &training.model.tree(), &[vs], &history)?;
         let headline = format!("{} {} -> {}", Self::KIND, source.domain, target.domain);
         Ok(setup::outcome(&history, &headline, &["train_acc", "domain_loss", "val_acc"]))
     }
@@ -195,13 +161,19 @@ impl Stage for TrainDannStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, tempdir};
+    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
     use crate::training::classifier::tests::banded;
+    use crate::training::OptimizerKind;
 
     #[test]
     fn params_default_to_the_paper() {
-        let p: TrainDannParams = toml::from_str("").unwrap();
-        assert_eq!((p.optimizer, p.lr, p.lr_schedule, p.momentum), (OptimizerKind::Sgd, 0.01, LrSchedule::Annealed, 0.9));
+        let p = params::<TrainDannStage>("").unwrap();
+        let o = p.optimizer;
+        assert_eq!((o.kind, o.lr, o.schedule, o.momentum), (OptimizerKind::Sgd, 0.01, LrSchedule::Annealed, 0.9));
+        assert_eq!(params::<TrainDannStage>("lambda_gamma = -1.0").unwrap_err().path, ["lambda_gamma"]);
+        let err = params::<TrainDannStage>("[optimizer]\nkind = \"adam\"\nbetaz = [0.5, 0.9]").unwrap_err();
+        assert!(err.message.contains("betaz"), "{err:?}");
+        assert_eq!(err.path, ["optimizer"]);
     }
 
     #[test]
@@ -211,7 +183,7 @@ mod tests {
         let target = banded(48, 1, 16, 2);
         let inputs = vec![input(&root, "source", &source), input(&root, "target", &target), input(&root, "val", &target)];
         let mut ctx = context(&root, inputs);
-        let p: TrainDannParams = toml::from_str("epochs = 2\nbatch_size = 16\noptimizer = \"adam\"\nlr = 1e-3").unwrap();
+        let p = params::<TrainDannStage>("epochs = 2\nbatch_size = 16\noptimizer = { kind = \"adam\", lr = 1e-3 }").unwrap();
         let outcome = TrainDannStage::run(p, &mut ctx).unwrap();
         for key in ["train_loss", "class_loss", "domain_loss", "lambda", "lr", "val_acc"] {
             assert!(outcome.metrics.contains_key(key), "{key} missing: {outcome:?}");

@@ -32,7 +32,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Cancelled, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{InputSpec, Inputs, Cancelled, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::dataset::UNLABELLED;
 use crate::data::FeatureSet;
 use crate::metrics::{trustworthiness, tsne, Embedding, Init, TsneConfig, TsneError};
@@ -45,7 +45,7 @@ const TRUST_K: usize = 10;
 pub struct TsneStage;
 
 /// Parameters of a `tsne` stage.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TsneParams {
     /// Effective number of neighbours per point (5-50 is usual); below the number of points.
@@ -95,9 +95,44 @@ impl Stage for TsneStage {
     const KIND: &'static str = "tsne";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "2-D t-SNE of a feature set, plotted by class and by domain, with trustworthiness";
+    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("features", "a features stage")]);
+    const EXAMPLE: &'static str = r#"name = "example"
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 200
+n_val = 100
+
+[stages.usps]
+kind = "synthetic"
+domain = "usps"
+n_train = 200
+n_val = 100
+
+[stages.dann]
+kind = "train_dann"
+inputs = { source = "mnistm.train", target = "usps.train" }
+epochs = 1
+
+[stages.dann_features]
+kind = "features"
+inputs = { model = "dann", source = "mnistm.val", target = "usps.val" }
+max_per_domain = 1000
+
+[stages.dann_tsne]
+kind = "tsne"
+inputs = { features = "dann_features" }
+perplexity = 30
+iterations = 1000
+theta = 0.5
+max_points = 3000
+init = "pca"                  # or "random"
+trustworthiness_points = 2000
+"#;
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { required_inputs: vec!["features".into()], ..Default::default() }
+        StageShape::default()
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -122,7 +157,10 @@ impl Stage for TsneStage {
             write!(line, ", trustworthiness@{TRUST_K} {value:.4}")?;
         }
         ctx.log(&line);
-        Ok(StageOutcome { metrics, summary: vec![line], ..StageOutcome::default() })
+        let mut outcome = StageOutcome { metrics, summary: vec![line], ..StageOutcome::default() };
+        outcome.figure("tsne_by_class.png", "t-SNE by class");
+        outcome.figure("tsne_by_domain.png", "t-SNE by domain");
+        Ok(outcome)
     }
 }
 
@@ -240,7 +278,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::stages::{InputArtifact, Registered, StageKind};
+    use crate::stage::{InputArtifact, Registered, StageKind};
 
     /// Three 8-d clusters (labels 0..3, one row unlabelled) split over two domains.
     fn clustered(n: usize) -> FeatureSet {

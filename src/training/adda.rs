@@ -4,16 +4,22 @@
 //! it with inverted labels (its features labelled as source). The label classifier is the source
 //! one, unchanged.
 
+use std::collections::HashMap;
+
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream};
+use super::batches::DomainData;
 use super::classifier::constant_labels;
-use super::epochs::{read_scalars, StepStats};
-use super::optim::OptimizerSpec;
+use super::dann::DannData;
+use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+use super::optimizer::{Optimizer, OptimizerSettings};
+use super::setup::val_accuracy;
+use super::state::{restore_store, StateError, TrainingState};
+use super::trainer::named_scalars;
 use crate::models::digit_cnn::feature_extractor;
 use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
 use crate::models::summary::ModuleTree;
-use crate::models::{DigitCnn, DomainClassifier, ModelError, Sequential};
+use crate::models::{DigitCnn, DomainClassifier, ModelError, Stack};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddaError {
@@ -28,7 +34,7 @@ pub struct AddaModel {
     pub source_vs: nn::VarStore,
     pub source: DigitCnn,
     pub target_vs: nn::VarStore,
-    pub target_feature: Sequential,
+    pub target_feature: Stack,
     pub discriminator_vs: nn::VarStore,
     pub discriminator: DomainClassifier,
 }
@@ -79,39 +85,35 @@ impl AddaModel {
 }
 
 /// The adversarial phase: model, two optimizers, two data streams.
-pub struct AddaTrainer {
+pub struct AddaTraining {
     pub model: AddaModel,
-    target_opt: nn::Optimizer,
-    discriminator_opt: nn::Optimizer,
-    source: DomainData,
-    target: DomainData,
-    source_order: IndexStream,
-    target_order: IndexStream,
+    target_optimizer: Optimizer,
+    discriminator_optimizer: Optimizer,
+    data: DannData,
+    val: Option<DomainData>,
 }
 
-impl AddaTrainer {
-    pub fn new(
-        model: AddaModel,
-        spec: OptimizerSpec,
-        data: super::dann::DannData,
-    ) -> Result<Self, AddaError> {
-        let target_opt = spec.build(&model.target_vs)?;
-        let discriminator_opt = spec.build(&model.discriminator_vs)?;
-        let super::dann::DannData { source, target, source_order, target_order } = data;
-        Ok(AddaTrainer { model, target_opt, discriminator_opt, source, target, source_order, target_order })
+impl AddaTraining {
+    /// Both optimizers use `settings`, as in the paper.
+    pub fn new(model: AddaModel, settings: OptimizerSettings, data: DannData, val: Option<DomainData>) -> Self {
+        let target_optimizer = Optimizer::new(settings, &[&model.target_vs]);
+        let discriminator_optimizer = Optimizer::new(settings, &[&model.discriminator_vs]);
+        AddaTraining { model, target_optimizer, discriminator_optimizer, data, val }
     }
+}
 
+impl TrainingMethod for AddaTraining {
     /// One pass over the target set.
-    pub fn steps_per_epoch(&self) -> usize {
-        self.target_order.batches_per_pass()
+    fn steps_per_epoch(&self) -> usize {
+        self.data.target_order.batches_per_pass()
     }
 
     /// A discriminator step, then a target-encoder step, on the next batches.
-    pub fn step(&mut self) -> StepStats {
-        let source_index = self.source_order.next_batch();
-        let target_index = self.target_order.next_batch();
-        let xs = self.source.images(&source_index);
-        let xt = self.target.images(&target_index);
+    fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
+        let source_index = self.data.source_order.next_batch();
+        let target_index = self.data.target_order.next_batch();
+        let xs = self.data.source.images(&source_index);
+        let xt = self.data.target.images(&target_index);
         let (ns, nt) = (xs.size()[0], xt.size()[0]);
         let device = xs.device();
         let m = &self.model;
@@ -125,28 +127,39 @@ impl AddaTrainer {
         let d_target = m.discriminator.forward_t(&target_features.detach(), true);
         let disc_loss = d_source.cross_entropy_for_logits(&source_labels)
             + d_target.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
-        self.discriminator_opt.zero_grad();
-        disc_loss.backward();
-        self.discriminator_opt.step();
+        self.discriminator_optimizer.backward_step(&disc_loss, at.p);
 
         // Inverted labels: the target encoder is rewarded when its features pass as source.
         let fooled = m.discriminator.forward_t(&target_features, true);
         let encoder_loss = fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
-        self.target_opt.zero_grad();
-        encoder_loss.backward();
-        self.target_opt.step();
+        self.target_optimizer.backward_step(&encoder_loss, at.p);
 
-        let disc_correct = d_source.argmax(-1, false).eq(SOURCE_DOMAIN).sum(Kind::Int64)
-            + d_target.argmax(-1, false).eq(TARGET_DOMAIN).sum(Kind::Int64);
-        let values = read_scalars(&[&disc_loss, &encoder_loss, &disc_correct]);
-        StepStats {
-            losses: vec![
-                ("disc_loss", values[0]),
-                ("encoder_loss", values[1]),
-                ("disc_acc", values[2] / (ns + nt) as f64),
-            ],
-            ..Default::default()
-        }
+        let disc_correct = d_source.argmax(-1, false).eq(SOURCE_DOMAIN).sum(Kind::Float)
+            + d_target.argmax(-1, false).eq(TARGET_DOMAIN).sum(Kind::Float);
+        let disc_acc = disc_correct / (ns + nt) as f64;
+        Ok(named_scalars(&["disc_loss", "encoder_loss", "disc_acc"], &[&disc_loss, &encoder_loss, &disc_acc]))
+    }
+
+    fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
+        Ok(val_accuracy(self.val.as_ref(), |x| self.model.target_logits(x)))
+    }
+
+    fn save_state(&self, state: &mut TrainingState) {
+        state.add_store("target", &self.model.target_vs);
+        state.add_store("discriminator", &self.model.discriminator_vs);
+        self.target_optimizer.save_state("target_optimizer", state);
+        self.discriminator_optimizer.save_state("discriminator_optimizer", state);
+        self.data.source_order.save_state("source_order", state);
+        self.data.target_order.save_state("target_order", state);
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+        restore_store(&self.model.target_vs, "target", state)?;
+        restore_store(&self.model.discriminator_vs, "discriminator", state)?;
+        self.target_optimizer.load_state("target_optimizer", state)?;
+        self.discriminator_optimizer.load_state("discriminator_optimizer", state)?;
+        self.data.source_order.load_state("source_order", state)?;
+        self.data.target_order.load_state("target_order", state)
     }
 }
 

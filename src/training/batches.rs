@@ -18,6 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use std::collections::HashMap;
+
+use super::state::{StateError, TrainingState};
 use crate::data::Dataset;
 
 /// The std used for a channel whose pixels are all equal, to avoid dividing by zero.
@@ -222,6 +225,32 @@ impl IndexStream {
         let slice = &self.order[self.position..self.position + self.batch];
         self.position += self.batch;
         Tensor::from_slice(slice).to_device(self.device)
+    }
+
+    /// The stream's position (current order, offset in it, generator position) under `name`.
+    pub fn save_state(&self, name: &str, state: &mut TrainingState) {
+        let word = self.rng.get_word_pos();
+        let cursor = [self.position as i64, (word >> 64) as i64, word as u64 as i64];
+        state.insert(format!("{name}.order"), Tensor::from_slice(&self.order));
+        state.insert(format!("{name}.cursor"), Tensor::from_slice(&cursor));
+    }
+
+    /// Continues from a position saved by [`IndexStream::save_state`].
+    pub fn load_state(&mut self, name: &str, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+        let get = |key: String| state.get(&key).ok_or(StateError::Missing(key));
+        let order = Vec::<i64>::try_from(get(format!("{name}.order"))?).unwrap_or_default();
+        let cursor = Vec::<i64>::try_from(get(format!("{name}.cursor"))?).unwrap_or_default();
+        if order.len() != self.order.len() || cursor.len() != 3 {
+            return Err(StateError::Shape {
+                name: format!("{name}.order"),
+                found: vec![order.len() as i64],
+                expected: vec![self.order.len() as i64],
+            });
+        }
+        self.order = order;
+        self.position = cursor[0] as usize;
+        self.rng.set_word_pos(((cursor[1] as u64 as u128) << 64) | cursor[2] as u64 as u128);
+        Ok(())
     }
 }
 

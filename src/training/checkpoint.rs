@@ -1,16 +1,15 @@
-//! The model artifact of the training stages:
+//! The model artifact every training stage writes, for any model family:
 //!
 //! - `model.safetensors`: the weights under PyTorch `state_dict` names (`feature.conv1.weight`,
-//!   `classifier.fc3.bias`, `domain.fc1.weight`, ...), loadable with
-//!   `safetensors.torch.load_file`;
-//! - `model.json`: [`ModelMeta`] (method, architecture, input size, normalisation per domain,
-//!   which parts the file holds);
+//!   `classifier.fc3.bias`, ...), loadable with `safetensors.torch.load_file`;
+//! - `model.json`: [`ModelMeta`]: the training method, the tagged model description
+//!   ([`ModelFamily`]: family and hyper-parameters, enough to rebuild the network), class names,
+//!   the normalisation of each training domain, and which parts the weights hold;
 //! - `architecture.txt`: the PyTorch-style module tree with the parameter count.
 //!
-//! [`LoadedModel::load`] rebuilds the label path (`feature` + `classifier`, plus ADDA's
-//! `source_feature`) for `evaluate` and `features`.
-
-use std::collections::HashMap;
+//! [`Checkpoint::open`] reads the description; each consumer then rebuilds the part it needs
+//! (the label path of a digit classifier for `evaluate` and `features`, a generator for
+//! `sample`) and loads its weights, every missing tensor and shape mismatch named.
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,8 @@ use tch::{nn, Device, Tensor};
 
 use super::batches::Normalisation;
 use crate::models::digit_cnn::feature_extractor;
-use crate::models::{DigitCnn, DigitCnnConfig, ModelError, Sequential};
+use crate::models::weights::{load_into, Unexpected, WeightsMismatch};
+use crate::models::{DigitCnn, DigitCnnConfig, ModelError, ModelFamily, Stack};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "model.json";
@@ -30,9 +30,9 @@ pub const SOURCE_FEATURE: &str = "source_feature";
 /// What `model.json` says about the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
-    /// `classifier`, `dann` or `adda`.
+    /// The training method (`classifier`, `dann`, `adda`, ...).
     pub method: String,
-    pub model: DigitCnnConfig,
+    pub model: ModelFamily,
     pub class_names: Vec<String>,
     /// Statistics of each training set, found again by domain name.
     pub normalisation: Vec<Normalisation>,
@@ -53,10 +53,10 @@ pub enum CheckpointError {
     Read { path: Utf8PathBuf, message: String },
     #[error("cannot write model to {path}: {message}")]
     Write { path: Utf8PathBuf, message: String },
-    #[error("{path} has no tensor `{name}`; it was written by a different model")]
-    MissingTensor { path: Utf8PathBuf, name: String },
-    #[error("tensor `{name}` in {path} has shape {found:?}, the model expects {expected:?}")]
-    ShapeMismatch { path: Utf8PathBuf, name: String, found: Vec<i64>, expected: Vec<i64> },
+    #[error("the model at {path} is a `{found}` ({method}); this stage needs {expected}")]
+    WrongFamily { path: Utf8PathBuf, found: &'static str, method: String, expected: &'static str },
+    #[error(transparent)]
+    Weights(#[from] WeightsMismatch),
     #[error("model.json describes an invalid model: {0}")]
     Model(#[from] ModelError),
 }
@@ -72,43 +72,73 @@ pub fn named_variables(stores: &[&nn::VarStore]) -> Vec<(String, Tensor)> {
 pub fn save(dir: &Utf8Path, tensors: &[(String, Tensor)], meta: &ModelMeta, architecture: &str) -> Result<(), CheckpointError> {
     let write_err = |file: &str, message: String| CheckpointError::Write { path: dir.join(file), message };
     std::fs::create_dir_all(dir).map_err(|e| write_err("", e.to_string()))?;
-    let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.to_device(Device::Cpu))).collect();
+    let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu))).collect();
     Tensor::write_safetensors(&cpu, dir.join(WEIGHTS_FILE)).map_err(|e| write_err(WEIGHTS_FILE, e.to_string()))?;
     let json = serde_json::to_vec_pretty(meta).map_err(|e| write_err(META_FILE, e.to_string()))?;
     std::fs::write(dir.join(META_FILE), json).map_err(|e| write_err(META_FILE, e.to_string()))?;
     std::fs::write(dir.join(ARCHITECTURE_FILE), architecture).map_err(|e| write_err(ARCHITECTURE_FILE, e.to_string()))
 }
 
-/// Reads `model.json` from a model directory.
-pub fn read_meta(dir: &Utf8Path) -> Result<ModelMeta, CheckpointError> {
-    let path = dir.join(META_FILE);
-    let read_err = |message: String| CheckpointError::Read { path: path.clone(), message };
-    let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))
+/// A model directory whose description has been read.
+pub struct Checkpoint {
+    pub dir: Utf8PathBuf,
+    pub meta: ModelMeta,
 }
 
-/// The label path of a trained model, ready for inference.
-pub struct LoadedModel {
+impl Checkpoint {
+    /// Reads `dir/model.json`.
+    pub fn open(dir: &Utf8Path) -> Result<Self, CheckpointError> {
+        let path = dir.join(META_FILE);
+        let read_err = |message: String| CheckpointError::Read { path: path.clone(), message };
+        let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
+        let meta = serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?;
+        Ok(Checkpoint { dir: dir.to_owned(), meta })
+    }
+
+    /// The family's error for a consumer that needs `expected`.
+    pub fn wrong_family(&self, expected: &'static str) -> CheckpointError {
+        CheckpointError::WrongFamily {
+            path: self.dir.clone(),
+            found: self.meta.model.name(),
+            method: self.meta.method.clone(),
+            expected,
+        }
+    }
+
+    /// Copies the weights into every variable of `vs`; tensors of other parts are ignored.
+    pub fn load_weights(&self, vs: &nn::VarStore) -> Result<(), CheckpointError> {
+        let path = self.dir.join(WEIGHTS_FILE);
+        let tensors = Tensor::read_safetensors(&path).map_err(|e| CheckpointError::Read { path: path.clone(), message: e.to_string() })?;
+        Ok(load_into(vs, tensors, Unexpected::Ignore, path.as_str())?)
+    }
+}
+
+/// The label path of a trained digit classifier, ready for inference.
+pub struct LoadedClassifier {
     pub meta: ModelMeta,
+    pub config: DigitCnnConfig,
     pub cnn: DigitCnn,
     /// ADDA's source encoder, when the model has one.
-    pub source_feature: Option<Sequential>,
+    pub source_feature: Option<Stack>,
     _vs: nn::VarStore,
 }
 
-impl LoadedModel {
-    /// Rebuilds the model described by `dir/model.json` and loads its weights on `device`.
+impl LoadedClassifier {
+    /// Rebuilds the classifier described by `dir/model.json` and loads its weights on `device`.
     pub fn load(dir: &Utf8Path, device: Device) -> Result<Self, CheckpointError> {
-        let meta = read_meta(dir)?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let ModelFamily::DigitCnn(config) = checkpoint.meta.model.clone() else {
+            return Err(checkpoint.wrong_family("a digit classifier (train_classifier, train_dann, train_adda)"));
+        };
         let vs = nn::VarStore::new(device);
-        let cnn = DigitCnn::new(&vs.root(), meta.model)?;
-        let source_feature = if meta.parts.iter().any(|p| p == SOURCE_FEATURE) {
-            Some(feature_extractor(&(vs.root() / SOURCE_FEATURE), &meta.model)?)
+        let cnn = DigitCnn::new(&vs.root(), config)?;
+        let source_feature = if checkpoint.meta.parts.iter().any(|p| p == SOURCE_FEATURE) {
+            Some(feature_extractor(&(vs.root() / SOURCE_FEATURE), &config)?)
         } else {
             None
         };
-        load_weights(&vs, &dir.join(WEIGHTS_FILE))?;
-        Ok(LoadedModel { meta, cnn, source_feature, _vs: vs })
+        checkpoint.load_weights(&vs)?;
+        Ok(LoadedClassifier { meta: checkpoint.meta, config, cnn, source_feature, _vs: vs })
     }
 
     /// Features of `xs` in eval mode with the encoder of the source domain (ADDA's source
@@ -121,33 +151,20 @@ impl LoadedModel {
     }
 }
 
-/// Copies every variable of `vs` from the safetensors file at `path`; extra tensors are ignored.
-pub fn load_weights(vs: &nn::VarStore, path: &Utf8Path) -> Result<(), CheckpointError> {
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .map_err(|e| CheckpointError::Read { path: path.to_owned(), message: e.to_string() })?
-        .into_iter()
-        .collect();
-    for (name, mut var) in vs.variables() {
-        let source = tensors
-            .get(&name)
-            .ok_or_else(|| CheckpointError::MissingTensor { path: path.to_owned(), name: name.clone() })?;
-        if source.size() != var.size() {
-            return Err(CheckpointError::ShapeMismatch {
-                path: path.to_owned(),
-                name,
-                found: source.size(),
-                expected: var.size(),
-            });
-        }
-        tch::no_grad(|| var.copy_(source));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::Arch;
+
+    fn meta(config: DigitCnnConfig) -> ModelMeta {
+        ModelMeta {
+            method: "classifier".into(),
+            model: ModelFamily::DigitCnn(config),
+            class_names: crate::data::Dataset::digit_classes(),
+            normalisation: vec![],
+            parts: vec!["feature".into(), "classifier".into()],
+        }
+    }
 
     #[test]
     fn save_then_load_gives_the_same_logits() {
@@ -157,17 +174,26 @@ mod tests {
         let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
         let vs = nn::VarStore::new(Device::Cpu);
         let cnn = DigitCnn::new(&vs.root(), config).unwrap();
-        let meta = ModelMeta {
-            method: "classifier".into(),
-            model: config,
-            class_names: crate::data::Dataset::digit_classes(),
-            normalisation: vec![],
-            parts: vec!["feature".into(), "classifier".into()],
-        };
-        save(dir, &named_variables(&[&vs]), &meta, "arch").unwrap();
-        let loaded = LoadedModel::load(dir, Device::Cpu).unwrap();
-        assert_eq!(loaded.meta, meta);
+        save(dir, &named_variables(&[&vs]), &meta(config), "arch").unwrap();
+        let loaded = LoadedClassifier::load(dir, Device::Cpu).unwrap();
+        assert_eq!(loaded.meta, meta(config));
+        let json = std::fs::read_to_string(dir.join(META_FILE)).unwrap();
+        assert!(json.contains("\"family\": \"digit_cnn\""), "{json}");
         let x = Tensor::randn([2, 3, 28, 28], (tch::Kind::Float, Device::Cpu));
         assert!(loaded.cnn.logits(&x, false).equal(&cnn.logits(&x, false)));
+    }
+
+    #[test]
+    fn a_missing_tensor_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _cnn = DigitCnn::new(&vs.root(), config).unwrap();
+        let tensors: Vec<(String, Tensor)> =
+            named_variables(&[&vs]).into_iter().filter(|(name, _)| name != "classifier.fc3.bias").collect();
+        save(dir, &tensors, &meta(config), "arch").unwrap();
+        let err = LoadedClassifier::load(dir, Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("missing (1): classifier.fc3.bias"), "{err}");
     }
 }

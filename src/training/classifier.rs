@@ -1,70 +1,80 @@
 //! Supervised training of a [`DigitCnn`] on one labelled dataset: the `train_classifier` stage
 //! and ADDA's source pretraining.
 
+use std::collections::HashMap;
+
 use tch::{nn, Device, Kind, Tensor};
 
 use super::batches::{DomainData, IndexStream};
-use super::epochs::{read_scalars, StepStats};
-use super::optim::{LrSchedule, OptimizerSpec};
+use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+use super::optimizer::{Optimizer, OptimizerSettings};
+use super::setup::val_accuracy;
+use super::state::{restore_store, StateError, TrainingState};
+use super::trainer::named_scalars;
 use crate::models::DigitCnn;
 
-/// A model, its optimizer and its data stream.
-pub struct ClassifierTrainer {
+/// A classifier, its optimizer, its training data and an optional validation set.
+pub struct ClassifierTraining {
+    pub vs: nn::VarStore,
     pub model: DigitCnn,
-    opt: nn::Optimizer,
-    spec: OptimizerSpec,
-    schedule: LrSchedule,
+    optimizer: Optimizer,
     data: DomainData,
     order: IndexStream,
+    val: Option<DomainData>,
 }
 
-impl ClassifierTrainer {
+impl ClassifierTraining {
     /// Trains every variable of `vs` (which holds `model`) on `data`.
     pub fn new(
-        vs: &nn::VarStore,
+        vs: nn::VarStore,
         model: DigitCnn,
-        spec: OptimizerSpec,
-        schedule: LrSchedule,
+        settings: OptimizerSettings,
         data: DomainData,
         order: IndexStream,
-    ) -> Result<Self, tch::TchError> {
-        let opt = spec.build(vs)?;
-        Ok(ClassifierTrainer { model, opt, spec, schedule, data, order })
+        val: Option<DomainData>,
+    ) -> Self {
+        let optimizer = Optimizer::new(settings, &[&vs]);
+        ClassifierTraining { vs, model, optimizer, data, order, val }
     }
+}
 
-    pub fn steps_per_epoch(&self) -> usize {
+impl TrainingMethod for ClassifierTraining {
+    fn steps_per_epoch(&self) -> usize {
         self.order.batches_per_pass()
     }
 
-    /// The learning rate at progress `p`.
-    pub fn lr_at(&self, p: f64) -> f64 {
-        self.schedule.at(self.spec.lr, p)
-    }
-
-    /// One optimisation step on the next batch, at training progress `p`.
-    pub fn step(&mut self, p: f64) -> StepStats {
-        self.opt.set_lr(self.lr_at(p));
+    fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
         let index = self.order.next_batch();
         let (x, y) = (self.data.images(&index), self.data.labels_at(&index));
-        supervised_step(&self.model, &mut self.opt, &x, &y)
+        Ok(supervised_step(&self.model, &mut self.optimizer, &x, &y, at.p))
     }
 
-    /// Gives the model back once training is done.
-    pub fn into_model(self) -> DigitCnn {
-        self.model
+    fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
+        let mut record = vec![("lr", self.optimizer.lr())];
+        record.extend(val_accuracy(self.val.as_ref(), |x| self.model.logits(x, false)));
+        Ok(record)
+    }
+
+    fn save_state(&self, state: &mut TrainingState) {
+        state.add_store("model", &self.vs);
+        self.optimizer.save_state("optimizer", state);
+        self.order.save_state("order", state);
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+        restore_store(&self.vs, "model", state)?;
+        self.optimizer.load_state("optimizer", state)?;
+        self.order.load_state("order", state)
     }
 }
 
-/// Cross-entropy step on `(x, y)` in training mode: forward, backward, optimizer step.
-pub fn supervised_step(model: &DigitCnn, opt: &mut nn::Optimizer, x: &Tensor, y: &Tensor) -> StepStats {
+/// Cross-entropy step on `(x, y)` in training mode at progress `p`: forward, backward, update.
+pub fn supervised_step(model: &DigitCnn, optimizer: &mut Optimizer, x: &Tensor, y: &Tensor, p: f64) -> Scalars {
     let logits = model.logits(x, true);
     let loss = logits.cross_entropy_for_logits(y);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
-    let values = read_scalars(&[&loss, &correct]);
-    StepStats { losses: vec![("train_loss", values[0])], correct: values[1], seen: y.size()[0] as f64 }
+    optimizer.backward_step(&loss, p);
+    let accuracy = logits.argmax(-1, false).eq_tensor(y).to_kind(Kind::Float).mean(Kind::Float);
+    named_scalars(&["train_loss", "train_acc"], &[&loss, &accuracy])
 }
 
 /// Labels as they go into a cross-entropy loss: `value` repeated `n` times.
@@ -77,7 +87,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::data::Dataset;
     use crate::models::{Arch, DigitCnnConfig};
-    use crate::training::{InputFormat, Normalisation, OptimizerKind};
+    use crate::training::{InputFormat, Normalisation};
 
     /// A learnable toy problem: class `k` lights up a horizontal band at row `2k`, plus noise.
     pub fn banded(n: usize, channels: usize, size: usize, seed: u64) -> Dataset {
@@ -111,11 +121,12 @@ pub(crate) mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 16, classes: 10 };
         let model = DigitCnn::new(&vs.root(), config).unwrap();
-        let spec = OptimizerSpec { kind: OptimizerKind::Adam, lr: 1e-3, momentum: 0.0, beta1: 0.9, weight_decay: 0.0 };
         let order = IndexStream::new(64, 32, 0, Device::Cpu);
-        let mut trainer = ClassifierTrainer::new(&vs, model, spec, LrSchedule::Constant, data, order).unwrap();
-        let first = trainer.step(0.0).losses[0].1;
-        let last = (0..40).map(|_| trainer.step(0.0).losses[0].1).last().unwrap();
+        let settings = OptimizerSettings::adam(1e-3, [0.9, 0.999]);
+        let mut training = ClassifierTraining::new(vs, model, settings, data, order, None);
+        let at = StepProgress { epoch: 1, step: 1, p: 0.0 };
+        let first = training.step(at).unwrap()[0].1;
+        let last = (0..40).map(|_| training.step(at).unwrap()[0].1).last().unwrap();
         assert!(last < first * 0.5, "loss {first} -> {last}");
     }
 }

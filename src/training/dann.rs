@@ -11,13 +11,18 @@
 //! loss = CE(class, source) + CE(domain, source = 0) + CE(domain, target = 1), with the GRL weight
 //! `lambda_p` and the learning rate following the paper's schedules in the progress `p`.
 
+use std::collections::HashMap;
+
 use tch::{nn, Kind, Tensor};
 
 use super::batches::{DomainData, IndexStream};
 use super::classifier::constant_labels;
-use super::epochs::{read_scalars, StepStats};
-use super::optim::{LrSchedule, OptimizerSpec};
+use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+use super::optimizer::{Optimizer, OptimizerSettings};
 use super::schedule::dann_lambda;
+use super::setup::val_accuracy;
+use super::state::{restore_store, StateError, TrainingState};
+use super::trainer::named_scalars;
 use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
 use crate::models::summary::ModuleTree;
 use crate::models::{reverse_gradient, DigitCnn, DigitCnnConfig, DomainClassifier, ModelError};
@@ -43,20 +48,7 @@ impl DannModel {
     }
 }
 
-/// The model, its optimizer and the two data streams.
-pub struct DannTrainer {
-    pub model: DannModel,
-    opt: nn::Optimizer,
-    spec: OptimizerSpec,
-    schedule: LrSchedule,
-    source: DomainData,
-    target: DomainData,
-    source_order: IndexStream,
-    target_order: IndexStream,
-    lambda_gamma: f64,
-}
-
-/// The data a [`DannTrainer`] draws from.
+/// The data a [`DannTraining`] draws from.
 pub struct DannData {
     pub source: DomainData,
     pub target: DomainData,
@@ -66,48 +58,68 @@ pub struct DannData {
     pub target_order: IndexStream,
 }
 
-impl DannTrainer {
-    /// Trains every variable of `vs` (which holds `model`), with the GRL weight following
-    /// [`dann_lambda`] of steepness `lambda_gamma`.
+/// The model, its optimizer, the two data streams and the GRL schedule.
+pub struct DannTraining {
+    pub vs: nn::VarStore,
+    pub model: DannModel,
+    optimizer: Optimizer,
+    data: DannData,
+    val: Option<DomainData>,
+    /// Steepness of the GRL weight schedule [`dann_lambda`].
+    lambda_gamma: f64,
+}
+
+impl DannTraining {
+    /// Trains every variable of `vs` (which holds `model`).
     pub fn new(
-        vs: &nn::VarStore,
+        vs: nn::VarStore,
         model: DannModel,
-        spec: OptimizerSpec,
-        schedule: LrSchedule,
+        settings: OptimizerSettings,
         lambda_gamma: f64,
         data: DannData,
-    ) -> Result<Self, tch::TchError> {
-        let opt = spec.build(vs)?;
-        let DannData { source, target, source_order, target_order } = data;
-        Ok(DannTrainer { model, opt, spec, schedule, source, target, source_order, target_order, lambda_gamma })
+        val: Option<DomainData>,
+    ) -> Self {
+        let optimizer = Optimizer::new(settings, &[&vs]);
+        DannTraining { vs, model, optimizer, data, val, lambda_gamma }
     }
+}
 
+impl TrainingMethod for DannTraining {
     /// One pass over the source set.
-    pub fn steps_per_epoch(&self) -> usize {
-        self.source_order.batches_per_pass()
+    fn steps_per_epoch(&self) -> usize {
+        self.data.source_order.batches_per_pass()
     }
 
-    pub fn lr_at(&self, p: f64) -> f64 {
-        self.schedule.at(self.spec.lr, p)
-    }
-
-    /// The GRL weight at progress `p`.
-    pub fn lambda_at(&self, p: f64) -> f64 {
-        dann_lambda(p, self.lambda_gamma)
-    }
-
-    /// One step on the next source and target batches at progress `p`.
-    pub fn step(&mut self, p: f64) -> StepStats {
-        self.opt.set_lr(self.lr_at(p));
-        let source_index = self.source_order.next_batch();
-        let target_index = self.target_order.next_batch();
+    fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
+        let source_index = self.data.source_order.next_batch();
+        let target_index = self.data.target_order.next_batch();
         let batch = DannBatch {
-            source: self.source.images(&source_index),
-            labels: self.source.labels_at(&source_index),
-            target: self.target.images(&target_index),
+            source: self.data.source.images(&source_index),
+            labels: self.data.source.labels_at(&source_index),
+            target: self.data.target.images(&target_index),
         };
-        let lambda = self.lambda_at(p);
-        dann_step(&self.model, &mut self.opt, &batch, lambda)
+        let lambda = dann_lambda(at.p, self.lambda_gamma);
+        Ok(dann_step(&self.model, &mut self.optimizer, &batch, lambda, at.p))
+    }
+
+    fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
+        let mut record = vec![("lr", self.optimizer.lr()), ("lambda", dann_lambda(end.p, self.lambda_gamma))];
+        record.extend(val_accuracy(self.val.as_ref(), |x| self.model.cnn.logits(x, false)));
+        Ok(record)
+    }
+
+    fn save_state(&self, state: &mut TrainingState) {
+        state.add_store("model", &self.vs);
+        self.optimizer.save_state("optimizer", state);
+        self.data.source_order.save_state("source_order", state);
+        self.data.target_order.save_state("target_order", state);
+    }
+
+    fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+        restore_store(&self.vs, "model", state)?;
+        self.optimizer.load_state("optimizer", state)?;
+        self.data.source_order.load_state("source_order", state)?;
+        self.data.target_order.load_state("target_order", state)
     }
 }
 
@@ -119,8 +131,8 @@ pub struct DannBatch {
 }
 
 /// Forward in training mode, the three losses, backward through the GRL with weight `lambda`,
-/// optimizer step.
-pub fn dann_step(model: &DannModel, opt: &mut nn::Optimizer, batch: &DannBatch, lambda: f64) -> StepStats {
+/// optimizer step at progress `p`.
+pub fn dann_step(model: &DannModel, optimizer: &mut Optimizer, batch: &DannBatch, lambda: f64, p: f64) -> Scalars {
     let (ns, nt) = (batch.source.size()[0], batch.target.size()[0]);
     let device = batch.source.device();
     // (ns + nt, c, h, w) -> (ns + nt, feature_dim): one pass for both domains.
@@ -134,14 +146,7 @@ pub fn dann_step(model: &DannModel, opt: &mut nn::Optimizer, batch: &DannBatch, 
         .cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
         + domain_logits.narrow(0, ns, nt).cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
     let loss = &class_loss + &domain_loss;
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    let correct = class_logits.argmax(-1, false).eq_tensor(&batch.labels).sum(Kind::Int64);
-    let values = read_scalars(&[&loss, &class_loss, &domain_loss, &correct]);
-    StepStats {
-        losses: vec![("train_loss", values[0]), ("class_loss", values[1]), ("domain_loss", values[2])],
-        correct: values[3],
-        seen: ns as f64,
-    }
+    optimizer.backward_step(&loss, p);
+    let accuracy = class_logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Float).mean(Kind::Float);
+    named_scalars(&["train_loss", "class_loss", "domain_loss", "train_acc"], &[&loss, &class_loss, &domain_loss, &accuracy])
 }

@@ -1,7 +1,8 @@
-//! The learning core shared by the training stages (`train_classifier`, `train_dann`,
-//! `train_adda`) and by `evaluate` / `features`: schedules, in-memory batching with per-dataset
-//! normalisation, optimizers, the epoch loop with its divergence check and history, the training
-//! steps of each method, and the checkpoint format.
+//! The learning core shared by the training stages and by `evaluate` / `features`: the one
+//! training loop ([`trainer`]) that every method ([`method::TrainingMethod`]) plugs into,
+//! optimizers with their schedules and state, resumable training state, in-memory batching
+//! with per-dataset normalisation, the methods themselves (classifier, DANN, ADDA), and the
+//! checkpoint format.
 //!
 //! The stages own the recipe-facing parts (parameters, inputs, output files); everything here is
 //! usable from tests and benchmarks without a runner.
@@ -11,13 +12,17 @@ pub mod batches;
 pub mod checkpoint;
 pub mod classifier;
 pub mod dann;
-pub mod epochs;
 pub mod evaluation;
-pub mod optim;
+pub mod method;
+pub mod optimizer;
 pub mod schedule;
 pub mod setup;
+pub mod state;
 pub mod threads;
+pub mod trainer;
 
 pub use batches::{DomainData, IndexStream, InputFormat, Normalisation};
-pub use epochs::{run_epochs, History, LoopPlan, StepProgress, StepStats, TrainingError};
-pub use optim::{LrSchedule, OptimizerKind, OptimizerSpec};
+pub use method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+pub use optimizer::{LrSchedule, Optimizer, OptimizerKind, OptimizerSettings};
+pub use state::{StateError, TrainingState};
+pub use trainer::{train, History, LoopPlan, TrainingError};

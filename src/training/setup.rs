@@ -7,13 +7,15 @@ use tch::Tensor;
 
 use super::batches::{BatchError, DomainData, InputFormat, Normalisation};
 use super::checkpoint::{self, ModelMeta};
-use super::epochs::History;
 use super::evaluation;
+use super::optimizer::OptimizerSettings;
 use super::threads;
+use super::trainer::History;
 use crate::data::dataset::UNLABELLED;
 use crate::data::Dataset;
 use crate::models::summary::{architecture_text, parameter_count, ModuleTree};
-use crate::stages::{Metrics, StageContext, StageOutcome};
+use crate::models::DigitCnnParams;
+use crate::stage::{Metrics, ParamError, StageContext, StageOutcome};
 
 /// Data-order stream of the source (or only) training set.
 pub const SOURCE_STREAM: u64 = 1;
@@ -26,6 +28,50 @@ pub enum SetupError {
     Unlabelled { input: String, domain: String, count: usize },
     #[error("input `{input}` ({domain}) is empty")]
     Empty { input: String, domain: String },
+}
+
+/// The training stages' default number of epochs.
+pub fn default_epochs() -> usize {
+    10
+}
+
+/// The training stages' default batch size.
+pub fn default_batch_size() -> usize {
+    128
+}
+
+/// Largest batch and image size the plan accepts; far beyond any real run, they catch typos
+/// and overflows before anything allocates.
+const MAX_BATCH: usize = 1 << 20;
+const MAX_IMAGE_SIZE: i64 = 4096;
+const MAX_EPOCHS: usize = 1 << 20;
+
+/// A stage kind's defaults for its optimizer table `key`.
+pub fn optimizer_defaults(key: &str, settings: OptimizerSettings) -> toml::Table {
+    toml::Table::from_iter([(key.to_owned(), toml::Value::Table(settings.to_table()))])
+}
+
+/// Plan-time checks of the loop and network parameters every digit training stage has.
+pub fn validate_loop(model: &DigitCnnParams, epochs: usize, batch_size: usize) -> Result<(), ParamError> {
+    ParamError::check((1..=MAX_EPOCHS).contains(&epochs), "epochs", "at least 1")?;
+    ParamError::check((1..=MAX_BATCH).contains(&batch_size), "batch_size", "at least 1")?;
+    ParamError::check(matches!(model.channels, 1 | 3), "model.channels", "1 or 3")?;
+    let min = model.arch.min_image_size();
+    let expected = format!("from {min} (the smallest input of `{}`) to {MAX_IMAGE_SIZE}", model.arch.name());
+    ParamError::check((min..=MAX_IMAGE_SIZE).contains(&model.image_size), "model.image_size", &expected)
+}
+
+/// Plan-time checks of the optimizer table `key`.
+pub fn validate_optimizer(key: &str, settings: &OptimizerSettings) -> Result<(), ParamError> {
+    match settings.out_of_range() {
+        Some((field, expected)) => Err(ParamError::out_of_range(&format!("{key}.{field}"), expected)),
+        None => Ok(()),
+    }
+}
+
+/// The input a network of `model` takes.
+pub fn input_format(model: &DigitCnnParams) -> InputFormat {
+    InputFormat { channels: model.channels, image_size: model.image_size }
 }
 
 /// Seeds libtorch from the recipe seed (so weights initialise reproducibly) and sets the CPU

@@ -1,8 +1,9 @@
 //! Figures: scatter plots (t-SNE embeddings) and training curves, written as PNG with an
-//! embedded font so they render the same on any machine.
+//! embedded font so they render the same on any machine, and generated images and their grids.
 
 pub mod curves;
 mod font;
+pub mod grid;
 pub mod scatter;
 
 pub use curves::{curves_png, CurvesPlot, Series};

@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 
 use super::protocol::{StageRequest, WorkerEvent};
 use crate::output::Printer;
-use crate::stages::{CancelToken, Cancelled, StageOutcome};
+use crate::stage::{CancelToken, Cancelled, StageOutcome};
 
 /// The worker binary's name; it is installed next to `hwrun`.
 pub const WORKER_BINARY: &str = "hwrun-torch";

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
-use crate::stages::{InputArtifact, StageOutcome};
+use crate::stage::{InputArtifact, StageOutcome};
 
 /// Which device the user asked for; the worker resolves it, since only it loads libtorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,9 @@ pub struct StageRequest {
     pub inputs: BTreeMap<String, InputArtifact>,
     pub seed: u64,
     pub device: DeviceRequest,
+    /// Where the stage may keep resume checkpoints (outside its cache entry).
+    #[serde(default)]
+    pub checkpoint_dir: Option<Utf8PathBuf>,
 }
 
 /// One line of the worker's stdout.

@@ -9,7 +9,8 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 
 use super::protocol::{DeviceRequest, StageRequest, WorkerEvent};
-use crate::stages::{runners, CancelToken, Cancelled, StageContext};
+use crate::stage::{CancelToken, Cancelled, StageContext};
+use crate::stages::{runners};
 
 /// The worker's command line: `stage` or `cuda`.
 pub fn main() -> i32 {
@@ -84,7 +85,8 @@ fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
         bar,
         cancel.clone(),
         Some(log_file),
-    );
+    )
+    .with_checkpoint_dir(request.checkpoint_dir);
     let result = runners::run_catching(runner, &params, &mut ctx);
     reporter.stop();
     let outcome = result?;

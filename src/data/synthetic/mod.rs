@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::Dataset;
 
 /// A generated digit domain, named in recipes in lowercase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DigitDomain {
     /// White handwritten digits on black, 1x28x28.

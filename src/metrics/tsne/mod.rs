@@ -35,7 +35,7 @@ const TINY: f64 = f32::MIN_POSITIVE as f64;
 const REPORT_EVERY: usize = 250;
 
 /// How the embedding starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// First two principal components, scaled to std 1e-4 (scikit-learn's default).

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use camino::{Utf8Path, Utf8PathBuf};
 use indicatif::ProgressBar;
 
-use super::stage::StageOutcome;
+use super::kind::StageOutcome;
 use crate::data::Dataset;
 
 /// A finished stage's artifact as another stage consumes it.
@@ -56,6 +56,7 @@ pub struct StageContext {
     progress: ProgressBar,
     cancel: CancelToken,
     log: LogSink,
+    checkpoint_dir: Option<Utf8PathBuf>,
 }
 
 impl StageContext {
@@ -79,7 +80,19 @@ impl StageContext {
             progress,
             cancel,
             log: LogSink { stage: name_for_log, log: Arc::new(Mutex::new(log_file)) },
+            checkpoint_dir: None,
         }
+    }
+
+    /// Gives the stage a directory outside its cache entry for resume checkpoints; the runner
+    /// removes it once the entry is committed.
+    pub fn with_checkpoint_dir(self, checkpoint_dir: Option<Utf8PathBuf>) -> Self {
+        StageContext { checkpoint_dir, ..self }
+    }
+
+    /// Where long stages keep resume checkpoints, if the runner gave them a place.
+    pub fn checkpoint_dir(&self) -> Option<&Utf8Path> {
+        self.checkpoint_dir.as_deref()
     }
 
     /// A context outside any runner, for tests and benchmarks: hidden progress, no log file, CPU.

@@ -1,0 +1,102 @@
+//! Copying named tensors (from a safetensors file, a PyTorch file, a checkpoint) into a model's
+//! variables, with every mismatch reported at once: a weights file of another network fails
+//! with the list of names it lacks, the names it has that the model does not, and the shapes
+//! that differ.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+
+use tch::{nn, Tensor};
+
+/// Whether tensors the model does not have are an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unexpected {
+    /// Like `load_state_dict(strict=True)`: the file must hold exactly the model's variables.
+    Refuse,
+    /// The file may hold more (a checkpoint with a discriminator, loaded for its generator).
+    Ignore,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name} does not fit the model:{}", describe(.missing, .unexpected, .shapes))]
+pub struct WeightsMismatch {
+    /// What the tensors came from (a file path, usually).
+    pub source_name: String,
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (name, found, expected)
+    pub shapes: Vec<(String, Vec<i64>, Vec<i64>)>,
+}
+
+/// How many names of each list the message shows.
+const SHOWN: usize = 12;
+
+fn describe(missing: &[String], unexpected: &[String], shapes: &[(String, Vec<i64>, Vec<i64>)]) -> String {
+    let mut text = String::new();
+    let mut list = |title: &str, items: Vec<String>| {
+        if items.is_empty() {
+            return;
+        }
+        let _ = write!(text, "\n  {title} ({}): {}", items.len(), items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
+        if items.len() > SHOWN {
+            let _ = write!(text, ", ... ({} more)", items.len() - SHOWN);
+        }
+    };
+    list("missing", missing.to_vec());
+    list("unexpected", unexpected.to_vec());
+    list("shape mismatches", shapes.iter().map(|(n, found, expected)| format!("{n} is {found:?}, the model has {expected:?}")).collect());
+    text
+}
+
+/// Copies `tensors` into the variables of `vs` by name (converting dtype and device).
+pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, unexpected: Unexpected, source_name: &str) -> Result<(), WeightsMismatch> {
+    let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let variables = vs.variables();
+    let mut mismatch = WeightsMismatch { source_name: source_name.to_owned(), missing: vec![], unexpected: vec![], shapes: vec![] };
+    for (name, var) in &variables {
+        match tensors.get(name) {
+            None => mismatch.missing.push(name.clone()),
+            Some(t) if t.size() != var.size() => mismatch.shapes.push((name.clone(), t.size(), var.size())),
+            Some(_) => {}
+        }
+    }
+    if unexpected == Unexpected::Refuse {
+        let known: BTreeSet<&String> = variables.keys().collect();
+        mismatch.unexpected = tensors.keys().filter(|n| !known.contains(n)).cloned().collect();
+    }
+    mismatch.missing.sort();
+    mismatch.unexpected.sort();
+    mismatch.shapes.sort();
+    if !(mismatch.missing.is_empty() && mismatch.unexpected.is_empty() && mismatch.shapes.is_empty()) {
+        return Err(mismatch);
+    }
+    tch::no_grad(|| {
+        for (name, mut var) in variables {
+            if let Some(source) = tensors.get(&name) {
+                var.copy_(&source.to_kind(var.kind()).to_device(var.device()));
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn names_every_missing_unexpected_and_misshapen_tensor() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        vs.root().var("a.weight", &[2, 3], nn::Init::Const(0.0));
+        vs.root().var("a.bias", &[2], nn::Init::Const(0.0));
+        let ones = |shape: &[i64]| Tensor::ones(shape, (Kind::Float, Device::Cpu));
+        let err = load_into(&vs, vec![("a.weight".into(), ones(&[3, 3])), ("b".into(), ones(&[1]))], Unexpected::Refuse, "w.pt").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("missing (1): a.bias"), "{text}");
+        assert!(text.contains("unexpected (1): b"), "{text}");
+        assert!(text.contains("a.weight is [3, 3], the model has [2, 3]"), "{text}");
+        load_into(&vs, vec![("a.weight".into(), ones(&[2, 3])), ("a.bias".into(), ones(&[2])), ("b".into(), ones(&[1]))], Unexpected::Ignore, "w.pt").unwrap();
+        assert_eq!(vs.variables()["a.bias"].double_value(&[1]), 1.0);
+    }
+}

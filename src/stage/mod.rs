@@ -1,0 +1,17 @@
+//! The contract between the runner and a stage kind: the [`Stage`] trait, what a running stage
+//! sees ([`StageContext`]), the artifacts it consumes ([`InputArtifact`]) and what it produces
+//! ([`StageOutcome`], [`Metrics`]).
+//!
+//! It sits below everything that computes (`training`, `metrics`, `report`) so that those can
+//! report progress and honour Ctrl-C without knowing any stage kind; the kinds themselves live in
+//! [`crate::stages`].
+
+pub mod context;
+pub mod kind;
+pub mod param_docs;
+
+pub use context::{CancelToken, Cancelled, InputArtifact, LogSink, StageContext};
+pub use kind::{
+    checked_params, CheckedParams, FigureRef, InputSpec, Inputs, Metrics, ParamDoc, ParamError, Registered, Stage, StageKind, StageOutcome,
+    StageRunner, StageShape,
+};

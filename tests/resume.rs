@@ -1,0 +1,94 @@
+//! A long training killed mid-way resumes from its last checkpoint: `hwrun` (and its worker) are
+//! killed with SIGKILL after epoch 2 of 4 of a `train_dann` stage, the rerun logs `resumed at
+//! epoch 2`, and its final weights equal an uninterrupted run's byte for byte.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::project::{stage, Project};
+
+const RECIPE: &str = r#"
+name = "resume"
+seed = 3
+
+[stages.mnistm]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 1200
+n_val = 100
+
+[stages.usps]
+kind = "synthetic"
+domain = "usps"
+n_train = 1200
+n_val = 100
+
+[stages.dann]
+kind = "train_dann"
+inputs = { source = "mnistm.train", target = "usps.train" }
+epochs = 4
+batch_size = 32
+optimizer = { kind = "adam", lr = 1e-3 }
+"#;
+
+fn weights(summary: &serde_json::Value) -> (PathBuf, Vec<u8>) {
+    let output = PathBuf::from(stage(summary, "dann")["output"].as_str().unwrap());
+    let bytes = std::fs::read(output.join("model.safetensors")).unwrap();
+    (output, bytes)
+}
+
+/// The epoch of the newest `train_dann` checkpoint in `cache`, if any.
+fn checkpointed_epoch(cache: &Path) -> Option<u64> {
+    for entry in std::fs::read_dir(cache.join("checkpoints")).ok()?.flatten() {
+        let progress = entry.path().join("dann/progress.json");
+        if let Ok(bytes) = std::fs::read(&progress) {
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                return json["epoch"].as_u64();
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_training_resumes_and_ends_with_the_same_weights() {
+    let uninterrupted = Project::new();
+    let recipe = uninterrupted.write("resume.toml", RECIPE);
+    let (_, expected) = weights(&uninterrupted.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]));
+
+    let project = Project::new();
+    let recipe = project.write("resume.toml", RECIPE);
+    let mut child = project
+        .command(&["--quiet", "--device", "cpu", recipe.to_str().unwrap()])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let epoch = loop {
+        if let Some(epoch) = checkpointed_epoch(&project.cache()) {
+            if epoch >= 2 {
+                break epoch;
+            }
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of epoch 2 appeared");
+        assert!(child.try_wait().unwrap().is_none(), "hwrun ended before epoch 2 was checkpointed");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The whole process group: hwrun and its worker.
+    std::process::Command::new("kill").args(["-9", &format!("-{}", child.id())]).status().unwrap();
+    child.wait().unwrap();
+    assert!(epoch < 4, "the run finished (epoch {epoch}) before it could be killed; make the recipe slower");
+
+    let summary = project.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]);
+    let (output, resumed) = weights(&summary);
+    let log = std::fs::read_to_string(output.parent().unwrap().join("log.txt")).unwrap();
+    assert!(log.contains(&format!("resumed at epoch {epoch}")), "{log}");
+    assert!(resumed == expected, "resumed weights differ from the uninterrupted run's");
+    assert!(checkpointed_epoch(&project.cache()).is_none(), "the checkpoint is removed once the entry is committed");
+}
