@@ -88,8 +88,8 @@ mod tests {
     #[test]
     fn names_every_missing_unexpected_and_misshapen_tensor() {
         let vs = nn::VarStore::new(Device::Cpu);
-        vs.root().var("a.weight", &[2, 3], nn::Init::Const(0.0));
-        vs.root().var("a.bias", &[2], nn::Init::Const(0.0));
+        let _weight = (vs.root() / "a").var("weight", &[2, 3], nn::Init::Const(0.0));
+        let _bias = (vs.root() / "a").var("bias", &[2], nn::Init::Const(0.0));
         let ones = |shape: &[i64]| Tensor::ones(shape, (Kind::Float, Device::Cpu));
         let err = load_into(&vs, vec![("a.weight".into(), ones(&[3, 3])), ("b".into(), ones(&[1]))], Unexpected::Refuse, "w.pt").unwrap_err();
         let text = err.to_string();
