@@ -85,6 +85,7 @@ fn forbidden_globals_and_unsupported_dtypes_are_refused_by_name() {
         let path = files().join(case["file"].as_str().unwrap());
         let err = read_tensors(&path).err().unwrap_or_else(|| panic!("{path} was read"));
         let message = err.to_string();
+        eprintln!("{message}");
         assert!(message.contains(path.as_str()), "{message}");
         for part in case["contains"].as_array().unwrap() {
             assert!(message.contains(part.as_str().unwrap()), "{path}: `{part}` not in: {message}");
@@ -117,6 +118,7 @@ fn truncated_files_say_they_are_truncated() {
             let path = dir.join(format!("cut-{cut}-{name}"));
             std::fs::write(&path, &bytes[..cut]).unwrap();
             let err = read_tensors(&path).err().unwrap_or_else(|| panic!("{name} cut at {cut} was read"));
+            eprintln!("{err}");
             assert!(matches!(err, PytorchFileError::Truncated { .. }), "{name} cut at {cut}: {err}");
             assert!(err.to_string().contains(path.as_str()) && err.to_string().contains("truncated"), "{err}");
         }
@@ -136,6 +138,7 @@ fn files_that_are_not_torch_files_say_what_they_are() {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = read_tensors(&path).err().unwrap();
+        eprintln!("{err}");
         assert!(matches!(err, PytorchFileError::NotTorchFile { .. }), "{name}: {err}");
         assert!(err.to_string().contains(says) && err.to_string().contains("torch.save"), "{name}: {err}");
     }

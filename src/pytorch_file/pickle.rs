@@ -507,14 +507,8 @@ impl Machine<'_> {
                     let value = u16::from_le_bytes(self.array()?);
                     self.push(Value::Int(value.into()));
                 }
-                b'\x8a' => {
-                    let n = usize::from(self.u8()?);
-                    let bytes = self.take(n)?.to_vec();
-                    let value = self.int(&bytes);
-                    self.push(value);
-                }
-                b'\x8b' => {
-                    let n = self.u32()? as usize;
+                b'\x8a' | b'\x8b' => {
+                    let n = if opcode == b'\x8a' { usize::from(self.u8()?) } else { self.u32()? as usize };
                     let bytes = self.take(n)?.to_vec();
                     let value = self.int(&bytes);
                     self.push(value);
@@ -523,44 +517,18 @@ impl Machine<'_> {
                     let value = f64::from_be_bytes(self.array()?);
                     self.push(Value::Float(value));
                 }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let value = self.utf8(n)?;
-                    self.push(value);
-                }
-                b'\x8c' => {
-                    let n = usize::from(self.u8()?);
-                    let value = self.utf8(n)?;
-                    self.push(value);
-                }
-                b'\x8d' => {
-                    let n = self.u64_len()?;
-                    let value = self.utf8(n)?;
-                    self.push(value);
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let value = self.py2_str(n)?;
-                    self.push(value);
-                }
-                b'U' => {
-                    let n = usize::from(self.u8()?);
-                    let value = self.py2_str(n)?;
-                    self.push(value);
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    let value = self.bytes(n)?;
-                    self.push(value);
-                }
-                b'C' => {
-                    let n = usize::from(self.u8()?);
-                    let value = self.bytes(n)?;
-                    self.push(value);
-                }
-                b'\x8e' => {
-                    let n = self.u64_len()?;
-                    let value = self.bytes(n)?;
+                // Text, Python 2 `str` and bytes, each with a 1-, 4- or 8-byte length.
+                b'X' | b'\x8c' | b'\x8d' | b'T' | b'U' | b'B' | b'C' | b'\x8e' => {
+                    let n = match opcode {
+                        b'\x8c' | b'U' | b'C' => usize::from(self.u8()?),
+                        b'X' | b'T' | b'B' => self.u32()? as usize,
+                        _ => self.u64_len()?,
+                    };
+                    let value = match opcode {
+                        b'X' | b'\x8c' | b'\x8d' => self.utf8(n)?,
+                        b'T' | b'U' => self.py2_str(n)?,
+                        _ => self.bytes(n)?,
+                    };
                     self.push(value);
                 }
                 b')' => self.push(Value::Tuple(Rc::default())),
@@ -634,21 +602,14 @@ impl Machine<'_> {
                     self.storages.push(Rc::clone(&storage));
                     self.push(Value::Storage(storage));
                 }
-                b'h' => {
-                    let index = self.u8()?;
-                    self.memo_get(index.into())?;
-                }
-                b'j' => {
-                    let index = self.u32()?;
-                    self.memo_get(index)?;
-                }
-                b'q' => {
-                    let index = self.u8()?;
-                    self.memo_put(index.into())?;
-                }
-                b'r' => {
-                    let index = self.u32()?;
-                    self.memo_put(index)?;
+                // BINGET, LONG_BINGET, BINPUT, LONG_BINPUT: a 1- or 4-byte memo index.
+                b'h' | b'j' | b'q' | b'r' => {
+                    let index = if matches!(opcode, b'h' | b'q') { self.u8()?.into() } else { self.u32()? };
+                    if matches!(opcode, b'h' | b'j') {
+                        self.memo_get(index)?;
+                    } else {
+                        self.memo_put(index)?;
+                    }
                 }
                 b'\x94' => {
                     let index = u32::try_from(self.memo.len()).map_err(|_| self.malformed("memo overflow"))?;
@@ -916,6 +877,15 @@ mod tests {
         let entries: Vec<(String, i64)> =
             dict.entries().iter().map(|(k, v)| (key_text(k), if let Value::Int(i) = v { *i } else { -1 })).collect();
         assert_eq!(entries, [("a".into(), 3), ("b".into(), 2)]);
+    }
+
+    #[test]
+    fn python2_strings_bytes_and_wide_ints_are_values() {
+        // (py2 str 'ab', py2 str b'\xe9' (Latin-1), bytes b'xy', -2 as LONG4, 2^64 as LONG1)
+        let p = b"\x80\x02(U\x02abU\x01\xe9C\x02xy\x8b\x01\x00\x00\x00\xfe\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01t.";
+        let Value::Tuple(items) = unpickle(p).unwrap().root else { panic!("not a tuple") };
+        let texts: Vec<String> = items.0.iter().map(describe).collect();
+        assert_eq!(texts, ["the string \"ab\"", "the string \"é\"", "2 bytes", "the int -2", "a big int"]);
     }
 
     #[test]
