@@ -270,6 +270,17 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_storage_view_offsets_and_bounds_the_tensor() {
+        let mut m = materializer(floats(12), false);
+        let storage = Rc::new(StorageRef { key: "s".into(), dtype: Dtype::F32, numel: 12, view: Some((2, 4)) });
+        let spec = |offset, size: i64| TensorSpec { storage: Rc::clone(&storage), offset, size: vec![size], stride: vec![1] };
+        let t = m.tensor("w", &spec(1, 3)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(t).unwrap(), [3.0, 4.0, 5.0]);
+        let err = m.tensor("w", &spec(1, 4)).err().unwrap();
+        assert!(matches!(err, PytorchFileError::StorageTooShort { needed: 5, available: 4, .. }), "{err}");
+    }
+
+    #[test]
     fn big_endian_storages_are_swapped() {
         let bytes = (0..3).flat_map(|i| (i as f32).to_be_bytes()).collect();
         let t = materializer(bytes, true).tensor("w", &spec(3, 0, &[3], &[1])).unwrap();
