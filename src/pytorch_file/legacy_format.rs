@@ -1,8 +1,10 @@
 //! The legacy format of `torch.save` (torch < 1.6, or `_use_new_zipfile_serialization=False`):
 //! five pickles back to back (torch's magic number 0x1950a86a20f9469cfc6c, the protocol version
-//! 1001, a sys-info dict whose `little_endian` gives the byte order, the object with storage
-//! persistent ids `('storage', type, key, location, numel, view_metadata)`, the list of storage
-//! keys), then each listed storage's raw bytes, prefixed by its element count as an 8-byte integer.
+//! 1001, a sys-info dict, the object with storage persistent ids `('storage', type, key, location,
+//! numel, view_metadata)`, the list of storage keys), then each listed storage's raw bytes,
+//! prefixed by its element count as an 8-byte integer. torch writes the storages little-endian
+//! whatever the machine (its sys-info `little_endian` describes the writer, and its own loader
+//! ignores it), so this reader does too.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -40,13 +42,9 @@ pub fn open(path: &Utf8Path, bytes: Vec<u8>) -> Result<Loaded, PytorchFileError>
         other => return Err(malformed(format!("legacy protocol version is {}, expected {PROTOCOL_VERSION}", describe(&other)))),
     }
     let sys_info = next("the sys info", &mut pos)?;
-    let little_endian = match &sys_info.root {
-        Value::Dict(info) => match info.try_borrow().ok().and_then(|info| info.get("little_endian").cloned()) {
-            Some(Value::Bool(little)) => little,
-            _ => true,
-        },
-        other => return Err(malformed(format!("sys info is {}, expected a dict", describe(other)))),
-    };
+    if !matches!(sys_info.root, Value::Dict(_)) {
+        return Err(malformed(format!("sys info is {}, expected a dict", describe(&sys_info.root))));
+    }
     let pickled = next("the object", &mut pos)?;
     let keys = next("the storage keys", &mut pos)?;
     let Value::List(keys) = &keys.root else {
@@ -67,7 +65,7 @@ pub fn open(path: &Utf8Path, bytes: Vec<u8>) -> Result<Loaded, PytorchFileError>
         let header: [u8; 8] = bytes.get(pos..pos + 8).and_then(|h| h.try_into().ok()).ok_or_else(|| {
             truncated(format!("the element count of storage `{key}` at byte {pos} is missing"))
         })?;
-        let count = if little_endian { u64::from_le_bytes(header) } else { u64::from_be_bytes(header) };
+        let count = u64::from_le_bytes(header);
         pos += 8;
         let available = bytes.len() - pos;
         let nbytes = count.checked_mul(dtype.element_size() as u64).filter(|&n| n <= available as u64);
@@ -80,10 +78,10 @@ pub fn open(path: &Utf8Path, bytes: Vec<u8>) -> Result<Loaded, PytorchFileError>
         ranges.insert(key, pos..pos + nbytes as usize);
         pos += nbytes as usize;
     }
-    tracing::debug!(%path, storages = ranges.len(), little_endian, "legacy torch file");
+    tracing::debug!(%path, storages = ranges.len(), "legacy torch file");
     let file_len = bytes.len() as u64;
     let source = LegacyStorages { path: path.to_owned(), bytes, ranges };
-    Ok(Loaded { pickled, materializer: Materializer::new(path.to_owned(), Box::new(source), file_len, !little_endian) })
+    Ok(Loaded { pickled, materializer: Materializer::new(path.to_owned(), Box::new(source), file_len, false) })
 }
 
 fn not_torch(path: &Utf8Path) -> PytorchFileError {

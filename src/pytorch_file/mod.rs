@@ -7,9 +7,10 @@
 //! - any container of plain Python values (dicts, `OrderedDict`, lists, tuples, numbers, strings)
 //!   holding tensors: a state_dict, a checkpoint that nests one under `state_dict` or `model` beside
 //!   an epoch count or optimizer state, or a single tensor;
-//! - float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8 and bool storages in
-//!   either byte order, and tensors that view them (storage offset, strides, several tensors
-//!   sharing one storage, 0-d tensors), including `nn.Parameter`s.
+//! - float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8 and bool storages, and
+//!   tensors that view them (storage offset, strides, several tensors sharing one storage, 0-d
+//!   tensors), including `nn.Parameter`s; zip archives written on big-endian machines
+//!   (`byteorder` = `big`) are byte-swapped.
 //!
 //! A pickle names the Python functions that rebuild its objects, and Python's unpickler calls
 //! them: loading an untrusted `.pt` file with `torch.load(weights_only=False)` can run any code.
