@@ -61,6 +61,13 @@ pub trait Stage: Send + Sync + 'static {
         StageShape::default()
     }
 
+    /// Checks parameter values the types cannot express (a required checksum, a positive
+    /// rate), when the recipe is planned. A [`ParamError`] with the parameter's path is reported
+    /// at that parameter's line.
+    fn validate(_params: &Self::Params) -> Result<(), ParamError> {
+        Ok(())
+    }
+
     /// Does the work. Files go into `ctx.out_dir()`; they become a cache entry only if this
     /// returns `Ok`.
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome>;
@@ -138,6 +145,7 @@ impl<S: Stage> StageKind for Registered<S> {
     }
     fn check(&self, params: &toml::Table) -> Result<CheckedParams, ParamError> {
         let typed: S::Params = parse_params(params)?;
+        S::validate(&typed)?;
         let canonical = serde_json::to_value(&typed).map_err(|err| ParamError {
             path: Vec::new(),
             message: err.to_string(),
