@@ -498,3 +498,30 @@ fn dataset_rows_outside_root_and_empty_datasets_fail_naming_the_line() {
     std::fs::write(root.join("train.csv"), "\u{feff}image_name,label\n00000.png,1\n").unwrap();
     project.run_json_ok(&[&recipe]);
 }
+
+// --- 4 (issue 13). locks on a shared filesystem ------------------------------------------------------
+
+/// A lock header as another node's hwrun writes it.
+fn foreign_lock(host: &str, pid: u32, heartbeat_ms: u128) -> String {
+    format!("hwrun-lock 1\nhost {host}\npid {pid:>10}\nstart {:>20}\nheartbeat {heartbeat_ms:>39}\n", 1)
+}
+
+#[test]
+fn a_lock_of_a_dead_node_is_taken_over_after_its_heartbeat_expires() {
+    let project = Project::new();
+    let recipe = write_recipe(&project, "one.toml", "name = \"one\"\n[stages.s]\nkind = \"command\"\nshell = \"echo s >> {runs}\"\n");
+    let plan = project.run_json_ok(&["plan", &recipe]);
+    let key = plan[0]["key"].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(project.cache().join("locks")).unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    // A node that stopped heartbeating a moment ago holds the stage's lock.
+    std::fs::write(project.cache().join(format!("locks/{key}.lock")), foreign_lock("node-that-died", 4242, now_ms)).unwrap();
+    let started = Instant::now();
+    let output = project.command(&["--json", &recipe]).env("HWRUN_LOCK_STALE_SECS", "1.5").output().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(waited >= Duration::from_millis(1000), "took the live-looking lock over after {waited:?}");
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    assert_eq!(runs(&project), ["s"]);
+    assert!(!project.cache().join(format!("locks/{key}.lock")).exists(), "the lock is released");
+}

@@ -51,7 +51,11 @@ pub fn hostname() -> &'static str {
         let name = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() };
         // Spaces and newlines would break the header format.
         let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
-        if name.is_empty() { "unknown-host".to_owned() } else { name }
+        if name.is_empty() {
+            "unknown-host".to_owned()
+        } else {
+            name
+        }
     })
 }
 
@@ -147,17 +151,25 @@ struct Heartbeats {
 fn heartbeats() -> &'static Heartbeats {
     static BEATS: OnceLock<Heartbeats> = OnceLock::new();
     BEATS.get_or_init(|| {
-        std::thread::spawn(move || loop {
-            std::thread::sleep((stale_after() / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)));
-            let header = Holder::me().header();
-            let files: Vec<Arc<File>> = match heartbeats().files.lock() {
-                Ok(files) => files.values().cloned().collect(),
-                Err(_) => return,
-            };
-            for file in files {
-                // Through the open descriptor: if the lock was taken over, this writes to the
-                // unlinked old file and harms nobody.
-                let _ = file.write_all_at(header.as_bytes(), 0);
+        std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            loop {
+                // Short ticks, so a changed stale time takes effect at once.
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() < (stale_after() / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)) {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let header = Holder::me().header();
+                let files: Vec<Arc<File>> = match heartbeats().files.lock() {
+                    Ok(files) => files.values().cloned().collect(),
+                    Err(_) => return,
+                };
+                for file in files {
+                    // Through the open descriptor: if the lock was taken over, this writes to the
+                    // unlinked old file and harms nobody.
+                    let _ = file.write_all_at(header.as_bytes(), 0);
+                }
             }
         });
         Heartbeats { files: Mutex::new(HashMap::new()), next: Mutex::new(0) }

@@ -718,16 +718,17 @@ mod tests {
     fn gc_keeps_only_reachable_entries() {
         let (_tmp, cache) = cache();
         for n in [4, 5] {
-            let k = key(n);
-            let staging = cache.stage(k, cache.lock(&k).unwrap()).unwrap();
-            cache.commit(staging, manifest(&k)).unwrap();
+            committed(&cache, n, &[]);
         }
         let report = cache.gc(&HashSet::from([key(4)])).unwrap();
         assert_eq!((report.removed, report.kept), (1, 1));
         assert!(cache.lookup(&key(5)).is_none());
     }
 
+    /// Commits an entry from another `Cache` (as another process would: a committing process
+    /// holds what it commits until it is done).
     fn committed(cache: &Cache, n: u64, files: &[(&str, &str)]) -> CacheKey {
+        let cache = Cache::open(cache.root()).unwrap();
         let k = key(n);
         let staging = cache.stage(k, cache.lock(&k).unwrap()).unwrap();
         for (name, text) in files {

@@ -15,10 +15,7 @@ use crate::scheduler::{RunSummary, StageResult};
 
 /// `--results-dir`, or `results` beside the cache directory (`./results` for `./cache`).
 pub fn results_dir(global: &GlobalArgs) -> Utf8PathBuf {
-    global
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| global.cache_dir.parent().unwrap_or(Utf8Path::new("")).join("results"))
+    global.results_dir.clone().unwrap_or_else(|| global.cache_dir.parent().unwrap_or(Utf8Path::new("")).join("results"))
 }
 
 /// Points `dir/<recipe>/<stage>` at each finished stage's outputs and records the link in the
