@@ -84,6 +84,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/backfill
 MpiDefault=none
+# Jobs that ask for no memory get 1 GB per CPU, not the whole node.
+DefMemPerCPU=1024
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 ReturnToService=2

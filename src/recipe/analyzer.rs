@@ -13,7 +13,8 @@ use super::span_index::path_of;
 use super::sweep::Sweep;
 use crate::stages::{self, CheckedParams, StageKind};
 
-const ROOT_KEYS: &[&str] = &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep"];
+const ROOT_KEYS: &[&str] =
+    &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep", "run", "slurm"];
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: &[&str] = &["kind", "inputs"];
 
