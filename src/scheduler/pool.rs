@@ -101,11 +101,15 @@ fn worker(
         }
         let bar = if will_run { printer.stage_bar(&stage.label) } else { indicatif::ProgressBar::hidden() };
         let settings = RunSettings { device: options.device, cancel, printer };
-        let result = StageJob::of(plan, node).and_then(|job| {
-            run_job(cache, &job, compute, &settings, bar.clone(), || {
-                printer.status(&format!("waiting for another hwrun process running {}", stage.label))
-            })
-        });
+        // A cached stage needs no job description (a cached sweep of thousands of stages stays fast).
+        let result = match cache.lookup(&stage.key) {
+            Some(manifest) => Ok(NodeRun::AlreadyCached(manifest)),
+            None => StageJob::of(plan, node).and_then(|job| {
+                run_job(cache, &job, compute, &settings, bar.clone(), || {
+                    printer.status(&format!("waiting for another hwrun process running {}", stage.label))
+                })
+            }),
+        };
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());

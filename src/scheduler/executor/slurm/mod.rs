@@ -171,10 +171,11 @@ impl SlurmExecutor {
         let mut poll_errors = 0;
         while !unfinished.is_empty() {
             if run.cancel.is_cancelled() {
-                if let Err(error) = queue::scancel(&record.jobs) {
+                let jobs = unfinished_jobs(record, &unfinished);
+                if let Err(error) = queue::scancel(&jobs) {
                     run.printer.warn(&format!("{error:#}"));
                 }
-                run.printer.status(&format!("cancelled Slurm job(s) {}", record.jobs.join(", ")));
+                run.printer.status(&format!("cancelled Slurm job(s) {}", jobs.join(", ")));
                 break;
             }
             let states = match queue::squeue(&record.jobs) {
@@ -252,7 +253,7 @@ impl SlurmExecutor {
         let why_not = match (&stopped_by, run.cancel.is_cancelled()) {
             (_, true) => "interrupted".to_owned(),
             (Some(label), false) => {
-                if let Err(error) = queue::scancel(&record.jobs) {
+                if let Err(error) = queue::scancel(&unfinished_jobs(record, &unfinished)) {
                     run.printer.warn(&format!("{error:#}"));
                 }
                 format!("the run stopped after `{label}` failed (its job was cancelled; -k keeps going)")
@@ -282,6 +283,12 @@ impl SlurmExecutor {
             .collect();
         RunSummary { recipe: plan.recipe.name.clone(), stages, interrupted: run.cancel.is_cancelled() }
     }
+}
+
+/// The jobs (arrays by their id) that still have unfinished stages.
+fn unfinished_jobs(record: &SubmissionRecord, unfinished: &BTreeMap<NodeIndex, usize>) -> Vec<String> {
+    let jobs: BTreeSet<&str> = unfinished.values().map(|&i| top_job(&record.stages[i].job)).collect();
+    jobs.into_iter().map(str::to_owned).collect()
 }
 
 /// After `--detach`: the cached stages, and the job of each submitted one.
