@@ -74,7 +74,7 @@ shell = "echo b >> $RUNS; cat {a}/a.txt > {out}/b.txt; echo from-b >> {out}/b.tx
 [stages.c]
 kind = "command"
 inputs = { b = "b" }
-shell = "echo c >> $RUNS; cat {b}/b.txt > {out}/c.txt; echo '{\"lines\": 2}' > {out}/metrics.json"
+shell = "echo c >> $RUNS; cat {b}/b.txt > {out}/c.txt; echo '{{\"lines\": 2}}' > {out}/metrics.json"
 "#;
 
 #[test]
@@ -213,7 +213,7 @@ fn retries_run_a_failed_stage_again_in_its_job() {
 name = "flaky"
 [stages.flaky]
 kind = "command"
-shell = "echo try >> {runs}; test $(wc -l < {runs}) -ge 2; touch {out}/ok"
+shell = "echo try >> {runs}; test $(wc -l < {runs}) -ge 2 && touch {out}/ok"
 "#,
     );
     let summary = project.run_json_ok(&["run", "--executor", "slurm", "--retries", "1", &recipe]);

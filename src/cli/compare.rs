@@ -206,7 +206,7 @@ impl Comparison {
         for row in self.cells(|s| format!("**{s}**")) {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
         }
-        out.push_str(&self.legend("bold"));
+        out.push_str(&self.legend("**bold**"));
         out
     }
 
