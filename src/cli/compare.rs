@@ -2,7 +2,8 @@
 //! recorded (cached stages only; run the recipe first).
 //!
 //! By default only the metrics that differ between variants are shown (a sweep's other
-//! stages record the same numbers in every variant); `--metric PATTERN` chooses columns and
+//! stages record the same numbers in every variant), without the breakdowns of a shown metric
+//! (`eval.accuracy.class_3` beside `eval.accuracy`); `--metric PATTERN` chooses columns and
 //! `--all` shows everything. The best variant per metric is marked, its direction decided by the
 //! metric's name ([`Direction::of`]): lower is better for losses, errors and distances (`loss`,
 //! `error`, `fid`, `kid`, `mse`, ...), higher for accuracies and scores (`accuracy`, `acc`,
@@ -33,9 +34,9 @@ const HIGHER_IS_BETTER: &[&str] = &[
 
 impl Direction {
     /// From the metric's name (the part after `stage.`), by its words: `val_loss` is a loss,
-    /// `target_accuracy` an accuracy; `None` when the name says neither.
+    /// `accuracy.class_3` an accuracy; `None` when the name says neither.
     pub fn of(metric: &str) -> Option<Direction> {
-        let name = metric.rsplit_once('.').map_or(metric, |(_, name)| name).to_ascii_lowercase();
+        let name = metric.split_once('.').map_or(metric, |(_, name)| name).to_ascii_lowercase();
         let words: Vec<&str> = name.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
         if words.iter().any(|w| LOWER_IS_BETTER.contains(w)) {
             Some(Direction::Lower)
@@ -87,7 +88,7 @@ pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Re
     let comparison = choose(params, all_metrics.into_iter().collect(), rows, args);
     if comparison.hidden > 0 {
         printer.status(&format!(
-            "{} metrics equal in every variant are not shown (`--all` shows them, `--metric PATTERN` chooses)",
+            "{} metrics not shown: equal in every variant, or per-class details of a metric shown (`--all` shows them, `--metric PATTERN` chooses)",
             comparison.hidden
         ));
     }
@@ -111,7 +112,8 @@ fn choose(params: Vec<String>, metrics: Vec<String>, mut rows: Vec<Map<String, V
     } else if rows.len() <= 1 {
         metrics
     } else {
-        metrics.into_iter().filter(|m| differs(&rows, m)).collect()
+        let details: Vec<bool> = metrics.iter().map(|m| metrics.iter().any(|p| is_detail_of(m, p))).collect();
+        metrics.into_iter().zip(details).filter(|(m, detail)| !detail && differs(&rows, m)).map(|(m, _)| m).collect()
     };
     let hidden = if args.all || !args.metric.is_empty() { 0 } else { total - metrics.len() };
     let keep: BTreeSet<&String> = params.iter().chain(&metrics).collect();
@@ -119,6 +121,11 @@ fn choose(params: Vec<String>, metrics: Vec<String>, mut rows: Vec<Map<String, V
         row.retain(|k, _| keep.contains(k));
     }
     Comparison { params, metrics, rows, hidden }
+}
+
+/// Whether `metric` is a breakdown of `parent` (`eval.accuracy.class_3` of `eval.accuracy`).
+fn is_detail_of(metric: &str, parent: &str) -> bool {
+    metric.len() > parent.len() + 1 && metric.starts_with(parent) && metric.as_bytes()[parent.len()] == b'.'
 }
 
 /// Whether variants recorded at least two different values of `column`.
@@ -278,13 +285,14 @@ mod tests {
                 row.insert("eval.accuracy".into(), Value::from(acc));
                 row.insert("train.val_loss".into(), Value::from(loss));
                 row.insert("eval.class_3_accuracy".into(), Value::from(same));
+                row.insert("eval.accuracy.class_1".into(), Value::from(acc - 0.1));
                 row
             })
             .collect()
     }
 
     fn metrics() -> Vec<String> {
-        ["eval.accuracy", "eval.class_3_accuracy", "train.val_loss"].iter().map(|s| s.to_string()).collect()
+        ["eval.accuracy", "eval.accuracy.class_1", "eval.class_3_accuracy", "train.val_loss"].iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
@@ -294,6 +302,7 @@ mod tests {
         assert_eq!(Direction::of("train.val_loss"), Some(Direction::Lower));
         assert_eq!(Direction::of("fid.fid"), Some(Direction::Lower));
         assert_eq!(Direction::of("gen.inception_score"), Some(Direction::Higher));
+        assert_eq!(Direction::of("eval.accuracy.class_3"), Some(Direction::Higher));
         assert_eq!(Direction::of("train.lr"), None);
         assert_eq!(Direction::of("data.n_train"), None);
     }
@@ -302,7 +311,7 @@ mod tests {
     fn by_default_only_differing_metrics_with_the_best_marked() {
         let comparison = choose(vec!["train.lr".into()], metrics(), rows(), &args(&[], false));
         assert_eq!(comparison.metrics, ["eval.accuracy", "train.val_loss"]);
-        assert_eq!(comparison.hidden, 1);
+        assert_eq!(comparison.hidden, 2, "the equal metric and the per-class detail");
         let md = comparison.markdown();
         assert!(md.starts_with("| train.lr | eval.accuracy | train.val_loss |\n| --- | --- | --- |\n"), "{md}");
         assert!(md.contains("| 0.0010 | 0.9100 | 0.5000 |\n| 0.0100 | **0.9500** | **0.3000** |\n"), "{md}");
@@ -314,9 +323,10 @@ mod tests {
     fn patterns_and_all_choose_columns() {
         let chosen = |patterns: &[&str], all| choose(vec!["train.lr".into()], metrics(), rows(), &args(patterns, all)).metrics;
         assert_eq!(chosen(&["*accuracy"], false), ["eval.accuracy", "eval.class_3_accuracy"]);
+        assert_eq!(chosen(&["eval.accuracy*"], false), ["eval.accuracy", "eval.accuracy.class_1"]);
         assert_eq!(chosen(&["loss"], false), ["train.val_loss"]);
         assert_eq!(chosen(&["eval.?ccuracy"], false), ["eval.accuracy"]);
-        assert_eq!(chosen(&[], true).len(), 3);
+        assert_eq!(chosen(&[], true).len(), 4);
     }
 
     #[test]
