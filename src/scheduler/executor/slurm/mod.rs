@@ -52,6 +52,8 @@ pub struct SlurmExecutor {
 pub struct Submission {
     pub record: SubmissionRecord,
     by_node: BTreeMap<NodeIndex, usize>,
+    /// The job files (removed once every job has finished).
+    job_dir: Option<Utf8PathBuf>,
     /// From planning done to every job queued.
     pub seconds: f64,
 }
@@ -83,7 +85,7 @@ impl SlurmExecutor {
         let mut record = SubmissionRecord::new(&plan.recipe.name, run_id.clone());
         let mut by_node = BTreeMap::new();
         if groups.is_empty() {
-            return Ok(Submission { record, by_node, seconds: started.elapsed().as_secs_f64() });
+            return Ok(Submission { record, by_node, job_dir: None, seconds: started.elapsed().as_secs_f64() });
         }
         let job_dir = run.cache.root().join("tmp").join("slurm").join(&run_id);
         let log_dir = run.cache.root().join("slurm").join("logs").join(sanitize(&plan.recipe.name));
@@ -156,7 +158,7 @@ impl SlurmExecutor {
             record.stages.len(),
             record.jobs.len()
         ));
-        Ok(Submission { record, by_node, seconds })
+        Ok(Submission { record, by_node, job_dir: Some(job_dir), seconds })
     }
 
     /// Polls the submitted jobs until each finished, failed or was skipped.
@@ -248,6 +250,11 @@ impl SlurmExecutor {
             delay = if changed { POLL_FIRST } else { (delay * 3 / 2).min(POLL_MAX) };
             if !unfinished.is_empty() {
                 sleep_unless_cancelled(delay, run);
+            }
+        }
+        if let (true, Some(dir)) = (unfinished.is_empty(), &submission.job_dir) {
+            if let Err(error) = std::fs::remove_dir_all(dir) {
+                tracing::debug!("cannot remove the job files `{dir}`: {error}");
             }
         }
         let why_not = match (&stopped_by, run.cancel.is_cancelled()) {
