@@ -328,7 +328,7 @@ fn detached_summary(run: &RunEnv<'_>, submission: &Submission) -> RunSummary {
 
 /// Where a submitted stage is, from the cache and its job's state.
 pub enum StageState {
-    Done(Manifest),
+    Done(Box<Manifest>),
     Pending,
     Running,
     /// Slurm cancelled it because an input's job failed.
@@ -344,7 +344,7 @@ pub fn classify(cache: &Cache, key: &CacheKey, job: Option<&JobState>) -> StageS
         Some(JobState::Pending) => StageState::Pending,
         Some(JobState::Running) => StageState::Running,
         _ => match (cache.lookup(key), job) {
-            (Some(manifest), _) => StageState::Done(manifest),
+            (Some(manifest), _) => StageState::Done(Box::new(manifest)),
             (None, Some(JobState::DependencyFailed)) => StageState::DependencyFailed,
             (None, Some(JobState::Failed { state, reason })) if reason.is_empty() || reason == "None" => {
                 StageState::Failed(state.clone())
