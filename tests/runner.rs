@@ -240,7 +240,7 @@ env = { RUNS = "{runs}", LR = "0.1" }
     let mut runs = runs(&project);
     runs.sort();
     assert_eq!(runs, ["prepare", "train", "train"]);
-    let output = project.hwrun(&["compare", recipe]);
+    let output = project.hwrun(&["compare", "--md", recipe]);
     assert!(output.status.success(), "{}", stderr(&output));
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("| train.env.LR | train.lr |"), "{table}");

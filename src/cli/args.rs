@@ -1,7 +1,7 @@
 //! Command-line arguments, parsed by clap into typed options before any work starts.
 
 use camino::Utf8PathBuf;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Reproduce deep-learning experiments from declarative TOML recipes.
 ///
@@ -34,6 +34,11 @@ pub enum Command {
     Dag(DagArgs),
     /// Compare a sweep's variants: swept parameters and recorded metrics.
     Compare(CompareArgs),
+    /// Where each stage of a recipe submitted to Slurm is: pending, running, done or failed.
+    Status(RecipeArgs),
+    /// Run one stage from a job file (what a Slurm job runs on its node).
+    #[command(hide = true)]
+    RunJob(RunJobArgs),
     /// Remove cache entries not reachable from the given recipes.
     Gc(GcArgs),
     /// Re-verify the hashes of every cache entry.
@@ -101,6 +106,36 @@ pub struct RunArgs {
     /// Keep running the stages that do not depend on a failed one.
     #[arg(short, long)]
     pub keep_going: bool,
+
+    /// Where stages run (default: the recipe's `[run] executor`, else `local`).
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorChoice>,
+
+    /// With `--executor slurm`: return once every job is queued; `hwrun status RECIPE` follows them.
+    #[arg(long)]
+    pub detach: bool,
+
+    /// With `--executor slurm`: try a failed stage up to N more times in its job (default: the
+    /// recipe's `[run] retries`, else 0).
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+}
+
+/// `--executor` (and the recipe's `[run] executor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorChoice {
+    /// This machine: in process, and `hwrun-torch` worker processes for libtorch stages.
+    Local,
+    /// A Slurm cluster: one `sbatch` job per stage (a job array per swept stage).
+    Slurm,
+}
+
+#[derive(Debug, Args)]
+pub struct RunJobArgs {
+    /// The job file written at submission.
+    #[arg(value_name = "FILE")]
+    pub file: Utf8PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -122,9 +157,22 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub recipe: RecipeArgs,
 
-    /// CSV instead of a markdown table.
-    #[arg(long)]
+    /// CSV instead of a table.
+    #[arg(long, conflicts_with = "md")]
     pub csv: bool,
+
+    /// A markdown table (for a CI job summary); the best value per metric in bold.
+    #[arg(long)]
+    pub md: bool,
+
+    /// Show the metrics matching PATTERN (`stage.metric`; `*` and `?` are wildcards, anything
+    /// else matches as a substring). Repeatable. Default: the metrics that differ between variants.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "all")]
+    pub metric: Vec<String>,
+
+    /// Show every metric, also those equal in every variant.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

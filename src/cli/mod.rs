@@ -8,6 +8,7 @@ mod plan;
 mod results;
 mod run;
 mod session;
+mod status;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -50,6 +51,8 @@ pub fn main() -> i32 {
         Some(Command::Plan(ref args)) => plan::plan(&cli.global, args, &printer),
         Some(Command::Dag(ref args)) => plan::dag(&cli.global, args, &printer),
         Some(Command::Compare(ref args)) => compare::compare(&cli.global, args, &printer),
+        Some(Command::Status(ref args)) => status::status(&cli.global, args, &printer),
+        Some(Command::RunJob(ref args)) => status::run_job(args, &printer, &cancel),
         Some(Command::Gc(ref args)) => maintenance::gc(&cli.global, args, &printer),
         Some(Command::Fsck(ref args)) => maintenance::fsck(&cli.global, args, &printer),
         Some(Command::Stages(ref args)) => maintenance::stages(args.kind.as_deref(), &printer),

@@ -2,13 +2,17 @@
 
 use std::fmt::Write;
 
-use super::args::{GlobalArgs, RunArgs};
+use serde::Deserialize;
+
+use super::args::{ExecutorChoice, GlobalArgs, RunArgs};
 use super::results::{link_results, results_dir};
 use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::graph::Status;
 use crate::output::{OutputMode, Printer};
-use crate::scheduler::{execute, RunOptions, RunSummary, StageResult};
+use crate::scheduler::executor::local::LocalExecutor;
+use crate::scheduler::executor::slurm::{SlurmConfig, SlurmExecutor};
+use crate::scheduler::{Executor, RunEnv, RunOptions, RunSummary, StageResult};
 use crate::stage::CancelToken;
 use crate::worker::DeviceRequest;
 
@@ -20,26 +24,54 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
         Ok(n) => tracing::info!("removed {n} staging directories left by interrupted runs"),
         Err(error) => printer.warn(&format!("cannot clean stale staging directories: {error}")),
     }
+    let settings = RunTable::from_recipe(&session.plan.recipe.document.root)?;
+    let executor = args.executor.or(settings.executor).unwrap_or(ExecutorChoice::Local);
+    let retries = args.retries.or(settings.retries).unwrap_or(0);
+    if executor == ExecutorChoice::Local && (args.detach || retries > 0) {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "`--detach` and `--retries` need `--executor slurm` (or `executor = \"slurm\"` in the recipe's `[run]`)"
+        )));
+    }
     let to_run = session.statuses.iter().filter(|s| s.status == Status::Run).count();
+    let place = match executor {
+        ExecutorChoice::Local => device.to_string(),
+        ExecutorChoice::Slurm => "Slurm".to_owned(),
+    };
     printer.status(&format!(
-        "{}: {} stages, {} cached, {} to run on {}",
+        "{}: {} stages, {} cached, {} to run on {place}",
         session.plan.recipe.name,
         session.statuses.len(),
         session.statuses.len() - to_run,
         to_run,
-        device
     ));
     let options = RunOptions {
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         keep_going: args.keep_going,
         device,
     };
-    let mut summary = execute(&session.plan, &session.statuses, &session.cache, &options, printer, cancel);
-    record_refs(&session, &summary);
-    session.save_stat_cache();
+    let env = RunEnv {
+        plan: &session.plan,
+        statuses: &session.statuses,
+        cache: &session.cache,
+        options: &options,
+        printer,
+        cancel,
+    };
+    let mut summary = match executor {
+        ExecutorChoice::Local => LocalExecutor.execute(&env),
+        ExecutorChoice::Slurm => {
+            let names: Vec<&str> = session.plan.recipe.stages.iter().map(|s| s.name.as_str()).collect();
+            let config = SlurmConfig::from_recipe(&session.plan.recipe.document.root, &names)
+                .map_err(|e| Failure::Input(anyhow::Error::from(e).context("invalid `[slurm]` table in the recipe")))?;
+            SlurmExecutor { config, retries, detach: args.detach }.execute(&env)
+        }
+    }
+    .map_err(Failure::Input)?;
     if let Err(error) = link_results(&results_dir(global), &session.cache, &mut summary) {
         printer.warn(&format!("cannot link the results: {error}"));
     }
+    record_refs(&session, &summary);
+    session.save_stat_cache();
     match printer.mode() {
         OutputMode::Json => printer.result(&serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?),
         _ => printer.result(&render_summary(&summary)),
@@ -77,14 +109,16 @@ fn render_summary(summary: &RunSummary) -> String {
             StageResult::Ran => "ran",
             StageResult::Failed => "FAILED",
             StageResult::Skipped => "skipped",
+            StageResult::Submitted => "queued",
         };
         let time = if stage.result == StageResult::Ran { format!("{:.1}s", stage.seconds) } else { "-".to_owned() };
-        let location = match (stage.results.as_ref().or(stage.output.as_ref()), &stage.error) {
+        let location = match (stage.results.as_ref().or(stage.output.as_ref()), &stage.error, &stage.job) {
             // Printed once, in full, below the table.
-            (_, Some(_)) if stage.result == StageResult::Failed => "(error below)".to_owned(),
-            (_, Some(error)) => error.lines().next().unwrap_or_default().to_owned(),
-            (Some(output), None) => output.to_string(),
-            (None, None) => String::new(),
+            (_, Some(_), _) if stage.result == StageResult::Failed => "(error below)".to_owned(),
+            (_, Some(error), _) => error.lines().next().unwrap_or_default().to_owned(),
+            (Some(log), None, Some(job)) if stage.result == StageResult::Submitted => format!("job {job}, log {log}"),
+            (Some(output), None, _) => output.to_string(),
+            (None, None, _) => String::new(),
         };
         let _ = writeln!(out, "{:<width$}  {:<16} {:<8} {:>8}  {location}", stage.name, stage.kind, result, time);
     }
@@ -103,6 +137,10 @@ fn render_summary(summary: &RunSummary) -> String {
         summary.count(StageResult::Failed),
         summary.count(StageResult::Skipped)
     );
+    let queued = summary.count(StageResult::Submitted);
+    if queued > 0 {
+        let _ = writeln!(out, "\n{queued} queued on Slurm: `hwrun status RECIPE` shows where they are");
+    }
     for failed in summary.stages.iter().filter(|s| s.result == StageResult::Failed) {
         if let Some(error) = &failed.error {
             let _ = writeln!(out, "\nerror: stage `{}` failed: {error}", failed.name);
@@ -126,5 +164,24 @@ pub fn parse_device(device: Option<&str>) -> Result<DeviceRequest, Failure> {
         Some(text) => DeviceRequest::parse(text).ok_or_else(|| {
             Failure::Input(anyhow::anyhow!("unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"))
         }),
+    }
+}
+
+/// The recipe's `[run]` table: how it runs by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunTable {
+    /// `local` or `slurm`.
+    executor: Option<ExecutorChoice>,
+    /// Tries of a failed stage after the first (Slurm).
+    retries: Option<u32>,
+}
+
+impl RunTable {
+    fn from_recipe(root: &toml::Table) -> Result<RunTable, Failure> {
+        let Some(table) = root.get("run") else { return Ok(RunTable::default()) };
+        table.clone().try_into().map_err(|e: toml::de::Error| {
+            Failure::Input(anyhow::anyhow!("invalid `[run]` table in the recipe: {}", e.message()))
+        })
     }
 }

@@ -14,7 +14,8 @@ use super::sweep::Sweep;
 use crate::stage::{CheckedParams, Inputs, StageKind};
 use crate::stages;
 
-const ROOT_KEYS: &[&str] = &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep"];
+const ROOT_KEYS: &[&str] =
+    &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep", "run", "slurm"];
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: &[&str] = &["kind", "inputs"];
 
