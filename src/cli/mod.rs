@@ -3,6 +3,7 @@
 
 pub mod args;
 mod compare;
+pub mod fid;
 mod maintenance;
 mod plan;
 mod run;
@@ -46,6 +47,7 @@ pub fn main() -> i32 {
         Some(Command::Gc(ref args)) => maintenance::gc(&cli.global, args, &printer),
         Some(Command::Fsck) => maintenance::fsck(&cli.global, &printer),
         Some(Command::Stages) => maintenance::stages(&printer),
+        Some(Command::Fid(ref args)) => fid::fid(&cli.global, args),
     };
     match outcome {
         Ok(code) => code,
