@@ -184,7 +184,7 @@ fn bad_inputs_are_clear_errors() {
     Tensor::write_safetensors(&[("features.0.weight", Tensor::zeros([8, 3, 3, 3], tch::kind::FLOAT_CPU))], &other).unwrap();
     fails_with(
         &["fid", a.as_str(), a.as_str(), "--weights", other.as_str()],
-        &["missing: Conv2d_1a_3x3.conv.weight", "unexpected: features.0.weight"],
+        &["472 missing", "missing: Conv2d_1a_3x3.bn.bias", "unexpected: features.0.weight"],
     );
 }
 

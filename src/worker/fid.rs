@@ -52,7 +52,8 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
 fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
     let args = &cmd.args;
     block_of_dims(args.dims)?;
-    for path in &args.paths {
+    let inputs = if args.save_stats { &args.paths[..1] } else { &args.paths[..] };
+    for path in inputs {
         if !path.exists() {
             bail!("invalid path: {path} does not exist");
         }
