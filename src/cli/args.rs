@@ -46,6 +46,8 @@ pub enum Command {
     /// List the stage kinds hwrun knows, or document one: its inputs, outputs, every parameter
     /// with its default, and an example recipe.
     Stages(StagesArgs),
+    /// FID of two image folders or `.npz` statistics, as `python -m pytorch_fid A B`.
+    Fid(FidArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +195,31 @@ pub struct GcArgs {
     pub dry_run: bool,
 }
 
+/// `hwrun fid`: pytorch-fid's command line (the device is the global `--device`).
+#[derive(Debug, Args, Clone)]
+pub struct FidArgs {
+    /// Two image folders or `.npz` statistics; with `--save-stats`, a folder and the `.npz` to write.
+    #[arg(value_name = "PATH", num_args = 2, required = true)]
+    pub paths: Vec<Utf8PathBuf>,
+
+    /// The FID Inception weights (`pt_inception-2015-12-05-6726825d.pth` or `.safetensors`);
+    /// default: where pytorch-fid keeps them (`$TORCH_HOME/hub/checkpoints`).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<Utf8PathBuf>,
+
+    /// Feature dimensions: 64, 192, 768 or 2048 (the pool features).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub dims: i64,
+
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Write the statistics of the first path's images to the second path instead.
+    #[arg(long)]
+    pub save_stats: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +234,16 @@ mod tests {
         assert!(cli.command.is_none() && cli.global.json);
         assert_eq!(cli.run.recipe.recipe.as_deref(), Some(camino::Utf8Path::new("r.toml")));
         assert_eq!(cli.run.recipe.overrides, ["a.b=1"]);
+    }
+
+    #[test]
+    fn fid_takes_two_paths_and_pytorch_fids_options() {
+        let cli = parse(&["fid", "a", "b.npz", "--dims", "64", "--batch-size", "8", "--device", "cpu"]);
+        let Some(Command::Fid(args)) = cli.command else { panic!("not fid") };
+        assert_eq!(args.paths, ["a", "b.npz"]);
+        assert_eq!((args.dims, args.batch_size, args.save_stats), (64, 8, false));
+        assert_eq!(cli.global.device.as_deref(), Some("cpu"));
+        assert!(Cli::try_parse_from(["hwrun", "fid", "a"]).is_err());
     }
 
     #[test]

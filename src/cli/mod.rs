@@ -3,6 +3,7 @@
 
 pub mod args;
 mod compare;
+pub mod fid;
 mod maintenance;
 mod plan;
 mod results;
@@ -56,6 +57,7 @@ pub fn main() -> i32 {
         Some(Command::Gc(ref args)) => maintenance::gc(&cli.global, args, &printer),
         Some(Command::Fsck(ref args)) => maintenance::fsck(&cli.global, args, &printer),
         Some(Command::Stages(ref args)) => maintenance::stages(args.kind.as_deref(), &printer),
+        Some(Command::Fid(ref args)) => fid::fid(&cli.global, args),
     };
     match outcome {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const UNLABELLED: i64 = -1;
 
 const TENSORS_FILE: &str = "dataset.safetensors";
-const META_FILE: &str = "dataset.json";
+pub const META_FILE: &str = "dataset.json";
 
 /// Images, labels and what they mean, all in memory.
 #[derive(Debug, Clone, PartialEq)]

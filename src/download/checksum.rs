@@ -1,8 +1,11 @@
 //! Pinned checksums: hex digests as recipes write them, and streaming verification of a file.
 //!
-//! A recipe pins `sha256 = "<64 hex digits>"` or `md5 = "<32 hex digits>"`. The digests are
-//! validated (length, hex) and lower-cased while the recipe is parsed, so a typo fails before
-//! anything downloads and two spellings of the same digest give the same cache key.
+//! A recipe pins `sha256 = "<64 hex digits>"` or `md5 = "<32 hex digits>"`. A sha256 pin may
+//! also be a prefix of at least 8 hex digits, the way torch.hub names its files
+//! (`pt_inception-2015-12-05-6726825d.pth` carries the first 8): the file's digest must then
+//! start with it. The digests are validated (length, hex) and lower-cased while the recipe is
+//! parsed, so a typo fails before anything downloads and two spellings of the same digest give
+//! the same cache key.
 
 use std::fmt;
 use std::fs::File;
@@ -16,34 +19,32 @@ use sha2::{Digest, Sha256};
 use super::error::DownloadError;
 use super::Observer;
 
-/// A lower-case hex digest of exactly `LEN` digits.
+/// A lower-case hex digest of `LEN` digits, or a prefix of it of at least `MIN` digits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HexDigest<const LEN: usize>(String);
+pub struct HexDigest<const LEN: usize, const MIN: usize = LEN>(String);
 
-impl<const LEN: usize> schemars::JsonSchema for HexDigest<LEN> {
+impl<const LEN: usize, const MIN: usize> schemars::JsonSchema for HexDigest<LEN, MIN> {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         format!("HexDigest{LEN}").into()
     }
 
     fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "type": "string", "pattern": format!("^[0-9a-f]{{{LEN}}}$") })
+        schemars::json_schema!({ "type": "string", "pattern": format!("^[0-9a-f]{{{MIN},{LEN}}}$") })
     }
 }
 
-/// A SHA-256 digest (64 hex digits).
-pub type Sha256Hex = HexDigest<64>;
+/// A SHA-256 digest (64 hex digits), or its first 8 or more digits (torch.hub's file names).
+pub type Sha256Hex = HexDigest<64, 8>;
 /// An MD5 digest (32 hex digits).
 pub type Md5Hex = HexDigest<32>;
 
-impl<const LEN: usize> HexDigest<LEN> {
+impl<const LEN: usize, const MIN: usize> HexDigest<LEN, MIN> {
     /// Validates and lower-cases `text`; the error says what was wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
-        if trimmed.len() != LEN {
-            return Err(format!(
-                "expected {LEN} hex digits, found {} characters in `{trimmed}`",
-                trimmed.len()
-            ));
+        if trimmed.len() != LEN && !(MIN..LEN).contains(&trimmed.len()) {
+            let expected = if MIN < LEN { format!("{LEN} hex digits (or a prefix of at least {MIN})") } else { format!("{LEN} hex digits") };
+            return Err(format!("expected {expected}, found {} characters in `{trimmed}`", trimmed.len()));
         }
         if let Some(bad) = trimmed.chars().find(|c| !c.is_ascii_hexdigit()) {
             return Err(format!("`{bad}` is not a hex digit in `{trimmed}`"));
@@ -56,19 +57,19 @@ impl<const LEN: usize> HexDigest<LEN> {
     }
 }
 
-impl<const LEN: usize> fmt::Display for HexDigest<LEN> {
+impl<const LEN: usize, const MIN: usize> fmt::Display for HexDigest<LEN, MIN> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl<const LEN: usize> Serialize for HexDigest<LEN> {
+impl<const LEN: usize, const MIN: usize> Serialize for HexDigest<LEN, MIN> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
     }
 }
 
-impl<'de, const LEN: usize> Deserialize<'de> for HexDigest<LEN> {
+impl<'de, const LEN: usize, const MIN: usize> Deserialize<'de> for HexDigest<LEN, MIN> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         HexDigest::parse(&text).map_err(serde::de::Error::custom)
@@ -114,8 +115,9 @@ impl Pinned {
     }
 }
 
+/// The digest must equal `expected`, or start with it when the pin is a prefix.
 fn compare(path: &Path, algorithm: &'static str, expected: &str, actual: &str) -> Result<(), DownloadError> {
-    if expected == actual {
+    if actual.starts_with(expected) && !expected.is_empty() {
         Ok(())
     } else {
         Err(DownloadError::ChecksumMismatch {
@@ -184,6 +186,20 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(md5, "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn sha256_prefix_pins_of_eight_or_more_digits_check_the_start() {
+        assert!(Sha256Hex::parse("6726825D").is_ok());
+        assert!(Sha256Hex::parse("6726825").unwrap_err().contains("a prefix of at least 8"));
+        assert!(Md5Hex::parse("f68b3c2d").unwrap_err().contains("expected 32 hex digits,"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        let pin = |digits: &str| Pinned { sha256: Some(Sha256Hex::parse(digits).unwrap()), md5: None };
+        pin("ba7816bf").verify(&path, &Silent).unwrap();
+        let message = pin("ba7816be").verify(&path, &Silent).unwrap_err().to_string();
+        assert!(message.contains("ba7816be") && message.contains("ba7816bf8f01cfea"), "{message}");
     }
 
     #[test]

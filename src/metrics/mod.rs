@@ -1,6 +1,9 @@
 //! Metrics computed from models and features (accuracy, t-SNE, trustworthiness, ...).
 
 pub mod distance;
+pub mod fid;
+pub mod inception_features;
+pub mod inception_score;
 pub mod trustworthiness;
 pub mod tsne;
 

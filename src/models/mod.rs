@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod digit_cnn;
 pub mod discriminator;
 pub mod grl;
+pub mod inception;
 pub mod layers;
 pub mod summary;
 pub mod weights;

@@ -65,11 +65,11 @@ fn copy_figures(name: &str, input: &InputArtifact, out_dir: &Utf8Path) -> anyhow
         .outcome
         .figures
         .iter()
-        .enumerate()
-        .map(|(index, figure)| {
+        .map(|figure| {
             let source = input.dir.join(&figure.file);
-            let extension = source.extension().unwrap_or("png");
-            let file = format!("{FIGURES_DIR}/{name}-{index}.{extension}");
+            // `progress/strip.png` -> `<name>-progress_strip.png`: unique within the report.
+            let flat = figure.file.replace(['/', '\\'], "_");
+            let file = format!("{FIGURES_DIR}/{name}-{flat}");
             std::fs::copy(&source, out_dir.join(&file)).with_context(|| format!("cannot copy `{source}`"))?;
             Ok(Figure { caption: format!("{name}: {}", figure.caption), file })
         })

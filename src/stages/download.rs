@@ -74,7 +74,7 @@ pub struct DownloadParams {
     /// An `https://`, `http://` or `file://` URL, or a local path (`url` is accepted as well).
     #[serde(alias = "url")]
     pub source: String,
-    /// Expected SHA-256 of the file, 64 hex digits.
+    /// Expected SHA-256 of the file: 64 hex digits, or the first 8 or more (as torch.hub file names carry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Hex>,
     /// Expected MD5 of the file, 32 hex digits.

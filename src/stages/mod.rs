@@ -6,6 +6,9 @@ pub mod dataset;
 pub mod download;
 pub mod evaluate;
 pub mod features;
+pub mod fid;
+pub mod fid_stats;
+pub mod inception_score;
 pub mod mnistm;
 pub mod report;
 pub mod runners;
@@ -49,6 +52,9 @@ stage_kinds![
     evaluate::EvaluateStage,
     features::FeaturesStage,
     tsne::TsneStage,
+    fid_stats::FidStatsStage,
+    fid::FidStage,
+    inception_score::InceptionScoreStage,
 ];
 
 /// Looks a kind up by its recipe name.

@@ -8,6 +8,7 @@
 //! instead of the whole run.
 
 pub mod client;
+pub mod fid;
 pub mod protocol;
 pub mod serve;
 

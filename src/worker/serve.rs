@@ -18,6 +18,7 @@ pub fn main() -> i32 {
     init_logging();
     match std::env::args().nth(1).as_deref() {
         Some("stage") => serve_stage(),
+        Some("fid") => super::fid::main(std::env::args().skip(1)),
         Some("cuda") => {
             println!("{}", describe_cuda());
             0
@@ -144,7 +145,7 @@ fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
 }
 
 /// Turns the user's device request into a device, failing if CUDA was asked for and is absent.
-fn resolve(request: DeviceRequest) -> anyhow::Result<tch::Device> {
+pub(crate) fn resolve(request: DeviceRequest) -> anyhow::Result<tch::Device> {
     match request {
         DeviceRequest::Auto => Ok(tch::Device::cuda_if_available()),
         DeviceRequest::Cpu => Ok(tch::Device::Cpu),

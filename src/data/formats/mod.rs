@@ -20,6 +20,7 @@ mod idx;
 mod image_folder;
 mod images;
 pub mod mat5;
+pub mod npz;
 mod svhn_mat;
 mod usps_libsvm;
 
@@ -34,7 +35,7 @@ use super::transforms::{self, Geometry, TransformError};
 pub use celeba::{load_celeba, CELEBA_SIZE};
 pub use course::{load_course, CSV_HEADER};
 pub use idx::{load_idx, IMAGES_MAGIC, LABELS_MAGIC};
-pub use image_folder::{list_images, load_image_folder};
+pub use image_folder::{list_images, list_images_like_pytorch_fid, load_image_folder, load_rgb_folder_like_pytorch_fid};
 pub use svhn_mat::load_svhn_mat;
 pub use usps_libsvm::load_usps_libsvm;
 
@@ -82,8 +83,8 @@ pub enum FormatError {
     Syntax { path: Utf8PathBuf, line: usize, expected: String, found: String },
     #[error("{path}: {images} images but {labels} labels")]
     CountMismatch { path: Utf8PathBuf, images: usize, labels: usize },
-    #[error("{path}: no images (looked for *.png, *.jpg, *.jpeg)")]
-    NoImages { path: Utf8PathBuf },
+    #[error("{path}: no images (looked for {looked_for})")]
+    NoImages { path: Utf8PathBuf, looked_for: String },
     #[error("{path}: {source}")]
     Mat { path: Utf8PathBuf, source: mat5::MatError },
     #[error("{path}: variable `{name}` {problem}")]
