@@ -43,8 +43,11 @@ fn weights(dir: &Utf8Path, stores: &[&nn::VarStore]) {
     write(dir, "weights.safetensors", &named_variables(stores));
 }
 
+/// Every trainable variable's gradient; one the loss does not reach (the penalty does not reach
+/// the critic's last LayerNorm bias) is written as zeros, as the oracle counts it.
 fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    named_variables(&[vs]).into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (format!("grad.{n}"), t.grad().copy())).collect()
+    let grad = |t: &Tensor| if t.grad().defined() { t.grad().copy() } else { t.zeros_like() };
+    named_variables(&[vs]).into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (format!("grad.{n}"), grad(&t))).collect()
 }
 
 fn zero_grads(vs: &nn::VarStore) {

@@ -288,23 +288,35 @@ impl TrainingMethod for GanTraining {
     }
 
     fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
+        // With one discriminator step the generator step reuses its fake batch, as the DCGAN
+        // tutorial does (D sees it detached); WGAN-GP's critic steps use fakes without a graph
+        // and the generator step draws its own.
+        let steps = self.critic_steps();
         let mut last = None;
-        for _ in 0..self.critic_steps() {
+        for _ in 0..steps {
             let index = self.order.next_batch();
             let real = self.data.images(&index);
             let labels = self.data.labels_at(&index);
             let b = real.size()[0];
             let device = real.device();
             let (z, fake_labels) = self.fake_inputs(b, device);
-            let fake = tch::no_grad(|| self.model.generator.forward_t(&z, Some(&fake_labels), true));
+            let fake = if steps == 1 {
+                self.model.generator.forward_t(&z, Some(&fake_labels), true)
+            } else {
+                tch::no_grad(|| self.model.generator.forward_t(&z, Some(&fake_labels), true))
+            };
             let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
-            let d = discriminator_loss(&self.model, &self.settings, &real, &labels, &fake, &fake_labels, &alpha);
+            let d = discriminator_loss(&self.model, &self.settings, &real, &labels, &fake.detach(), &fake_labels, &alpha);
             self.d_optimizer.backward_step(&d.loss, at.p);
-            last = Some((d, b, device));
+            last = Some((d, fake, fake_labels));
         }
-        let Some((d, b, device)) = last else { anyhow::bail!("no discriminator step ran") };
-        let (z, fake_labels) = self.fake_inputs(b, device);
-        let fake = self.model.generator.forward_t(&z, Some(&fake_labels), true);
+        let Some((d, fake, fake_labels)) = last else { anyhow::bail!("no discriminator step ran") };
+        let (fake, fake_labels) = if steps == 1 {
+            (fake, fake_labels)
+        } else {
+            let (z, labels) = self.fake_inputs(fake.size()[0], fake.device());
+            (self.model.generator.forward_t(&z, Some(&labels), true), labels)
+        };
         let g_loss = generator_loss(&self.model, self.settings.loss, &fake, &fake_labels);
         self.g_optimizer.backward_step(&g_loss, at.p);
 
