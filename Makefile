@@ -14,9 +14,9 @@ export CARGO_TARGET_DIR ?= $(USER_CACHE)/target
 PYTHON ?= python3
 VENV_PY := $(HWRUN_TORCH_VENV)/bin/python
 # Bump the suffix when ORACLE_PACKAGES changes, so existing venvs get the new packages.
-VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready-3
+VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready-4
 # Test oracles installed beside torch: the reference implementations our numbers are checked against.
-ORACLE_PACKAGES := numpy scipy scikit-learn safetensors pillow pytorch-fid torch-fidelity
+ORACLE_PACKAGES := numpy scipy scikit-learn safetensors pillow pytorch-fid torch-fidelity scikit-image
 
 export VIRTUAL_ENV := $(HWRUN_TORCH_VENV)
 export PATH := $(HWRUN_TORCH_VENV)/bin:$(PATH)

@@ -18,7 +18,8 @@ fn recipes() -> Vec<PathBuf> {
     recipes
 }
 
-/// `hw2_data/digits/<domain>/{data/*.png, train.csv, val.csv}` with a few images per domain.
+/// `hw2_data/digits/<domain>/{data/*.png, train.csv, val.csv}` with a few images per domain, and
+/// `hw2_data/face/{train,val}/*.png`.
 fn fake_course_data(project: &Project) -> PathBuf {
     let root = project.path().join("hw2_data");
     for (domain, side, channels) in [("mnistm", 28, 3), ("svhn", 32, 3), ("usps", 28, 1)] {
@@ -34,6 +35,14 @@ fn fake_course_data(project: &Project) -> PathBuf {
                 rows.push_str(&format!("{name},{}\n", i % 10));
             }
             std::fs::write(dir.join(csv), rows).unwrap();
+        }
+    }
+    for (split, count) in [("train", 6), ("val", 3)] {
+        let dir = root.join("face").join(split);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..count {
+            let pixels = vec![(i * 40) as u8; 64 * 64 * 3];
+            image::save_buffer(dir.join(format!("{i:05}.png")), &pixels, 64, 64, image::ExtendedColorType::Rgb8).unwrap();
         }
     }
     root

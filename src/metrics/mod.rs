@@ -1,6 +1,7 @@
 //! Metrics computed from models and features (accuracy, t-SNE, trustworthiness, ...).
 
 pub mod distance;
+pub mod face_score;
 pub mod fid;
 pub mod inception_features;
 pub mod inception_score;

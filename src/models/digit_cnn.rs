@@ -13,6 +13,14 @@
 //!   fc 100, BatchNorm1d, ReLU, fc 2. Batch norm keeps the feature scale bounded, which is what
 //!   lets the gradient reversal train stably with Adam; the model has train and eval modes.
 //!
+//! - [`Arch::Lenet`] (`lenet`, the course's digit evaluator for generated images): conv 6 k5,
+//!   ReLU, max-pool 2, conv 16 k5, ReLU, max-pool 2 (256 features at 28x28), then fc 128, ReLU,
+//!   fc 64, ReLU, fc classes. The course feeds it images normalised with a fixed mean and std of
+//!   0.5 per channel; hwrun normalises with the training set's own per-channel mean and std (see
+//!   `training::batches`), saved with the model and reused for images of the same domain. Both
+//!   are a per-channel affine map of the input, which the first conv absorbs in training, so the
+//!   network and the protocol are the same; only the learned first-layer weights differ.
+//!
 //! The model has two parts, `feature` (the feature extractor / ADDA encoder) and `classifier`
 //! (the label predictor); their parameter names are the PyTorch `state_dict` keys
 //! (`feature.conv1.weight`, `classifier.fc3.bias`). Input: f32 `[b, channels, image_size,
@@ -34,6 +42,8 @@ pub enum Arch {
     Svhn,
     /// The popular PyTorch port's network with batch norm and dropout (about 180k parameters).
     DannBn,
+    /// The course's LeNet-style evaluator of generated digits (about 44k parameters).
+    Lenet,
 }
 
 /// Drop probability of the `dann_bn` dropout layers (PyTorch's default).
@@ -45,13 +55,14 @@ impl Arch {
             Arch::Mnist => "mnist",
             Arch::Svhn => "svhn",
             Arch::DannBn => "dann_bn",
+            Arch::Lenet => "lenet",
         }
     }
 
     /// The smallest `image_size` the feature extractor can take.
     pub fn min_image_size(self) -> i64 {
         match self {
-            Arch::Mnist | Arch::DannBn => 16,
+            Arch::Mnist | Arch::DannBn | Arch::Lenet => 16,
             Arch::Svhn => 4,
         }
     }
@@ -79,6 +90,15 @@ impl Arch {
                 ("relu3", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
+            Arch::Lenet => vec![
+                ("conv1", LayerSpec::conv(6, 5, 0)),
+                ("relu1", LayerSpec::RELU),
+                ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                ("conv2", LayerSpec::conv(16, 5, 0)),
+                ("relu2", LayerSpec::RELU),
+                ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                ("flatten", Flatten),
+            ],
             // The port's order: batch norm before pooling, ReLU after it.
             Arch::DannBn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 0)),
@@ -101,6 +121,7 @@ impl Arch {
         match self {
             Arch::Mnist => mlp_specs(&[100, 100], classes),
             Arch::Svhn => mlp_specs(&[3072, 2048], classes),
+            Arch::Lenet => mlp_specs(&[128, 64], classes),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
                 ("bn1", LayerSpec::BATCH_NORM),
@@ -118,7 +139,7 @@ impl Arch {
     pub fn domain_specs(self) -> Vec<(String, LayerSpec)> {
         use LayerSpec::*;
         match self {
-            Arch::Mnist => mlp_specs(&[100], 2),
+            Arch::Mnist | Arch::Lenet => mlp_specs(&[100], 2),
             Arch::Svhn => mlp_specs(&[1024, 1024], 2),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
@@ -138,8 +159,9 @@ fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DigitCnnParams {
-    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, or `dann_bn`
-    /// (the PyTorch port's CNN with batch norm and dropout).
+    /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, `dann_bn`
+    /// (the PyTorch port's CNN with batch norm and dropout), or `lenet` (the course's evaluator
+    /// of generated digits).
     #[serde(default = "DigitCnnParams::default_arch")]
     pub arch: Arch,
     /// Height and width of the network input; other image sizes are resized bilinearly.
@@ -308,6 +330,18 @@ mod tests {
         assert!(!model.logits(&x, true).equal(&model.logits(&x, true)));
         let arch: Arch = serde_json::from_str("\"dann_bn\"").unwrap();
         assert_eq!(arch, Arch::DannBn);
+    }
+
+    #[test]
+    fn lenet_preset_is_the_course_evaluator() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = DigitCnn::new(&vs.root(), config(Arch::Lenet)).unwrap();
+        assert_eq!(model.feature_dim(), 256);
+        let vars = vs.variables();
+        assert_eq!(vars["feature.conv1.weight"].size(), [6, 3, 5, 5]);
+        assert_eq!(vars["classifier.fc1.weight"].size(), [128, 256]);
+        assert_eq!(vars["classifier.fc2.weight"].size(), [64, 128]);
+        assert_eq!(vars["classifier.fc3.weight"].size(), [10, 64]);
     }
 
     #[test]

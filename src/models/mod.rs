@@ -5,6 +5,7 @@
 //! prints them the way PyTorch's `print(model)` does.
 
 pub mod blocks;
+pub mod dcgan;
 pub mod digit_cnn;
 pub mod discriminator;
 pub mod grl;
@@ -15,6 +16,7 @@ pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
+pub use dcgan::{Discriminator, GanConfig, GanLoss, GanPreset, Generator};
 pub use digit_cnn::{Arch, DigitCnn, DigitCnnConfig, DigitCnnParams};
 pub use discriminator::DomainClassifier;
 pub use grl::reverse_gradient;
@@ -27,6 +29,8 @@ pub use layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
 pub enum ModelFamily {
     /// A digit classifier (feature extractor + label predictor) of [`digit_cnn`].
     DigitCnn(DigitCnnConfig),
+    /// A GAN's generator and discriminator of [`dcgan`] (DCGAN, WGAN-GP, ACGAN).
+    Gan(GanConfig),
 }
 
 impl ModelFamily {
@@ -34,6 +38,7 @@ impl ModelFamily {
     pub fn name(&self) -> &'static str {
         match self {
             ModelFamily::DigitCnn(_) => "digit_cnn",
+            ModelFamily::Gan(_) => "gan",
         }
     }
 }

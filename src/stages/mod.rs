@@ -5,6 +5,7 @@ pub mod command;
 pub mod dataset;
 pub mod download;
 pub mod evaluate;
+pub mod face_score;
 pub mod features;
 pub mod fid;
 pub mod fid_stats;
@@ -12,10 +13,12 @@ pub mod inception_score;
 pub mod mnistm;
 pub mod report;
 pub mod runners;
+pub mod sample;
 pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
+pub mod train_gan;
 pub mod tsne;
 
 use crate::stage::{Registered, StageKind, StageRunner};
@@ -49,6 +52,9 @@ stage_kinds![
     train_classifier::TrainClassifierStage,
     train_dann::TrainDannStage,
     train_adda::TrainAddaStage,
+    train_gan::TrainGanStage,
+    sample::SampleStage,
+    face_score::FaceScoreStage,
     evaluate::EvaluateStage,
     features::FeaturesStage,
     tsne::TsneStage,

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod dann;
 pub mod evaluation;
+pub mod gan;
 pub mod method;
 pub mod optimizer;
 pub mod schedule;
