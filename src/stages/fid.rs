@@ -122,7 +122,7 @@ mod tests {
     use crate::stages::fid_stats::tests::images_and_weights;
     use crate::stages::fid_stats::{FidStatsParams, FidStatsStage};
     use crate::stages::train_classifier::tests::{context, tempdir};
-    use crate::stages::InputArtifact;
+    use crate::stage::InputArtifact;
 
     fn artifact(dir: &Utf8Path) -> InputArtifact {
         InputArtifact {
