@@ -5,8 +5,10 @@
 //! prints them the way PyTorch's `print(model)` does.
 
 pub mod blocks;
+pub mod context_unet;
 pub mod digit_cnn;
 pub mod discriminator;
+pub mod face_unet;
 pub mod grl;
 pub mod layers;
 pub mod summary;
@@ -14,8 +16,10 @@ pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
+pub use context_unet::{ContextUnet, ContextUnetConfig};
 pub use digit_cnn::{Arch, DigitCnn, DigitCnnConfig, DigitCnnParams};
 pub use discriminator::DomainClassifier;
+pub use face_unet::{FaceUnet, FaceUnetConfig};
 pub use grl::reverse_gradient;
 pub use layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
 
@@ -26,6 +30,10 @@ pub use layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
 pub enum ModelFamily {
     /// A digit classifier (feature extractor + label predictor) of [`digit_cnn`].
     DigitCnn(DigitCnnConfig),
+    /// A class-conditional noise-prediction UNet of [`context_unet`] (a DDPM).
+    ContextUnet(ContextUnetConfig),
+    /// The course's face UNet of [`face_unet`].
+    FaceUnet(FaceUnetConfig),
 }
 
 impl ModelFamily {
@@ -33,6 +41,8 @@ impl ModelFamily {
     pub fn name(&self) -> &'static str {
         match self {
             ModelFamily::DigitCnn(_) => "digit_cnn",
+            ModelFamily::ContextUnet(_) => "context_unet",
+            ModelFamily::FaceUnet(_) => "face_unet",
         }
     }
 }

@@ -3,16 +3,19 @@
 
 pub mod command;
 pub mod dataset;
+pub mod ddim;
 pub mod download;
 pub mod evaluate;
 pub mod features;
 pub mod mnistm;
 pub mod report;
 pub mod runners;
+pub mod sample_diffusion;
 pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
+pub mod train_ddpm;
 pub mod tsne;
 
 use crate::stage::{Registered, StageKind, StageRunner};
@@ -46,6 +49,9 @@ stage_kinds![
     train_classifier::TrainClassifierStage,
     train_dann::TrainDannStage,
     train_adda::TrainAddaStage,
+    train_ddpm::TrainDdpmStage,
+    sample_diffusion::SampleDiffusionStage,
+    ddim::DdimStage,
     evaluate::EvaluateStage,
     features::FeaturesStage,
     tsne::TsneStage,
