@@ -50,7 +50,11 @@ pub fn render_recipe_error(error: &RecipeError, sources: &Sources) -> String {
 pub fn render_error(error: &anyhow::Error) -> String {
     let mut out = format!("error: {error}\n");
     for cause in error.chain().skip(1) {
-        let _ = writeln!(out, "  caused by: {cause}");
+        // Many errors already include their source's message: say it once.
+        let cause = cause.to_string();
+        if !out.contains(cause.trim()) {
+            let _ = writeln!(out, "  caused by: {cause}");
+        }
     }
     out
 }
@@ -58,7 +62,10 @@ pub fn render_error(error: &anyhow::Error) -> String {
 fn append_causes(out: &mut String, error: &dyn std::error::Error) {
     let mut source = error.source();
     while let Some(cause) = source {
-        let _ = writeln!(out, "  caused by: {cause}");
+        let text = cause.to_string();
+        if !out.contains(text.trim()) {
+            let _ = writeln!(out, "  caused by: {text}");
+        }
         source = cause.source();
     }
 }

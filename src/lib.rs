@@ -16,6 +16,7 @@ pub mod graph;
 pub mod metrics;
 pub mod models;
 pub mod output;
+pub mod pytorch_file;
 pub mod recipe;
 pub mod report;
 pub mod scheduler;

@@ -131,11 +131,61 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     }
 }
 
+/// An error and its causes as `what: why: deeper why`, leaving out a cause whose text the
+/// message already contains (many errors embed their source's message in their own).
+pub fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        let part = part.trim();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    text
+}
+
+/// libtorch's C++ errors end with the C++ location and a frame list (`Exception raised from
+/// ... (most recent call first): frame #0 ...`). Unless `verbose`, keep only the message, on one
+/// line.
+pub fn trim_native_trace(text: &str, verbose: bool) -> String {
+    match text.find("Exception raised from") {
+        Some(cut) if !verbose => {
+            text[..cut].lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+        }
+        _ => text.to_owned(),
+    }
+}
+
 fn shorten(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         text.to_owned()
     } else {
         let tail: String = text.chars().rev().take(width - 1).collect::<Vec<_>>().into_iter().rev().collect();
         format!("…{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "unexpected end of file");
+        let error = anyhow::Error::new(io).context("unexpected end of file").context("unpacking `x.gz`");
+        assert_eq!(chain_text(&error), "unpacking `x.gz`: unexpected end of file");
+    }
+
+    #[test]
+    fn torch_traces_are_cut_to_one_line() {
+        let text = "Internal torch error: Expected lr >= 0\nbut got -1\nException raised from adam at x.cpp:12 (most recent call first):\nframe #0: c10::Error";
+        assert_eq!(trim_native_trace(text, false), "Internal torch error: Expected lr >= 0 but got -1");
+        assert_eq!(trim_native_trace(text, true), text);
+        assert_eq!(trim_native_trace("two\nlines", false), "two\nlines");
     }
 }

@@ -22,7 +22,7 @@ fn a_misspelt_input_name_is_refused_with_a_suggestion() {
     let text = format!("{DATA}[stages.t]\nkind = \"train_classifier\"\ninputs = {{ train = \"d.train\", vall = \"d.val\" }}\n");
     let error = plan_error(&text);
     assert!(error.contains("unknown key `vall`") && error.contains("did you mean `val`?"), "{error}");
-    assert!(error.contains("r.toml:8:"), "points at the line: {error}");
+    assert!(error.contains("r.toml:9:31"), "points at the input: {error}");
 }
 
 #[test]

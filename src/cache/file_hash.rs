@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -18,6 +20,41 @@ pub enum HashError {
     Unreadable { path: Utf8PathBuf, source: std::io::Error },
     #[error("`{path}` is not valid UTF-8 and cannot be named in a recipe")]
     NonUtf8Path { path: std::path::PathBuf },
+    #[error("`{path}` is {what}, not a regular file: hwrun hashes only regular files and directories")]
+    NotAFile { path: Utf8PathBuf, what: &'static str },
+    #[error("hashing `{path}` was interrupted")]
+    Interrupted { path: Utf8PathBuf },
+}
+
+/// Set by the first Ctrl-C / SIGTERM: every hash in progress stops at its next chunk.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops all hashing in this process (called by the signal handler).
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Bytes hashed between two interruption checks.
+const CHUNK: usize = 8 << 20;
+
+/// What a non-regular file is, for messages.
+pub fn describe_type(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,8 +94,15 @@ impl StatCache {
             return Ok(());
         }
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        fs::rename(tmp, path)
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|json| fs::write(&tmp, json))
+            .and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            // A full disk must not leave a partial temporary file behind.
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(|e| std::io::Error::new(e.kind(), format!("writing `{path}`: {e}")))
     }
 
     /// The content hash of a file, or of a directory (its sorted relative paths and file hashes).
@@ -88,7 +132,24 @@ impl StatCache {
     }
 
     fn hash_file(&mut self, path: &Utf8Path, meta: &fs::Metadata) -> Result<blake3::Hash, HashError> {
+        if !meta.is_file() {
+            return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+        }
         let absolute = path.canonicalize_utf8().unwrap_or_else(|_| path.to_owned());
+        self.cached_hash(absolute, path, meta)
+    }
+
+    /// Size and content hash of a file inside a cache entry (`path` absolute). A symbolic link or
+    /// special file is an error: entries hold regular files only (links are recorded apart).
+    pub fn hash_entry_file(&mut self, path: &Utf8Path) -> Result<(u64, blake3::Hash), HashError> {
+        let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable { path: path.to_owned(), source })?;
+        if !meta.is_file() {
+            return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+        }
+        Ok((meta.len(), self.cached_hash(path.to_owned(), path, &meta)?))
+    }
+
+    fn cached_hash(&mut self, absolute: Utf8PathBuf, path: &Utf8Path, meta: &fs::Metadata) -> Result<blake3::Hash, HashError> {
         let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
         if let Some(entry) = self.entries.get(&absolute) {
             let unchanged = entry.dev == meta.dev()
@@ -119,12 +180,40 @@ impl StatCache {
     }
 }
 
-/// Reads and hashes a whole file (memory-mapped by blake3 for large ones, multi-threaded).
+/// Reads and hashes a regular file, multi-threaded, in chunks: stops at the size the file had
+/// when opened (a growing file cannot keep it busy) and at a Ctrl-C. A FIFO or device is refused
+/// before it is read (and opened non-blocking, so a FIFO cannot hang the open either).
 pub fn hash_file_contents(path: &Utf8Path) -> Result<blake3::Hash, HashError> {
+    let unreadable = |source| HashError::Unreadable { path: path.to_owned(), source };
+    let file = fs::File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+    }
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_mmap_rayon(path)
-        .map_err(|source| HashError::Unreadable { path: path.to_owned(), source })?;
+    let mut reader = file.take(meta.len());
+    let mut buffer = vec![0u8; CHUNK.min(meta.len() as usize).max(1)];
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(HashError::Interrupted { path: path.to_owned() });
+        }
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(unreadable(e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        hasher.update_rayon(&buffer[..filled]);
+        if filled < buffer.len() {
+            break;
+        }
+    }
     Ok(hasher.finalize())
 }
 
@@ -163,6 +252,23 @@ mod tests {
         assert_ne!(changed, first);
         fs::rename(dir.join("b.txt"), dir.join("c.txt")).unwrap();
         assert_ne!(cache.hash_path(dir).unwrap(), changed);
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_reading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_str()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        let mut cache = StatCache::default();
+        for name in ["fifo", "zero"] {
+            let err = cache.hash_path(&dir.join(name)).unwrap_err();
+            assert!(matches!(err, HashError::NotAFile { .. }), "{name}: {err}");
+        }
+        assert!(matches!(hash_file_contents(&fifo), Err(HashError::NotAFile { what: "a FIFO", .. })));
+        assert!(cache.hash_path(dir).is_err(), "a directory holding them is refused too");
     }
 
     #[test]

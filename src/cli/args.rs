@@ -37,7 +37,7 @@ pub enum Command {
     /// Remove cache entries not reachable from the given recipes.
     Gc(GcArgs),
     /// Re-verify the hashes of every cache entry.
-    Fsck,
+    Fsck(FsckArgs),
     /// List the stage kinds hwrun knows, or document one: its inputs, outputs, every parameter
     /// with its default, and an example recipe.
     Stages(StagesArgs),
@@ -67,6 +67,10 @@ pub struct GlobalArgs {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Where `results/<recipe>/<stage>` links go (default: `results` beside the cache directory).
+    #[arg(long, global = true, env = "HWRUN_RESULTS", value_name = "DIR")]
+    pub results_dir: Option<Utf8PathBuf>,
 
     /// More logging (-v debug, -vv trace); `RUST_LOG` is honoured too.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -121,6 +125,13 @@ pub struct CompareArgs {
     /// CSV instead of a markdown table.
     #[arg(long)]
     pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Move every corrupt entry to `cache/quarantine/` (the next run redoes it).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

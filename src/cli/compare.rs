@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::args::{CompareArgs, GlobalArgs};
-use super::session::{Failure, Session};
+use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::output::{OutputMode, Printer};
 
 pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Result<i32, Failure> {
-    let session = Session::open(global, &args.recipe)?;
+    let session = Session::open(global, &args.recipe, Access::Read)?;
     let plan = &session.plan;
     let mut columns: Vec<String> = plan.recipe.sweep.axes.iter().map(|a| a.dotted.clone()).collect();
     let mut metric_columns = BTreeSet::new();

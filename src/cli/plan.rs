@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::args::{DagArgs, GlobalArgs, RecipeArgs};
-use super::session::{Failure, Session};
+use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::graph::{render, Status};
 use crate::output::{OutputMode, Printer};
@@ -22,7 +22,7 @@ struct PlanRow<'a> {
 }
 
 pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result<i32, Failure> {
-    let session = Session::open(global, args)?;
+    let session = Session::open(global, args, Access::Read)?;
     let plan = &session.plan;
     let mut variants_of: Vec<Vec<&str>> = vec![Vec::new(); plan.graph.node_count()];
     for variant in plan.variants.iter().filter(|v| !v.label.is_empty()) {
@@ -49,7 +49,6 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
             }
         })
         .collect();
-    session.save_stat_cache();
     if printer.mode() == OutputMode::Json {
         printer.result(&serde_json::to_string_pretty(&rows).map_err(anyhow::Error::from)?);
         return Ok(exit_code::SUCCESS);
@@ -78,7 +77,11 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
 }
 
 pub fn dag(global: &GlobalArgs, args: &DagArgs, printer: &Printer) -> Result<i32, Failure> {
-    let session = Session::open(global, &args.recipe)?;
+    let session = Session::open(global, &args.recipe, Access::Read)?;
+    if printer.mode() == OutputMode::Json {
+        printer.result(&serde_json::to_string_pretty(&render::json(&session.plan, &session.statuses)).map_err(anyhow::Error::from)?);
+        return Ok(exit_code::SUCCESS);
+    }
     let text = if args.mermaid {
         render::mermaid(&session.plan, &session.statuses)
     } else {

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use super::args::{GlobalArgs, RunArgs};
-use super::session::{Failure, Session};
+use super::results::{link_results, results_dir};
+use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::graph::Status;
 use crate::output::{OutputMode, Printer};
@@ -13,7 +14,7 @@ use crate::worker::DeviceRequest;
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &CancelToken) -> Result<i32, Failure> {
     let device = parse_device(global.device.as_deref())?;
-    let session = Session::open(global, &args.recipe)?;
+    let session = Session::open(global, &args.recipe, Access::Write)?;
     match session.cache.clean_stale_staging() {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} staging directories left by interrupted runs"),
@@ -33,9 +34,12 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
         keep_going: args.keep_going,
         device,
     };
-    let summary = execute(&session.plan, &session.statuses, &session.cache, &options, printer, cancel);
+    let mut summary = execute(&session.plan, &session.statuses, &session.cache, &options, printer, cancel);
     record_refs(&session, &summary);
     session.save_stat_cache();
+    if let Err(error) = link_results(&results_dir(global), &session.cache, &mut summary) {
+        printer.warn(&format!("cannot link the results: {error}"));
+    }
     match printer.mode() {
         OutputMode::Json => printer.result(&serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?),
         _ => printer.result(&render_summary(&summary)),
@@ -75,7 +79,9 @@ fn render_summary(summary: &RunSummary) -> String {
             StageResult::Skipped => "skipped",
         };
         let time = if stage.result == StageResult::Ran { format!("{:.1}s", stage.seconds) } else { "-".to_owned() };
-        let location = match (&stage.output, &stage.error) {
+        let location = match (stage.results.as_ref().or(stage.output.as_ref()), &stage.error) {
+            // Printed once, in full, below the table.
+            (_, Some(_)) if stage.result == StageResult::Failed => "(error below)".to_owned(),
             (_, Some(error)) => error.lines().next().unwrap_or_default().to_owned(),
             (Some(output), None) => output.to_string(),
             (None, None) => String::new(),
@@ -89,9 +95,6 @@ fn render_summary(summary: &RunSummary) -> String {
             let _ = writeln!(out, "{line}");
         }
     }
-    for file in summary.primary_files() {
-        let _ = writeln!(out, "\nreport: {file}");
-    }
     let _ = writeln!(
         out,
         "\n{} ran, {} cached, {} failed, {} skipped",
@@ -104,6 +107,14 @@ fn render_summary(summary: &RunSummary) -> String {
         if let Some(error) = &failed.error {
             let _ = writeln!(out, "\nerror: stage `{}` failed: {error}", failed.name);
         }
+    }
+    // Last, where a person looks first.
+    let reports = summary.primary_files();
+    if !reports.is_empty() {
+        out.push('\n');
+    }
+    for file in reports {
+        let _ = writeln!(out, "report: {file}");
     }
     out
 }

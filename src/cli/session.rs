@@ -4,7 +4,6 @@ use anyhow::Context;
 
 use super::args::{GlobalArgs, RecipeArgs};
 use super::{DEFAULT_RECIPE, DEFAULT_RECIPE_NAME};
-use crate::cache::file_hash::StatCache;
 use crate::cache::Cache;
 use crate::error::{exit_code, render_error, render_recipe_error};
 use crate::graph::{assess, NodeStatus, Plan, PlanError};
@@ -29,6 +28,24 @@ impl Failure {
     pub fn exit_code(&self) -> i32 {
         exit_code::INVALID_INPUT
     }
+
+    /// `{"error": ..., "exit_code": 2, "location": {"file", "line", "column"}}` for `--json`.
+    pub fn json(&self) -> serde_json::Value {
+        let (message, location) = match self {
+            Failure::Recipe(load) => {
+                let location = load.error.span().and_then(|span| load.sources.locate(span)).map(|at| {
+                    serde_json::json!({ "file": at.name.as_str(), "line": at.line, "column": at.column })
+                });
+                (load.error.to_string(), location)
+            }
+            Failure::Input(error) => (crate::output::chain_text(error), None),
+        };
+        let help = match self {
+            Failure::Recipe(load) => load.error.help(),
+            Failure::Input(_) => None,
+        };
+        serde_json::json!({ "error": message, "exit_code": self.exit_code(), "location": location, "help": help })
+    }
 }
 
 impl From<anyhow::Error> for Failure {
@@ -42,7 +59,6 @@ pub struct Session {
     pub cache: Cache,
     pub plan: Plan,
     pub statuses: Vec<NodeStatus>,
-    stat_cache: StatCache,
 }
 
 pub fn load_recipe(args: &RecipeArgs) -> Result<Recipe, Failure> {
@@ -53,29 +69,43 @@ pub fn load_recipe(args: &RecipeArgs) -> Result<Recipe, Failure> {
     recipe::load(source, &args.overrides).map_err(Failure::Recipe)
 }
 
-pub fn open_cache(global: &GlobalArgs) -> Result<Cache, Failure> {
-    Cache::open(&global.cache_dir)
-        .with_context(|| format!("cannot use `{}` as the cache directory (set --cache-dir or HWRUN_CACHE)", global.cache_dir))
-        .map_err(Failure::Input)
+/// Whether a command may create and write the cache (`run`, `gc`, `fsck`) or only reads it
+/// (`plan`, `dag`, `compare`: they never create or change anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Read,
+}
+
+pub fn open_cache(global: &GlobalArgs, access: Access) -> Result<Cache, Failure> {
+    let cache = match access {
+        Access::Write => Cache::open(&global.cache_dir),
+        Access::Read => Cache::open_read_only(&global.cache_dir),
+    }
+    .with_context(|| format!("cannot use `{}` as the cache directory (set --cache-dir or HWRUN_CACHE)", global.cache_dir))
+    .map_err(Failure::Input)?;
+    if access == Access::Write {
+        super::set_cache_root(cache.root());
+    }
+    Ok(cache)
 }
 
 impl Session {
-    pub fn open(global: &GlobalArgs, args: &RecipeArgs) -> Result<Session, Failure> {
+    pub fn open(global: &GlobalArgs, args: &RecipeArgs, access: Access) -> Result<Session, Failure> {
         let recipe = load_recipe(args)?;
-        let cache = open_cache(global)?;
-        let mut stat_cache = StatCache::load(&cache.stat_cache_path());
+        let cache = open_cache(global, access)?;
         let sources = recipe.document.sources.clone();
-        let plan = Plan::build(recipe, &mut stat_cache).map_err(|error| match error {
+        let plan = Plan::build(recipe, &mut cache.stat_cache()).map_err(|error| match error {
             PlanError::Recipe(error) => Failure::Recipe(LoadError { error, sources }),
             other => Failure::Input(other.into()),
         })?;
         let statuses = assess(&plan, &cache);
-        Ok(Session { cache, plan, statuses, stat_cache })
+        Ok(Session { cache, plan, statuses })
     }
 
-    /// Persists what was learnt about external files.
+    /// Persists what was learnt about file hashes (nothing for a read-only cache).
     pub fn save_stat_cache(&self) {
-        if let Err(error) = self.stat_cache.save(&self.cache.stat_cache_path()) {
+        if let Err(error) = self.cache.save_stat_cache() {
             tracing::warn!("cannot save the stat cache: {error}");
         }
     }

@@ -61,7 +61,8 @@ pub struct Unpacked {
 }
 
 /// Unpacks `archive` (whose recipe-facing name is `name`, which decides the format) into `dest`.
-pub fn unpack(archive: &Path, name: &str, dest: &Path, observer: &dyn Observer) -> Result<Unpacked, DownloadError> {
+/// At most `limit` bytes are written in all.
+pub fn unpack(archive: &Path, name: &str, dest: &Path, limit: u64, observer: &dyn Observer) -> Result<Unpacked, DownloadError> {
     let kind = ArchiveKind::detect(name).ok_or_else(|| DownloadError::ArchiveUnknown {
         file: PathBuf::from(name),
     })?;
@@ -75,6 +76,8 @@ pub fn unpack(archive: &Path, name: &str, dest: &Path, observer: &dyn Observer) 
         archive,
         dest,
         observer,
+        budget: std::cell::Cell::new(limit),
+        limit,
     };
     match kind {
         ArchiveKind::Gz => unpacker.single(MultiGzDecoder::new(reader), strip_suffix(name, ".gz")),
@@ -112,6 +115,9 @@ struct Unpacker<'a> {
     archive: &'a Path,
     dest: &'a Path,
     observer: &'a dyn Observer,
+    /// Bytes still allowed.
+    budget: std::cell::Cell<u64>,
+    limit: u64,
 }
 
 impl Unpacker<'_> {
@@ -201,6 +207,11 @@ impl Unpacker<'_> {
             if n == 0 {
                 break;
             }
+            let left = self.budget.get().checked_sub(n as u64).ok_or_else(|| DownloadError::ArchiveTooLarge {
+                archive: self.archive.to_path_buf(),
+                limit: self.limit,
+            })?;
+            self.budget.set(left);
             output
                 .write_all(&buffer[..n])
                 .map_err(|err| DownloadError::write(target, err))?;
@@ -232,6 +243,21 @@ mod tests {
     }
 
     #[test]
+    fn a_decompression_bomb_stops_at_the_limit() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("bomb.gz");
+        let mut gz = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 4 << 20]).unwrap();
+        gz.finish().unwrap();
+        let out = tmp.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let err = unpack(&archive, "bomb.gz", &out, 1 << 20, &Silent).unwrap_err();
+        assert!(matches!(err, DownloadError::ArchiveTooLarge { limit: 1048576, .. }), "{err}");
+        assert!(unpack(&archive, "bomb.gz", &out, 8 << 20, &Silent).is_ok());
+    }
+
+    #[test]
     fn safe_relative_rejects_escapes() {
         assert_eq!(safe_relative(Path::new("./a/b.png")), Some(PathBuf::from("a/b.png")));
         assert_eq!(safe_relative(Path::new("../evil")), None);
@@ -248,7 +274,7 @@ mod tests {
         encoder.finish().unwrap();
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
-        let unpacked = unpack(&archive, "labels.gz", &out, &Silent).unwrap();
+        let unpacked = unpack(&archive, "labels.gz", &out, u64::MAX, &Silent).unwrap();
         assert_eq!(
             unpacked,
             Unpacked {
@@ -280,14 +306,14 @@ mod tests {
         escaping_tar(&archive);
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
-        let err = unpack(&archive, "evil.tar", &out, &Silent).unwrap_err();
+        let err = unpack(&archive, "evil.tar", &out, u64::MAX, &Silent).unwrap_err();
         assert!(matches!(err, DownloadError::ArchiveEntryUnsafe { .. }), "{err}");
         assert!(!dir.path().join("escape").exists());
     }
 
     #[test]
     fn unknown_extension_is_an_error() {
-        let err = unpack(Path::new("/nonexistent"), "x.mat", Path::new("/tmp"), &Silent).unwrap_err();
+        let err = unpack(Path::new("/nonexistent"), "x.mat", Path::new("/tmp"), u64::MAX, &Silent).unwrap_err();
         assert!(err.to_string().contains("set `unpack = false`"), "{err}");
     }
 }

@@ -68,6 +68,12 @@ pub enum DownloadError {
     ArchiveUnknown { file: PathBuf },
 
     #[error(
+        "{}: unpacking would write more than {limit} bytes; a decompression bomb, or set a larger `max_unpacked_bytes`",
+        archive.display()
+    )]
+    ArchiveTooLarge { archive: PathBuf, limit: u64 },
+
+    #[error(
         "{}: entry `{entry}` would land outside the output directory; refusing to unpack an unsafe archive",
         archive.display()
     )]

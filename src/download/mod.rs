@@ -62,6 +62,9 @@ pub struct Request {
     /// Whether a missing checksum is an error.
     pub verify: bool,
     pub unpack: bool,
+    /// The most bytes unpacking may write (a decompression bomb stops there); `None`: 100 times
+    /// the archive's size, at least 1 GiB.
+    pub max_unpacked_bytes: Option<u64>,
     pub http: HttpOptions,
 }
 
@@ -121,7 +124,8 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
         other => other,
     })?;
     if request.unpack {
-        let unpacked = archive::unpack(&file, &request.filename, out_dir, observer)?;
+        let limit = request.max_unpacked_bytes.unwrap_or_else(|| default_unpack_limit(bytes));
+        let unpacked = archive::unpack(&file, &request.filename, out_dir, limit, observer)?;
         if file == partial {
             fs::remove_file(&partial).map_err(|err| DownloadError::write(&partial, err))?;
         }
@@ -133,6 +137,12 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
     let target = out_dir.join(&request.filename);
     fs::rename(&partial, &target).map_err(|err| DownloadError::write(&target, err))?;
     Ok(Fetched { bytes, unpacked: None })
+}
+
+/// 100 times the archive's size (real data compresses far less; decompression bombs far more),
+/// and at least 1 GiB.
+pub fn default_unpack_limit(archive_bytes: u64) -> u64 {
+    archive_bytes.saturating_mul(100).max(1 << 30)
 }
 
 fn local_size(path: &Path) -> Result<u64, DownloadError> {
@@ -167,6 +177,7 @@ pub(crate) mod tests {
             pinned: Pinned::default(),
             verify: false,
             unpack: false,
+            max_unpacked_bytes: None,
             http: HttpOptions {
                 retries: 0,
                 timeout: std::time::Duration::from_secs(1),

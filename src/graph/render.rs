@@ -54,6 +54,33 @@ pub fn mermaid(plan: &Plan, statuses: &[NodeStatus]) -> String {
     out
 }
 
+/// `{"nodes": [{id, name, kind, key, status}], "edges": [{from, to, input}]}` for `dag --json`.
+pub fn json(plan: &Plan, statuses: &[NodeStatus]) -> serde_json::Value {
+    let nodes: Vec<serde_json::Value> = plan
+        .graph
+        .node_indices()
+        .map(|node| {
+            let stage = &plan.graph[node];
+            serde_json::json!({
+                "id": node.index(),
+                "name": stage.label,
+                "kind": stage.kind.kind(),
+                "key": stage.key.hex(),
+                "status": statuses[node.index()].status,
+            })
+        })
+        .collect();
+    let edges: Vec<serde_json::Value> = plan
+        .graph
+        .edge_indices()
+        .filter_map(|edge| {
+            let (from, to) = plan.graph.edge_endpoints(edge)?;
+            Some(serde_json::json!({ "from": from.index(), "to": to.index(), "input": plan.graph[edge] }))
+        })
+        .collect();
+    serde_json::json!({ "recipe": plan.recipe.name, "nodes": nodes, "edges": edges })
+}
+
 fn colours(status: Status) -> (&'static str, &'static str) {
     match status {
         Status::Cached => ("#d4edda", "cached"),

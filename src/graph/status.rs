@@ -7,7 +7,7 @@ use petgraph::graph::NodeIndex;
 use serde::Serialize;
 
 use super::plan::Plan;
-use crate::cache::{Cache, Manifest};
+use crate::cache::{Cache, Lookup, Manifest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,21 +28,27 @@ pub fn assess(plan: &Plan, cache: &Cache) -> Vec<NodeStatus> {
     let mut statuses: Vec<Option<NodeStatus>> = vec![None; plan.graph.node_count()];
     for node in plan.topological() {
         let stage = &plan.graph[node];
-        let status = if cache.lookup(&stage.key).is_some() {
-            NodeStatus { status: Status::Cached, reasons: Vec::new() }
-        } else {
-            let previous = cache
-                .last_ref(&plan.recipe.name, &stage.label)
-                .filter(|key| *key != stage.key)
-                .and_then(|key| cache.lookup(&key));
-            let mut reasons = match previous {
-                Some(previous) => explain(plan, node, &previous, &statuses),
-                None => Vec::new(),
-            };
-            if reasons.is_empty() {
-                reasons.push("not in cache".to_owned());
+        let status = match cache.check(&stage.key) {
+            Lookup::Valid(_) => NodeStatus { status: Status::Cached, reasons: Vec::new() },
+            Lookup::Corrupt(problem) => NodeStatus {
+                status: Status::Run,
+                reasons: vec![format!("the cached entry is corrupt ({problem}): it will be quarantined and rerun")],
+            },
+            Lookup::Absent => {
+                // Only to explain the difference: the old entry is not used, so not verified.
+                let previous = cache
+                    .last_ref(&plan.recipe.name, &stage.label)
+                    .filter(|key| *key != stage.key)
+                    .and_then(|key| Manifest::read(&cache.entry_dir(&key)).ok());
+                let mut reasons = match previous {
+                    Some(previous) => explain(plan, node, &previous, &statuses),
+                    None => Vec::new(),
+                };
+                if reasons.is_empty() {
+                    reasons.push("not in cache".to_owned());
+                }
+                NodeStatus { status: Status::Run, reasons }
             }
-            NodeStatus { status: Status::Run, reasons }
         };
         statuses[node.index()] = Some(status);
     }

@@ -48,6 +48,33 @@ fn describe(missing: &[String], unexpected: &[String], shapes: &[(String, Vec<i6
     text
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsFileError {
+    #[error(transparent)]
+    Pytorch(#[from] crate::pytorch_file::PytorchFileError),
+    #[error("cannot read weights {path}: {message}")]
+    Safetensors { path: String, message: String },
+    #[error(transparent)]
+    Mismatch(#[from] WeightsMismatch),
+}
+
+/// The named tensors of a weights file: safetensors by its extension, a PyTorch file
+/// (`torch.save` of a state_dict, zip or legacy format) otherwise.
+pub fn read_weights_file(path: &camino::Utf8Path) -> Result<Vec<(String, Tensor)>, WeightsFileError> {
+    if path.extension() == Some("safetensors") {
+        Tensor::read_safetensors(path).map_err(|e| WeightsFileError::Safetensors { path: path.to_string(), message: e.to_string() })
+    } else {
+        Ok(crate::pytorch_file::read_state_dict(path)?)
+    }
+}
+
+/// Loads the weights file at `path` into `vs`, which must hold exactly the file's tensors
+/// (`load_state_dict(strict=True)`).
+pub fn load_file_strict(vs: &nn::VarStore, path: &camino::Utf8Path) -> Result<(), WeightsFileError> {
+    let tensors = read_weights_file(path)?;
+    Ok(load_into(vs, tensors, Unexpected::Refuse, path.as_str())?)
+}
+
 /// Copies `tensors` into the variables of `vs` by name (converting dtype and device).
 pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, unexpected: Unexpected, source_name: &str) -> Result<(), WeightsMismatch> {
     let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
@@ -88,8 +115,8 @@ mod tests {
     #[test]
     fn names_every_missing_unexpected_and_misshapen_tensor() {
         let vs = nn::VarStore::new(Device::Cpu);
-        vs.root().var("a.weight", &[2, 3], nn::Init::Const(0.0));
-        vs.root().var("a.bias", &[2], nn::Init::Const(0.0));
+        let _weight = (vs.root() / "a").var("weight", &[2, 3], nn::Init::Const(0.0));
+        let _bias = (vs.root() / "a").var("bias", &[2], nn::Init::Const(0.0));
         let ones = |shape: &[i64]| Tensor::ones(shape, (Kind::Float, Device::Cpu));
         let err = load_into(&vs, vec![("a.weight".into(), ones(&[3, 3])), ("b".into(), ones(&[1]))], Unexpected::Refuse, "w.pt").unwrap_err();
         let text = err.to_string();

@@ -52,6 +52,9 @@ impl Recipe {
         let root = &document.root;
         check_known_keys(document, root, &[], ROOT_KEYS, "the recipe")?;
         let name = match root.get("name") {
+            Some(Value::String(name)) if name.trim().is_empty() => {
+                return Err(RecipeError::RecipeNameEmpty { at: document.spans.value(&["name".to_owned()]) })
+            }
             Some(Value::String(name)) => name.clone(),
             Some(other) => return Err(document.wrong_type("name", "a string", other)),
             None => return Err(RecipeError::KeyMissing { key: "name", at: None }),
@@ -68,7 +71,8 @@ impl Recipe {
             order.iter().enumerate().map(|(i, &d)| (declared[d].name.as_str(), i)).collect();
         let mut stages = Vec::with_capacity(order.len());
         for &d in &order {
-            stages.push(declared[d].resolve(document, &position)?);
+            let stage = declared[d].resolve(document, &position, &stages)?;
+            stages.push(stage);
         }
         let sweep = Sweep::parse(document, &stages)?;
         Ok(Recipe { name, seed, description, stages, sweep, document: document.clone() })
@@ -90,10 +94,13 @@ struct Declared {
 }
 
 impl Declared {
+    /// Checks the parameters and the inputs against `resolved`, the stages before this one in
+    /// dependency order (so every input's producer is among them).
     fn resolve(
         &self,
         document: &RecipeDocument,
         position: &BTreeMap<&str, usize>,
+        resolved: &[StageDecl],
     ) -> Result<StageDecl, RecipeError> {
         let at = |rest: &[&str]| {
             let mut path = vec!["stages".to_owned(), self.name.clone()];
@@ -110,13 +117,14 @@ impl Declared {
                 });
             }
         }
-        let inputs = self
-            .inputs
-            .iter()
-            .map(|(input, (target, output))| {
-                (input.clone(), InputRef { stage: position[target.as_str()], output: output.clone() })
-            })
-            .collect();
+        let mut inputs = BTreeMap::new();
+        for (input, (target, output)) in &self.inputs {
+            let stage = position[target.as_str()];
+            if let Some(output) = output {
+                check_output(document, &self.name, input, target, output, &resolved[stage])?;
+            }
+            inputs.insert(input.clone(), InputRef { stage, output: output.clone() });
+        }
         Ok(StageDecl {
             name: self.name.clone(),
             kind: self.kind,
@@ -125,6 +133,40 @@ impl Declared {
             checked,
         })
     }
+}
+
+/// An input's `stage.output`: a name (never a path) among the outputs the producer declares.
+fn check_output(
+    document: &RecipeDocument,
+    stage: &str,
+    input: &str,
+    target: &str,
+    output: &str,
+    producer: &StageDecl,
+) -> Result<(), RecipeError> {
+    let at = document.spans.value(&["stages".to_owned(), stage.to_owned(), "inputs".to_owned(), input.to_owned()]);
+    let is_name = !output.is_empty() && output.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !is_name {
+        return Err(RecipeError::StageOutputNotAName {
+            stage: stage.to_owned(),
+            input: input.to_owned(),
+            reference: format!("{target}.{output}"),
+            at,
+        });
+    }
+    let available = &producer.checked.shape.outputs;
+    if available.iter().any(|o| o == output) {
+        return Ok(());
+    }
+    Err(RecipeError::StageOutputUnknown {
+        stage: stage.to_owned(),
+        input: input.to_owned(),
+        target: target.to_owned(),
+        output: output.to_owned(),
+        suggestion: suggest(output, available.iter().map(String::as_str)),
+        available: available.clone(),
+        at,
+    })
 }
 
 /// Checks parameters against the stage kind, pointing errors at the offending entry.
@@ -211,6 +253,13 @@ fn declare(
             at: document.spans.value(&path(&[])),
         });
     };
+    if name.is_empty() {
+        return Err(RecipeError::StageParamInvalid {
+            stage: name.to_owned(),
+            message: "a stage needs a name: `[stages.<name>]` with a non-empty name".to_owned(),
+            at: document.spans.key(&path(&[])),
+        });
+    }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return Err(RecipeError::StageParamInvalid {
             stage: name.to_owned(),

@@ -84,7 +84,13 @@ impl RecipeDocument {
             });
         }
         chain.push(canonical);
-        let (mut merged, mut merged_spans) = self.load_file(&base_path, chain)?;
+        let (mut merged, mut merged_spans) = self.load_file(&base_path, chain).map_err(|error| match error {
+            // The base itself is missing: point at the `extends` line that names it.
+            RecipeError::RecipeUnreadable { path, source } if path == base_path => {
+                RecipeError::ExtendsUnreadable { path, source, at: at.clone() }
+            }
+            other => other,
+        })?;
         chain.pop();
         merge_tables(&mut merged, root);
         merged_spans.overlay(spans);
@@ -188,6 +194,17 @@ mod tests {
         let stage = doc.root["stages"]["a"].as_table().unwrap();
         assert_eq!(stage["retries"].as_integer(), Some(2));
         assert_eq!(stage["kind"].as_str(), Some("command"));
+    }
+
+    #[test]
+    fn extends_of_a_missing_file_points_at_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        std::fs::write(dir.join("a.toml"), "name = \"a\"\nextends = \"nope.toml\"\n").unwrap();
+        let mut doc = RecipeDocument::default();
+        let err = doc.read_file(&dir.join("a.toml")).unwrap_err();
+        assert!(matches!(err, RecipeError::ExtendsUnreadable { .. }), "{err}");
+        assert_eq!(doc.sources.locate(err.span().unwrap()).unwrap().line, 2);
     }
 
     #[test]

@@ -10,6 +10,10 @@ use super::source::Span;
 pub enum RecipeError {
     #[error("cannot read recipe `{path}`: {source}")]
     RecipeUnreadable { path: Utf8PathBuf, source: std::io::Error },
+    #[error("cannot read `{path}`, which this recipe extends: {source}")]
+    ExtendsUnreadable { path: Utf8PathBuf, source: std::io::Error, at: Option<Span> },
+    #[error("the recipe's `name` must not be empty")]
+    RecipeNameEmpty { at: Option<Span> },
     #[error("recipe `{path}` extends itself through `{chain}`")]
     RecipeExtendsCycle { path: Utf8PathBuf, chain: String, at: Option<Span> },
     #[error("invalid TOML: {message}")]
@@ -43,8 +47,11 @@ pub enum RecipeError {
         target: String,
         output: String,
         available: Vec<String>,
+        suggestion: Option<String>,
         at: Option<Span>,
     },
+    #[error("stage `{stage}` input `{input}`: `{reference}` names a path, not a stage output")]
+    StageOutputNotAName { stage: String, input: String, reference: String, at: Option<Span> },
     #[error("stage `{stage}` needs an input named `{input}`")]
     StageInputMissing { stage: String, input: String, at: Option<Span> },
     #[error("stage `{stage}` has circular dependency `{}`", cycle.join(" -> "))]
@@ -55,6 +62,8 @@ pub enum RecipeError {
     SweepInvalid { reason: String, at: Option<Span> },
     #[error("unknown variable `${{{name}}}`")]
     VariableUnknown { name: String, known: Vec<String>, at: Option<Span> },
+    #[error("`--set vars.{name}`: the recipe declares no variable `{name}`")]
+    VariableUndeclared { name: String, known: Vec<String>, suggestion: Option<String>, at: Option<Span> },
 }
 
 impl RecipeError {
@@ -63,7 +72,11 @@ impl RecipeError {
         use RecipeError::*;
         match self {
             RecipeUnreadable { .. } => None,
-            RecipeExtendsCycle { at, .. }
+            ExtendsUnreadable { at, .. }
+            | RecipeNameEmpty { at }
+            | StageOutputNotAName { at, .. }
+            | VariableUndeclared { at, .. }
+            | RecipeExtendsCycle { at, .. }
             | TomlSyntax { at, .. }
             | ValueTypeWrong { at, .. }
             | KeyUnknown { at, .. }
@@ -92,9 +105,20 @@ impl RecipeError {
             }
             StageKindUnknown { suggestion, .. } => did_you_mean(suggestion)
                 .or_else(|| Some("`hwrun stages` lists every stage kind".to_owned())),
+            StageOutputUnknown { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
             StageOutputUnknown { available, target, .. } if available.is_empty() => Some(format!(
                 "stage `{target}` has a single output: refer to it as `{target}`"
             )),
+            StageOutputNotAName { .. } => {
+                Some("refer to another stage as `stage` or `stage.output`, e.g. `data.train`".to_owned())
+            }
+            VariableUndeclared { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
+            VariableUndeclared { known, .. } => Some(if known.is_empty() {
+                "declare it in the recipe's `[vars]` table first".to_owned()
+            } else {
+                format!("declared variables: {}", known.join(", "))
+            }),
+            RecipeNameEmpty { .. } => Some("name the recipe, e.g. `name = \"quickstart\"`".to_owned()),
             StageOutputUnknown { available, .. } => Some(format!(
                 "available outputs: {}",
                 available.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")

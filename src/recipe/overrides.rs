@@ -64,6 +64,20 @@ impl Override {
 
     /// Sets the value in `root` (the stage must exist) and records where it came from.
     pub fn apply(self, root: &mut Table, spans: &mut SpanIndex) -> Result<(), RecipeError> {
+        if self.path[0] == "vars" && self.path.len() >= 2 {
+            // A misspelt variable would otherwise be set and silently ignored.
+            let declared: Vec<&str> =
+                root.get("vars").and_then(Value::as_table).map(|v| v.keys().map(String::as_str).collect()).unwrap_or_default();
+            let name = &self.path[1];
+            if !declared.contains(&name.as_str()) {
+                return Err(RecipeError::VariableUndeclared {
+                    name: name.clone(),
+                    suggestion: suggest(name, declared.iter().copied()),
+                    known: declared.iter().map(|s| s.to_string()).collect(),
+                    at: Some(self.key),
+                });
+            }
+        }
         if self.path[0] == "stages" {
             let stages = root.get("stages").and_then(Value::as_table);
             let stage = &self.path[1];
@@ -134,6 +148,19 @@ mod tests {
             .apply(&mut root(), &mut SpanIndex::default())
             .unwrap_err();
         assert!(err.to_string().contains("did you mean `train`"), "{err}");
+    }
+
+    #[test]
+    fn undeclared_variables_are_refused() {
+        let mut sources = Sources::default();
+        let mut table: Table = toml::from_str("[vars]\ndata_root = \"x\"\n[stages.a]\nkind = \"x\"\n").unwrap();
+        let err = Override::parse("vars.data_rot=1", &mut sources)
+            .unwrap()
+            .apply(&mut table, &mut SpanIndex::default())
+            .unwrap_err();
+        assert!(matches!(err, RecipeError::VariableUndeclared { .. }), "{err}");
+        assert_eq!(err.help().as_deref(), Some("did you mean `data_root`?"));
+        Override::parse("vars.data_root=y", &mut sources).unwrap().apply(&mut table, &mut SpanIndex::default()).unwrap();
     }
 
     #[test]

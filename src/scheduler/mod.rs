@@ -49,6 +49,17 @@ pub fn execute(
     printer: &Printer,
     cancel: &CancelToken,
 ) -> RunSummary {
+    // Hold every entry the plan will reuse in one go (each `run_node` would hold it anyway):
+    // a sweep of thousands of cached stages costs one write, not thousands.
+    let cached: Vec<_> = plan
+        .graph
+        .node_indices()
+        .filter(|n| statuses[n.index()].status == Status::Cached)
+        .map(|n| plan.graph[n].key)
+        .collect();
+    if let Err(error) = cache.hold_all(&cached) {
+        printer.warn(&format!("cannot record the entries this run reads (`hwrun gc` may remove them): {error}"));
+    }
     let mut state = State::default();
     for node in plan.graph.node_indices() {
         let inputs = plan.graph.neighbors_directed(node, Direction::Incoming).count();
@@ -149,11 +160,12 @@ fn worker(
             }
             Err(error) => {
                 let interrupted = error.downcast_ref::<Cancelled>().is_some();
-                let message = format!("{error:#}");
+                let message = crate::output::chain_text(&error);
                 if interrupted {
                     printer.status(&format!("✗ {} interrupted", stage.label));
                 } else {
-                    printer.status(&format!("✗ {} failed: {message}", stage.label));
+                    // The error itself is printed once, in the summary.
+                    printer.status(&format!("✗ {} failed (the error is in the summary below)", stage.label));
                 }
                 if !options.keep_going || interrupted {
                     state.stop = true;
@@ -191,6 +203,7 @@ fn finished(
         result,
         seconds,
         output: Some(cache.output_dir(&stage.key)),
+        results: None,
         outcome: manifest.outcome.clone(),
         error: None,
     };
@@ -228,6 +241,7 @@ fn skipped(plan: &Plan, node: NodeIndex, reason: &str) -> StageReport {
         result: StageResult::Skipped,
         seconds: 0.0,
         output: None,
+        results: None,
         outcome: Default::default(),
         error: (!reason.is_empty()).then(|| reason.to_owned()),
     }

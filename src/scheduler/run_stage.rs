@@ -9,7 +9,8 @@ use indicatif::ProgressBar;
 use petgraph::graph::NodeIndex;
 
 use crate::cache::manifest::InputRecord;
-use crate::cache::{Cache, Manifest};
+use crate::cache::file_hash::HashError;
+use crate::cache::{Cache, CacheError, Lookup, Manifest};
 use crate::graph::Plan;
 use crate::output::Printer;
 use crate::cache::Staging;
@@ -35,20 +36,25 @@ pub struct NodeEnv<'a> {
     pub manifests: &'a BTreeMap<NodeIndex, Manifest>,
 }
 
-pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: impl Fn()) -> anyhow::Result<NodeRun> {
+pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: impl FnOnce()) -> anyhow::Result<NodeRun> {
     let stage = &env.plan.graph[node];
-    if let Some(manifest) = env.cache.lookup(&stage.key) {
+    // Hold before checking, so `gc` either sees the hold or has moved the entry away already;
+    // the hold lasts until this process exits, so the stages reading it find it too.
+    env.cache.hold(&stage.key)?;
+    if let Lookup::Valid(manifest) = env.cache.check(&stage.key) {
         return Ok(NodeRun::AlreadyCached(manifest));
     }
-    let lock = match env.cache.try_lock(&stage.key)? {
-        Some(lock) => lock,
-        None => {
-            on_wait();
-            env.cache.lock(&stage.key)?
+    let lock = env.cache.lock_waiting(&stage.key, on_wait)?;
+    match env.cache.check(&stage.key) {
+        Lookup::Valid(manifest) => return Ok(NodeRun::AlreadyCached(manifest)),
+        Lookup::Corrupt(problem) => {
+            let moved = env.cache.quarantine(&stage.key, &lock)?;
+            env.printer.warn(&format!(
+                "the cached result of `{}` is corrupt: {problem}; moved it to `{moved}`, running the stage again",
+                stage.label
+            ));
         }
-    };
-    if let Some(manifest) = env.cache.lookup(&stage.key) {
-        return Ok(NodeRun::AlreadyCached(manifest));
+        Lookup::Absent => {}
     }
     let staging = env.cache.stage(stage.key, lock)?;
     let started = Instant::now();
@@ -57,7 +63,7 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
         Err(error) if error.downcast_ref::<Cancelled>().is_some() => return Err(error),
         Err(error) => {
             return Err(match env.cache.keep_failed_log(&staging, &stage.label) {
-                Some(log) => anyhow::anyhow!("{error:#}\n(stage log: {log})"),
+                Some(log) => anyhow::anyhow!("{}\n(stage log: {log})", crate::output::chain_text(&error)),
                 None => error,
             })
         }
@@ -84,7 +90,11 @@ pub fn run_node(env: &NodeEnv<'_>, node: NodeIndex, bar: ProgressBar, on_wait: i
         hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    Ok(NodeRun::Ran(env.cache.commit(staging, manifest)?))
+    match env.cache.commit(staging, manifest) {
+        Ok(manifest) => Ok(NodeRun::Ran(manifest)),
+        Err(CacheError::Hash(HashError::Interrupted { .. })) => Err(Cancelled.into()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Runs the stage into its staging directory, here or in the worker; checks its outputs.

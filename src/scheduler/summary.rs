@@ -29,6 +29,9 @@ pub struct StageReport {
     pub seconds: f64,
     /// The entry's output directory (absent unless cached or ran).
     pub output: Option<Utf8PathBuf>,
+    /// The readable link to it, `results/<recipe>/<stage>`, once made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Utf8PathBuf>,
     #[serde(flatten)]
     pub outcome: StageOutcome,
     pub error: Option<String>,
@@ -51,11 +54,11 @@ impl RunSummary {
         !self.interrupted && self.count(StageResult::Failed) == 0 && self.count(StageResult::Skipped) == 0
     }
 
-    /// Files a person should open (reports), as absolute-or-cache-relative paths.
+    /// Files a person should open (reports), under `results/` when linked there.
     pub fn primary_files(&self) -> Vec<Utf8PathBuf> {
         self.stages
             .iter()
-            .filter_map(|s| Some(s.output.as_ref()?.join(s.outcome.primary.as_ref()?)))
+            .filter_map(|s| Some(s.results.as_ref().or(s.output.as_ref())?.join(s.outcome.primary.as_ref()?)))
             .collect()
     }
 }

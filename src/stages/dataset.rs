@@ -403,6 +403,13 @@ impl DatasetFields {
             (Format::UspsLibsvm, _) => formats::load_usps_libsvm(main, domain, &options)?,
             (Format::Course | Format::Idx, None) => bail!("format {:?} reads two sources", self.format),
         };
+        if dataset.is_empty() {
+            bail!(
+                "the {} source `{main}` of stage `{}` has no images: a data set must hold at least one",
+                split.name(),
+                ctx.name()
+            );
+        }
         ctx.log(format!("{}: read {} images from {main} in {:.1?}", split.name(), dataset.len(), started.elapsed()));
         Ok(dataset)
     }
@@ -639,6 +646,16 @@ mod tests {
         run("format = \"idx\"\ndomain = \"mnist\"", inputs, &base.join("out")).unwrap();
         let val = Dataset::load(&base.join("out/val")).unwrap();
         assert_eq!((val.shape, val.labels, val.images), ([1, 1, 1, 2], vec![9], vec![5, 6]));
+    }
+
+    #[test]
+    fn a_header_only_csv_is_an_error_not_an_empty_dataset() {
+        let (_dir, base) = tmp();
+        write_course(&base.join("c"), 3, 3);
+        std::fs::write(base.join("c/train.csv"), "image_name,label\n").unwrap();
+        let text = format!("format = \"course\"\ndomain = \"d\"\nroot = \"{}\"", base.join("c"));
+        let err = run(&text, BTreeMap::new(), &base.join("out")).unwrap_err();
+        assert!(err.to_string().contains("has no images"), "{err}");
     }
 
     #[test]

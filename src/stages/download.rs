@@ -38,6 +38,7 @@
 //! md5 = "e26dedcc434d2e4c54c9b2d4a06d8373"
 //! filename = "svhn_train.mat"         # optional; default train_32x32.mat
 //! retries = 5                         # default 3
+//! max_unpacked_bytes = 2_000_000_000  # with unpack = true; default 100x the archive, >= 1 GiB
 //! timeout_secs = 60                   # default 30, per connect and per read
 //! backoff_ms = 2000                   # default 1000, doubled per retry
 //!
@@ -55,7 +56,7 @@ use camino::Utf8PathBuf;
 use indicatif::{HumanBytes, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Inputs, Cancelled, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Cancelled, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::download::{
     self, DownloadError, Fetched, HttpOptions, Md5Hex, Observer, Pinned, Request, Sha256Hex, Source,
 };
@@ -88,6 +89,10 @@ pub struct DownloadParams {
     /// Unpack the archive (.gz, .bz2, .zip, .tar, .tar.gz/.tgz, .tar.bz2) instead of keeping it.
     #[serde(default)]
     pub unpack: bool,
+    /// Unpack at most this many bytes (default 100 times the archive's size, at least 1 GiB):
+    /// a decompression bomb fails the stage instead of filling the disk.
+    #[serde(default, skip_serializing)]
+    pub max_unpacked_bytes: Option<u64>,
     /// Further attempts after a failed transfer.
     #[serde(default = "default_retries", skip_serializing)]
     pub retries: u32,
@@ -133,6 +138,7 @@ impl DownloadParams {
             },
             verify: self.verify,
             unpack: self.unpack,
+            max_unpacked_bytes: self.max_unpacked_bytes,
             http: HttpOptions {
                 retries: self.retries,
                 timeout: Duration::from_secs(self.timeout_secs.max(1)),
@@ -171,6 +177,19 @@ timeout_secs = 60         # default 30, per connect and per read
             external_paths,
             ..StageShape::default()
         }
+    }
+
+    /// Everything [`Request::validate`] checks, at plan time: a missing checksum, a bad
+    /// `filename`, unpacking a file that is no archive.
+    fn validate(params: &DownloadParams) -> Result<(), ParamError> {
+        params.request().map(drop).map_err(|error| {
+            let field = match &error {
+                DownloadError::FilenameInvalid { .. } if params.filename.is_some() => "filename",
+                DownloadError::ArchiveUnknown { .. } => "unpack",
+                _ => "source",
+            };
+            ParamError { path: vec![field.to_owned()], message: error.to_string() }
+        })
     }
 
     fn run(params: DownloadParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -334,5 +353,9 @@ mod tests {
     fn missing_checksum_is_refused_before_running() {
         let params: DownloadParams = toml::from_str("source = \"https://x/y.bin\"").unwrap();
         assert!(matches!(params.request(), Err(DownloadError::ChecksumMissing { .. })));
+        let err = check("source = \"https://x/y.bin\"").unwrap_err();
+        assert_eq!(err.path, ["source"]);
+        let err = check(&format!("{MNIST}\nfilename = \"../x\"")).unwrap_err();
+        assert_eq!(err.path, ["filename"]);
     }
 }

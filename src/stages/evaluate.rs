@@ -175,7 +175,7 @@ pub(crate) mod tests {
         let train = banded(60, 3, 16, 4);
         let model_root = root.join("model_root");
         let mut ctx = context(&model_root, vec![input(&model_root, "train", &train)]);
-        let params = toml::from_str("epochs = 3\nbatch_size = 20\nimage_size = 16").unwrap();
+        let params = crate::stages::train_classifier::tests::params::<TrainClassifierStage>("epochs = 3\nbatch_size = 20\nmodel = { image_size = 16 }").unwrap();
         TrainClassifierStage::run(params, &mut ctx).unwrap();
         let artifact = InputArtifact {
             dir: model_root.join("out"),

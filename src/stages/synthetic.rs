@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Inputs, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::synthetic::{generate_range, DigitDomain};
 use crate::data::Dataset;
 
@@ -51,6 +51,9 @@ pub struct SyntheticParams {
     #[serde(default = "default_n_val")]
     pub n_val: NonZeroUsize,
 }
+
+/// The most images a split may have.
+const MAX_IMAGES: usize = 10_000_000;
 
 fn default_n_train() -> NonZeroUsize {
     const N: NonZeroUsize = NonZeroUsize::new(5000).unwrap();
@@ -85,6 +88,12 @@ domain = "mnistm"          # mnist | mnistm | svhn | usps
 n_train = 5000             # default 5000
 n_val = 1000               # default 1000
 "#;
+
+    fn validate(params: &SyntheticParams) -> Result<(), ParamError> {
+        // 3x32x32 bytes per image: ten million images is 30 GB, beyond any machine this runs on.
+        ParamError::check(params.n_train.get() <= MAX_IMAGES, "n_train", &format!("at most {MAX_IMAGES}"))?;
+        ParamError::check(params.n_val.get() <= MAX_IMAGES, "n_val", &format!("at most {MAX_IMAGES}"))
+    }
 
     fn shape(_params: &SyntheticParams) -> StageShape {
         StageShape { outputs: vec!["train".into(), "val".into()], ..StageShape::default() }

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(params::<TrainDannStage>("lambda_gamma = -1.0").unwrap_err().path, ["lambda_gamma"]);
         let err = params::<TrainDannStage>("[optimizer]\nkind = \"adam\"\nbetaz = [0.5, 0.9]").unwrap_err();
         assert!(err.message.contains("betaz"), "{err:?}");
-        assert_eq!(err.path, ["optimizer"]);
+        assert_eq!(err.path, ["optimizer", "betaz"]);
     }
 
     #[test]

@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn bytes_round_like_save_image_and_min_max_scales_per_image() {
-        let image = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 0.998]).reshape([1, 2, 2]);
+        let image = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 0.999]).reshape([1, 2, 2]);
         assert_eq!(to_bytes(&image), [0, 128, 255, 255]);
         let images = Tensor::from_slice(&[-2.0f32, 2.0, 10.0, 20.0]).reshape([2, 1, 1, 2]);
         let unit = to_unit(&images, Scaling::MinMax);

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,6 +10,7 @@ use camino::Utf8PathBuf;
 use indicatif::ProgressBar;
 
 use super::protocol::{StageRequest, WorkerEvent};
+use super::serve::PARENT_PID_ENV;
 use crate::output::Printer;
 use crate::stage::{CancelToken, Cancelled, StageOutcome};
 
@@ -38,15 +39,32 @@ pub fn run_in_worker(
     cancel: &CancelToken,
     printer: &Printer,
 ) -> anyhow::Result<(StageOutcome, String)> {
-    let mut child = Command::new(worker_path()?)
+    let mut command = Command::new(worker_path()?);
+    // The death signal is set between fork and exec too, so the worker dies with hwrun even while
+    // it is still loading libtorch (seconds on a busy machine), before its own `main` runs.
+    // SAFETY: the closure only calls prctl, which is async-signal-safe.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let mut child = command
         .arg("stage")
+        .env(PARENT_PID_ENV, std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start the hwrun-torch worker")?;
-    let request_json = serde_json::to_vec(request)?;
-    child.stdin.take().context("worker stdin")?.write_all(&request_json).context("cannot send the stage request")?;
+    let _tracked = Tracked::new(child.id());
+    let mut request_json = serde_json::to_vec(request)?;
+    request_json.push(b'\n');
+    // Kept open until the worker is done: the worker stops when it closes (see `serve`).
+    let mut stdin = child.stdin.take().context("worker stdin")?;
+    stdin.write_all(&request_json).and_then(|()| stdin.flush()).context("cannot send the stage request")?;
     let events = follow_stdout(&mut child)?;
     let stderr = forward_stderr(&mut child, printer.clone());
     let mut last = None;
@@ -71,12 +89,44 @@ pub fn run_in_worker(
         }
     }
     let status = child.wait().context("cannot wait for the worker")?;
+    drop(stdin);
     let _ = stderr.join();
     match last {
         Some(WorkerEvent::Done { outcome, device }) => Ok((outcome, device)),
         Some(WorkerEvent::Failed { cancelled: true, .. }) => Err(Cancelled.into()),
         Some(WorkerEvent::Failed { error, .. }) => Err(anyhow::anyhow!(error)),
         _ => bail!("the worker process died ({status}) before the stage finished; its log may say why"),
+    }
+}
+
+/// Pids of the running workers, so a forced exit can take them along.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// A worker listed in [`RUNNING`] while it lives.
+struct Tracked(u32);
+
+impl Tracked {
+    fn new(pid: u32) -> Tracked {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Tracked(pid)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&pid| pid != self.0);
+    }
+}
+
+/// Kills every running worker (SIGKILL); for a forced exit of `hwrun`.
+pub fn kill_running_workers() {
+    for &pid in RUNNING.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill takes plain integers; the pid is a child of ours not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The worker side: read a request, run the stage, report.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,9 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 
 use super::protocol::{DeviceRequest, StageRequest, WorkerEvent};
+use crate::output::{chain_text, trim_native_trace};
 use crate::stage::{CancelToken, Cancelled, StageContext};
-use crate::stages::{runners};
+use crate::stages::runners;
 
 /// The worker's command line: `stage` or `cuda`.
 pub fn main() -> i32 {
@@ -35,8 +36,14 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().try_init();
 }
 
+/// Set by `hwrun` on its workers: its pid, to detect that it died before the worker started.
+pub const PARENT_PID_ENV: &str = "HWRUN_PARENT_PID";
+/// Set by `hwrun -vv`: keep libtorch's C++ frame lists in error messages.
+pub const VERBOSE_ENV: &str = "HWRUN_VERBOSE";
+
 /// `hwrun-torch stage`: runs the request on stdin; exit code 0 when the stage succeeded.
 fn serve_stage() -> i32 {
+    die_with_parent();
     let cancel = CancelToken::default();
     let handler_token = cancel.clone();
     let _ = ctrlc::set_handler(move || handler_token.cancel());
@@ -44,7 +51,7 @@ fn serve_stage() -> i32 {
         Ok(event) => event,
         Err(error) => WorkerEvent::Failed {
             cancelled: error.downcast_ref::<Cancelled>().is_some(),
-            error: format!("{error:#}"),
+            error: trim_native_trace(&chain_text(&error), verbose()),
         },
     };
     let code = i32::from(!matches!(event, WorkerEvent::Done { .. }));
@@ -61,9 +68,52 @@ fn describe_cuda() -> String {
     }
 }
 
+fn verbose() -> bool {
+    std::env::var(VERBOSE_ENV).ok().and_then(|v| v.parse::<u8>().ok()).is_some_and(|v| v >= 2)
+}
+
+/// Makes sure no worker outlives `hwrun`: the kernel kills it when its parent dies
+/// (`PR_SET_PDEATHSIG`), a parent that died before that was set is noticed by the pid check,
+/// and `hwrun` closing the request pipe (see [`watch_parent`]) stops it too.
+fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+    let expected = std::env::var(PARENT_PID_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
+    // SAFETY: getppid has no preconditions.
+    if expected.is_some_and(|pid| pid != unsafe { libc::getppid() }) {
+        exit_now("hwrun-torch: the hwrun process that started this worker is gone");
+    }
+}
+
+/// Exits at once, without running destructors (libtorch's static ones can block).
+fn exit_now(message: &str) -> ! {
+    eprintln!("{message}");
+    // SAFETY: _exit ends the process immediately; nothing is used afterwards.
+    unsafe { libc::_exit(1) }
+}
+
+/// `hwrun` keeps the worker's stdin open while the stage runs; end of file means it is gone
+/// (killed without the death signal reaching us, e.g. from another pid namespace), so stop.
+fn watch_parent(mut stdin: impl Read + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 64];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) | Err(_) => exit_now("hwrun-torch: hwrun closed the request pipe; stopping"),
+                Ok(_) => {}
+            }
+        }
+    });
+}
+
 fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
+    let mut stdin = BufReader::new(std::io::stdin());
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).context("cannot read the stage request")?;
+    stdin.read_line(&mut text).context("cannot read the stage request")?;
+    watch_parent(stdin);
     let request: StageRequest = serde_json::from_str(&text).context("malformed stage request (hwrun bug)")?;
     let runner = runners::find(&request.kind)
         .with_context(|| format!("this hwrun-torch does not know stage kind `{}`: rebuild with `make build`", request.kind))?;
@@ -119,8 +169,10 @@ pub fn device_name(device: tch::Device) -> String {
 fn emit(event: &WorkerEvent) {
     if let Ok(line) = serde_json::to_string(event) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            // Nobody reads the events any more: hwrun is gone.
+            exit_now("hwrun-torch: hwrun stopped reading; stopping");
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub fn load_course(
 }
 
 fn parse_csv(text: &str, csv: &Utf8Path, classes: usize) -> Result<Vec<Row>, FormatError> {
+    // Spreadsheet programs often save CSVs with a UTF-8 byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().map(|(i, line)| (i + 1, line.trim()));
     let header = lines.next().map_or("", |(_, line)| line);
     if header != CSV_HEADER {
@@ -62,7 +64,15 @@ fn parse_row(text: &str, line: usize, csv: &Utf8Path, classes: usize) -> Result<
             expected: format!("0..{classes}"),
         });
     }
-    Ok(Row { image: image.trim().to_owned(), label, line })
+    let image = image.trim();
+    // The images' content is hashed into the cache key through `images_dir`: a row naming a file
+    // outside it would be read without being part of the key.
+    let inside = !image.is_empty()
+        && Utf8Path::new(image).components().all(|c| matches!(c, camino::Utf8Component::Normal(_) | camino::Utf8Component::CurDir));
+    if !inside {
+        return Err(syntax(csv, line, "an image file name inside the image folder (no `..`, not absolute)".to_owned(), image));
+    }
+    Ok(Row { image: image.to_owned(), label, line })
 }
 
 fn syntax(path: &Utf8Path, line: usize, expected: String, found: &str) -> FormatError {
@@ -178,6 +188,25 @@ mod tests {
         std::fs::write(root.join("train.csv"), "image_name,label\n00000.png,three\n").unwrap();
         let err = load(&root, &ReadOptions::default()).unwrap_err();
         assert!(err.to_string().contains("line 2: expected an integer label, found `three`"), "{err}");
+    }
+
+    #[test]
+    fn rows_outside_the_image_folder_are_refused_with_their_line() {
+        let (_dir, root) = tmp();
+        write_course(&root, 1, false);
+        for bad in ["../../x.png", "/etc/passwd", "data/../../x.png"] {
+            std::fs::write(root.join("train.csv"), format!("image_name,label\n00000.png,3\n{bad},1\n")).unwrap();
+            let err = load(&root, &ReadOptions::default()).unwrap_err();
+            assert!(err.to_string().contains("line 3") && err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_accepted() {
+        let (_dir, root) = tmp();
+        write_course(&root, 2, false);
+        std::fs::write(root.join("train.csv"), "\u{feff}image_name,label\n00000.png,3\n00001.png,4\n").unwrap();
+        assert_eq!(load(&root, &ReadOptions::default()).unwrap().labels, vec![3, 4]);
     }
 
     #[test]
