@@ -1,5 +1,5 @@
 //! The diffusion stages end to end through the binary: a tiny conditional DDPM on synthetic
-//! digits (n_feat 16, n_t 50, one epoch), sampled with and without guidance (100 images per
+//! digits (n_feat 16, n_t 20, one epoch), sampled with and without guidance (100 images per
 //! class, the grids, the reverse-process strip), the samples scored by a digit classifier with
 //! `evaluate`, and DDIM (eta grid, interpolation) on the same model; then bad input.
 
@@ -29,7 +29,7 @@ batch_size = 64
 kind = "train_ddpm"
 inputs = { train = "digits.train" }
 model = { n_feat = 16 }
-n_t = 50
+n_t = 20
 epochs = 1
 batch_size = 64
 ema_decay = 0.9
@@ -95,5 +95,5 @@ fn a_tiny_ddpm_samples_every_class_and_is_scored() {
     let recipe = project.write("bad_steps.toml", &bad_steps);
     let output = project.hwrun(&["--device", "cpu", recipe.to_str().unwrap()]);
     let text = stderr(&output);
-    assert!(output.status.code() != Some(0) && text.contains("steps") && text.contains("50"), "{text}");
+    assert!(output.status.code() != Some(0) && text.contains("steps") && text.contains("20"), "{text}");
 }

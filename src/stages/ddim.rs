@@ -28,7 +28,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::diffusion::ddpm::guided_eps;
 use crate::diffusion::interpolate::{self, alphas};
 use crate::diffusion::{Convention, Ddim, NoiseSchedule};
-use crate::models::weights::{load_into, Unexpected};
+use crate::models::weights::load_file_strict;
 use crate::models::{FaceUnet, FaceUnetConfig};
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::ddpm::{ConditionalEps, LoadedDdpm};
@@ -176,13 +176,14 @@ pub enum DdimStageError {
     NoiseModel,
 }
 
-/// Reads the tensors of a weights file: a PyTorch `torch.save` file (`.pt`, `.pth`) or a
+/// Reads a noise tensor: a PyTorch `torch.save` of one tensor (`.pt`), or the first tensor of a
 /// safetensors file.
-pub fn read_tensors(path: &Utf8Path) -> Result<Vec<(String, Tensor)>, DdimStageError> {
-    let read_err = |message: String| DdimStageError::Read { path: path.to_owned(), message };
-    match path.extension() {
-        Some("safetensors") => Tensor::read_safetensors(path).map_err(|e| read_err(e.to_string())),
-        _ => Err(read_err("PyTorch files need the PyTorch-file reader, which this build does not have yet; convert the file to safetensors".into())),
+pub fn read_noise(path: &Utf8Path) -> anyhow::Result<Option<Tensor>> {
+    if path.extension() == Some("safetensors") {
+        let tensors = Tensor::read_safetensors(path).map_err(|e| DdimStageError::Read { path: path.to_owned(), message: e.to_string() })?;
+        Ok(tensors.into_iter().next().map(|(_, t)| t))
+    } else {
+        Ok(Some(crate::pytorch_file::read_tensor(path)?))
     }
 }
 
@@ -356,10 +357,9 @@ guidance = 2.0                     # a train_ddpm model only
 fn load_model(params: &DdimParams, ctx: &StageContext, device: Device) -> anyhow::Result<NoiseModel> {
     match (&params.unet, ctx.inputs().contains_key("model")) {
         (Some(path), false) => {
-            let tensors = read_tensors(path)?;
             let vs = nn::VarStore::new(device);
             let unet = FaceUnet::new(&vs.root(), params.face_unet)?;
-            load_into(&vs, tensors, Unexpected::Refuse, path.as_str()).context("`unet` is not the course's face UNet (UNet.pt)")?;
+            load_file_strict(&vs, path).context("`unet` is not the course's face UNet (UNet.pt)")?;
             let schedule = NoiseSchedule::linear(params.n_t, params.beta_start, params.beta_end);
             Ok(NoiseModel::Face { unet, _vs: vs, schedule })
         }
@@ -396,8 +396,7 @@ fn load_noises(params: &DdimParams, channels: i64, size: i64, fixed: Option<i64>
     let mut noises = Vec::new();
     let mut side = fixed;
     for path in files {
-        let tensors = read_tensors(&path)?;
-        let tensor = tensors.into_iter().next().map(|(_, t)| t);
+        let tensor = read_noise(&path)?;
         let shape = tensor.as_ref().map(Tensor::size).unwrap_or_default();
         let ok = shape.len() == 4 && shape[0] == 1 && shape[1] == channels && shape[2] == shape[3] && shape[2] % 32 == 0 && side.map_or(true, |s| s == shape[2]);
         let Some(tensor) = tensor.filter(|_| ok) else {
