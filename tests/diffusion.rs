@@ -89,11 +89,13 @@ fn a_tiny_ddpm_samples_every_class_and_is_scored() {
     let recipe = project.write("bad_gt.toml", &bad_gt);
     let output = project.hwrun(&["--device", "cpu", recipe.to_str().unwrap()]);
     assert_ne!(output.status.code(), Some(0));
-    let text = stderr(&output);
+    // A failed stage's error is in the run summary on stdout.
+    let all = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+    let text = all(&output);
     assert!(text.contains("gt/00.png"), "{text}");
     let bad_steps = RECIPE.replace("steps = 10", "steps = 7");
     let recipe = project.write("bad_steps.toml", &bad_steps);
     let output = project.hwrun(&["--device", "cpu", recipe.to_str().unwrap()]);
-    let text = stderr(&output);
+    let text = all(&output);
     assert!(output.status.code() != Some(0) && text.contains("steps") && text.contains("20"), "{text}");
 }

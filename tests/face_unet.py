@@ -129,7 +129,7 @@ def main():
             if "norm" in name or name.startswith("out.0"):
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    save_file(state, f"{out_dir}/weights.safetensors")
+    torch.save(state, f"{out_dir}/UNet.pt")
     x = torch.randn(2, 3, size, size)
     t = torch.tensor([981.0, 1.0])
     with torch.no_grad():

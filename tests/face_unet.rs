@@ -1,14 +1,15 @@
 //! The face UNet against FACE_UNET.md: its variable names and shapes at full size equal the
 //! 427-entry list (expanded here from the document's templates), and its forward pass agrees
 //! with a PyTorch implementation written from the same description (`tests/face_unet.py`) to
-//! 1e-4 at a reduced width, with the same random weights.
+//! 1e-4 at a reduced width, with the same random weights (a `torch.save`d state_dict read by
+//! hwrun's PyTorch-file reader).
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use camino::Utf8PathBuf;
-use hwrun::models::weights::{load_into, Unexpected};
+use hwrun::models::weights::{load_file_strict, load_into, Unexpected};
 use hwrun::models::{FaceUnet, FaceUnetConfig};
 use tch::{nn, Device, Tensor};
 
@@ -135,8 +136,8 @@ fn forward_pass_agrees_with_pytorch_at_a_reduced_width() {
     assert_eq!(printed.trim(), "427");
     let vs = nn::VarStore::new(Device::Cpu);
     let net = FaceUnet::new(&vs.root(), FaceUnetConfig { base_channels: base, groups }).unwrap();
-    let weights = Tensor::read_safetensors(dir.join("weights.safetensors")).unwrap();
-    load_into(&vs, weights, Unexpected::Refuse, "weights.safetensors").unwrap();
+    // A `torch.save`d state_dict, read by hwrun's PyTorch-file reader, every name checked.
+    load_file_strict(&vs, &dir.join("UNet.pt")).unwrap();
     let io: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
     let y = tch::no_grad(|| net.forward(&io["x"], &io["t"]));
     let diff = (&y - &io["y"]).abs().max().double_value(&[]);
