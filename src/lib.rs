@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod cli;
 pub mod data;
+pub mod diffusion;
 pub mod download;
 pub mod error;
 pub mod graph;

@@ -24,6 +24,12 @@ const TINY: &[&str] = &[
     "defaults.tsne.max_points=120",
     "--set",
     "defaults.tsne.iterations=250",
+    "--set",
+    "defaults.train_ddpm.epochs=1",
+    "--set",
+    "defaults.train_ddpm.n_t=20",
+    "--set",
+    "defaults.sample_diffusion.per_class=10",
 ];
 
 #[test]

@@ -45,6 +45,14 @@ fn fake_course_data(project: &Project) -> PathBuf {
             image::save_buffer(dir.join(format!("{i:05}.png")), &pixels, 64, 64, image::ExtendedColorType::Rgb8).unwrap();
         }
     }
+    // The face problem's files: the planner hashes them, so any bytes do.
+    let face = root.join("face");
+    for dir in ["noise", "GT"] {
+        std::fs::create_dir_all(face.join(dir)).unwrap();
+    }
+    std::fs::write(face.join("UNet.pt"), b"fake weights").unwrap();
+    std::fs::write(face.join("noise").join("00.pt"), b"fake noise").unwrap();
+    image::save_buffer(face.join("GT").join("00.png"), &[0u8; 3 * 4 * 4], 4, 4, image::ExtendedColorType::Rgb8).unwrap();
     root
 }
 

@@ -5,9 +5,11 @@
 //! prints them the way PyTorch's `print(model)` does.
 
 pub mod blocks;
+pub mod context_unet;
 pub mod dcgan;
 pub mod digit_cnn;
 pub mod discriminator;
+pub mod face_unet;
 pub mod grl;
 pub mod inception;
 pub mod layers;
@@ -16,9 +18,11 @@ pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
+pub use context_unet::{ContextUnet, ContextUnetConfig};
 pub use dcgan::{Discriminator, GanConfig, GanLoss, GanPreset, Generator};
 pub use digit_cnn::{Arch, DigitCnn, DigitCnnConfig, DigitCnnParams};
 pub use discriminator::DomainClassifier;
+pub use face_unet::{FaceUnet, FaceUnetConfig};
 pub use grl::reverse_gradient;
 pub use layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
 
@@ -31,6 +35,10 @@ pub enum ModelFamily {
     DigitCnn(DigitCnnConfig),
     /// A GAN's generator and discriminator of [`dcgan`] (DCGAN, WGAN-GP, ACGAN).
     Gan(GanConfig),
+    /// A class-conditional noise-prediction UNet of [`context_unet`] (a DDPM).
+    ContextUnet(ContextUnetConfig),
+    /// The course's face UNet of [`face_unet`].
+    FaceUnet(FaceUnetConfig),
 }
 
 impl ModelFamily {
@@ -39,6 +47,8 @@ impl ModelFamily {
         match self {
             ModelFamily::DigitCnn(_) => "digit_cnn",
             ModelFamily::Gan(_) => "gan",
+            ModelFamily::ContextUnet(_) => "context_unet",
+            ModelFamily::FaceUnet(_) => "face_unet",
         }
     }
 }

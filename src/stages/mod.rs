@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod dataset;
+pub mod ddim;
 pub mod download;
 pub mod evaluate;
 pub mod face_score;
@@ -14,11 +15,13 @@ pub mod mnistm;
 pub mod report;
 pub mod runners;
 pub mod sample;
+pub mod sample_diffusion;
 pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
 pub mod train_gan;
+pub mod train_ddpm;
 pub mod tsne;
 
 use crate::stage::{Registered, StageKind, StageRunner};
@@ -55,6 +58,9 @@ stage_kinds![
     train_gan::TrainGanStage,
     sample::SampleStage,
     face_score::FaceScoreStage,
+    train_ddpm::TrainDdpmStage,
+    sample_diffusion::SampleDiffusionStage,
+    ddim::DdimStage,
     evaluate::EvaluateStage,
     features::FeaturesStage,
     tsne::TsneStage,

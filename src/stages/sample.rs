@@ -97,6 +97,9 @@ impl Sampler for LoadedGenerator {
 fn sampler(checkpoint: Checkpoint, device: Device) -> anyhow::Result<Box<dyn Sampler>> {
     match checkpoint.meta.model {
         ModelFamily::Gan(config) => Ok(Box::new(LoadedGenerator::load(checkpoint, config, device)?)),
+        ModelFamily::ContextUnet(_) | ModelFamily::FaceUnet(_) => {
+            Err(checkpoint.wrong_family("a GAN generator (diffusion models sample with `sample_diffusion` or `ddim`)").into())
+        }
         ModelFamily::DigitCnn(_) => Err(checkpoint.wrong_family("a generative model (train_gan)").into()),
     }
 }

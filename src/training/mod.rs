@@ -12,6 +12,7 @@ pub mod batches;
 pub mod checkpoint;
 pub mod classifier;
 pub mod dann;
+pub mod ddpm;
 pub mod evaluation;
 pub mod gan;
 pub mod method;
