@@ -110,6 +110,8 @@ const GRID_COLUMNS: i64 = 10;
 const GRID_IMAGES: i64 = 32;
 const GRID_ROW: i64 = 8;
 const GRID_FILE: &str = "grid.png";
+/// The named output holding the samples as a labelled dataset, for `evaluate`.
+const DATASET_OUTPUT: &str = "dataset";
 const IMAGES_DIR: &str = "images";
 
 impl Stage for SampleStage {
@@ -148,7 +150,7 @@ batch_size = 250
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape { outputs: vec![DATASET_OUTPUT.to_owned()], uses_device: true, ..Default::default() }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -215,7 +217,7 @@ batch_size = 250
             format!("the first {} of {n} samples", GRID_IMAGES.min(n as i64))
         };
         outcome.figure(GRID_FILE, caption);
-        ctx.save_dataset("dataset", &dataset, &mut outcome)?;
+        ctx.save_dataset(DATASET_OUTPUT, &dataset, &mut outcome)?;
         outcome.summary.insert(0, format!("{n} images from a {} model in {IMAGES_DIR}/", meta.method));
         Ok(outcome)
     }

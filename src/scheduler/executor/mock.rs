@@ -149,7 +149,7 @@ mod tests {
         let mock = MockExecutor::new();
         let summary = run(&mock, QUICKSTART, &cache, false);
         assert!(summary.succeeded(), "{summary:?}");
-        assert_eq!(summary.count(StageResult::Ran), 19);
+        assert_eq!(summary.count(StageResult::Ran), 27);
         let snapshot_path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/scheduler/executor/snapshots/quickstart.txt");
         let transcript = mock.transcript();
         if std::env::var_os("HWRUN_UPDATE_SNAPSHOTS").is_some() {
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(cache.lookup(&crate::cache::CacheKey::from_hex(&report.key).unwrap()).unwrap().device, "mock");
         let again = MockExecutor::new();
         let second = run(&again, QUICKSTART, &cache, false);
-        assert_eq!(second.count(StageResult::Cached), 19);
+        assert_eq!(second.count(StageResult::Cached), 27);
         assert!(again.runs().is_empty());
     }
 
