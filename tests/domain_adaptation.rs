@@ -29,6 +29,8 @@ const TINY: &[&str] = &[
     "--set",
     "defaults.train_ddpm.n_t=20",
     "--set",
+    "ddim.steps=10",
+    "--set",
     "defaults.sample_diffusion.per_class=10",
 ];
 

@@ -85,7 +85,7 @@ fn train_sample_report_and_rerun_cached() {
 
     let report = output(&summary, "report");
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for figure in ["gan-0.png", "gan-1.png", "gan-2.png", "samples-0.png", "gan-loss.png", "gan-accuracy.png"] {
+    for figure in ["gan-progress_epoch_002.png", "gan-progress_strip.png", "gan-d_outputs.png", "samples-grid.png", "gan-loss.png", "gan-accuracy.png"] {
         png(&report.join("figures").join(figure));
         assert!(markdown.contains(&format!("figures/{figure}")), "report.md does not show {figure}:\n{markdown}");
     }

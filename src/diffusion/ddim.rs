@@ -37,6 +37,8 @@ impl Convention {
 pub enum DdimError {
     #[error("{steps} DDIM steps do not divide the {n} steps of the schedule; choose a divisor of {n}")]
     Steps { steps: usize, n: usize },
+    #[error("the offset convention (t = 1 + k * stride) needs fewer DDIM steps than the schedule's {n}; take fewer steps or `convention = \"zero\"`")]
+    OffsetEveryStep { n: usize },
     #[error("eta is {0}; it must be a finite number >= 0")]
     Eta(f64),
 }
@@ -56,6 +58,11 @@ impl Ddim {
         let n = schedule.len();
         if steps == 0 || n % steps != 0 {
             return Err(DdimError::Steps { steps, n });
+        }
+        // The offset convention's first timestep is 1 + (steps - 1) * stride, past the schedule
+        // when every step is taken.
+        if convention == Convention::Offset && steps == n {
+            return Err(DdimError::OffsetEveryStep { n });
         }
         Ok(Ddim { alpha_bar: schedule.alpha_bar().to_vec(), steps, stride: n / steps, convention, clip_x0 })
     }
