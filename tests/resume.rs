@@ -81,7 +81,8 @@ fn a_killed_training_resumes_and_ends_with_the_same_weights() {
         std::thread::sleep(Duration::from_millis(10));
     };
     // The whole process group: hwrun and its worker.
-    std::process::Command::new("kill").args(["-9", &format!("-{}", child.id())]).status().unwrap();
+    let killed = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status().unwrap();
+    assert!(killed.success(), "kill failed");
     child.wait().unwrap();
     assert!(epoch < 4, "the run finished (epoch {epoch}) before it could be killed; make the recipe slower");
 
