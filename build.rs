@@ -21,7 +21,10 @@ fn main() {
     let mut args = vec!["-Wl,--no-as-needed".to_owned()];
     args.push(format!("-L{libtorch_lib}"));
     args.push("-ltorch".to_owned());
-    if std::path::Path::new(&libtorch_lib).join("libtorch_cuda.so").exists() {
+    if std::path::Path::new(&libtorch_lib)
+        .join("libtorch_cuda.so")
+        .exists()
+    {
         args.push("-ltorch_cuda".to_owned());
     }
     args.push("-Wl,--as-needed".to_owned());
@@ -30,18 +33,31 @@ fn main() {
         println!("cargo:rustc-link-arg-tests={arg}");
         println!("cargo:rustc-link-arg-benches={arg}");
     }
-    println!("cargo:rustc-env=HWRUN_TORCH_VERSION={}", torch_version(&libtorch_lib));
+    println!(
+        "cargo:rustc-env=HWRUN_TORCH_VERSION={}",
+        torch_version(&libtorch_lib)
+    );
 }
 
 /// The libtorch version, from the PyTorch package's `version.py` or a standalone libtorch's
 /// `build-version` file.
 fn torch_version(libtorch_lib: &str) -> String {
-    let root = std::path::Path::new(libtorch_lib).parent().unwrap_or(std::path::Path::new("."));
-    let from_python = std::fs::read_to_string(root.join("version.py")).ok().and_then(|text| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("__version__ = "))
-            .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_owned())
-    });
-    let from_libtorch = || std::fs::read_to_string(root.join("build-version")).ok().map(|v| v.trim().to_owned());
-    from_python.or_else(from_libtorch).unwrap_or_else(|| "unknown".to_owned())
+    let root = std::path::Path::new(libtorch_lib)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let from_python = std::fs::read_to_string(root.join("version.py"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("__version__ = "))
+                .map(|v| v.trim().trim_matches('\'').trim_matches('"').to_owned())
+        });
+    let from_libtorch = || {
+        std::fs::read_to_string(root.join("build-version"))
+            .ok()
+            .map(|v| v.trim().to_owned())
+    };
+    from_python
+        .or_else(from_libtorch)
+        .unwrap_or_else(|| "unknown".to_owned())
 }

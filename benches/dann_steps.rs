@@ -14,7 +14,10 @@ use hwrun::models::{Arch, DigitCnnConfig};
 use hwrun::training::dann::{DannData, DannModel, DannTraining};
 use hwrun::training::schedule::LAMBDA_GAMMA;
 use hwrun::training::threads;
-use hwrun::training::{DomainData, IndexStream, InputFormat, Normalisation, OptimizerSettings, StepProgress, TrainingMethod};
+use hwrun::training::{
+    DomainData, IndexStream, InputFormat, Normalisation, OptimizerSettings, StepProgress,
+    TrainingMethod,
+};
 use rand::{Rng, SeedableRng};
 use tch::{nn, Device};
 
@@ -26,18 +29,34 @@ fn random_dataset(seed: u64) -> Dataset {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let images: Vec<u8> = (0..IMAGES * 3 * 28 * 28).map(|_| rng.random()).collect();
     let labels: Vec<i64> = (0..IMAGES).map(|_| rng.random_range(0..10)).collect();
-    Dataset::new(images, [IMAGES, 3, 28, 28], labels, Dataset::digit_classes(), "random").expect("valid dataset")
+    Dataset::new(
+        images,
+        [IMAGES, 3, 28, 28],
+        labels,
+        Dataset::digit_classes(),
+        "random",
+    )
+    .expect("valid dataset")
 }
 
 fn trainer() -> DannTraining {
     tch::manual_seed(0);
-    let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+    let config = DigitCnnConfig {
+        arch: Arch::Mnist,
+        channels: 3,
+        image_size: 28,
+        classes: 10,
+    };
     let vs = nn::VarStore::new(Device::Cpu);
     let model = DannModel::new(&vs.root(), config).expect("model builds");
-    let format = InputFormat { channels: 3, image_size: 28 };
+    let format = InputFormat {
+        channels: 3,
+        image_size: 28,
+    };
     let domain = |seed| {
         let dataset = random_dataset(seed);
-        DomainData::new(&dataset, &Normalisation::of(&dataset), format, Device::Cpu).expect("data converts")
+        DomainData::new(&dataset, &Normalisation::of(&dataset), format, Device::Cpu)
+            .expect("data converts")
     };
     let data = DannData {
         source: domain(1),
@@ -45,12 +64,23 @@ fn trainer() -> DannTraining {
         source_order: IndexStream::new(IMAGES, BATCH, 1, Device::Cpu),
         target_order: IndexStream::new(IMAGES, BATCH, 2, Device::Cpu),
     };
-    DannTraining::new(vs, model, OptimizerSettings::adam(1e-3, [0.9, 0.999]), LAMBDA_GAMMA, data, None)
+    DannTraining::new(
+        vs,
+        model,
+        OptimizerSettings::adam(1e-3, [0.9, 0.999]),
+        LAMBDA_GAMMA,
+        data,
+        None,
+    )
 }
 
 fn hwrun_steps_per_sec(steps: usize) -> f64 {
     let mut trainer = trainer();
-    let at = StepProgress { epoch: 1, step: 1, p: 0.5 };
+    let at = StepProgress {
+        epoch: 1,
+        step: 1,
+        p: 0.5,
+    };
     for _ in 0..WARMUP {
         trainer.step(at).expect("step runs");
     }
@@ -68,13 +98,24 @@ fn pytorch_steps_per_sec(steps: usize, threads: usize, channels_last: bool) -> O
         .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/dann_steps.py");
     let mut command = Command::new(&python);
-    command.args([script, "--threads", &threads.to_string(), "--steps", &steps.to_string(), "--warmup", &WARMUP.to_string()]);
+    command.args([
+        script,
+        "--threads",
+        &threads.to_string(),
+        "--steps",
+        &steps.to_string(),
+        "--warmup",
+        &WARMUP.to_string(),
+    ]);
     if channels_last {
         command.arg("--channels-last");
     }
     let output = command.output().ok()?;
     if !output.status.success() {
-        eprintln!("PyTorch reference failed: {}", String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         return None;
     }
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
@@ -82,7 +123,10 @@ fn pytorch_steps_per_sec(steps: usize, threads: usize, channels_last: bool) -> O
 }
 
 fn main() {
-    let steps = std::env::var("HWRUN_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let steps = std::env::var("HWRUN_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     threads::use_physical_cores();
     let threads = tch::get_num_threads() as usize;
     println!("dann_steps: batch {BATCH} per domain, 3x28x28, mnist CNN, Adam, {threads} threads, {steps} steps");
@@ -93,12 +137,18 @@ fn main() {
     match pytorch_steps_per_sec(steps, threads, false) {
         Some(pytorch) => {
             println!("  PyTorch Python  {pytorch:8.2} steps/s (default NCHW layout)");
-            println!("  ratio hwrun / PyTorch = {:.3}x (goal >= 1.0x)", hwrun / pytorch);
+            println!(
+                "  ratio hwrun / PyTorch = {:.3}x (goal >= 1.0x)",
+                hwrun / pytorch
+            );
         }
         None => println!("  PyTorch reference unavailable (set VIRTUAL_ENV to the torch venv)"),
     }
     if let Some(pytorch) = pytorch_steps_per_sec(steps, threads, true) {
         println!("  PyTorch Python  {pytorch:8.2} steps/s (channels-last, like hwrun)");
-        println!("  ratio hwrun / PyTorch channels-last = {:.3}x", hwrun / pytorch);
+        println!(
+            "  ratio hwrun / PyTorch channels-last = {:.3}x",
+            hwrun / pytorch
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use camino::Utf8PathBuf;
 use hwrun::data::formats::npz::read_npz;
-use hwrun::metrics::inception_features::{featurise_all, load_image_set, FeatureKind, ImageSetError};
+use hwrun::metrics::inception_features::{
+    featurise_all, load_image_set, FeatureKind, ImageSetError,
+};
 use hwrun::models::inception::FidInception;
 use hwrun::training::threads;
 use tch::{Device, Kind, Tensor};
@@ -20,7 +22,10 @@ use tch::{Device, Kind, Tensor};
 const BATCH: usize = 50;
 
 fn main() {
-    let images: usize = std::env::var("HWRUN_BENCH_FID_IMAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let images: usize = std::env::var("HWRUN_BENCH_FID_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     threads::use_physical_cores();
     let threads = tch::get_num_threads();
     println!("fid_features: {images} 64x64 PNGs -> 2048-d FID features, batch {BATCH}, CPU, {threads} threads");
@@ -31,34 +36,69 @@ fn main() {
         .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/fid_features.py");
     let output = Command::new(&python)
-        .args([script, "--dir", dir.as_str(), "--images", &images.to_string(), "--threads", &threads.to_string()])
+        .args([
+            script,
+            "--dir",
+            dir.as_str(),
+            "--images",
+            &images.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .output();
     let report: Option<serde_json::Value> = match output {
         Ok(output) if output.status.success() => serde_json::from_slice(&output.stdout).ok(),
         Ok(output) => {
-            println!("  pytorch-fid reference failed: {}", String::from_utf8_lossy(&output.stderr));
+            println!(
+                "  pytorch-fid reference failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             None
         }
         Err(err) => {
-            println!("  pytorch-fid reference unavailable ({err}); set VIRTUAL_ENV to the torch venv");
+            println!(
+                "  pytorch-fid reference unavailable ({err}); set VIRTUAL_ENV to the torch venv"
+            );
             None
         }
     };
-    let Some(pytorch_seconds) = report.and_then(|r| r["seconds"].as_f64()) else { return };
+    let Some(pytorch_seconds) = report.and_then(|r| r["seconds"].as_f64()) else {
+        return;
+    };
 
-    let model = FidInception::load(&dir.join("weights.safetensors"), Device::Cpu).expect("weights load");
+    let model =
+        FidInception::load(&dir.join("weights.safetensors"), Device::Cpu).expect("weights load");
     let start = Instant::now();
-    let set = load_image_set(&dir.join("images"), indicatif::ProgressBar::hidden()).expect("images decode");
-    let features = featurise_all(&model, &set, BATCH, FeatureKind::Fid { dims: 2048 }, |_| Ok::<(), ImageSetError>(()))
-        .expect("features");
+    let set = load_image_set(&dir.join("images"), indicatif::ProgressBar::hidden())
+        .expect("images decode");
+    let features = featurise_all(&model, &set, BATCH, FeatureKind::Fid { dims: 2048 }, |_| {
+        Ok::<(), ImageSetError>(())
+    })
+    .expect("features");
     let hwrun_seconds = start.elapsed().as_secs_f64();
 
-    let theirs = read_npz(&dir.join("features.npz")).expect("reference features").remove("features").expect("features");
-    let theirs = Tensor::from_slice(&theirs.data).view([theirs.shape[0] as i64, theirs.shape[1] as i64]);
-    let diff = (features.to_kind(Kind::Double) - &theirs).abs().max().double_value(&[]);
+    let theirs = read_npz(&dir.join("features.npz"))
+        .expect("reference features")
+        .remove("features")
+        .expect("features");
+    let theirs =
+        Tensor::from_slice(&theirs.data).view([theirs.shape[0] as i64, theirs.shape[1] as i64]);
+    let diff = (features.to_kind(Kind::Double) - &theirs)
+        .abs()
+        .max()
+        .double_value(&[]);
     let scale = theirs.abs().max().double_value(&[]);
-    println!("  hwrun        {:8.2} images/s ({hwrun_seconds:.1} s)", images as f64 / hwrun_seconds);
-    println!("  pytorch-fid  {:8.2} images/s ({pytorch_seconds:.1} s)", images as f64 / pytorch_seconds);
-    println!("  ratio hwrun / pytorch-fid = {:.2}x (goal >= 1.5x)", pytorch_seconds / hwrun_seconds);
+    println!(
+        "  hwrun        {:8.2} images/s ({hwrun_seconds:.1} s)",
+        images as f64 / hwrun_seconds
+    );
+    println!(
+        "  pytorch-fid  {:8.2} images/s ({pytorch_seconds:.1} s)",
+        images as f64 / pytorch_seconds
+    );
+    println!(
+        "  ratio hwrun / pytorch-fid = {:.2}x (goal >= 1.5x)",
+        pytorch_seconds / hwrun_seconds
+    );
     println!("  features max |difference| {diff:.2e} (largest feature {scale:.1})");
 }

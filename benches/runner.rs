@@ -21,7 +21,11 @@ fn hwrun(dir: &Path, args: &[&str]) -> Duration {
         .output()
         .expect("hwrun runs");
     let elapsed = start.elapsed();
-    assert!(output.status.success(), "hwrun {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hwrun {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     elapsed
 }
 
@@ -62,8 +66,12 @@ inputs = { e = "e", f = "f" }
 "#;
 
 fn sweep_recipe(per_axis: usize) -> String {
-    let values =
-        |scale: f64| (0..per_axis).map(|i| format!("\"{}\"", (i + 1) as f64 * scale)).collect::<Vec<_>>().join(", ");
+    let values = |scale: f64| {
+        (0..per_axis)
+            .map(|i| format!("\"{}\"", (i + 1) as f64 * scale))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         r#"
 name = "bench-sweep"
@@ -93,10 +101,21 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("noop.toml"), SEVEN_STAGES).unwrap();
     hwrun(dir.path(), &["--quiet", "noop.toml"]);
-    let noop = median((0..21).map(|_| hwrun(dir.path(), &["--quiet", "noop.toml"])).collect());
-    println!("no-op run of a cached 7-stage recipe: {:.1} ms (median of 21; goal < 50 ms)", noop.as_secs_f64() * 1e3);
+    let noop = median(
+        (0..21)
+            .map(|_| hwrun(dir.path(), &["--quiet", "noop.toml"]))
+            .collect(),
+    );
+    println!(
+        "no-op run of a cached 7-stage recipe: {:.1} ms (median of 21; goal < 50 ms)",
+        noop.as_secs_f64() * 1e3
+    );
 
     std::fs::write(dir.path().join("sweep.toml"), sweep_recipe(100)).unwrap();
-    let plan = median((0..5).map(|_| hwrun(dir.path(), &["plan", "--quiet", "sweep.toml"])).collect());
+    let plan = median(
+        (0..5)
+            .map(|_| hwrun(dir.path(), &["plan", "--quiet", "sweep.toml"]))
+            .collect(),
+    );
     println!("plan of a 10,000-variant sweep (20,001 stage instances): {:.0} ms (median of 5; goal < 1000 ms)", plan.as_secs_f64() * 1e3);
 }

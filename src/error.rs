@@ -35,7 +35,12 @@ pub fn render_recipe_error(error: &RecipeError, sources: &Sources) -> String {
         let _ = writeln!(out, "{pad}--> {}:{}:{}", at.name, at.line, at.column);
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{} | {}", at.line, at.line_text);
-        let _ = writeln!(out, "{pad} | {}{}", " ".repeat(at.column - 1), "^".repeat(at.width));
+        let _ = writeln!(
+            out,
+            "{pad} | {}{}",
+            " ".repeat(at.column - 1),
+            "^".repeat(at.width)
+        );
         if let Some(help) = error.help() {
             let _ = writeln!(out, "{pad} = help: {help}");
         }
@@ -83,7 +88,10 @@ mod tests {
             stage: "a".into(),
             kind: "trian".into(),
             suggestion: Some("train".into()),
-            at: Some(Span { file, range: 18..25 }),
+            at: Some(Span {
+                file,
+                range: 18..25,
+            }),
         };
         let text = render_recipe_error(&error, &sources);
         assert_eq!(

@@ -31,8 +31,16 @@ pub struct Printer {
 impl Printer {
     pub fn new(mode: OutputMode) -> Printer {
         let draw = mode == OutputMode::Human && std::io::stderr().is_terminal();
-        let target = if draw { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        Printer { mode, bars: MultiProgress::with_draw_target(target), draw }
+        let target = if draw {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Printer {
+            mode,
+            bars: MultiProgress::with_draw_target(target),
+            draw,
+        }
     }
 
     pub fn mode(&self) -> OutputMode {
@@ -46,9 +54,11 @@ impl Printer {
         }
         let bar = self.bars.add(ProgressBar::new(0));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>24.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>24.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_prefix(shorten(label, 24));
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -154,9 +164,12 @@ pub fn chain_text(error: &anyhow::Error) -> String {
 /// line.
 pub fn trim_native_trace(text: &str, verbose: bool) -> String {
     match text.find("Exception raised from") {
-        Some(cut) if !verbose => {
-            text[..cut].lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
-        }
+        Some(cut) if !verbose => text[..cut]
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => text.to_owned(),
     }
 }
@@ -165,7 +178,14 @@ fn shorten(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         text.to_owned()
     } else {
-        let tail: String = text.chars().rev().take(width - 1).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = text
+            .chars()
+            .rev()
+            .take(width - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("…{tail}")
     }
 }
@@ -177,14 +197,22 @@ mod tests {
     #[test]
     fn causes_already_in_the_message_are_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "unexpected end of file");
-        let error = anyhow::Error::new(io).context("unexpected end of file").context("unpacking `x.gz`");
-        assert_eq!(chain_text(&error), "unpacking `x.gz`: unexpected end of file");
+        let error = anyhow::Error::new(io)
+            .context("unexpected end of file")
+            .context("unpacking `x.gz`");
+        assert_eq!(
+            chain_text(&error),
+            "unpacking `x.gz`: unexpected end of file"
+        );
     }
 
     #[test]
     fn torch_traces_are_cut_to_one_line() {
         let text = "Internal torch error: Expected lr >= 0\nbut got -1\nException raised from adam at x.cpp:12 (most recent call first):\nframe #0: c10::Error";
-        assert_eq!(trim_native_trace(text, false), "Internal torch error: Expected lr >= 0 but got -1");
+        assert_eq!(
+            trim_native_trace(text, false),
+            "Internal torch error: Expected lr >= 0 but got -1"
+        );
         assert_eq!(trim_native_trace(text, true), text);
         assert_eq!(trim_native_trace("two\nlines", false), "two\nlines");
     }

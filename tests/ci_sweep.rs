@@ -44,7 +44,11 @@ fn ci_step(project: &Project, summary: &Path) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "ci-sweep.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ci-sweep.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     stdout
 }
 
@@ -55,17 +59,34 @@ fn the_ci_sweep_runs_once_then_finds_everything_cached() {
     let summary = project.path().join("step-summary.md");
 
     let first = ci_step(&project, &summary);
-    assert!(first.contains("5 ran, 0 cached"), "data, two trainings, two evaluations:\n{first}");
+    assert!(
+        first.contains("5 ran, 0 cached"),
+        "data, two trainings, two evaluations:\n{first}"
+    );
     assert!(first.contains("removed 0 entries"), "{first}");
     let markdown = std::fs::read_to_string(&summary).unwrap();
     assert!(markdown.contains("## `tiny_lr.toml`"), "{markdown}");
-    let header = markdown.lines().find(|l| l.starts_with("| train.optimizer.lr")).unwrap_or_else(|| panic!("{markdown}"));
+    let header = markdown
+        .lines()
+        .find(|l| l.starts_with("| train.optimizer.lr"))
+        .unwrap_or_else(|| panic!("{markdown}"));
     // Near chance, two learning rates can tie on accuracy; the training loss always differs.
-    assert!(header.contains("train.train_loss"), "the metrics that differ are shown: {header}");
-    assert_eq!(markdown.lines().filter(|l| l.starts_with("| 0.0")).count(), 2, "one row per learning rate:\n{markdown}");
+    assert!(
+        header.contains("train.train_loss"),
+        "the metrics that differ are shown: {header}"
+    );
+    assert_eq!(
+        markdown.lines().filter(|l| l.starts_with("| 0.0")).count(),
+        2,
+        "one row per learning rate:\n{markdown}"
+    );
 
     let second = ci_step(&project, &summary);
     assert!(second.contains("0 ran, 5 cached"), "{second}");
     let markdown = std::fs::read_to_string(&summary).unwrap();
-    assert_eq!(markdown.matches("## `tiny_lr.toml`").count(), 2, "each run appends its table");
+    assert_eq!(
+        markdown.matches("## `tiny_lr.toml`").count(),
+        2,
+        "each run appends its table"
+    );
 }

@@ -27,7 +27,11 @@ fn compare(project: &Project, recipe: &str, args: &[&str]) -> String {
     all.extend_from_slice(args);
     all.push(recipe);
     let output = project.hwrun(&all);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -42,12 +46,27 @@ fn compare_shows_what_differs_and_marks_the_best() {
     let header = md.lines().next().unwrap();
     assert_eq!(header, "| train.env.ACC | train.env.LOSS | train.env.LR | train.accuracy | train.lr | train.val_loss |", "{md}");
     // Higher accuracy is better, lower loss; `lr` has no direction.
-    assert!(md.contains("| 0.81 | 0.4 | 0.001 | 0.8100 | 0.0010 | **0.4000** |"), "{md}");
-    assert!(md.contains("| 0.93 | 0.6 | 0.01 | **0.9300** | 0.0100 | 0.6000 |"), "{md}");
-    assert!(!md.contains("class_3") && !md.contains("n_images"), "metrics equal in both variants are hidden: {md}");
+    assert!(
+        md.contains("| 0.81 | 0.4 | 0.001 | 0.8100 | 0.0010 | **0.4000** |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 0.93 | 0.6 | 0.01 | **0.9300** | 0.0100 | 0.6000 |"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("class_3") && !md.contains("n_images"),
+        "metrics equal in both variants are hidden: {md}"
+    );
 
     let text = compare(&project, recipe, &[]);
-    assert!(text.lines().next().unwrap().starts_with("train.env.ACC  train.env.LOSS  train.env.LR"), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("train.env.ACC  train.env.LOSS  train.env.LR"),
+        "{text}"
+    );
     assert!(text.contains("0.9300 *"), "{text}");
 
     let all = compare(&project, recipe, &["--all", "--csv"]);
@@ -55,11 +74,20 @@ fn compare_shows_what_differs_and_marks_the_best() {
     assert_eq!(all.lines().count(), 3);
 
     let chosen = compare(&project, recipe, &["--csv", "--metric", "*accuracy"]);
-    assert!(chosen.starts_with("train.env.ACC,train.env.LOSS,train.env.LR,train.accuracy,train.class_3_accuracy\n"), "{chosen}");
+    assert!(
+        chosen.starts_with(
+            "train.env.ACC,train.env.LOSS,train.env.LR,train.accuracy,train.class_3_accuracy\n"
+        ),
+        "{chosen}"
+    );
     let substring = compare(&project, recipe, &["--csv", "--metric", "loss"]);
-    assert!(substring.starts_with("train.env.ACC,train.env.LOSS,train.env.LR,train.val_loss\n"), "{substring}");
+    assert!(
+        substring.starts_with("train.env.ACC,train.env.LOSS,train.env.LR,train.val_loss\n"),
+        "{substring}"
+    );
 
-    let json: serde_json::Value = serde_json::from_str(&compare(&project, recipe, &["--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&compare(&project, recipe, &["--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
     assert_eq!(json[1]["train.accuracy"], 0.93);
 }

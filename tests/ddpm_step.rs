@@ -21,7 +21,12 @@ fn one_training_step_matches_pytorch() {
     let dir = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
     let (n_feat, n_t, b) = (16, 50, 8);
     let vs = nn::VarStore::new(Device::Cpu);
-    let config = ContextUnetConfig { channels: 3, n_feat, image_size: 28, classes: 10 };
+    let config = ContextUnetConfig {
+        channels: 3,
+        n_feat,
+        image_size: 28,
+        classes: 10,
+    };
     let net = ContextUnet::new(&vs.root(), config).unwrap();
     Tensor::write_safetensors(&named_variables(&[&vs]), dir.join("weights.safetensors")).unwrap();
     let options = (Kind::Float, Device::Cpu);
@@ -30,7 +35,13 @@ fn one_training_step_matches_pytorch() {
     let t = Tensor::randint_low(1, n_t + 1, [b], (Kind::Int64, Device::Cpu));
     let noise = Tensor::randn([b, 3, 28, 28], options);
     let drop = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
-    let batch = [("x0", &x0), ("labels", &labels), ("t", &t), ("noise", &noise), ("drop", &drop)];
+    let batch = [
+        ("x0", &x0),
+        ("labels", &labels),
+        ("t", &t),
+        ("noise", &noise),
+        ("drop", &drop),
+    ];
     Tensor::write_safetensors(&batch, dir.join("batch.safetensors")).unwrap();
 
     let schedule = NoiseSchedule::linear(n_t as usize, 1e-4, 0.02);
@@ -38,10 +49,17 @@ fn one_training_step_matches_pytorch() {
     let loss = ddpm_loss(&net, &schedule, &x0, &labels, &t, &noise, &drop);
     optimizer.backward_step(&loss, 0.0);
     let mut out: Vec<(String, Tensor)> = vec![("loss".into(), loss.detach().reshape([1]))];
-    out.extend(named_variables(&[&vs]).into_iter().map(|(n, v)| (format!("after.{n}"), v.detach())));
+    out.extend(
+        named_variables(&[&vs])
+            .into_iter()
+            .map(|(n, v)| (format!("after.{n}"), v.detach())),
+    );
     Tensor::write_safetensors(&out, dir.join("rust.safetensors")).unwrap();
 
-    let printed = common::run_python(&format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"), &[dir.as_str(), &n_feat.to_string(), &n_t.to_string()]);
+    let printed = common::run_python(
+        &format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"),
+        &[dir.as_str(), &n_feat.to_string(), &n_t.to_string()],
+    );
     let report: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
     eprintln!("{report}");
     assert_eq!(report["count"].as_u64(), Some(vs.variables().len() as u64));

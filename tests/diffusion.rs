@@ -65,22 +65,40 @@ fn a_tiny_ddpm_samples_every_class_and_is_scored() {
     let summary = project.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]);
     let samples = Path::new(stage(&summary, "samples")["output"].as_str().unwrap()).to_owned();
     for w in ["w0", "w2"] {
-        let pngs = std::fs::read_dir(samples.join(w)).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count();
+        let pngs = std::fs::read_dir(samples.join(w))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "png")
+            })
+            .count();
         assert_eq!(pngs, 1000, "{w}");
         assert!(samples.join(w).join("7_099.png").exists());
         assert!(samples.join(format!("grid_{w}.png")).exists());
     }
     let strip = image::open(samples.join("strip.png")).unwrap();
-    assert_eq!((strip.width(), strip.height()), (6 * 30 + 2, 32), "six 28x28 snapshots with torchvision padding");
+    assert_eq!(
+        (strip.width(), strip.height()),
+        (6 * 30 + 2, 32),
+        "six 28x28 snapshots with torchvision padding"
+    );
     for w in ["w0", "w2"] {
-        let accuracy = stage(&summary, &format!("accuracy_{w}"))["metrics"]["accuracy"].as_f64().unwrap();
+        let accuracy = stage(&summary, &format!("accuracy_{w}"))["metrics"]["accuracy"]
+            .as_f64()
+            .unwrap();
         assert!((0.0..=1.0).contains(&accuracy), "{accuracy}");
     }
     let ddim = Path::new(stage(&summary, "ddim")["output"].as_str().unwrap()).to_owned();
     let grid = image::open(ddim.join("eta_grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 30 + 2, 2 * 30 + 2));
     let interpolation = image::open(ddim.join("interpolation.png")).unwrap();
-    assert_eq!((interpolation.width(), interpolation.height()), (11 * 30 + 2, 2 * 30 + 2));
+    assert_eq!(
+        (interpolation.width(), interpolation.height()),
+        (11 * 30 + 2, 2 * 30 + 2)
+    );
     assert!(ddim.join("eta0/03.png").exists());
 
     // Bad input: a GT folder with a missing image, steps that do not divide n_t.
@@ -90,12 +108,16 @@ fn a_tiny_ddpm_samples_every_class_and_is_scored() {
     let output = project.hwrun(&["--device", "cpu", recipe.to_str().unwrap()]);
     assert_ne!(output.status.code(), Some(0));
     // A failed stage's error is in the run summary on stdout.
-    let all = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
+    let all =
+        |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
     let text = all(&output);
     assert!(text.contains("gt/00.png"), "{text}");
     let bad_steps = RECIPE.replace("steps = 10", "steps = 7");
     let recipe = project.write("bad_steps.toml", &bad_steps);
     let output = project.hwrun(&["--device", "cpu", recipe.to_str().unwrap()]);
     let text = all(&output);
-    assert!(output.status.code() != Some(0) && text.contains("steps") && text.contains("20"), "{text}");
+    assert!(
+        output.status.code() != Some(0) && text.contains("steps") && text.contains("20"),
+        "{text}"
+    );
 }

@@ -44,29 +44,70 @@ fn tiny_quickstart_fills_the_table_and_draws_the_figures() {
     let report_dir = Path::new(stage(&summary, "report")["output"].as_str().unwrap()).to_owned();
 
     let markdown = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
-    for row in ["Trained on source", "Adaptation (DANN)", "Trained on target"] {
-        let line = markdown.lines().find(|l| l.starts_with(&format!("| {row} |"))).unwrap_or_else(|| panic!("no row `{row}`:\n{markdown}"));
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).skip(1).collect();
+    for row in [
+        "Trained on source",
+        "Adaptation (DANN)",
+        "Trained on target",
+    ] {
+        let line = markdown
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("no row `{row}`:\n{markdown}"));
+        let cells: Vec<&str> = line
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .skip(1)
+            .collect();
         assert_eq!(cells.len(), 2, "{line}");
         for cell in cells {
-            let accuracy: f64 = cell.parse().unwrap_or_else(|_| panic!("`{cell}` is not a number in {line}"));
+            let accuracy: f64 = cell
+                .parse()
+                .unwrap_or_else(|_| panic!("`{cell}` is not a number in {line}"));
             assert!((0.0..=1.0).contains(&accuracy), "{line}");
         }
     }
-    assert!(markdown.contains("| | MNIST-M -> SVHN | MNIST-M -> USPS |"), "{markdown}");
+    assert!(
+        markdown.contains("| | MNIST-M -> SVHN | MNIST-M -> USPS |"),
+        "{markdown}"
+    );
 
-    for figure in ["tsne_svhn-tsne_by_class.png", "tsne_svhn-tsne_by_domain.png", "tsne_usps-tsne_by_class.png", "dann_svhn-loss.png", "dann_svhn-accuracy.png"] {
+    for figure in [
+        "tsne_svhn-tsne_by_class.png",
+        "tsne_svhn-tsne_by_domain.png",
+        "tsne_usps-tsne_by_class.png",
+        "dann_svhn-loss.png",
+        "dann_svhn-accuracy.png",
+    ] {
         let path = report_dir.join("figures").join(figure);
-        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("missing figure {}", path.display()));
-        assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
-        assert!(markdown.contains(&format!("figures/{figure}")), "report.md does not show {figure}");
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|_| panic!("missing figure {}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+        assert!(
+            markdown.contains(&format!("figures/{figure}")),
+            "report.md does not show {figure}"
+        );
     }
     let html = std::fs::read_to_string(report_dir.join("index.html")).unwrap();
     assert!(html.contains("<th>Adaptation (DANN)</th>") && html.contains("data:image/png;base64,"));
-    assert!(html.contains("Total parameters"), "the architecture printout is in the report");
+    assert!(
+        html.contains("Total parameters"),
+        "the architecture printout is in the report"
+    );
 
     let again = project.run_json_ok(&args);
-    assert!(again["stages"].as_array().unwrap().iter().all(|s| s["result"] == "cached"), "{again}");
+    assert!(
+        again["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["result"] == "cached"),
+        "{again}"
+    );
 }
 
 #[test]
@@ -97,10 +138,17 @@ inputs = { model = "adda", data = "mnistm.val" }
 "#,
     );
     let summary = project.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]);
-    let accuracy = stage(&summary, "adda_on_mnistm")["metrics"]["accuracy"].as_f64().unwrap();
+    let accuracy = stage(&summary, "adda_on_mnistm")["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     let output = Path::new(stage(&summary, "adda")["output"].as_str().unwrap()).to_owned();
-    for file in ["model.safetensors", "model.json", "history.json", "architecture.txt"] {
+    for file in [
+        "model.safetensors",
+        "model.json",
+        "history.json",
+        "architecture.txt",
+    ] {
         assert!(output.join(file).exists(), "ADDA wrote no {file}");
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use common::http_server::{header, send, send_cut, send_full, send_range, sha256_hex, Server};
-use hwrun::stages::download::DownloadStage;
 use hwrun::stage::{Registered, StageContext, StageOutcome, StageRunner};
+use hwrun::stages::download::DownloadStage;
 use sha2::Digest;
 
 /// Deterministic bytes, several read chunks long.
@@ -61,7 +61,10 @@ fn downloads_and_verifies_sha256() {
     let outcome = run(&params, &out).unwrap();
     assert_eq!(fs::read(out.join("data.bin")).unwrap(), body);
     assert_eq!(outcome.metrics["bytes"], body.len() as f64);
-    assert_eq!(outcome.summary, vec!["data.bin: 195.31 KiB, sha256 ok".to_owned()]);
+    assert_eq!(
+        outcome.summary,
+        vec!["data.bin: 195.31 KiB, sha256 ok".to_owned()]
+    );
     assert!(!out.join("data.bin.part").exists());
 }
 
@@ -75,14 +78,24 @@ fn resumes_with_range_after_the_connection_is_cut() {
     });
     let (_temp, out) = out_dir();
     let md5 = hex::encode(<md5::Md5 as Digest>::digest(&body));
-    let params = format!("url = \"{}\"\nmd5 = \"{md5}\"\nbackoff_ms = 10", server.url("data.bin"));
+    let params = format!(
+        "url = \"{}\"\nmd5 = \"{md5}\"\nbackoff_ms = 10",
+        server.url("data.bin")
+    );
     let outcome = run(&params, &out).unwrap();
     let heads = server.heads();
     assert_eq!(heads.len(), 2);
     assert_eq!(header(&heads[0], "range"), None);
-    assert_eq!(header(&heads[1], "range"), Some(format!("bytes={}-", body.len() / 2)));
+    assert_eq!(
+        header(&heads[1], "range"),
+        Some(format!("bytes={}-", body.len() / 2))
+    );
     assert_eq!(fs::read(out.join("data.bin")).unwrap(), body);
-    assert!(outcome.summary[0].ends_with("md5 ok"), "{:?}", outcome.summary);
+    assert!(
+        outcome.summary[0].ends_with("md5 ok"),
+        "{:?}",
+        outcome.summary
+    );
 }
 
 #[test]
@@ -134,7 +147,10 @@ fn checksum_mismatch_shows_expected_and_actual() {
     let server = Server::start(1, move |_, _, stream| send_full(stream, &served));
     let (_temp, out) = out_dir();
     let wrong = "ab".repeat(32);
-    let params = format!("source = \"{}\"\nsha256 = \"{wrong}\"", server.url("data.bin"));
+    let params = format!(
+        "source = \"{}\"\nsha256 = \"{wrong}\"",
+        server.url("data.bin")
+    );
     let message = error_text(run(&params, &out));
     assert!(message.contains(&wrong), "{message}");
     assert!(message.contains(&sha256_hex(&body)), "{message}");
@@ -144,13 +160,24 @@ fn checksum_mismatch_shows_expected_and_actual() {
 #[test]
 fn not_found_names_status_and_url_without_retrying() {
     let server = Server::start(4, |_, _, stream| {
-        send(stream, "404 Not Found", &["Content-Length: 0".to_owned()], b"")
+        send(
+            stream,
+            "404 Not Found",
+            &["Content-Length: 0".to_owned()],
+            b"",
+        )
     });
     let (_temp, out) = out_dir();
     let url = server.url("missing.bin");
-    let params = format!("source = \"{url}\"\nsha256 = \"{}\"\nbackoff_ms = 10", "0".repeat(64));
+    let params = format!(
+        "source = \"{url}\"\nsha256 = \"{}\"\nbackoff_ms = 10",
+        "0".repeat(64)
+    );
     let message = error_text(run(&params, &out));
-    assert!(message.contains("HTTP 404") && message.contains(&url), "{message}");
+    assert!(
+        message.contains("HTTP 404") && message.contains(&url),
+        "{message}"
+    );
     assert_eq!(server.heads().len(), 1, "a 404 is not retried");
 }
 
@@ -176,9 +203,15 @@ fn stalled_server_times_out_quickly() {
 #[test]
 fn unreachable_host_suggests_a_manual_download() {
     // A port that was just free: nothing listens there any more.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (_temp, out) = out_dir();
-    let params = format!("source = \"http://127.0.0.1:{port}/x.bin\"\nverify = false\nretries = 1\nbackoff_ms = 10");
+    let params = format!(
+        "source = \"http://127.0.0.1:{port}/x.bin\"\nverify = false\nretries = 1\nbackoff_ms = 10"
+    );
     let message = error_text(run(&params, &out));
     assert!(
         message.contains("download it by hand and point `source` at the file"),
@@ -195,7 +228,10 @@ fn local_file_url_is_copied_and_unverified_download_is_allowed() {
     let params = format!("source = \"file://{}\"\nverify = false", path.display());
     let outcome = run(&params, &out).unwrap();
     assert_eq!(fs::read(out.join("local.bin")).unwrap(), b"local bytes");
-    assert_eq!(outcome.summary, vec!["local.bin: 11 B, not verified".to_owned()]);
+    assert_eq!(
+        outcome.summary,
+        vec!["local.bin: 11 B, not verified".to_owned()]
+    );
 }
 
 // ---- archives ------------------------------------------------------------------------------
@@ -216,7 +252,8 @@ fn write_tar(writer: impl Write) {
 fn write_zip(path: &std::path::Path, names: &[(&str, &[u8])]) {
     let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
     for (name, data) in names {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
         zip.write_all(data).unwrap();
     }
     zip.finish().unwrap();
@@ -225,13 +262,20 @@ fn write_zip(path: &std::path::Path, names: &[(&str, &[u8])]) {
 /// Unpacks `archive` (a local path) with the stage and checks the tree and the summary.
 fn assert_unpacks_tree(archive: &std::path::Path) {
     let (_temp, out) = out_dir();
-    let params = format!("source = \"{}\"\nverify = false\nunpack = true", archive.display());
+    let params = format!(
+        "source = \"{}\"\nverify = false\nunpack = true",
+        archive.display()
+    );
     let outcome = run(&params, &out).unwrap();
     for (name, data) in FILES {
         assert_eq!(fs::read(out.join(name)).unwrap(), data, "{name}");
     }
     assert_eq!(outcome.metrics["unpacked_files"], 2.0);
-    assert!(outcome.summary[0].contains("unpacked 2 files"), "{:?}", outcome.summary);
+    assert!(
+        outcome.summary[0].contains("unpacked 2 files"),
+        "{:?}",
+        outcome.summary
+    );
 }
 
 #[test]
@@ -267,16 +311,24 @@ fn unpacks_zip() {
 fn unpacks_gz_and_bz2_single_files() {
     let temp = tempfile::tempdir().unwrap();
     let gz = temp.path().join("labels.gz");
-    let mut encoder = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut encoder =
+        flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
     encoder.write_all(b"gz content").unwrap();
     encoder.finish().unwrap();
     let bz2 = temp.path().join("usps.bz2");
-    let mut encoder = bzip2::write::BzEncoder::new(File::create(&bz2).unwrap(), bzip2::Compression::fast());
+    let mut encoder =
+        bzip2::write::BzEncoder::new(File::create(&bz2).unwrap(), bzip2::Compression::fast());
     encoder.write_all(b"bz2 content").unwrap();
     encoder.finish().unwrap();
-    for (archive, name, data) in [(&gz, "labels", &b"gz content"[..]), (&bz2, "usps", &b"bz2 content"[..])] {
+    for (archive, name, data) in [
+        (&gz, "labels", &b"gz content"[..]),
+        (&bz2, "usps", &b"bz2 content"[..]),
+    ] {
         let (_temp, out) = out_dir();
-        let params = format!("source = \"{}\"\nverify = false\nunpack = true", archive.display());
+        let params = format!(
+            "source = \"{}\"\nverify = false\nunpack = true",
+            archive.display()
+        );
         run(&params, &out).unwrap();
         assert_eq!(fs::read(out.join(name)).unwrap(), data);
     }
@@ -285,7 +337,10 @@ fn unpacks_gz_and_bz2_single_files() {
 #[test]
 fn unpacks_an_http_download_and_drops_the_archive() {
     let mut archive = Vec::new();
-    write_tar(flate2::write::GzEncoder::new(&mut archive, flate2::Compression::fast()));
+    write_tar(flate2::write::GzEncoder::new(
+        &mut archive,
+        flate2::Compression::fast(),
+    ));
     let served = archive.clone();
     let server = Server::start(1, move |_, _, stream| send_full(stream, &served));
     let (_temp, out) = out_dir();
@@ -310,7 +365,10 @@ fn zip_entry_escaping_the_output_is_refused() {
     let archive = temp.path().join("evil.zip");
     write_zip(&archive, &[("../evil.txt", b"gotcha")]);
     let (outer, out) = out_dir();
-    let params = format!("source = \"{}\"\nverify = false\nunpack = true", archive.display());
+    let params = format!(
+        "source = \"{}\"\nverify = false\nunpack = true",
+        archive.display()
+    );
     let message = error_text(run(&params, &out));
     assert!(
         message.contains("../evil.txt") && message.contains("refusing"),

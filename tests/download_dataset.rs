@@ -38,7 +38,9 @@ fn test_label(i: usize) -> u8 {
 
 /// A deterministic 28x28 image, different for every index and split.
 fn pixels(i: usize, salt: usize) -> Vec<u8> {
-    (0..SIDE * SIDE).map(|p| ((p * 7 + i * 13 + salt * 101) % 256) as u8).collect()
+    (0..SIDE * SIDE)
+        .map(|p| ((p * 7 + i * 13 + salt * 101) % 256) as u8)
+        .collect()
 }
 
 /// An IDX file: magic, then each dimension as a big-endian u32, then the u8 data.
@@ -55,7 +57,10 @@ fn idx(magic: u32, dims: &[usize], data: &[u8]) -> Vec<u8> {
 fn idx_pair(n: usize, salt: usize, label: fn(usize) -> u8) -> (Vec<u8>, Vec<u8>) {
     let images: Vec<u8> = (0..n).flat_map(|i| pixels(i, salt)).collect();
     let labels: Vec<u8> = (0..n).map(label).collect();
-    (idx(0x0000_0803, &[n, SIDE, SIDE], &images), idx(0x0000_0801, &[n], &labels))
+    (
+        idx(0x0000_0803, &[n, SIDE, SIDE], &images),
+        idx(0x0000_0801, &[n], &labels),
+    )
 }
 
 /// `mnist.tar.gz` holding the four uncompressed IDX files under `mnist/`.
@@ -68,12 +73,21 @@ fn mnist_tar_gz() -> Vec<u8> {
         ("t10k-images-idx3-ubyte", test_images),
         ("t10k-labels-idx1-ubyte", test_labels),
     ];
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     for (name, data) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
-        builder.append_data(&mut header, format!("{ARCHIVE_DIR}/{name}"), data.as_slice()).unwrap();
+        builder
+            .append_data(
+                &mut header,
+                format!("{ARCHIVE_DIR}/{name}"),
+                data.as_slice(),
+            )
+            .unwrap();
     }
     let mut gz = builder.into_inner().unwrap();
     gz.flush().unwrap();
@@ -107,8 +121,10 @@ domain = "mnist"
     )
 }
 
-const TRAIN_SUMMARY: &str = "train: mnist: 42 x [1, 28, 28] u8, 10 classes (0:5 1:5 2:4 3:4 4:4 5:4 6:4 7:4 8:4 9:4)";
-const VAL_SUMMARY: &str = "val: mnist: 18 x [1, 28, 28] u8, 10 classes (0:6 1:0 2:0 3:6 4:0 5:0 6:6 7:0 8:0 9:0)";
+const TRAIN_SUMMARY: &str =
+    "train: mnist: 42 x [1, 28, 28] u8, 10 classes (0:5 1:5 2:4 3:4 4:4 5:4 6:4 7:4 8:4 9:4)";
+const VAL_SUMMARY: &str =
+    "val: mnist: 18 x [1, 28, 28] u8, 10 classes (0:6 1:0 2:0 3:6 4:0 5:0 6:6 7:0 8:0 9:0)";
 
 /// A project holding the recipe, and `hwrun <args> <recipe>` run in it.
 fn project(recipe_text: &str) -> (Project, PathBuf) {
@@ -132,7 +148,12 @@ fn results(summary: &Value) -> Vec<(String, String)> {
     let stages = summary["stages"].as_array().unwrap();
     let mut results: Vec<_> = stages
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["result"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["result"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     results.sort();
     results
@@ -144,16 +165,30 @@ fn pair(name: &str, result: &str) -> (String, String) {
 
 /// How many entries the directory `dir` holds (none if it does not exist).
 fn count_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0)
 }
 
 /// The saved `val` dataset holds exactly the test split's pixels and labels.
 fn assert_val_dataset_matches(summary: &Value) {
-    let output = Utf8PathBuf::from(stage(summary, "mnist")["output"].as_str().expect("output dir"));
+    let output = Utf8PathBuf::from(
+        stage(summary, "mnist")["output"]
+            .as_str()
+            .expect("output dir"),
+    );
     let val = Dataset::load(&output.join("val")).unwrap();
     assert_eq!(val.shape, [N_TEST, 1, SIDE, SIDE]);
-    assert_eq!(val.labels, (0..N_TEST).map(|i| i64::from(test_label(i))).collect::<Vec<_>>());
-    assert_eq!(val.images, (0..N_TEST).flat_map(|i| pixels(i, 1)).collect::<Vec<_>>());
+    assert_eq!(
+        val.labels,
+        (0..N_TEST)
+            .map(|i| i64::from(test_label(i)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        val.images,
+        (0..N_TEST).flat_map(|i| pixels(i, 1)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -162,28 +197,59 @@ fn downloads_unpacks_and_reads_idx_then_second_run_is_cached_without_a_request()
     let served = archive.clone();
     // Room for a second request, so a cache miss would show up in the count instead of an error.
     let server = Server::start(2, move |_, _, stream| send_full(stream, &served));
-    let (project, recipe_path) = project(&recipe(&server.url("mnist.tar.gz"), &sha256_hex(&archive)));
+    let (project, recipe_path) =
+        project(&recipe(&server.url("mnist.tar.gz"), &sha256_hex(&archive)));
 
     let (code, first) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(0), "{first}");
-    assert_eq!(results(&first), [pair("mnist", "ran"), pair("mnist_tgz", "ran")]);
-    assert_eq!(stage(&first, "mnist")["summary"], serde_json::json!([TRAIN_SUMMARY, VAL_SUMMARY]));
+    assert_eq!(
+        results(&first),
+        [pair("mnist", "ran"), pair("mnist_tgz", "ran")]
+    );
+    assert_eq!(
+        stage(&first, "mnist")["summary"],
+        serde_json::json!([TRAIN_SUMMARY, VAL_SUMMARY])
+    );
     assert_eq!(stage(&first, "mnist")["metrics"]["train.n"], 42.0);
-    let download_line = stage(&first, "mnist_tgz")["summary"][0].as_str().unwrap().to_owned();
-    assert!(download_line.contains("sha256 ok, unpacked 4 files"), "{download_line}");
+    let download_line = stage(&first, "mnist_tgz")["summary"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        download_line.contains("sha256 ok, unpacked 4 files"),
+        "{download_line}"
+    );
     assert_val_dataset_matches(&first);
     assert_eq!(server.heads().len(), 1);
-    assert!(server.heads()[0].starts_with("GET /mnist.tar.gz "), "{:?}", server.heads());
+    assert!(
+        server.heads()[0].starts_with("GET /mnist.tar.gz "),
+        "{:?}",
+        server.heads()
+    );
 
     let (code, second) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(0), "{second}");
-    assert_eq!(results(&second), [pair("mnist", "cached"), pair("mnist_tgz", "cached")]);
-    assert_eq!(server.heads().len(), 1, "a cached download sends no request");
+    assert_eq!(
+        results(&second),
+        [pair("mnist", "cached"), pair("mnist_tgz", "cached")]
+    );
+    assert_eq!(
+        server.heads().len(),
+        1,
+        "a cached download sends no request"
+    );
 
     let human = project.hwrun(&[recipe_path.to_str().unwrap()]);
-    assert!(human.status.success(), "{}", String::from_utf8_lossy(&human.stderr));
+    assert!(
+        human.status.success(),
+        "{}",
+        String::from_utf8_lossy(&human.stderr)
+    );
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains(TRAIN_SUMMARY) && text.contains(VAL_SUMMARY), "{text}");
+    assert!(
+        text.contains(TRAIN_SUMMARY) && text.contains(VAL_SUMMARY),
+        "{text}"
+    );
     assert!(text.contains(&download_line), "{text}");
     assert_eq!(server.heads().len(), 1);
 }
@@ -198,10 +264,27 @@ fn wrong_sha256_fails_with_both_digests_and_caches_nothing() {
 
     let (code, summary) = run_json(&project, &recipe_path);
     assert_eq!(code, Some(1), "{summary}");
-    assert_eq!(results(&summary), [pair("mnist", "skipped"), pair("mnist_tgz", "failed")]);
-    let error = stage(&summary, "mnist_tgz")["error"].as_str().unwrap().to_owned();
-    assert!(error.contains(&wrong) && error.contains(&sha256_hex(&archive)), "{error}");
-    assert_eq!(count_in(&project.cache().join("entries")), 0, "a failed download must not leave an entry");
-    assert_eq!(count_in(&project.cache().join("tmp")), 0, "nor its partial file");
+    assert_eq!(
+        results(&summary),
+        [pair("mnist", "skipped"), pair("mnist_tgz", "failed")]
+    );
+    let error = stage(&summary, "mnist_tgz")["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(&wrong) && error.contains(&sha256_hex(&archive)),
+        "{error}"
+    );
+    assert_eq!(
+        count_in(&project.cache().join("entries")),
+        0,
+        "a failed download must not leave an entry"
+    );
+    assert_eq!(
+        count_in(&project.cache().join("tmp")),
+        0,
+        "nor its partial file"
+    );
     assert_eq!(plan_status(&project, &recipe_path, "mnist_tgz"), "run");
 }

@@ -62,7 +62,9 @@ fn expected_entries() -> Vec<(String, Vec<i64>)> {
     ];
     for &(names, kind, ci, co, attention) in TABLE {
         for name in names {
-            let mut add = |suffix: &str, shape: &[i64]| list.push((format!("{name}.{suffix}"), shape.to_vec()));
+            let mut add = |suffix: &str, shape: &[i64]| {
+                list.push((format!("{name}.{suffix}"), shape.to_vec()))
+            };
             match kind {
                 "down" => {
                     add("0.weight", &[co, ci, 3, 3]);
@@ -114,11 +116,18 @@ fn names_and_shapes_are_the_427_of_the_course_network() {
     assert_eq!(expected.len(), 427);
     let vs = nn::VarStore::new(Device::Cpu);
     let _net = FaceUnet::new(&vs.root(), FaceUnetConfig::COURSE).unwrap();
-    let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+    let ours: BTreeMap<String, Vec<i64>> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.size()))
+        .collect();
     let theirs: BTreeMap<String, Vec<i64>> = expected.into_iter().collect();
     let missing: Vec<&String> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
     let extra: Vec<&String> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unexpected {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
     for (name, shape) in &theirs {
         assert_eq!(&ours[name], shape, "{name}");
     }
@@ -131,14 +140,29 @@ fn forward_pass_agrees_with_pytorch_at_a_reduced_width() {
     let (base, groups, size) = (32, 8, 64);
     let printed = common::run_python(
         &format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"),
-        &[dir.as_str(), &base.to_string(), &groups.to_string(), &size.to_string()],
+        &[
+            dir.as_str(),
+            &base.to_string(),
+            &groups.to_string(),
+            &size.to_string(),
+        ],
     );
     assert_eq!(printed.trim(), "427");
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = FaceUnet::new(&vs.root(), FaceUnetConfig { base_channels: base, groups }).unwrap();
+    let net = FaceUnet::new(
+        &vs.root(),
+        FaceUnetConfig {
+            base_channels: base,
+            groups,
+        },
+    )
+    .unwrap();
     // A `torch.save`d state_dict, read by hwrun's PyTorch-file reader, every name checked.
     load_file_strict(&vs, &dir.join("UNet.pt")).unwrap();
-    let io: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors")).unwrap().into_iter().collect();
+    let io: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
     let y = tch::no_grad(|| net.forward(&io["x"], &io["t"]));
     let diff = (&y - &io["y"]).abs().max().double_value(&[]);
     let scale = io["y"].abs().max().double_value(&[]);
@@ -149,9 +173,30 @@ fn forward_pass_agrees_with_pytorch_at_a_reduced_width() {
 #[test]
 fn weights_of_another_network_are_refused_by_name() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let _net = FaceUnet::new(&vs.root(), FaceUnetConfig { base_channels: 32, groups: 8 }).unwrap();
-    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(n, _)| n != "mid1.attention.qkv.bias").collect();
-    tensors.push(("feature.conv1.weight".into(), Tensor::zeros([4, 3, 5, 5], (tch::Kind::Float, Device::Cpu))));
-    let err = load_into(&vs, tensors, Unexpected::Refuse, "UNet.pt").unwrap_err().to_string();
-    assert!(err.contains("UNet.pt") && err.contains("missing (1): mid1.attention.qkv.bias") && err.contains("unexpected (1): feature.conv1.weight"), "{err}");
+    let _net = FaceUnet::new(
+        &vs.root(),
+        FaceUnetConfig {
+            base_channels: 32,
+            groups: 8,
+        },
+    )
+    .unwrap();
+    let mut tensors: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| n != "mid1.attention.qkv.bias")
+        .collect();
+    tensors.push((
+        "feature.conv1.weight".into(),
+        Tensor::zeros([4, 3, 5, 5], (tch::Kind::Float, Device::Cpu)),
+    ));
+    let err = load_into(&vs, tensors, Unexpected::Refuse, "UNet.pt")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("UNet.pt")
+            && err.contains("missing (1): mid1.attention.qkv.bias")
+            && err.contains("unexpected (1): feature.conv1.weight"),
+        "{err}"
+    );
 }

@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::data::formats::npz::{read_npz, NpyArray};
 use hwrun::metrics::fid::{frechet_distance, FidStatistics};
-use hwrun::metrics::inception_features::{featurise_all, load_image_set, FeatureKind, ImageSetError};
+use hwrun::metrics::inception_features::{
+    featurise_all, load_image_set, FeatureKind, ImageSetError,
+};
 use hwrun::metrics::inception_score::{inception_score, SEED};
 use hwrun::models::inception::FidInception;
 use tch::{Device, Tensor};
@@ -45,7 +47,11 @@ fn reference() -> &'static Reference {
         let printed = common::run_python(&script, &[dir.as_str()]);
         eprintln!("reference: {}", printed.trim());
         let values = read_npz(&dir.join("reference.npz")).unwrap();
-        Reference { _guard: guard, dir, values }
+        Reference {
+            _guard: guard,
+            dir,
+            values,
+        }
     })
 }
 
@@ -67,25 +73,47 @@ fn features_fid_and_inception_score_match_pytorch_fid_and_torch_fidelity() {
     tch::set_num_threads(2);
     for file in WEIGHT_FILES {
         let model = FidInception::load(&reference.dir.join(file), Device::Cpu).unwrap();
-        let ours = features(&model, &reference.dir.join("a"), FeatureKind::Fid { dims: 2048 });
+        let ours = features(
+            &model,
+            &reference.dir.join("a"),
+            FeatureKind::Fid { dims: 2048 },
+        );
         let theirs = &reference.values["feat2048_a"];
-        let theirs_t = Tensor::from_slice(&theirs.data).view([theirs.shape[0] as i64, theirs.shape[1] as i64]);
+        let theirs_t =
+            Tensor::from_slice(&theirs.data).view([theirs.shape[0] as i64, theirs.shape[1] as i64]);
         let scale = theirs_t.abs().max().double_value(&[]);
-        let diff = (ours.to_kind(tch::Kind::Double) - &theirs_t).abs().max().double_value(&[]);
+        let diff = (ours.to_kind(tch::Kind::Double) - &theirs_t)
+            .abs()
+            .max()
+            .double_value(&[]);
         eprintln!("{file}: 2048-d features max |diff| {diff:.3e} (largest feature {scale:.2})");
-        assert!(diff <= 1e-4 * scale.max(1.0), "{file}: features differ by {diff}");
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "{file}: features differ by {diff}"
+        );
 
-        let ours_b = features(&model, &reference.dir.join("b"), FeatureKind::Fid { dims: 2048 });
+        let ours_b = features(
+            &model,
+            &reference.dir.join("b"),
+            FeatureKind::Fid { dims: 2048 },
+        );
         let fid = frechet_distance(
             &FidStatistics::of_features(&ours).unwrap(),
             &FidStatistics::of_features(&ours_b).unwrap(),
         )
         .unwrap();
         let expected = reference.scalar("fid2048");
-        eprintln!("{file}: FID 2048 hwrun {fid} pytorch-fid {expected} (relative {:.2e})", relative(fid, expected));
+        eprintln!(
+            "{file}: FID 2048 hwrun {fid} pytorch-fid {expected} (relative {:.2e})",
+            relative(fid, expected)
+        );
         assert!(relative(fid, expected) <= 1e-3);
 
-        let logits = features(&model, &reference.dir.join("a"), FeatureKind::LogitsUnbiased);
+        let logits = features(
+            &model,
+            &reference.dir.join("a"),
+            FeatureKind::LogitsUnbiased,
+        );
         let score = inception_score(&logits, IS_SPLITS, SEED).unwrap();
         let (mean, std) = (reference.scalar("is_mean"), reference.scalar("is_std"));
         eprintln!(
@@ -100,13 +128,26 @@ fn features_fid_and_inception_score_match_pytorch_fid_and_torch_fidelity() {
 }
 
 fn hwrun(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hwrun")).args(args).env_remove("RUST_LOG").output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_hwrun"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 fn printed_fid(output: &std::process::Output) -> f64 {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "hwrun fid failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-    stdout.trim().strip_prefix("FID:  ").unwrap_or_else(|| panic!("not pytorch-fid's output: {stdout}")).parse().unwrap()
+    assert!(
+        output.status.success(),
+        "hwrun fid failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .trim()
+        .strip_prefix("FID:  ")
+        .unwrap_or_else(|| panic!("not pytorch-fid's output: {stdout}"))
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -116,25 +157,67 @@ fn hwrun_fid_prints_pytorch_fids_numbers_and_writes_its_statistics() {
     let weights = dir.join("weights.safetensors");
     let (a, b) = (dir.join("a"), dir.join("b"));
 
-    let given = printed_fid(&hwrun(&["fid", dir.join("s1.npz").as_str(), dir.join("s2.npz").as_str()]));
+    let given = printed_fid(&hwrun(&[
+        "fid",
+        dir.join("s1.npz").as_str(),
+        dir.join("s2.npz").as_str(),
+    ]));
     let expected = reference.scalar("frechet_given");
-    eprintln!("given statistics: hwrun {given} pytorch-fid {expected} (relative {:.2e})", relative(given, expected));
+    eprintln!(
+        "given statistics: hwrun {given} pytorch-fid {expected} (relative {:.2e})",
+        relative(given, expected)
+    );
     assert!(relative(given, expected) <= 1e-6);
 
-    let args = ["fid", a.as_str(), b.as_str(), "--weights", weights.as_str(), "--dims", "64", "--device", "cpu"];
+    let args = [
+        "fid",
+        a.as_str(),
+        b.as_str(),
+        "--weights",
+        weights.as_str(),
+        "--dims",
+        "64",
+        "--device",
+        "cpu",
+    ];
     let output = hwrun(&args);
     let fid = printed_fid(&output);
     let expected = reference.scalar("fid64");
-    eprintln!("hwrun fid --dims 64: {fid} pytorch-fid {expected} (relative {:.2e})", relative(fid, expected));
+    eprintln!(
+        "hwrun fid --dims 64: {fid} pytorch-fid {expected} (relative {:.2e})",
+        relative(fid, expected)
+    );
     assert!(relative(fid, expected) <= 1e-3);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("warning:") && stderr.contains("singular"), "12 images < 64 dims must warn: {stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("singular"),
+        "12 images < 64 dims must warn: {stderr}"
+    );
 
     let ours = dir.join("ours_a64.npz");
-    let saved = hwrun(&["fid", "--save-stats", a.as_str(), ours.as_str(), "--weights", weights.as_str(), "--dims", "64"]);
-    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
-    let (ours_stats, theirs) = (FidStatistics::read_npz(&ours).unwrap(), FidStatistics::read_npz(&dir.join("a64.npz")).unwrap());
-    let sigma_diff = (&ours_stats.sigma - &theirs.sigma).abs().max().double_value(&[]);
+    let saved = hwrun(&[
+        "fid",
+        "--save-stats",
+        a.as_str(),
+        ours.as_str(),
+        "--weights",
+        weights.as_str(),
+        "--dims",
+        "64",
+    ]);
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let (ours_stats, theirs) = (
+        FidStatistics::read_npz(&ours).unwrap(),
+        FidStatistics::read_npz(&dir.join("a64.npz")).unwrap(),
+    );
+    let sigma_diff = (&ours_stats.sigma - &theirs.sigma)
+        .abs()
+        .max()
+        .double_value(&[]);
     let sigma_scale = theirs.sigma.abs().max().double_value(&[]);
     eprintln!("--save-stats sigma max |diff| {sigma_diff:.3e} (largest {sigma_scale:.3})");
     assert!(sigma_diff <= 1e-4 * sigma_scale);
@@ -143,7 +226,16 @@ fn hwrun_fid_prints_pytorch_fids_numbers_and_writes_its_statistics() {
         &[ours.as_str()],
     );
     assert_eq!(numpy.trim(), "(64,) (64, 64) float64");
-    let again = hwrun(&["fid", "--save-stats", a.as_str(), ours.as_str(), "--weights", weights.as_str(), "--dims", "64"]);
+    let again = hwrun(&[
+        "fid",
+        "--save-stats",
+        a.as_str(),
+        ours.as_str(),
+        "--weights",
+        weights.as_str(),
+        "--dims",
+        "64",
+    ]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("existing output file"));
 }
 
@@ -159,7 +251,10 @@ fn bad_inputs_are_clear_errors() {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         for needle in needles {
-            assert!(stderr.contains(needle), "{args:?}: `{needle}` not in: {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: `{needle}` not in: {stderr}"
+            );
         }
         assert!(!stderr.contains("panicked"), "{stderr}");
     };
@@ -167,24 +262,62 @@ fn bad_inputs_are_clear_errors() {
 
     let empty = scratch.join("empty");
     std::fs::create_dir(&empty).unwrap();
-    fails_with(&["fid", empty.as_str(), a.as_str(), "--weights", weights.as_str()], &["no images", "empty"]);
+    fails_with(
+        &[
+            "fid",
+            empty.as_str(),
+            a.as_str(),
+            "--weights",
+            weights.as_str(),
+        ],
+        &["no images", "empty"],
+    );
 
     let broken = scratch.join("broken");
     std::fs::create_dir(&broken).unwrap();
     std::fs::copy(a.join("img_000.png"), broken.join("good.png")).unwrap();
     std::fs::write(broken.join("fake.png"), "this is text").unwrap();
-    fails_with(&["fid", broken.as_str(), a.as_str(), "--weights", weights.as_str()], &["fake.png", "cannot decode"]);
+    fails_with(
+        &[
+            "fid",
+            broken.as_str(),
+            a.as_str(),
+            "--weights",
+            weights.as_str(),
+        ],
+        &["fake.png", "cannot decode"],
+    );
 
     let bytes = std::fs::read(&weights).unwrap();
     let truncated = scratch.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&["fid", a.as_str(), a.as_str(), "--weights", truncated.as_str()], &["truncated.safetensors", "download it again"]);
+    fails_with(
+        &[
+            "fid",
+            a.as_str(),
+            a.as_str(),
+            "--weights",
+            truncated.as_str(),
+        ],
+        &["truncated.safetensors", "download it again"],
+    );
 
     let other = scratch.join("other.safetensors");
-    Tensor::write_safetensors(&[("features.0.weight", Tensor::zeros([8, 3, 3, 3], tch::kind::FLOAT_CPU))], &other).unwrap();
+    Tensor::write_safetensors(
+        &[(
+            "features.0.weight",
+            Tensor::zeros([8, 3, 3, 3], tch::kind::FLOAT_CPU),
+        )],
+        &other,
+    )
+    .unwrap();
     fails_with(
         &["fid", a.as_str(), a.as_str(), "--weights", other.as_str()],
-        &["472 missing", "missing: Conv2d_1a_3x3.bn.bias", "unexpected: features.0.weight"],
+        &[
+            "472 missing",
+            "missing: Conv2d_1a_3x3.bn.bias",
+            "unexpected: features.0.weight",
+        ],
     );
 }
 
@@ -233,22 +366,42 @@ splits = 3
             b = dir.join("b"),
         )
     };
-    let wrong = if digest.starts_with('0') { "10000000" } else { "00000000" };
+    let wrong = if digest.starts_with('0') {
+        "10000000"
+    } else {
+        "00000000"
+    };
     project.write("wrong.toml", &recipe(wrong));
     let (code, json) = project.run_json(&["--device", "cpu", "wrong.toml"]);
     assert_eq!(code, Some(1), "{json}");
     let text = json.to_string();
-    assert!(text.contains(wrong) && text.contains(&digest), "expected vs actual digest: {text}");
-    assert!(!project.cache().join("entries").exists() || std::fs::read_dir(project.cache().join("entries")).unwrap().count() == 0);
+    assert!(
+        text.contains(wrong) && text.contains(&digest),
+        "expected vs actual digest: {text}"
+    );
+    assert!(
+        !project.cache().join("entries").exists()
+            || std::fs::read_dir(project.cache().join("entries"))
+                .unwrap()
+                .count()
+                == 0
+    );
 
     project.write("right.toml", &recipe(&digest[..8]));
     let json = project.run_json_ok(&["--device", "cpu", "right.toml"]);
     let text = json.to_string();
     let fid = find_metric(&json, "fid").unwrap_or_else(|| panic!("no fid metric: {text}"));
     let expected = reference.scalar("fid64");
-    assert!(relative(fid, expected) <= 1e-3, "stage FID {fid} vs pytorch-fid {expected}");
-    let is_mean = find_metric(&json, "is_mean").unwrap_or_else(|| panic!("no is_mean metric: {text}"));
-    assert!(relative(is_mean, reference.scalar("is_mean")) <= 1e-4, "stage IS {is_mean}");
+    assert!(
+        relative(fid, expected) <= 1e-3,
+        "stage FID {fid} vs pytorch-fid {expected}"
+    );
+    let is_mean =
+        find_metric(&json, "is_mean").unwrap_or_else(|| panic!("no is_mean metric: {text}"));
+    assert!(
+        relative(is_mean, reference.scalar("is_mean")) <= 1e-4,
+        "stage IS {is_mean}"
+    );
 }
 
 /// The first metric called `name` anywhere in hwrun's JSON output.

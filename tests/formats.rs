@@ -31,15 +31,27 @@ fn tmp() -> (tempfile::TempDir, Utf8PathBuf) {
 
 fn check_svhn(h: usize, w: usize, n: usize, compress: bool, ydtype: &str, oned: &str) {
     let (_dir, dir) = tmp();
-    let args =
-        [dir.as_str(), &h.to_string(), &w.to_string(), &n.to_string(), if compress { "1" } else { "0" }, ydtype, oned];
-    let digits: Vec<i64> =
-        common::run_python(WRITE_SVHN, &args).split_whitespace().map(|d| d.parse().unwrap()).collect();
+    let args = [
+        dir.as_str(),
+        &h.to_string(),
+        &w.to_string(),
+        &n.to_string(),
+        if compress { "1" } else { "0" },
+        ydtype,
+        oned,
+    ];
+    let digits: Vec<i64> = common::run_python(WRITE_SVHN, &args)
+        .split_whitespace()
+        .map(|d| d.parse().unwrap())
+        .collect();
     let data = load_svhn_mat(&dir.join("data.mat"), "svhn", &ReadOptions::default()).unwrap();
     let context = format!("{h}x{w}x{n} compress={compress} y={ydtype}/{oned}");
     assert_eq!(data.shape, [n, 3, h, w], "{context}");
     assert_eq!(data.labels, digits, "{context}");
-    assert!(data.images == std::fs::read(dir.join("expected.bin")).unwrap(), "pixels differ: {context}");
+    assert!(
+        data.images == std::fs::read(dir.join("expected.bin")).unwrap(),
+        "pixels differ: {context}"
+    );
 }
 
 #[test]
@@ -76,10 +88,23 @@ for compress in (False, True):
         let arrays = mat5::parse(&bytes).unwrap();
         assert_eq!(arrays.len(), 10, "char arrays are skipped");
         for array in &arrays {
-            let expected: Vec<f64> =
-                column_major.iter().map(|v: &f64| if array.name.starts_with('u') { v.abs() } else { *v }).collect();
+            let expected: Vec<f64> = column_major
+                .iter()
+                .map(|v: &f64| {
+                    if array.name.starts_with('u') {
+                        v.abs()
+                    } else {
+                        *v
+                    }
+                })
+                .collect();
             assert_eq!(array.dims, vec![2, 3], "{}", array.name);
-            assert_eq!(array.to_f64(), expected, "{} compress={compress}", array.name);
+            assert_eq!(
+                array.to_f64(),
+                expected,
+                "{} compress={compress}",
+                array.name
+            );
         }
     }
 }
@@ -90,5 +115,9 @@ fn svhn_mat_without_x_names_what_it_found() {
     let script = "import sys, numpy as np, scipy.io\nscipy.io.savemat(sys.argv[1] + '/bad.mat', {'images': np.zeros((2, 2), np.uint8)})";
     common::run_python(script, &[dir.as_str()]);
     let err = load_svhn_mat(&dir.join("bad.mat"), "svhn", &ReadOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("variable `X` is missing; the file has [\"images\"]"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("variable `X` is missing; the file has [\"images\"]"),
+        "{err}"
+    );
 }

@@ -50,7 +50,11 @@ fn output(summary: &serde_json::Value, name: &str) -> PathBuf {
 
 fn png(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap_or_else(|_| panic!("missing {}", path.display()));
-    assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        path.display()
+    );
     bytes
 }
 
@@ -62,35 +66,70 @@ fn train_sample_report_and_rerun_cached() {
     let summary = project.run_json_ok(&args);
 
     let gan = output(&summary, "gan");
-    for file in ["progress/epoch_001.png", "progress/epoch_002.png", "progress_strip.png", "d_outputs.png"] {
+    for file in [
+        "progress/epoch_001.png",
+        "progress/epoch_002.png",
+        "progress_strip.png",
+        "d_outputs.png",
+    ] {
         png(&gan.join(file));
     }
     let meta = std::fs::read_to_string(gan.join("model.json")).unwrap();
-    assert!(meta.contains("\"family\": \"gan\"") && meta.contains("\"loss\": \"acgan\""), "{meta}");
+    assert!(
+        meta.contains("\"family\": \"gan\"") && meta.contains("\"loss\": \"acgan\""),
+        "{meta}"
+    );
     let history = std::fs::read_to_string(gan.join("history.json")).unwrap();
     for key in ["g_loss", "d_loss", "d_real", "d_fake", "class_acc"] {
         assert!(history.contains(key), "{key} missing from {history}");
     }
 
-    let (samples, again) = (output(&summary, "samples"), output(&summary, "samples_again"));
+    let (samples, again) = (
+        output(&summary, "samples"),
+        output(&summary, "samples_again"),
+    );
     png(&samples.join("grid.png"));
     for class in 0..10 {
         for index in [0, 11] {
             let name = format!("images/{class}_{index:03}.png");
-            assert_eq!(png(&samples.join(&name)), png(&again.join(&name)), "{name} depends on the chunk size");
+            assert_eq!(
+                png(&samples.join(&name)),
+                png(&again.join(&name)),
+                "{name} depends on the chunk size"
+            );
         }
     }
     assert!(!samples.join("images/0_012.png").exists());
-    assert!(samples.join("dataset").is_dir(), "the samples are also a dataset");
+    assert!(
+        samples.join("dataset").is_dir(),
+        "the samples are also a dataset"
+    );
 
     let report = output(&summary, "report");
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for figure in ["gan-progress_epoch_002.png", "gan-progress_strip.png", "gan-d_outputs.png", "samples-grid.png", "gan-loss.png", "gan-accuracy.png"] {
+    for figure in [
+        "gan-progress_epoch_002.png",
+        "gan-progress_strip.png",
+        "gan-d_outputs.png",
+        "samples-grid.png",
+        "gan-loss.png",
+        "gan-accuracy.png",
+    ] {
         png(&report.join("figures").join(figure));
-        assert!(markdown.contains(&format!("figures/{figure}")), "report.md does not show {figure}:\n{markdown}");
+        assert!(
+            markdown.contains(&format!("figures/{figure}")),
+            "report.md does not show {figure}:\n{markdown}"
+        );
     }
     assert!(markdown.contains("progress"), "{markdown}");
 
     let rerun = project.run_json_ok(&args);
-    assert!(rerun["stages"].as_array().unwrap().iter().all(|s| s["result"] == "cached"), "{rerun}");
+    assert!(
+        rerun["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["result"] == "cached"),
+        "{rerun}"
+    );
 }

@@ -13,7 +13,9 @@ mod common;
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::models::{GanConfig, GanLoss, GanPreset};
 use hwrun::training::checkpoint::named_variables;
-use hwrun::training::gan::{discriminator_loss, generator_loss, gradient_penalty, GanModel, GanSettings};
+use hwrun::training::gan::{
+    discriminator_loss, generator_loss, gradient_penalty, GanModel, GanSettings,
+};
 use hwrun::training::OptimizerSettings;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -27,12 +29,29 @@ fn workdir() -> (tempfile::TempDir, Utf8PathBuf) {
 }
 
 fn config(loss: GanLoss, image_size: i64, spectral_norm: bool) -> GanConfig {
-    GanConfig { preset: GanPreset::Dcgan, loss, image_size, channels: 3, z_dim: 16, ngf: 8, ndf: 8, spectral_norm, classes: 0 }
+    GanConfig {
+        preset: GanPreset::Dcgan,
+        loss,
+        image_size,
+        channels: 3,
+        z_dim: 16,
+        ngf: 8,
+        ndf: 8,
+        spectral_norm,
+        classes: 0,
+    }
 }
 
 fn settings(loss: GanLoss) -> GanSettings {
     let adam = OptimizerSettings::adam(2e-4, [0.5, 0.999]);
-    GanSettings { loss, n_critic: 1, gp_lambda: 10.0, label_smoothing: 0.0, generator: adam, discriminator: adam }
+    GanSettings {
+        loss,
+        n_critic: 1,
+        gp_lambda: 10.0,
+        label_smoothing: 0.0,
+        generator: adam,
+        discriminator: adam,
+    }
 }
 
 fn write(dir: &Utf8Path, file: &str, tensors: &[(String, Tensor)]) {
@@ -46,8 +65,18 @@ fn weights(dir: &Utf8Path, stores: &[&nn::VarStore]) {
 /// Every trainable variable's gradient; one the loss does not reach (the penalty does not reach
 /// the critic's last LayerNorm bias) is written as zeros, as the oracle counts it.
 fn grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let grad = |t: &Tensor| if t.grad().defined() { t.grad().copy() } else { t.zeros_like() };
-    named_variables(&[vs]).into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (format!("grad.{n}"), grad(&t))).collect()
+    let grad = |t: &Tensor| {
+        if t.grad().defined() {
+            t.grad().copy()
+        } else {
+            t.zeros_like()
+        }
+    };
+    named_variables(&[vs])
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, t)| (format!("grad.{n}"), grad(&t)))
+        .collect()
 }
 
 fn zero_grads(vs: &nn::VarStore) {
@@ -61,14 +90,24 @@ fn zero_grads(vs: &nn::VarStore) {
 
 /// Runs the oracle in `mode` and checks every reported difference except `grad_count`.
 fn compare(mode: &str, dir: &Utf8Path, parameters: usize) {
-    let report = common::run_python(&format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"), &[mode, dir.as_str()]);
+    let report = common::run_python(
+        &format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"),
+        &[mode, dir.as_str()],
+    );
     let diffs: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     eprintln!("{mode}: {diffs}");
-    assert_eq!(diffs["grad_count"].as_u64(), Some(parameters as u64), "{diffs}");
+    assert_eq!(
+        diffs["grad_count"].as_u64(),
+        Some(parameters as u64),
+        "{diffs}"
+    );
     for (key, value) in diffs.as_object().unwrap() {
         if key != "grad_count" {
             let diff = value.as_f64().unwrap();
-            assert!(diff <= TOLERANCE, "{mode}: {key} differs by {diff} ({diffs})");
+            assert!(
+                diff <= TOLERANCE,
+                "{mode}: {key} differs by {diff} ({diffs})"
+            );
         }
     }
 }
@@ -88,8 +127,16 @@ fn a_dcgan_discriminator_and_generator_step_match_the_tutorial() {
     let model = GanModel::new(config(GanLoss::Dcgan, 64, false), Device::Cpu).unwrap();
     weights(&dir, &[&model.generator_vs, &model.discriminator_vs]);
     let b = 8;
-    let (real, noise, noise2) = (images(b, 64), model.noise(b, Device::Cpu), model.noise(b, Device::Cpu));
-    let batch = [("real".to_owned(), real.shallow_clone()), ("noise".into(), noise.shallow_clone()), ("noise2".into(), noise2.shallow_clone())];
+    let (real, noise, noise2) = (
+        images(b, 64),
+        model.noise(b, Device::Cpu),
+        model.noise(b, Device::Cpu),
+    );
+    let batch = [
+        ("real".to_owned(), real.shallow_clone()),
+        ("noise".into(), noise.shallow_clone()),
+        ("noise2".into(), noise2.shallow_clone()),
+    ];
     write(&dir, "batch.safetensors", &batch);
     let labels = Tensor::zeros([b], (Kind::Int64, Device::Cpu));
     let alpha = Tensor::zeros([b, 1, 1, 1], (Kind::Float, Device::Cpu));
@@ -97,7 +144,15 @@ fn a_dcgan_discriminator_and_generator_step_match_the_tutorial() {
     let fake = tch::no_grad(|| model.generator.forward_t(&noise, None, true));
     let on_real = tch::no_grad(|| model.discriminator.forward_t(&real, true).adversarial);
     let on_fake = tch::no_grad(|| model.discriminator.forward_t(&fake, true).adversarial);
-    let d = discriminator_loss(&model, &settings(GanLoss::Dcgan), &real, &labels, &fake, &labels, &alpha);
+    let d = discriminator_loss(
+        &model,
+        &settings(GanLoss::Dcgan),
+        &real,
+        &labels,
+        &fake,
+        &labels,
+        &alpha,
+    );
     d.loss.backward();
     let mut out = grads(&model.discriminator_vs);
     zero_grads(&model.discriminator_vs);
@@ -113,7 +168,8 @@ fn a_dcgan_discriminator_and_generator_step_match_the_tutorial() {
         ("g_loss".into(), scalar(&g_loss)),
     ]);
     write(&dir, "rust.safetensors", &out);
-    let count = model.generator_vs.trainable_variables().len() + model.discriminator_vs.trainable_variables().len();
+    let count = model.generator_vs.trainable_variables().len()
+        + model.discriminator_vs.trainable_variables().len();
     compare("dcgan", &dir, count);
 }
 
@@ -126,13 +182,25 @@ fn the_wgan_gp_penalty_and_its_gradient_match_autograd() {
     let b = 6;
     let (real, fake) = (images(b, 32), images(b, 32));
     let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, Device::Cpu));
-    write(&dir, "batch.safetensors", &[("real".to_owned(), real.shallow_clone()), ("fake".into(), fake.shallow_clone()), ("alpha".into(), alpha.shallow_clone())]);
+    write(
+        &dir,
+        "batch.safetensors",
+        &[
+            ("real".to_owned(), real.shallow_clone()),
+            ("fake".into(), fake.shallow_clone()),
+            ("alpha".into(), alpha.shallow_clone()),
+        ],
+    );
     let gp = gradient_penalty(&model.discriminator, &real, &fake, &alpha);
     gp.backward();
     let mut out = grads(&model.discriminator_vs);
     out.push(("gp".into(), scalar(&gp)));
     write(&dir, "rust.safetensors", &out);
-    compare("wgan", &dir, model.discriminator_vs.trainable_variables().len());
+    compare(
+        "wgan",
+        &dir,
+        model.discriminator_vs.trainable_variables().len(),
+    );
 }
 
 #[test]
@@ -143,10 +211,19 @@ fn spectral_norm_power_iterations_match_torch() {
     weights(&dir, &[&model.discriminator_vs]);
     let k = 3;
     let real = images(4, 28);
-    write(&dir, "batch.safetensors", &[("real".to_owned(), real.shallow_clone()), ("k".into(), Tensor::from_slice(&[k]))]);
+    write(
+        &dir,
+        "batch.safetensors",
+        &[
+            ("real".to_owned(), real.shallow_clone()),
+            ("k".into(), Tensor::from_slice(&[k])),
+        ],
+    );
     let mut last = None;
     for _ in 0..k {
-        last = Some(tch::no_grad(|| model.discriminator.forward_t(&real, true).adversarial));
+        last = Some(tch::no_grad(|| {
+            model.discriminator.forward_t(&real, true).adversarial
+        }));
     }
     let vars = model.discriminator_vs.variables();
     let mut out = vec![("out".to_owned(), last.unwrap())];
@@ -154,7 +231,11 @@ fn spectral_norm_power_iterations_match_torch() {
         let var = |what: &str| vars[&format!("discriminator.main.{index}.weight_{what}")].detach();
         let (w, u, v) = (var("orig"), var("u"), var("v"));
         let sigma = tch::no_grad(|| u.dot(&w.reshape([w.size()[0], -1]).mv(&v)));
-        out.extend([(format!("u.{index}"), u), (format!("v.{index}"), v), (format!("sigma.{index}"), sigma.reshape([1]))]);
+        out.extend([
+            (format!("u.{index}"), u),
+            (format!("v.{index}"), v),
+            (format!("sigma.{index}"), sigma.reshape([1])),
+        ]);
     }
     write(&dir, "rust.safetensors", &out);
     compare("sn", &dir, 0);

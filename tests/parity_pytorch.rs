@@ -23,7 +23,12 @@ const TOLERANCE: f64 = 1e-5;
 const ORACLE: &str = include_str!("parity_pytorch.py");
 
 fn config() -> DigitCnnConfig {
-    DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 }
+    DigitCnnConfig {
+        arch: Arch::Mnist,
+        channels: 3,
+        image_size: 28,
+        classes: 10,
+    }
 }
 
 /// Batch-norm layers whose training-mode statistics do not depend on dropout's draws.
@@ -46,12 +51,20 @@ fn write_weights(dir: &Utf8Path, vs: &nn::VarStore) {
 }
 
 /// Writes `logits`, `loss`, `grad.<name>` for every trainable variable of `vs` and `extra`.
-fn write_rust_side(dir: &Utf8Path, vs: &nn::VarStore, logits: &Tensor, loss: f64, extra: Vec<(String, Tensor)>) {
+fn write_rust_side(
+    dir: &Utf8Path,
+    vs: &nn::VarStore,
+    logits: &Tensor,
+    loss: f64,
+    extra: Vec<(String, Tensor)>,
+) {
     let mut out: Vec<(String, Tensor)> = vec![
         ("logits".into(), logits.detach()),
         ("loss".into(), Tensor::from_slice(&[loss as f32])),
     ];
-    let trainable = named_variables(&[vs]).into_iter().filter(|(_, t)| t.requires_grad());
+    let trainable = named_variables(&[vs])
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad());
     out.extend(trainable.map(|(name, t)| (format!("grad.{name}"), t.grad())));
     out.extend(extra);
     Tensor::write_safetensors(&out, dir.join("rust.safetensors")).unwrap();
@@ -59,14 +72,28 @@ fn write_rust_side(dir: &Utf8Path, vs: &nn::VarStore, logits: &Tensor, loss: f64
 
 /// Runs the oracle and checks every reported difference.
 fn compare(mode: &str, dir: &Utf8Path, parameters: usize) {
-    let keys: &[&str] = if mode == "bn" { &["logits", "loss", "grad_max", "stats"] } else { &["logits", "loss", "grad_max"] };
-    let report = common::run_python(&format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"), &[mode, dir.as_str()]);
+    let keys: &[&str] = if mode == "bn" {
+        &["logits", "loss", "grad_max", "stats"]
+    } else {
+        &["logits", "loss", "grad_max"]
+    };
+    let report = common::run_python(
+        &format!("import sys\nsys.argv = ['oracle'] + sys.argv[1:]\n{ORACLE}"),
+        &[mode, dir.as_str()],
+    );
     let diffs: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     eprintln!("{mode}: {diffs}");
-    assert_eq!(diffs["grad_count"].as_u64(), Some(parameters as u64), "{diffs}");
+    assert_eq!(
+        diffs["grad_count"].as_u64(),
+        Some(parameters as u64),
+        "{diffs}"
+    );
     for &key in keys {
         let diff = diffs[key].as_f64().unwrap();
-        assert!(diff <= TOLERANCE, "{mode}: {key} differs by {diff} ({diffs})");
+        assert!(
+            diff <= TOLERANCE,
+            "{mode}: {key} differs by {diff} ({diffs})"
+        );
     }
 }
 
@@ -80,8 +107,15 @@ fn classifier_logits_and_gradients_match_pytorch() {
     let (_guard, dir) = workdir();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = DigitCnn::new(&vs.root(), config()).unwrap();
-    let (x, y) = (images(16), Tensor::randint(10, [16], (Kind::Int64, Device::Cpu)));
-    Tensor::write_safetensors(&[("source", &x), ("labels", &y)], dir.join("batch.safetensors")).unwrap();
+    let (x, y) = (
+        images(16),
+        Tensor::randint(10, [16], (Kind::Int64, Device::Cpu)),
+    );
+    Tensor::write_safetensors(
+        &[("source", &x), ("labels", &y)],
+        dir.join("batch.safetensors"),
+    )
+    .unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.logits(&x, true));
     let stats = supervised_step(&model, &mut frozen_optimizer(&vs), &x, &y, 0.0);
@@ -139,10 +173,24 @@ fn batch_norm_preset_matches_pytorch_in_eval_mode() {
     tch::manual_seed(13);
     let (_guard, dir) = workdir();
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = DigitCnn::new(&vs.root(), DigitCnnConfig { arch: Arch::DannBn, ..config() }).unwrap();
+    let model = DigitCnn::new(
+        &vs.root(),
+        DigitCnnConfig {
+            arch: Arch::DannBn,
+            ..config()
+        },
+    )
+    .unwrap();
     randomise_batch_norms(&vs);
-    let (x, y) = (images(16), Tensor::randint(10, [16], (Kind::Int64, Device::Cpu)));
-    Tensor::write_safetensors(&[("source", &x), ("labels", &y)], dir.join("batch.safetensors")).unwrap();
+    let (x, y) = (
+        images(16),
+        Tensor::randint(10, [16], (Kind::Int64, Device::Cpu)),
+    );
+    Tensor::write_safetensors(
+        &[("source", &x), ("labels", &y)],
+        dir.join("batch.safetensors"),
+    )
+    .unwrap();
     write_weights(&dir, &vs);
     let logits = model.logits(&x, false);
     let loss = logits.cross_entropy_for_logits(&y);
@@ -152,7 +200,9 @@ fn batch_norm_preset_matches_pytorch_in_eval_mode() {
     let vars = vs.variables();
     let after = BN_BEFORE_DROPOUT
         .iter()
-        .flat_map(|layer| ["running_mean", "running_var", "num_batches_tracked"].map(|b| format!("{layer}.{b}")))
+        .flat_map(|layer| {
+            ["running_mean", "running_var", "num_batches_tracked"].map(|b| format!("{layer}.{b}"))
+        })
         .map(|key| (format!("after.{key}"), vars[&key].copy()))
         .collect();
     write_rust_side(&dir, &vs, &logits, loss.double_value(&[]), after);

@@ -30,8 +30,19 @@ fn fake_course_data(project: &Project) -> PathBuf {
             for i in range {
                 let name = format!("{i:05}.png");
                 let pixels = vec![(i * 7 % 256) as u8; side * side * channels];
-                let colour = if channels == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
-                image::save_buffer(dir.join("data").join(&name), &pixels, side as u32, side as u32, colour).unwrap();
+                let colour = if channels == 3 {
+                    image::ExtendedColorType::Rgb8
+                } else {
+                    image::ExtendedColorType::L8
+                };
+                image::save_buffer(
+                    dir.join("data").join(&name),
+                    &pixels,
+                    side as u32,
+                    side as u32,
+                    colour,
+                )
+                .unwrap();
                 rows.push_str(&format!("{name},{}\n", i % 10));
             }
             std::fs::write(dir.join(csv), rows).unwrap();
@@ -42,7 +53,14 @@ fn fake_course_data(project: &Project) -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..count {
             let pixels = vec![(i * 40) as u8; 64 * 64 * 3];
-            image::save_buffer(dir.join(format!("{i:05}.png")), &pixels, 64, 64, image::ExtendedColorType::Rgb8).unwrap();
+            image::save_buffer(
+                dir.join(format!("{i:05}.png")),
+                &pixels,
+                64,
+                64,
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
         }
     }
     // The face problem's files: the planner hashes them, so any bytes do.
@@ -52,7 +70,14 @@ fn fake_course_data(project: &Project) -> PathBuf {
     }
     std::fs::write(face.join("UNet.pt"), b"fake weights").unwrap();
     std::fs::write(face.join("noise").join("00.pt"), b"fake noise").unwrap();
-    image::save_buffer(face.join("GT").join("00.png"), &[0u8; 3 * 4 * 4], 4, 4, image::ExtendedColorType::Rgb8).unwrap();
+    image::save_buffer(
+        face.join("GT").join("00.png"),
+        &[0u8; 3 * 4 * 4],
+        4,
+        4,
+        image::ExtendedColorType::Rgb8,
+    )
+    .unwrap();
     root
 }
 
@@ -61,7 +86,10 @@ fn every_recipe_plans() {
     let project = Project::new();
     let data_root = fake_course_data(&project);
     let recipes = recipes();
-    assert!(recipes.len() >= 4, "expected the shipped recipes, found {recipes:?}");
+    assert!(
+        recipes.len() >= 4,
+        "expected the shipped recipes, found {recipes:?}"
+    );
     for recipe in recipes {
         let set_root = format!("vars.data_root={}", data_root.display());
         let mut args = vec!["plan", recipe.to_str().unwrap()];
@@ -73,8 +101,16 @@ fn every_recipe_plans() {
         assert_eq!(code, Some(0), "{}: {plan}", recipe.display());
         let stages = plan.as_array().unwrap();
         assert!(stages.len() >= 3, "{}: {plan}", recipe.display());
-        assert!(stages.iter().all(|s| s["status"] == "run"), "{}: nothing is cached yet", recipe.display());
-        assert!(stages.iter().any(|s| s["kind"] == "report"), "{} has no report", recipe.display());
+        assert!(
+            stages.iter().all(|s| s["status"] == "run"),
+            "{}: nothing is cached yet",
+            recipe.display()
+        );
+        assert!(
+            stages.iter().any(|s| s["kind"] == "report"),
+            "{} has no report",
+            recipe.display()
+        );
     }
 }
 
@@ -82,8 +118,16 @@ fn every_recipe_plans() {
 fn course_recipes_say_where_the_data_is_missing() {
     let project = Project::new();
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/p3_mnistm_svhn.toml");
-    let output = project.hwrun(&["plan", recipe.to_str().unwrap(), "--set", "vars.data_root=no/such/dir"]);
+    let output = project.hwrun(&[
+        "plan",
+        recipe.to_str().unwrap(),
+        "--set",
+        "vars.data_root=no/such/dir",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
-    assert!(text.contains("cannot be read") && text.contains("no/such/dir/digits/"), "{text}");
+    assert!(
+        text.contains("cannot be read") && text.contains("no/such/dir/digits/"),
+        "{text}"
+    );
 }

@@ -37,11 +37,19 @@ inputs = { evaluate = "evaluate" }
 
 fn write_recipe(project: &Project, name: &str, text: &str) -> String {
     let runs = project.path().join("runs.log");
-    project.write(name, &text.replace("{runs}", runs.to_str().unwrap())).to_str().unwrap().to_owned()
+    project
+        .write(name, &text.replace("{runs}", runs.to_str().unwrap()))
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(project.path().join("runs.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(project.path().join("runs.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Every file under `dir`, relative, sorted.
@@ -63,8 +71,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn entries(project: &Project) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(project.cache().join("entries")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(project.cache().join("entries"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     dirs.sort();
     dirs
 }
@@ -90,7 +101,10 @@ fn flip_byte(path: &Path) {
 
 fn fsck_problems(project: &Project) -> Vec<Value> {
     let (_, json) = project.run_json(&["fsck"]);
-    json["problems"].as_array().cloned().unwrap_or_else(|| panic!("fsck --json printed {json}"))
+    json["problems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("fsck --json printed {json}"))
 }
 
 // --- 5. plan rejects what would fail later -------------------------------------------------------
@@ -102,7 +116,9 @@ fn bad_recipes() -> Vec<(&'static str, String, Vec<&'static str>, &'static str)>
         format!("name = \"bad\"\n{producer}\n[stages.use]\nkind = \"command\"\ninputs = {{ d = \"{reference}\" }}\nshell = \"echo use >> {{runs}}\"\n")
     };
     let digits: Vec<String> = (0..10).map(|i| format!("\"{i}\"")).collect();
-    let axes: String = (0..8).map(|i| format!("\"src.env.V{i}\" = [{}]\n", digits.join(", "))).collect();
+    let axes: String = (0..8)
+        .map(|i| format!("\"src.env.V{i}\" = [{}]\n", digits.join(", ")))
+        .collect();
     vec![
         ("unknown output name", consumer("src.trian"), vec![], "did you mean `train`?"),
         ("output reference with a path", consumer("src.../../etc"), vec![], "names a path, not a stage output"),
@@ -135,16 +151,34 @@ fn assert_refused(project: &Project, what: &str, recipe: &str, extra: &[&str], f
     args.extend_from_slice(extra);
     let output = project.hwrun(&args);
     let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{what}: `hwrun plan` must exit 2:\n{err}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{what}: `hwrun plan` must exit 2:\n{err}"
+    );
     assert!(err.contains("-->"), "{what}: no location in\n{err}");
-    assert!(err.contains(fragment), "{what}: `{fragment}` missing from\n{err}");
+    assert!(
+        err.contains(fragment),
+        "{what}: `{fragment}` missing from\n{err}"
+    );
     args[0] = "run";
     let (code, json) = project.run_json(&args);
     assert_eq!(code, Some(2), "{what}");
     assert_eq!(json["exit_code"], 2, "{what}: {json}");
-    assert!(json["location"]["line"].as_u64().is_some(), "{what}: {json}");
-    assert!(json["error"].as_str().unwrap().contains(fragment) || json["help"].as_str().unwrap_or("").contains(fragment), "{what}: {json}");
-    assert!(runs(project).is_empty(), "{what}: a stage ran: {:?}", runs(project));
+    assert!(
+        json["location"]["line"].as_u64().is_some(),
+        "{what}: {json}"
+    );
+    assert!(
+        json["error"].as_str().unwrap().contains(fragment)
+            || json["help"].as_str().unwrap_or("").contains(fragment),
+        "{what}: {json}"
+    );
+    assert!(
+        runs(project).is_empty(),
+        "{what}: a stage ran: {:?}",
+        runs(project)
+    );
 }
 
 #[test]
@@ -184,25 +218,48 @@ fn every_flipped_byte_is_detected_and_rerun_never_reused() {
     let recipe = write_recipe(&project, "r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     // Every file of every entry: outputs, log, manifest and its hash.
-    let targets: Vec<PathBuf> =
-        entries(&project).iter().flat_map(|dir| files_under(dir).into_iter().map(move |f| dir.join(f))).collect();
+    let targets: Vec<PathBuf> = entries(&project)
+        .iter()
+        .flat_map(|dir| files_under(dir).into_iter().map(move |f| dir.join(f)))
+        .collect();
     assert!(targets.len() >= 10, "{targets:?}");
     for target in targets {
-        let entry = target.ancestors().find(|a| a.parent().is_some_and(|p| p.ends_with("entries"))).unwrap().to_owned();
-        let manifest: Value = serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap()).unwrap();
+        let entry = target
+            .ancestors()
+            .find(|a| a.parent().is_some_and(|p| p.ends_with("entries")))
+            .unwrap()
+            .to_owned();
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap()).unwrap();
         let stage = manifest["stage"].as_str().unwrap().to_owned();
         flip_byte(&target);
         let output = project.hwrun(&["--json", &recipe]);
         let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(output.status.code(), Some(0), "{target:?}: {}", stderr(&output));
-        assert!(ran(&summary).contains(&stage), "flipping {target:?} must rerun `{stage}`: {summary}");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{target:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            ran(&summary).contains(&stage),
+            "flipping {target:?} must rerun `{stage}`: {summary}"
+        );
         let name = target.file_name().unwrap().to_str().unwrap();
         let err = stderr(&output);
-        assert!(err.contains("corrupt") && err.contains(name), "the warning must name `{name}`:\n{err}");
+        assert!(
+            err.contains("corrupt") && err.contains(name),
+            "the warning must name `{name}`:\n{err}"
+        );
     }
     assert!(fsck_problems(&project).is_empty(), "after the reruns");
-    let quarantined = std::fs::read_dir(project.cache().join("quarantine")).unwrap().count();
-    assert!(quarantined >= 10, "corrupt entries are kept aside: {quarantined}");
+    let quarantined = std::fs::read_dir(project.cache().join("quarantine"))
+        .unwrap()
+        .count();
+    assert!(
+        quarantined >= 10,
+        "corrupt entries are kept aside: {quarantined}"
+    );
 }
 
 #[test]
@@ -218,7 +275,12 @@ fn a_missing_manifest_never_blocks_a_commit() {
         let summary = project.run_json_ok(&[&recipe]);
         assert!(fsck_problems(&project).is_empty(), "{summary}");
     }
-    assert_eq!(runs(&project).len(), 4, "each stage reran once: {:?}", runs(&project));
+    assert_eq!(
+        runs(&project).len(),
+        4,
+        "each stage reran once: {:?}",
+        runs(&project)
+    );
 }
 
 #[test]
@@ -233,11 +295,17 @@ fn a_changed_metric_is_found_by_fsck_and_repaired() {
         .unwrap();
     make_writable(manifest.parent().unwrap());
     make_writable(&manifest);
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"accuracy\": 0.5", "\"accuracy\": 0.9");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("\"accuracy\": 0.5", "\"accuracy\": 0.9");
     std::fs::write(&manifest, text).unwrap();
     let output = project.hwrun(&["fsck"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("manifest"), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("manifest"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let repaired = project.hwrun(&["fsck", "--repair"]);
     assert!(String::from_utf8_lossy(&repaired.stdout).contains("quarantine"));
     assert!(fsck_problems(&project).is_empty());
@@ -252,25 +320,52 @@ fn a_changed_metric_is_found_by_fsck_and_repaired() {
 fn special_files_and_escaping_links_in_outputs_fail_the_stage_quickly() {
     let project = Project::new();
     for (what, shell, fragment) in [
-        ("a link to /dev/zero", "ln -s /dev/zero {out}/zero", "symbolic link"),
+        (
+            "a link to /dev/zero",
+            "ln -s /dev/zero {out}/zero",
+            "symbolic link",
+        ),
         ("a FIFO", "mkfifo {out}/pipe", "FIFO"),
-        ("a link out of the cache", "ln -s /etc/passwd {out}/passwd", "outside the output directory"),
-        ("a relative link out of the output", "ln -s ../../../../etc/passwd {out}/passwd", "outside the output directory"),
+        (
+            "a link out of the cache",
+            "ln -s /etc/passwd {out}/passwd",
+            "outside the output directory",
+        ),
+        (
+            "a relative link out of the output",
+            "ln -s ../../../../etc/passwd {out}/passwd",
+            "outside the output directory",
+        ),
     ] {
-        let text = format!("name = \"special\"\n[stages.s]\nkind = \"command\"\nshell = \"{shell}\"\n");
+        let text =
+            format!("name = \"special\"\n[stages.s]\nkind = \"command\"\nshell = \"{shell}\"\n");
         let recipe = write_recipe(&project, "s.toml", &text);
         let started = Instant::now();
         let output = project.hwrun(&[&recipe]);
-        let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        );
         assert_eq!(output.status.code(), Some(1), "{what}: {all}");
-        assert!(all.contains(fragment), "{what}: `{fragment}` missing:\n{all}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{what} took {:?}", started.elapsed());
+        assert!(
+            all.contains(fragment),
+            "{what}: `{fragment}` missing:\n{all}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what} took {:?}",
+            started.elapsed()
+        );
         assert!(entries(&project).is_empty(), "{what} was cached");
     }
     let inside = "name = \"inside\"\n[stages.s]\nkind = \"command\"\nshell = \"echo x > {out}/a; ln -s a {out}/b\"\n";
     let recipe = write_recipe(&project, "i.toml", inside);
     project.run_json_ok(&[&recipe]);
-    assert!(project.run_json_ok(&[&recipe])["stages"][0]["result"] == "cached", "a link inside the output is fine");
+    assert!(
+        project.run_json_ok(&[&recipe])["stages"][0]["result"] == "cached",
+        "a link inside the output is fine"
+    );
 }
 
 // --- 3. readers hold entries ----------------------------------------------------------------------
@@ -285,8 +380,17 @@ fn gc_during_a_run_keeps_the_entries_it_reads() {
         marker.display()
     );
     let recipe = write_recipe(&project, "long.toml", &text);
-    let other = write_recipe(&project, "other.toml", "name = \"other\"\n[stages.x]\nkind = \"command\"\nshell = \"true\"\n");
-    let child = project.command(&["--quiet", &recipe]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let other = write_recipe(
+        &project,
+        "other.toml",
+        "name = \"other\"\n[stages.x]\nkind = \"command\"\nshell = \"true\"\n",
+    );
+    let child = project
+        .command(&["--quiet", &recipe])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !marker.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -294,9 +398,17 @@ fn gc_during_a_run_keeps_the_entries_it_reads() {
     assert!(marker.exists(), "stage b never started");
     let gc = project.hwrun(&["gc", &other]);
     let gc_out = String::from_utf8_lossy(&gc.stdout).into_owned();
-    assert!(gc_out.contains("reads it"), "gc must say what it kept: {gc_out}");
+    assert!(
+        gc_out.contains("reads it"),
+        "gc must say what it kept: {gc_out}"
+    );
     let run = child.wait_with_output().unwrap();
-    assert_eq!(run.status.code(), Some(0), "the running pipeline lost its input:\n{}", stderr(&run));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "the running pipeline lost its input:\n{}",
+        stderr(&run)
+    );
     // Once the run is over its entries are fair game.
     let gc = project.hwrun(&["--json", "gc", &other]);
     let report: Value = serde_json::from_slice(&gc.stdout).unwrap();
@@ -313,12 +425,19 @@ fn a_moved_cache_directory_runs_nothing() {
     let moved = project.path().join("elsewhere/cache2");
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(project.cache(), &moved).unwrap();
-    let output = project.command(&["--json", &recipe]).env("HWRUN_CACHE", &moved).output().unwrap();
+    let output = project
+        .command(&["--json", &recipe])
+        .env("HWRUN_CACHE", &moved)
+        .output()
+        .unwrap();
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(ran(&summary).is_empty(), "{summary}");
     for dir in std::fs::read_dir(moved.join("entries")).unwrap().flatten() {
         let manifest = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
-        assert!(!manifest.contains(project.cache().to_str().unwrap()), "the cache's path is in {manifest}");
+        assert!(
+            !manifest.contains(project.cache().to_str().unwrap()),
+            "the cache's path is in {manifest}"
+        );
     }
 }
 
@@ -328,12 +447,26 @@ fn a_moved_cache_directory_runs_nothing() {
 fn plan_dag_and_compare_create_nothing() {
     let project = Project::new();
     let recipe = write_recipe(&project, "r.toml", PIPELINE);
-    for args in [&["plan", recipe.as_str()][..], &["dag", &recipe], &["compare", &recipe], &["--json", "plan", &recipe]] {
+    for args in [
+        &["plan", recipe.as_str()][..],
+        &["dag", &recipe],
+        &["compare", &recipe],
+        &["--json", "plan", &recipe],
+    ] {
         let output = project.hwrun(args);
-        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
     }
     let left: Vec<PathBuf> = files_under(project.path());
-    assert_eq!(left, [PathBuf::from("r.toml")], "plan/dag/compare wrote files");
+    assert_eq!(
+        left,
+        [PathBuf::from("r.toml")],
+        "plan/dag/compare wrote files"
+    );
     assert!(!project.cache().exists());
 }
 
@@ -348,18 +481,33 @@ fn results_link_each_stage_and_the_report_is_the_last_line() {
     for stage in ["prepare", "evaluate", "report"] {
         let link = results.join(stage);
         let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{link:?}: {e}"));
-        assert!(target.starts_with(project.cache().canonicalize().unwrap().join("entries")), "{target:?}");
-        assert!(stdout.contains(&format!("results/pipeline/{stage}")), "{stdout}");
+        assert!(
+            target.starts_with(project.cache().canonicalize().unwrap().join("entries")),
+            "{target:?}"
+        );
+        assert!(
+            stdout.contains(&format!("results/pipeline/{stage}")),
+            "{stdout}"
+        );
     }
     assert!(results.join("prepare/sub/data.txt").is_file());
-    assert_eq!(stdout.trim_end().lines().last(), Some(format!("report: {}", results.join("report/index.html").display()).as_str()));
+    assert_eq!(
+        stdout.trim_end().lines().last(),
+        Some(format!("report: {}", results.join("report/index.html").display()).as_str())
+    );
     // A sweep's variants each get their own folder.
     let sweep = format!("{PIPELINE}\n[sweep]\n\"evaluate.env.X\" = [\"1\", \"2\"]\n");
     let recipe = write_recipe(&project, "s.toml", &sweep);
     project.run_json_ok(&[&recipe]);
-    let names: Vec<String> =
-        std::fs::read_dir(&results).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(names.iter().filter(|n| n.starts_with("evaluate[")).count() == 2, "{names:?}");
+    let names: Vec<String> = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().filter(|n| n.starts_with("evaluate[")).count() == 2,
+        "{names:?}"
+    );
     // --results-dir moves them.
     let output = project.hwrun(&["--results-dir", "out/res", &recipe]);
     assert_eq!(output.status.code(), Some(0));
@@ -377,18 +525,46 @@ fn every_subcommand_speaks_json() {
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
     assert!(fsck["entries"].as_u64() == Some(3), "{fsck}");
     let stages = project.run_json_ok(&["stages"]);
-    assert!(stages.as_array().unwrap().iter().any(|k| k["kind"] == "command"), "{stages}");
+    assert!(
+        stages
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kind"] == "command"),
+        "{stages}"
+    );
     let dag = project.run_json_ok(&["dag", &recipe]);
-    assert_eq!((dag["nodes"].as_array().unwrap().len(), dag["edges"].as_array().unwrap().len()), (3, 2), "{dag}");
+    assert_eq!(
+        (
+            dag["nodes"].as_array().unwrap().len(),
+            dag["edges"].as_array().unwrap().len()
+        ),
+        (3, 2),
+        "{dag}"
+    );
     let gc = project.run_json_ok(&["gc", &recipe]);
     assert_eq!(gc["removed"], 0, "{gc}");
     let version = project.run_json_ok(&["--version"]);
-    assert!(version["hwrun"].is_string() && version["libtorch"].is_string(), "{version}");
+    assert!(
+        version["hwrun"].is_string() && version["libtorch"].is_string(),
+        "{version}"
+    );
     let (code, error) = project.run_json(&["plan", "missing.toml"]);
-    assert_eq!((code, error["exit_code"].as_i64()), (Some(2), Some(2)), "{error}");
-    assert!(error["error"].as_str().unwrap().contains("missing.toml"), "{error}");
+    assert_eq!(
+        (code, error["exit_code"].as_i64()),
+        (Some(2), Some(2)),
+        "{error}"
+    );
+    assert!(
+        error["error"].as_str().unwrap().contains("missing.toml"),
+        "{error}"
+    );
     let (code, error) = project.run_json(&["plan", "--no-such-flag"]);
-    assert_eq!((code, error["exit_code"].as_i64()), (Some(2), Some(2)), "{error}");
+    assert_eq!(
+        (code, error["exit_code"].as_i64()),
+        (Some(2), Some(2)),
+        "{error}"
+    );
 }
 
 // --- 8. full disk, double SIGTERM ----------------------------------------------------------------------
@@ -404,7 +580,10 @@ fn small_tmpfs(dir: &Path) -> Result<(), String> {
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("`mount -t tmpfs` failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        Err(format!(
+            "`mount -t tmpfs` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
@@ -432,17 +611,42 @@ fn a_full_disk_fails_the_stage_naming_the_file_and_leaves_no_debris() {
         disk.join("filler").display()
     );
     let recipe = write_recipe(&project, "full.toml", &text);
-    let output = project.command(&[&recipe]).env("HWRUN_CACHE", &cache).output().unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+    let output = project
+        .command(&[&recipe])
+        .env("HWRUN_CACHE", &cache)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("No space left"), "{all}");
-    let failure = all.lines().find(|l| l.contains("error: stage `fill` failed")).unwrap_or_else(|| panic!("{all}"));
-    assert!(failure.contains(cache.to_str().unwrap()), "the out-of-space error must name the file: {failure}");
-    let debris: Vec<PathBuf> = files_under(&cache.join("refs")).into_iter().filter(|f| f.to_string_lossy().contains(".tmp")).collect();
+    let failure = all
+        .lines()
+        .find(|l| l.contains("error: stage `fill` failed"))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(
+        failure.contains(cache.to_str().unwrap()),
+        "the out-of-space error must name the file: {failure}"
+    );
+    let debris: Vec<PathBuf> = files_under(&cache.join("refs"))
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(debris.is_empty(), "temporary files left: {debris:?}");
-    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0, "a staging directory was left");
+    assert_eq!(
+        std::fs::read_dir(cache.join("tmp")).unwrap().count(),
+        0,
+        "a staging directory was left"
+    );
     std::fs::remove_file(disk.join("filler")).unwrap();
-    let fsck = project.command(&["--json", "fsck"]).env("HWRUN_CACHE", &cache).output().unwrap();
+    let fsck = project
+        .command(&["--json", "fsck"])
+        .env("HWRUN_CACHE", &cache)
+        .output()
+        .unwrap();
     let fsck: Value = serde_json::from_slice(&fsck.stdout).unwrap();
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
 }
@@ -451,9 +655,17 @@ fn a_full_disk_fails_the_stage_naming_the_file_and_leaves_no_debris() {
 fn a_double_sigterm_still_prints_the_summary_and_cleans_up() {
     let project = Project::new();
     let marker = project.path().join("started");
-    let text = format!("name = \"slow\"\n[stages.s]\nkind = \"command\"\nshell = \"touch {}; sleep 30\"\n", marker.display());
+    let text = format!(
+        "name = \"slow\"\n[stages.s]\nkind = \"command\"\nshell = \"touch {}; sleep 30\"\n",
+        marker.display()
+    );
     let recipe = write_recipe(&project, "slow.toml", &text);
-    let child = project.command(&[&recipe]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = project
+        .command(&[&recipe])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !marker.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -465,11 +677,25 @@ fn a_double_sigterm_still_prints_the_summary_and_cleans_up() {
     }
     let started = Instant::now();
     let output = child.wait_with_output().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("0 ran"), "no summary:\n{stdout}\n{}", stderr(&output));
-    assert_eq!(std::fs::read_dir(project.cache().join("tmp")).unwrap().count(), 0, "a staging directory was left");
+    assert!(
+        stdout.contains("0 ran"),
+        "no summary:\n{stdout}\n{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read_dir(project.cache().join("tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "a staging directory was left"
+    );
 }
 
 // --- 6. dataset rows --------------------------------------------------------------------------------
@@ -479,22 +705,41 @@ fn dataset_rows_outside_root_and_empty_datasets_fail_naming_the_line() {
     let project = Project::new();
     let root = project.path().join("digits");
     std::fs::create_dir_all(root.join("data")).unwrap();
-    image::GrayImage::new(4, 4).save(root.join("data/00000.png")).unwrap();
-    image::GrayImage::new(4, 4).save(project.path().join("outside.png")).unwrap();
-    std::fs::write(root.join("val.csv"), "\u{feff}image_name,label\n00000.png,1\n").unwrap();
+    image::GrayImage::new(4, 4)
+        .save(root.join("data/00000.png"))
+        .unwrap();
+    image::GrayImage::new(4, 4)
+        .save(project.path().join("outside.png"))
+        .unwrap();
+    std::fs::write(
+        root.join("val.csv"),
+        "\u{feff}image_name,label\n00000.png,1\n",
+    )
+    .unwrap();
     let text = format!("name = \"d\"\n[stages.d]\nkind = \"dataset\"\nformat = \"course\"\nroot = \"{}\"\ndomain = \"x\"\n", root.display());
     let recipe = write_recipe(&project, "d.toml", &text);
     for (csv, fragment) in [
-        ("image_name,label\n00000.png,1\n../outside.png,2\n", "line 3"),
+        (
+            "image_name,label\n00000.png,1\n../outside.png,2\n",
+            "line 3",
+        ),
         ("image_name,label\n", "has no images"),
     ] {
         std::fs::write(root.join("train.csv"), csv).unwrap();
         let output = project.hwrun(&[&recipe]);
-        let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        );
         assert_eq!(output.status.code(), Some(1), "{all}");
         assert!(all.contains(fragment), "`{fragment}` missing:\n{all}");
     }
-    std::fs::write(root.join("train.csv"), "\u{feff}image_name,label\n00000.png,1\n").unwrap();
+    std::fs::write(
+        root.join("train.csv"),
+        "\u{feff}image_name,label\n00000.png,1\n",
+    )
+    .unwrap();
     project.run_json_ok(&[&recipe]);
 }
 
@@ -502,25 +747,49 @@ fn dataset_rows_outside_root_and_empty_datasets_fail_naming_the_line() {
 
 /// A lock header as another node's hwrun writes it.
 fn foreign_lock(host: &str, pid: u32, heartbeat_ms: u128) -> String {
-    format!("hwrun-lock 1\nhost {host}\npid {pid:>10}\nstart {:>20}\nheartbeat {heartbeat_ms:>39}\n", 1)
+    format!(
+        "hwrun-lock 1\nhost {host}\npid {pid:>10}\nstart {:>20}\nheartbeat {heartbeat_ms:>39}\n",
+        1
+    )
 }
 
 #[test]
 fn a_lock_of_a_dead_node_is_taken_over_after_its_heartbeat_expires() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "one.toml", "name = \"one\"\n[stages.s]\nkind = \"command\"\nshell = \"echo s >> {runs}\"\n");
+    let recipe = write_recipe(
+        &project,
+        "one.toml",
+        "name = \"one\"\n[stages.s]\nkind = \"command\"\nshell = \"echo s >> {runs}\"\n",
+    );
     let plan = project.run_json_ok(&["plan", &recipe]);
     let key = plan[0]["key"].as_str().unwrap().to_owned();
     std::fs::create_dir_all(project.cache().join("locks")).unwrap();
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     // A node that stopped heartbeating a moment ago holds the stage's lock.
-    std::fs::write(project.cache().join(format!("locks/{key}.lock")), foreign_lock("node-that-died", 4242, now_ms)).unwrap();
+    std::fs::write(
+        project.cache().join(format!("locks/{key}.lock")),
+        foreign_lock("node-that-died", 4242, now_ms),
+    )
+    .unwrap();
     let started = Instant::now();
-    let output = project.command(&["--json", &recipe]).env("HWRUN_LOCK_STALE_SECS", "1.5").output().unwrap();
+    let output = project
+        .command(&["--json", &recipe])
+        .env("HWRUN_LOCK_STALE_SECS", "1.5")
+        .output()
+        .unwrap();
     let waited = started.elapsed();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(waited >= Duration::from_millis(1000), "took the live-looking lock over after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "took the live-looking lock over after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(15), "{waited:?}");
     assert_eq!(runs(&project), ["s"]);
-    assert!(!project.cache().join(format!("locks/{key}.lock")).exists(), "the lock is released");
+    assert!(
+        !project.cache().join(format!("locks/{key}.lock")).exists(),
+        "the lock is released"
+    );
 }

@@ -49,7 +49,10 @@ fn workers_using(cache: &Path) -> Vec<i32> {
 
 /// Workers whose parent is `parent`.
 fn workers_of(parent: u32) -> Vec<i32> {
-    proc_pids().into_iter().filter(|&pid| is_worker(pid) && parent_of(pid) == Some(parent as i32)).collect()
+    proc_pids()
+        .into_iter()
+        .filter(|&pid| is_worker(pid) && parent_of(pid) == Some(parent as i32))
+        .collect()
 }
 
 fn proc_pids() -> Vec<i32> {
@@ -62,12 +65,17 @@ fn proc_pids() -> Vec<i32> {
 
 fn is_worker(pid: i32) -> bool {
     // A zombie has no exe link any more: it computes nothing.
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.to_string_lossy().ends_with("hwrun-torch"))
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.to_string_lossy().ends_with("hwrun-torch"))
 }
 
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn kill(pid: i32) {
@@ -87,7 +95,12 @@ fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Du
 }
 
 fn start(project: &Project, recipe: &str) -> Child {
-    project.command(&["--quiet", recipe]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    project
+        .command(&["--quiet", recipe])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// A tiny deterministic generator, so a failing sequence of kills can be replayed.
@@ -95,7 +108,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -119,11 +135,58 @@ fn a_killed_hwrun_takes_its_worker_along() {
     let workers = workers_of(hwrun);
     kill(hwrun as i32);
     child.wait().unwrap();
-    let gone = wait_until(Duration::from_secs(5), || workers.iter().all(|&pid| !is_worker(pid)));
+    let gone = wait_until(Duration::from_secs(5), || {
+        workers.iter().all(|&pid| !is_worker(pid))
+    });
     let gone = gone.unwrap_or_else(|| panic!("workers {workers:?} outlived the killed hwrun"));
     eprintln!("worker gone {gone:?} after its hwrun was killed");
     assert!(gone < Duration::from_secs(2), "{gone:?}");
     assert!(workers_using(&project.cache()).is_empty());
+}
+
+#[test]
+fn a_worker_killed_mid_stage_fails_its_stage_and_leaves_no_entry() {
+    let project = Project::new();
+    // Long enough that the kill lands inside the training.
+    let recipe = project.write("long.toml", &TINY.replace("epochs = 3", "epochs = 200"));
+    let recipe = recipe.to_str().unwrap();
+    let child = project
+        .command(&["--quiet", recipe])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hwrun = child.id();
+    // The first epoch's checkpoint shows the training worker is at work.
+    let training_worker = || {
+        workers_of(hwrun).into_iter().find(|_| {
+            project
+                .cache()
+                .join("checkpoints")
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some())
+        })
+    };
+    let appeared = wait_until(Duration::from_secs(120), || training_worker().is_some());
+    assert!(appeared.is_some(), "the training never started");
+    kill(training_worker().unwrap());
+    let output = child.wait_with_output().unwrap();
+    // Under --quiet the run's table and its error are the result, on stdout.
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "hwrun succeeded although its training worker was killed"
+    );
+    assert!(printed.contains("the worker process died"), "{printed}");
+    fsck_clean(&project);
+    let plan = project.run_json_ok(&["plan", recipe]);
+    let train = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "train")
+        .unwrap();
+    assert_eq!(train["status"], "run", "{plan}");
 }
 
 #[test]
@@ -143,7 +206,11 @@ fn random_kills_of_hwrun_and_the_worker_leave_a_consistent_cache() {
         });
         assert!(worker.is_some(), "round {round}: no worker started");
         // Right as the worker starts (the race the pid check closes), or some way into its work.
-        let delay = if round % 5 == 0 { rng.below(20) } else { rng.below(600) };
+        let delay = if round % 5 == 0 {
+            rng.below(20)
+        } else {
+            rng.below(600)
+        };
         std::thread::sleep(Duration::from_millis(delay));
         let workers = workers_of(hwrun);
         let kill_worker = round % 2 == 1 && !workers.is_empty();
@@ -154,15 +221,37 @@ fn random_kills_of_hwrun_and_the_worker_leave_a_consistent_cache() {
         }
         kills += 1;
         let status = child.wait().unwrap();
-        if kill_worker {
-            assert!(!status.success() || workers.is_empty(), "round {round}: a killed worker's stage succeeded");
+        if kill_worker && status.success() {
+            // The kill landed after the worker had reported its stage (the shorter stages of
+            // late rounds end within the delay): then everything must really be done.
+            let plan = project.run_json_ok(&["plan", recipe]);
+            let pending: Vec<&Value> = plan
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row["status"] == "run")
+                .collect();
+            assert!(
+                pending.is_empty(),
+                "round {round}: hwrun succeeded with stages still to run: {pending:?}"
+            );
         }
-        let gone = wait_until(Duration::from_secs(5), || workers_using(&project.cache()).is_empty());
-        let gone = gone.unwrap_or_else(|| panic!("round {round}: workers survived: {:?}", workers_using(&project.cache())));
+        let gone = wait_until(Duration::from_secs(5), || {
+            workers_using(&project.cache()).is_empty()
+        });
+        let gone = gone.unwrap_or_else(|| {
+            panic!(
+                "round {round}: workers survived: {:?}",
+                workers_using(&project.cache())
+            )
+        });
         slowest_exit = slowest_exit.max(gone);
         fsck_clean(&project);
     }
-    eprintln!("{kills} kills in {:?}; slowest worker exit after a kill: {slowest_exit:?}", started.elapsed());
+    eprintln!(
+        "{kills} kills in {:?}; slowest worker exit after a kill: {slowest_exit:?}",
+        started.elapsed()
+    );
     assert!(kills >= 20);
     // The rerun does exactly what the plan says is missing, and finishes.
     let plan = project.run_json_ok(&["plan", recipe]);
@@ -174,9 +263,18 @@ fn random_kills_of_hwrun_and_the_worker_leave_a_consistent_cache() {
         .map(|row| row["name"].as_str().unwrap().to_owned())
         .collect();
     let output = project.hwrun(&["--json", recipe]);
-    assert_eq!(output.status.code(), Some(0), "the rerun failed:\n{}", stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the rerun failed:\n{}",
+        stderr(&output)
+    );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(ran(&summary).into_iter().collect::<BTreeSet<_>>(), missing, "{summary}");
+    assert_eq!(
+        ran(&summary).into_iter().collect::<BTreeSet<_>>(),
+        missing,
+        "{summary}"
+    );
     fsck_clean(&project);
     assert!(workers_using(&project.cache()).is_empty());
 }

@@ -8,11 +8,28 @@ use hwrun::graph::Plan;
 use hwrun::recipe::{self, RecipeSource};
 use proptest::prelude::*;
 
-const HEADERS: &[&str] = &["name = \"p\"\n", "name = \"\"\n", "name = 3\n", "", "name = \"p\"\nseed = -1\n", "name = \"p\"\nseed = 9223372036854775807\n"];
+const HEADERS: &[&str] = &[
+    "name = \"p\"\n",
+    "name = \"\"\n",
+    "name = 3\n",
+    "",
+    "name = \"p\"\nseed = -1\n",
+    "name = \"p\"\nseed = 9223372036854775807\n",
+];
 
 const STAGE_NAMES: &[&str] = &["a", "b", "src", "", "a/b", "..", "x y", "ü"];
 
-const KINDS: &[&str] = &["command", "report", "download", "synthetic", "dataset", "train_classifier", "evaluate", "comand", ""];
+const KINDS: &[&str] = &[
+    "command",
+    "report",
+    "download",
+    "synthetic",
+    "dataset",
+    "train_classifier",
+    "evaluate",
+    "comand",
+    "",
+];
 
 const PARAMS: &[&str] = &[
     "shell = \"true\"",
@@ -66,16 +83,33 @@ const TAILS: &[&str] = &[
     "= broken toml [[\n",
 ];
 
-const SETS: &[&str] = &["a.shell=false", "vars.root=x", "vars.nope=1", "a=1", "=", "b.env.A=\"x\"", "sweep.a.env.A=[\"1\"]", "seed=-3"];
+const SETS: &[&str] = &[
+    "a.shell=false",
+    "vars.root=x",
+    "vars.nope=1",
+    "a=1",
+    "=",
+    "b.env.A=\"x\"",
+    "sweep.a.env.A=[\"1\"]",
+    "seed=-3",
+];
 
 fn pick(options: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
     proptest::sample::select(options)
 }
 
 fn stage() -> impl Strategy<Value = String> {
-    (pick(STAGE_NAMES), pick(KINDS), proptest::collection::vec(pick(PARAMS), 0..4), pick(INPUTS))
+    (
+        pick(STAGE_NAMES),
+        pick(KINDS),
+        proptest::collection::vec(pick(PARAMS), 0..4),
+        pick(INPUTS),
+    )
         .prop_map(|(name, kind, params, inputs)| {
-            format!("[stages.\"{name}\"]\nkind = \"{kind}\"\n{}\n{inputs}\n", params.join("\n"))
+            format!(
+                "[stages.\"{name}\"]\nkind = \"{kind}\"\n{}\n{inputs}\n",
+                params.join("\n")
+            )
         })
 }
 
@@ -93,7 +127,10 @@ fn recipe_text() -> impl Strategy<Value = (String, Vec<String>)> {
             if noise % 7 == 0 && !text.is_empty() {
                 let at = (noise as usize * 31) % text.len();
                 if text.is_char_boundary(at) {
-                    text.insert(at, ['"', '[', '=', '\n', '\u{feff}', '\u{7}'][noise as usize % 6]);
+                    text.insert(
+                        at,
+                        ['"', '[', '=', '\n', '\u{feff}', '\u{7}'][noise as usize % 6],
+                    );
                 }
             }
             (text, sets.into_iter().map(str::to_owned).collect())

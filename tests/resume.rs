@@ -58,7 +58,8 @@ fn checkpointed_epoch(cache: &Path) -> Option<u64> {
 fn a_killed_training_resumes_and_ends_with_the_same_weights() {
     let uninterrupted = Project::new();
     let recipe = uninterrupted.write("resume.toml", RECIPE);
-    let (_, expected) = weights(&uninterrupted.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]));
+    let (_, expected) =
+        weights(&uninterrupted.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]));
 
     let project = Project::new();
     let recipe = project.write("resume.toml", RECIPE);
@@ -76,20 +77,38 @@ fn a_killed_training_resumes_and_ends_with_the_same_weights() {
                 break epoch;
             }
         }
-        assert!(Instant::now() < deadline, "no checkpoint of epoch 2 appeared");
-        assert!(child.try_wait().unwrap().is_none(), "hwrun ended before epoch 2 was checkpointed");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of epoch 2 appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "hwrun ended before epoch 2 was checkpointed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     // The whole process group: hwrun and its worker.
-    let killed = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
     assert!(killed.success(), "kill failed");
     child.wait().unwrap();
-    assert!(epoch < 4, "the run finished (epoch {epoch}) before it could be killed; make the recipe slower");
+    assert!(
+        epoch < 4,
+        "the run finished (epoch {epoch}) before it could be killed; make the recipe slower"
+    );
 
     let summary = project.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]);
     let (output, resumed) = weights(&summary);
     let log = std::fs::read_to_string(output.parent().unwrap().join("log.txt")).unwrap();
     assert!(log.contains(&format!("resumed at epoch {epoch}")), "{log}");
-    assert!(resumed == expected, "resumed weights differ from the uninterrupted run's");
-    assert!(checkpointed_epoch(&project.cache()).is_none(), "the checkpoint is removed once the entry is committed");
+    assert!(
+        resumed == expected,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    assert!(
+        checkpointed_epoch(&project.cache()).is_none(),
+        "the checkpoint is removed once the entry is committed"
+    );
 }

@@ -12,7 +12,10 @@ use serde_json::Value;
 
 /// Writes a recipe; `{runs}` in the text becomes the path of a log every stage appends to.
 fn recipe(project: &Project, name: &str, text: &str) -> PathBuf {
-    project.write(name, &text.replace("{runs}", &runs_log(project).display().to_string()))
+    project.write(
+        name,
+        &text.replace("{runs}", &runs_log(project).display().to_string()),
+    )
 }
 
 fn runs_log(project: &Project) -> PathBuf {
@@ -21,7 +24,11 @@ fn runs_log(project: &Project) -> PathBuf {
 
 /// Lines of the run log: one per stage execution.
 fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(runs_log(project)).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(runs_log(project))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// prepare -> train -> evaluate -> report, plus an independent branch.
@@ -62,7 +69,10 @@ fn second_run_runs_nothing() {
     let recipe = recipe(&project, "r.toml", PIPELINE);
     let recipe = recipe.to_str().unwrap();
     let first = project.run_json_ok(&[recipe]);
-    assert_eq!(ran(&first), ["evaluate", "other", "prepare", "report", "train"]);
+    assert_eq!(
+        ran(&first),
+        ["evaluate", "other", "prepare", "report", "train"]
+    );
     let second = project.run_json_ok(&[recipe]);
     assert!(ran(&second).is_empty(), "{second}");
     assert_eq!(runs(&project).len(), 4, "each command ran exactly once");
@@ -77,7 +87,10 @@ fn set_reruns_the_stage_and_its_dependents_and_switching_back_is_cached() {
     let changed = project.run_json_ok(&[recipe, "--set", "train.env.LR=0.01"]);
     assert_eq!(ran(&changed), ["evaluate", "report", "train"]);
     let back = project.run_json_ok(&[recipe]);
-    assert!(ran(&back).is_empty(), "switching back must be instant: {back}");
+    assert!(
+        ran(&back).is_empty(),
+        "switching back must be instant: {back}"
+    );
     let again = project.run_json_ok(&[recipe, "--set", "train.env.LR=0.01"]);
     assert!(ran(&again).is_empty());
 }
@@ -94,17 +107,24 @@ fn plan_explains_why_a_stage_reruns() {
     let row = |name: &str| stage(&plan, name).clone();
     assert_eq!(row("prepare")["status"], "cached");
     assert_eq!(row("train")["status"], "run");
-    assert_eq!(row("train")["reasons"][0], "parameter `train.env.LR` changed \"0.001\" -> \"0.01\"");
+    assert_eq!(
+        row("train")["reasons"][0],
+        "parameter `train.env.LR` changed \"0.001\" -> \"0.01\""
+    );
     assert_eq!(row("evaluate")["reasons"][0], "input `train` will rerun");
     for field in ["name", "kind", "key", "status", "reasons"] {
-        assert!(row("report").get(field).is_some(), "plan rows have `{field}`");
+        assert!(
+            row("report").get(field).is_some(),
+            "plan rows have `{field}`"
+        );
     }
 }
 
 #[test]
 fn cycle_is_reported_with_every_stage_and_the_line() {
     let project = Project::new();
-    let recipe = recipe(&project, 
+    let recipe = recipe(
+        &project,
         "cycle.toml",
         "name = \"c\"\n[stages.a]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"c\" }\n\
          [stages.b]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"a\" }\n\
@@ -113,14 +133,21 @@ fn cycle_is_reported_with_every_stage_and_the_line() {
     let output = project.hwrun(&[recipe.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
-    assert!(text.contains("circular dependency `a -> c -> b -> a`"), "{text}");
+    assert!(
+        text.contains("circular dependency `a -> c -> b -> a`"),
+        "{text}"
+    );
     assert!(text.contains("cycle.toml:5:"), "{text}");
 }
 
 #[test]
 fn unknown_key_points_at_the_line_and_suggests() {
     let project = Project::new();
-    let recipe = recipe(&project, "typo.toml", "name = \"t\"\n[stages.a]\nkind = \"command\"\nargz = [\"true\"]\n");
+    let recipe = recipe(
+        &project,
+        "typo.toml",
+        "name = \"t\"\n[stages.a]\nkind = \"command\"\nargz = [\"true\"]\n",
+    );
     let output = project.hwrun(&[recipe.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
@@ -147,9 +174,16 @@ fn missing_input_points_at_the_reference() {
 #[test]
 fn unknown_stage_kind_suggests_the_closest() {
     let project = Project::new();
-    let recipe = recipe(&project, "k.toml", "name = \"k\"\n[stages.a]\nkind = \"comand\"\n");
+    let recipe = recipe(
+        &project,
+        "k.toml",
+        "name = \"k\"\n[stages.a]\nkind = \"comand\"\n",
+    );
     let text = stderr(&project.hwrun(&[recipe.to_str().unwrap()]));
-    assert!(text.contains("unknown kind `comand`") && text.contains("did you mean `command`?"), "{text}");
+    assert!(
+        text.contains("unknown kind `comand`") && text.contains("did you mean `command`?"),
+        "{text}"
+    );
 }
 
 /// Waits until `path` exists or the time is up.
@@ -176,18 +210,32 @@ fn kill_9_in_the_middle_of_a_stage_leaves_no_valid_entry() {
         ),
     );
     let recipe = recipe.to_str().unwrap();
-    let mut child = project.command(&["--quiet", recipe]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(&started, Duration::from_secs(20)), "the stage never started");
+    let mut child = project
+        .command(&["--quiet", recipe])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(&started, Duration::from_secs(20)),
+        "the stage never started"
+    );
     // SIGKILL the whole process group would also kill `sleep`; killing hwrun alone is the harder case.
     child.kill().unwrap();
     child.wait().unwrap();
-    let entries = std::fs::read_dir(project.path().join("cache/entries")).unwrap().count();
+    let entries = std::fs::read_dir(project.path().join("cache/entries"))
+        .unwrap()
+        .count();
     assert_eq!(entries, 0, "a killed stage must not leave an entry");
     let plan = project.hwrun(&["plan", "--json", recipe]);
     let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan[0]["status"], "run");
     let fsck = project.hwrun(&["fsck"]);
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 #[test]
@@ -202,7 +250,14 @@ fn two_processes_on_one_cache_run_each_stage_once() {
     );
     let recipe = recipe.to_str().unwrap();
     let children: Vec<_> = (0..2)
-        .map(|_| project.command(&["--quiet", recipe]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            project
+                .command(&["--quiet", recipe])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for child in children {
         let output = child.wait_with_output().unwrap();
@@ -210,13 +265,18 @@ fn two_processes_on_one_cache_run_each_stage_once() {
     }
     let mut runs = runs(&project);
     runs.sort();
-    assert_eq!(runs, ["a", "b", "c"], "every stage ran exactly once across both processes");
+    assert_eq!(
+        runs,
+        ["a", "b", "c"],
+        "every stage ran exactly once across both processes"
+    );
 }
 
 #[test]
 fn sweep_shares_upstream_stages_and_compare_shows_every_variant() {
     let project = Project::new();
-    let recipe = recipe(&project, 
+    let recipe = recipe(
+        &project,
         "sweep.toml",
         r#"
 name = "sweep"
@@ -244,7 +304,10 @@ env = { RUNS = "{runs}", LR = "0.1" }
     assert!(output.status.success(), "{}", stderr(&output));
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("| train.env.LR | train.lr |"), "{table}");
-    assert!(table.contains("| 0.001 | 0.0010 |") && table.contains("| 0.01 | 0.0100 |"), "{table}");
+    assert!(
+        table.contains("| 0.001 | 0.0010 |") && table.contains("| 0.01 | 0.0100 |"),
+        "{table}"
+    );
     let csv = project.hwrun(&["compare", "--csv", recipe]);
     assert!(String::from_utf8_lossy(&csv.stdout).contains("train.env.LR,train.lr"));
 }
@@ -258,14 +321,19 @@ fn gc_keeps_what_a_recipe_reaches() {
     project.run_json_ok(&[recipe, "--set", "train.env.LR=0.5"]);
     let output = project.hwrun(&["gc", recipe]);
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("removed 3 entries"), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("removed 3 entries"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert!(ran(&project.run_json_ok(&[recipe])).is_empty());
 }
 
 #[test]
 fn failing_stage_is_not_cached_and_keep_going_runs_the_rest() {
     let project = Project::new();
-    let recipe = recipe(&project, 
+    let recipe = recipe(
+        &project,
         "fail.toml",
         "name = \"f\"\n[stages.bad]\nkind = \"command\"\nshell = \"echo nope >&2; exit 4\"\n\
          [stages.after]\nkind = \"command\"\ninputs = { x = \"bad\" }\nargs = [\"true\"]\n\
@@ -278,12 +346,18 @@ fn failing_stage_is_not_cached_and_keep_going_runs_the_rest() {
     assert_eq!(stage(&summary, "after")["result"], "skipped");
     assert_eq!(stage(&summary, "independent")["result"], "ran");
     let error = stage(&summary, "bad")["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("exit code 4") && error.contains("nope"), "{error}");
+    assert!(
+        error.contains("exit code 4") && error.contains("nope"),
+        "{error}"
+    );
 }
 
 #[test]
 fn version_names_libtorch_and_cuda() {
     let output = Project::new().hwrun(&["--version"]);
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.starts_with("hwrun ") && text.contains("libtorch 2.13.0") && text.contains("CUDA:"), "{text}");
+    assert!(
+        text.starts_with("hwrun ") && text.contains("libtorch 2.13.0") && text.contains("CUDA:"),
+        "{text}"
+    );
 }

@@ -18,14 +18,24 @@ fn cluster() -> Option<MutexGuard<'static, ()>> {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     static TURN: Mutex<()> = Mutex::new(());
     let up = UP.get_or_init(|| {
-        let output = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        let output = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| e.to_string())?;
         if String::from_utf8_lossy(&output.stdout).trim() != "0" {
-            return Err("not root (scripts/slurm/up.sh installs and starts the daemons as root)".to_owned());
+            return Err(
+                "not root (scripts/slurm/up.sh installs and starts the daemons as root)".to_owned(),
+            );
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm/up.sh");
-        let output = Command::new(script).output().map_err(|e| format!("cannot run scripts/slurm/up.sh: {e}"))?;
+        let output = Command::new(script)
+            .output()
+            .map_err(|e| format!("cannot run scripts/slurm/up.sh: {e}"))?;
         if !output.status.success() {
-            return Err(format!("scripts/slurm/up.sh failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+            return Err(format!(
+                "scripts/slurm/up.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
         }
         Ok(())
     });
@@ -40,21 +50,41 @@ fn cluster() -> Option<MutexGuard<'static, ()>> {
 
 fn recipe(project: &Project, name: &str, text: &str) -> String {
     let runs = project.path().join("runs.txt");
-    project.write(name, &text.replace("{runs}", runs.to_str().unwrap())).to_str().unwrap().to_owned()
+    project
+        .write(name, &text.replace("{runs}", runs.to_str().unwrap()))
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(project.path().join("runs.txt")).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(project.path().join("runs.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn record(project: &Project, recipe_name: &str) -> Value {
-    let path = project.cache().join("slurm/submissions").join(format!("{recipe_name}.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    let path = project
+        .cache()
+        .join("slurm/submissions")
+        .join(format!("{recipe_name}.json"));
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn squeue_state(job: &str) -> String {
     let output = Command::new("squeue")
-        .args(["--noheader", "--array", "--states=all", "--format=%i %T", &format!("--jobs={job}")])
+        .args([
+            "--noheader",
+            "--array",
+            "--states=all",
+            "--format=%i %T",
+            &format!("--jobs={job}"),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
@@ -89,11 +119,18 @@ fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
     }
     // c read b's output, which read a's: each job started after its input's job had committed.
     let c_out = stage(&summary, "c")["output"].as_str().unwrap().to_owned();
-    assert_eq!(std::fs::read_to_string(Path::new(&c_out).join("c.txt")).unwrap(), "from-a\nfrom-b\n");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&c_out).join("c.txt")).unwrap(),
+        "from-a\nfrom-b\n"
+    );
     assert_eq!(stage(&summary, "c")["metrics"]["lines"], 2.0);
     assert_eq!(runs(&project), ["a", "b", "c"]);
     let submitted = record(&project, "chain");
-    assert_eq!(submitted["jobs"].as_array().unwrap().len(), 3, "one job per stage: {submitted}");
+    assert_eq!(
+        submitted["jobs"].as_array().unwrap().len(),
+        3,
+        "one job per stage: {submitted}"
+    );
 
     let status = project.hwrun(&["status", &recipe]);
     let text = String::from_utf8_lossy(&status.stdout);
@@ -103,7 +140,11 @@ fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
     for name in ["a", "b", "c"] {
         assert_eq!(stage(&again, name)["result"], "cached", "{again}");
     }
-    assert_eq!(runs(&project), ["a", "b", "c"], "nothing ran the second time");
+    assert_eq!(
+        runs(&project),
+        ["a", "b", "c"],
+        "nothing ran the second time"
+    );
 }
 
 #[test]
@@ -134,8 +175,17 @@ env = { RUNS = "{runs}", LR = "0.1" }
     // `executor = "slurm"` in `[run]`: no flag needed.
     let summary = project.run_json_ok(&[&recipe]);
     let submitted = record(&project, "sweep");
-    let jobs: Vec<&str> = submitted["jobs"].as_array().unwrap().iter().map(|j| j.as_str().unwrap()).collect();
-    assert_eq!(jobs.len(), 2, "prepare, and one array for the three trains: {submitted}");
+    let jobs: Vec<&str> = submitted["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        jobs.len(),
+        2,
+        "prepare, and one array for the three trains: {submitted}"
+    );
     let mut tasks: Vec<String> = summary["stages"]
         .as_array()
         .unwrap()
@@ -179,18 +229,36 @@ kind = "command"
 shell = "echo fine >> $RUNS; touch {out}/x"
 "#,
     );
-    let (code, summary) = project.run_json(&["run", "--executor", "slurm", "--keep-going", &recipe]);
+    let (code, summary) =
+        project.run_json(&["run", "--executor", "slurm", "--keep-going", &recipe]);
     assert_eq!(code, Some(1), "{summary}");
     let bad = stage(&summary, "bad");
     assert_eq!(bad["result"], "failed");
     let job = bad["job"].as_str().unwrap();
     let error = bad["error"].as_str().unwrap();
-    assert!(error.contains(&format!("Slurm job {job} FAILED")), "{error}");
+    assert!(
+        error.contains(&format!("Slurm job {job} FAILED")),
+        "{error}"
+    );
     let log = error.split("log: ").nth(1).unwrap().lines().next().unwrap();
-    assert!(std::fs::read_to_string(log).unwrap().contains("something broke"), "the job log {log} has the stage's error");
-    assert!(error.contains("stage `bad` failed"), "the log's error line is quoted: {error}");
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("something broke"),
+        "the job log {log} has the stage's error"
+    );
+    assert!(
+        error.contains("stage `bad` failed"),
+        "the log's error line is quoted: {error}"
+    );
     assert_eq!(stage(&summary, "after")["result"], "skipped");
-    assert!(stage(&summary, "after")["error"].as_str().unwrap().contains("input `bad` failed"), "{summary}");
+    assert!(
+        stage(&summary, "after")["error"]
+            .as_str()
+            .unwrap()
+            .contains("input `bad` failed"),
+        "{summary}"
+    );
     assert_eq!(stage(&summary, "fine")["result"], "ran");
     let mut ran = runs(&project);
     ran.sort();
@@ -199,7 +267,10 @@ shell = "echo fine >> $RUNS; touch {out}/x"
     let status = project.hwrun(&["status", &recipe]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert_eq!(status.status.code(), Some(1), "{text}");
-    assert!(text.contains("failed") && text.contains(log) && text.contains("skipped"), "{text}");
+    assert!(
+        text.contains("failed") && text.contains(log) && text.contains("skipped"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -241,18 +312,37 @@ fn ctrl_c_cancels_the_submitted_jobs() {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let job = record(&project, "slow")["jobs"][0].as_str().unwrap().to_owned();
-    assert!(squeue_state(&job).contains("RUNNING"), "{}", squeue_state(&job));
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let job = record(&project, "slow")["jobs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        squeue_state(&job).contains("RUNNING"),
+        "{}",
+        squeue_state(&job)
+    );
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let state = squeue_state(&job);
         if state.is_empty() || state.contains("CANCELLED") {
             break;
         }
-        assert!(Instant::now() < deadline, "job {job} still {state} after Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "job {job} still {state} after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -278,17 +368,35 @@ fn submitting_a_100_variant_sweep_is_two_sbatch_calls_and_detach_returns() {
     let summary = project.run_json_ok(&["run", "--executor", "slurm", "--detach", &recipe]);
     let seconds = started.elapsed().as_secs_f64();
     let submitted = record(&project, "big");
-    let jobs: Vec<String> = submitted["jobs"].as_array().unwrap().iter().map(|j| j.as_str().unwrap().to_owned()).collect();
+    let jobs: Vec<String> = submitted["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j.as_str().unwrap().to_owned())
+        .collect();
     let status = project.hwrun(&["--json", "status", &recipe]);
     Command::new("scancel").args(&jobs).status().unwrap();
     println!("submission overhead: {seconds:.2} s from `hwrun run --executor slurm --detach` to 101 stages queued as {} sbatch job(s)", jobs.len());
     assert_eq!(jobs.len(), 2, "{submitted}");
     assert_eq!(submitted["stages"].as_array().unwrap().len(), 101);
-    assert!(summary["stages"].as_array().unwrap().iter().all(|s| s["result"] == "submitted"), "{summary}");
+    assert!(
+        summary["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["result"] == "submitted"),
+        "{summary}"
+    );
     assert!(seconds < 10.0, "submission took {seconds:.2} s");
     let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 101);
-    assert!(rows.as_array().unwrap().iter().all(|r| ["pending", "running", "done"].contains(&r["state"].as_str().unwrap())), "{rows}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| ["pending", "running", "done"].contains(&r["state"].as_str().unwrap())),
+        "{rows}"
+    );
 }
 
 #[test]
@@ -303,15 +411,29 @@ fn sbatch_errors_say_what_slurm_said() {
     let output = project.hwrun(&["run", "--executor", "slurm", &recipe]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot submit stage `a` to Slurm") && stderr.contains("invalid partition"), "{stderr}");
+    assert!(
+        stderr.contains("cannot submit stage `a` to Slurm") && stderr.contains("invalid partition"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_sbatch_is_named() {
     let project = Project::new();
-    let recipe = recipe(&project, "a.toml", "name = \"a\"\n[stages.a]\nkind = \"command\"\nshell = \"touch {out}/x\"\n");
-    let output = project.command(&["run", "--executor", "slurm", &recipe]).env("PATH", "/nonexistent").output().unwrap();
+    let recipe = recipe(
+        &project,
+        "a.toml",
+        "name = \"a\"\n[stages.a]\nkind = \"command\"\nshell = \"touch {out}/x\"\n",
+    );
+    let output = project
+        .command(&["run", "--executor", "slurm", &recipe])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot run `sbatch`: it is not on PATH"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run `sbatch`: it is not on PATH"),
+        "{stderr}"
+    );
 }

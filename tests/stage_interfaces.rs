@@ -21,20 +21,36 @@ const DATA: &str = "name = \"r\"\n[stages.d]\nkind = \"synthetic\"\ndomain = \"m
 fn a_misspelt_input_name_is_refused_with_a_suggestion() {
     let text = format!("{DATA}[stages.t]\nkind = \"train_classifier\"\ninputs = {{ train = \"d.train\", vall = \"d.val\" }}\n");
     let error = plan_error(&text);
-    assert!(error.contains("unknown key `vall`") && error.contains("did you mean `val`?"), "{error}");
-    assert!(error.contains("r.toml:9:31"), "points at the input: {error}");
+    assert!(
+        error.contains("unknown key `vall`") && error.contains("did you mean `val`?"),
+        "{error}"
+    );
+    assert!(
+        error.contains("r.toml:9:31"),
+        "points at the input: {error}"
+    );
 }
 
 #[test]
 fn out_of_range_values_fail_at_their_line() {
     let text = format!("{DATA}[stages.t]\nkind = \"train_classifier\"\ninputs = {{ train = \"d.train\" }}\n\n[stages.t.optimizer]\nlr = -1\n");
     let error = plan_error(&text);
-    assert!(error.contains("`optimizer.lr` must be a finite number > 0"), "{error}");
+    assert!(
+        error.contains("`optimizer.lr` must be a finite number > 0"),
+        "{error}"
+    );
     assert!(error.contains("r.toml:12:"), "points at `lr = -1`: {error}");
-    for (bad, key) in [("epochs = 0", "epochs"), ("batch_size = 0", "batch_size"), ("model = { image_size = 4 }", "model.image_size")] {
+    for (bad, key) in [
+        ("epochs = 0", "epochs"),
+        ("batch_size = 0", "batch_size"),
+        ("model = { image_size = 4 }", "model.image_size"),
+    ] {
         let text = format!("{DATA}[stages.t]\nkind = \"train_classifier\"\ninputs = {{ train = \"d.train\" }}\n{bad}\n");
         let error = plan_error(&text);
-        assert!(error.contains(&format!("`{key}` must be")), "{bad}: {error}");
+        assert!(
+            error.contains(&format!("`{key}` must be")),
+            "{bad}: {error}"
+        );
     }
 }
 
@@ -42,7 +58,10 @@ fn out_of_range_values_fail_at_their_line() {
 fn a_misspelt_optimizer_key_is_reported_at_its_line() {
     let text = format!("{DATA}[stages.t]\nkind = \"train_dann\"\ninputs = {{ source = \"d.train\", target = \"d.train\" }}\n[stages.t.optimizer]\nkind = \"adam\"\nbeta = [0.5, 0.9]\n");
     let error = plan_error(&text);
-    assert!(error.contains("unknown field `beta`") && error.contains("r.toml:12:"), "{error}");
+    assert!(
+        error.contains("unknown field `beta`") && error.contains("r.toml:12:"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -51,12 +70,24 @@ fn stages_kind_documents_parameters_inputs_and_an_example() {
     let output = project.hwrun(&["stages", "train_dann"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
-    for needle in ["source", "required", "optimizer.lr: number = 0.01", "optimizer.kind", "lambda_gamma", "Example:", "[stages.dann.optimizer]"] {
+    for needle in [
+        "source",
+        "required",
+        "optimizer.lr: number = 0.01",
+        "optimizer.kind",
+        "lambda_gamma",
+        "Example:",
+        "[stages.dann.optimizer]",
+    ] {
         assert!(text.contains(needle), "`{needle}` missing from:\n{text}");
     }
     let output = project.hwrun(&["stages", "train_dan"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("did you mean `train_dann`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("did you mean `train_dann`"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -74,9 +105,16 @@ fn every_kinds_example_plans() {
     assert!(kinds.len() >= 12, "{listing}");
     for kind in kinds {
         let doc = String::from_utf8_lossy(&project.hwrun(&["stages", &kind]).stdout).into_owned();
-        let example = doc.split("Example:\n").nth(1).unwrap_or_else(|| panic!("{kind} has no example:\n{doc}"));
+        let example = doc
+            .split("Example:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{kind} has no example:\n{doc}"));
         let recipe = project.write(&format!("{kind}.toml"), example);
         let output = project.hwrun(&["plan", recipe.to_str().unwrap()]);
-        assert!(output.status.success(), "the example of `{kind}` does not plan:\n{}\n{example}", stderr(&output));
+        assert!(
+            output.status.success(),
+            "the example of `{kind}` does not plan:\n{}\n{example}",
+            stderr(&output)
+        );
     }
 }

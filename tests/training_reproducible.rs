@@ -8,11 +8,17 @@ use std::collections::BTreeMap;
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::data::synthetic::{generate, DigitDomain};
 use hwrun::stage::checked_params;
-use hwrun::stages::train_dann::{TrainDannParams, TrainDannStage};
 use hwrun::stage::{InputArtifact, Stage, StageContext};
+use hwrun::stages::train_dann::{TrainDannParams, TrainDannStage};
 
 fn artifact(dir: Utf8PathBuf) -> InputArtifact {
-    InputArtifact { dir, stage: "data".into(), kind: "synthetic".into(), params: serde_json::Value::Null, outcome: Default::default() }
+    InputArtifact {
+        dir,
+        stage: "data".into(),
+        kind: "synthetic".into(),
+        params: serde_json::Value::Null,
+        outcome: Default::default(),
+    }
 }
 
 fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>) {
@@ -22,7 +28,8 @@ fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>)
     ]);
     let mut ctx = StageContext::detached("dann", root.join(out), inputs, 5);
     let text = "epochs = 2\nbatch_size = 32\noptimizer = { kind = \"adam\", lr = 1e-3 }";
-    let params: TrainDannParams = checked_params::<TrainDannStage>(&toml::from_str(text).unwrap()).unwrap();
+    let params: TrainDannParams =
+        checked_params::<TrainDannStage>(&toml::from_str(text).unwrap()).unwrap();
     let outcome = TrainDannStage::run(params, &mut ctx).unwrap();
     let weights = std::fs::read(root.join(out).join("model.safetensors")).unwrap();
     let history = std::fs::read_to_string(root.join(out).join("history.json")).unwrap();
@@ -33,8 +40,12 @@ fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>)
 fn two_cpu_runs_with_the_same_seed_are_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let root = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-    generate(DigitDomain::Mnistm, 160, 1).save(&root.join("source")).unwrap();
-    generate(DigitDomain::Usps, 128, 2).save(&root.join("target")).unwrap();
+    generate(DigitDomain::Mnistm, 160, 1)
+        .save(&root.join("source"))
+        .unwrap();
+    generate(DigitDomain::Usps, 128, 2)
+        .save(&root.join("target"))
+        .unwrap();
     let first = train(&root, "a");
     let second = train(&root, "b");
     assert_eq!(first.1, second.1, "histories differ");

@@ -46,11 +46,16 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
 /// Points with unit noise around centres drawn with std 3 per coordinate.
 fn clustered_points() -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
-    let centres: Vec<f32> = (0..CLUSTERS * DIM).map(|_| 3.0 * normal(&mut rng)).collect();
+    let centres: Vec<f32> = (0..CLUSTERS * DIM)
+        .map(|_| 3.0 * normal(&mut rng))
+        .collect();
     (0..N)
         .flat_map(|i| {
             let centre = &centres[(i % CLUSTERS) * DIM..(i % CLUSTERS + 1) * DIM];
-            centre.iter().map(|c| c + normal(&mut rng)).collect::<Vec<_>>()
+            centre
+                .iter()
+                .map(|c| c + normal(&mut rng))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -68,34 +73,58 @@ fn read_csv(path: &Path) -> Vec<f32> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .flat_map(|line| line.split(',').map(|cell| cell.parse::<f32>().unwrap()).collect::<Vec<_>>())
+        .flat_map(|line| {
+            line.split(',')
+                .map(|cell| cell.parse::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
 #[test]
 fn tsne_trustworthiness_matches_scikit_learn() {
     let dir = tempfile::tempdir().unwrap();
-    let (x_path, ours_path, theirs_path) =
-        (dir.path().join("x.csv"), dir.path().join("ours.csv"), dir.path().join("theirs.csv"));
+    let (x_path, ours_path, theirs_path) = (
+        dir.path().join("x.csv"),
+        dir.path().join("ours.csv"),
+        dir.path().join("theirs.csv"),
+    );
     let x = clustered_points();
     write_csv(&x_path, &x, DIM);
 
     let start = std::time::Instant::now();
-    let ours = tsne(&x, DIM, &TsneConfig::default(), |_| ControlFlow::Continue(())).unwrap();
+    let ours = tsne(&x, DIM, &TsneConfig::default(), |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
     eprintln!("our t-SNE of {N} points: {:.2?}", start.elapsed());
     write_csv(&ours_path, &ours.coords, 2);
 
-    let args = [x_path.to_str().unwrap(), ours_path.to_str().unwrap(), theirs_path.to_str().unwrap()];
-    let scores: serde_json::Value = serde_json::from_str(&common::run_python(SKLEARN, &args)).unwrap();
-    let (sk_ours, sk_theirs) = (scores["ours"].as_f64().unwrap(), scores["theirs"].as_f64().unwrap());
+    let args = [
+        x_path.to_str().unwrap(),
+        ours_path.to_str().unwrap(),
+        theirs_path.to_str().unwrap(),
+    ];
+    let scores: serde_json::Value =
+        serde_json::from_str(&common::run_python(SKLEARN, &args)).unwrap();
+    let (sk_ours, sk_theirs) = (
+        scores["ours"].as_f64().unwrap(),
+        scores["theirs"].as_f64().unwrap(),
+    );
     eprintln!("trustworthiness (k={K}): ours {sk_ours:.4}, scikit-learn {sk_theirs:.4}");
-    assert!((sk_ours - sk_theirs).abs() < 0.02, "ours {sk_ours} vs scikit-learn {sk_theirs}");
+    assert!(
+        (sk_ours - sk_theirs).abs() < 0.02,
+        "ours {sk_ours} vs scikit-learn {sk_theirs}"
+    );
 
     let theirs = read_csv(&theirs_path);
     let read_back = read_csv(&ours_path);
     for (embedding, expected) in [(&read_back, sk_ours), (&theirs, sk_theirs)] {
         let value = trustworthiness(&x, DIM, embedding, 2, K).unwrap();
-        assert!((value - expected).abs() < 1e-6, "our trustworthiness {value} vs scikit-learn {expected}");
+        assert!(
+            (value - expected).abs() < 1e-6,
+            "our trustworthiness {value} vs scikit-learn {expected}"
+        );
     }
 }
 
@@ -108,9 +137,18 @@ fn tsne_timing() {
     let dim = 64;
     let centres: Vec<f32> = (0..10 * dim).map(|_| 3.0 * normal(&mut rng)).collect();
     for n in [2000, 5000] {
-        let x: Vec<f32> = (0..n * dim).map(|v| centres[(v / dim % 10) * dim + v % dim] + normal(&mut rng)).collect();
+        let x: Vec<f32> = (0..n * dim)
+            .map(|v| centres[(v / dim % 10) * dim + v % dim] + normal(&mut rng))
+            .collect();
         let start = std::time::Instant::now();
-        let embedding = tsne(&x, dim, &TsneConfig::default(), |_| ControlFlow::Continue(())).unwrap();
-        eprintln!("t-SNE of {n} x {dim}: {:.2?}, KL {:.3}", start.elapsed(), embedding.kl_divergence);
+        let embedding = tsne(&x, dim, &TsneConfig::default(), |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        eprintln!(
+            "t-SNE of {n} x {dim}: {:.2?}, KL {:.3}",
+            start.elapsed(),
+            embedding.kl_divergence
+        );
     }
 }

@@ -17,11 +17,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("cannot read `{path}`: {source}")]
-    Unreadable { path: Utf8PathBuf, source: std::io::Error },
+    Unreadable {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not valid UTF-8 and cannot be named in a recipe")]
     NonUtf8Path { path: std::path::PathBuf },
-    #[error("`{path}` is {what}, not a regular file: hwrun hashes only regular files and directories")]
-    NotAFile { path: Utf8PathBuf, what: &'static str },
+    #[error(
+        "`{path}` is {what}, not a regular file: hwrun hashes only regular files and directories"
+    )]
+    NotAFile {
+        path: Utf8PathBuf,
+        what: &'static str,
+    },
     #[error("hashing `{path}` was interrupted")]
     Interrupted { path: Utf8PathBuf },
 }
@@ -79,13 +87,18 @@ pub struct StatCache {
 const RACY_MARGIN_NS: i128 = 2_000_000_000;
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 impl StatCache {
     /// Loads the stat cache; a missing or unreadable file starts an empty one.
     pub fn load(path: &Utf8Path) -> StatCache {
-        fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// Saves it if anything changed (write to a temporary file, then rename).
@@ -107,7 +120,10 @@ impl StatCache {
 
     /// The content hash of a file, or of a directory (its sorted relative paths and file hashes).
     pub fn hash_path(&mut self, path: &Utf8Path) -> Result<blake3::Hash, HashError> {
-        let meta = fs::metadata(path).map_err(|source| HashError::Unreadable { path: path.to_owned(), source })?;
+        let meta = fs::metadata(path).map_err(|source| HashError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         if meta.is_dir() {
             self.hash_dir(path)
         } else {
@@ -122,7 +138,10 @@ impl StatCache {
         let mut hasher = blake3::Hasher::new();
         for relative in files {
             let path = dir.join(&relative);
-            let meta = fs::metadata(&path).map_err(|source| HashError::Unreadable { path: path.clone(), source })?;
+            let meta = fs::metadata(&path).map_err(|source| HashError::Unreadable {
+                path: path.clone(),
+                source,
+            })?;
             let hash = self.hash_file(&path, &meta)?;
             hasher.update(&(relative.as_str().len() as u64).to_le_bytes());
             hasher.update(relative.as_str().as_bytes());
@@ -131,9 +150,16 @@ impl StatCache {
         Ok(hasher.finalize())
     }
 
-    fn hash_file(&mut self, path: &Utf8Path, meta: &fs::Metadata) -> Result<blake3::Hash, HashError> {
+    fn hash_file(
+        &mut self,
+        path: &Utf8Path,
+        meta: &fs::Metadata,
+    ) -> Result<blake3::Hash, HashError> {
         if !meta.is_file() {
-            return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+            return Err(HashError::NotAFile {
+                path: path.to_owned(),
+                what: describe_type(meta.file_type()),
+            });
         }
         let absolute = path.canonicalize_utf8().unwrap_or_else(|_| path.to_owned());
         self.cached_hash(absolute, path, meta)
@@ -142,14 +168,25 @@ impl StatCache {
     /// Size and content hash of a file inside a cache entry (`path` absolute). A symbolic link or
     /// special file is an error: entries hold regular files only (links are recorded apart).
     pub fn hash_entry_file(&mut self, path: &Utf8Path) -> Result<(u64, blake3::Hash), HashError> {
-        let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable { path: path.to_owned(), source })?;
+        let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         if !meta.is_file() {
-            return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+            return Err(HashError::NotAFile {
+                path: path.to_owned(),
+                what: describe_type(meta.file_type()),
+            });
         }
         Ok((meta.len(), self.cached_hash(path.to_owned(), path, &meta)?))
     }
 
-    fn cached_hash(&mut self, absolute: Utf8PathBuf, path: &Utf8Path, meta: &fs::Metadata) -> Result<blake3::Hash, HashError> {
+    fn cached_hash(
+        &mut self,
+        absolute: Utf8PathBuf,
+        path: &Utf8Path,
+        meta: &fs::Metadata,
+    ) -> Result<blake3::Hash, HashError> {
         let mtime_ns = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
         if let Some(entry) = self.entries.get(&absolute) {
             let unchanged = entry.dev == meta.dev()
@@ -184,18 +221,30 @@ impl StatCache {
 /// when opened (a growing file cannot keep it busy) and at a Ctrl-C. A FIFO or device is refused
 /// before it is read (and opened non-blocking, so a FIFO cannot hang the open either).
 pub fn hash_file_contents(path: &Utf8Path) -> Result<blake3::Hash, HashError> {
-    let unreadable = |source| HashError::Unreadable { path: path.to_owned(), source };
-    let file = fs::File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unreadable)?;
+    let unreadable = |source| HashError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
-        return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+        return Err(HashError::NotAFile {
+            path: path.to_owned(),
+            what: describe_type(meta.file_type()),
+        });
     }
     let mut hasher = blake3::Hasher::new();
     let mut reader = file.take(meta.len());
     let mut buffer = vec![0u8; CHUNK.min(meta.len() as usize).max(1)];
     loop {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            return Err(HashError::Interrupted { path: path.to_owned() });
+            return Err(HashError::Interrupted {
+                path: path.to_owned(),
+            });
         }
         let mut filled = 0;
         while filled < buffer.len() {
@@ -218,12 +267,26 @@ pub fn hash_file_contents(path: &Utf8Path) -> Result<blake3::Hash, HashError> {
 }
 
 /// Relative paths of every file below `dir`.
-pub fn collect_files(root: &Utf8Path, dir: &Utf8Path, out: &mut Vec<Utf8PathBuf>) -> Result<(), HashError> {
-    let entries = fs::read_dir(dir).map_err(|source| HashError::Unreadable { path: dir.to_owned(), source })?;
+pub fn collect_files(
+    root: &Utf8Path,
+    dir: &Utf8Path,
+    out: &mut Vec<Utf8PathBuf>,
+) -> Result<(), HashError> {
+    let entries = fs::read_dir(dir).map_err(|source| HashError::Unreadable {
+        path: dir.to_owned(),
+        source,
+    })?;
     for entry in entries {
-        let entry = entry.map_err(|source| HashError::Unreadable { path: dir.to_owned(), source })?;
-        let path = Utf8PathBuf::from_path_buf(entry.path()).map_err(|path| HashError::NonUtf8Path { path })?;
-        let file_type = entry.file_type().map_err(|source| HashError::Unreadable { path: path.clone(), source })?;
+        let entry = entry.map_err(|source| HashError::Unreadable {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = Utf8PathBuf::from_path_buf(entry.path())
+            .map_err(|path| HashError::NonUtf8Path { path })?;
+        let file_type = entry.file_type().map_err(|source| HashError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
         if file_type.is_dir() {
             collect_files(root, &path, out)?;
         } else {
@@ -267,8 +330,14 @@ mod tests {
             let err = cache.hash_path(&dir.join(name)).unwrap_err();
             assert!(matches!(err, HashError::NotAFile { .. }), "{name}: {err}");
         }
-        assert!(matches!(hash_file_contents(&fifo), Err(HashError::NotAFile { what: "a FIFO", .. })));
-        assert!(cache.hash_path(dir).is_err(), "a directory holding them is refused too");
+        assert!(matches!(
+            hash_file_contents(&fifo),
+            Err(HashError::NotAFile { what: "a FIFO", .. })
+        ));
+        assert!(
+            cache.hash_path(dir).is_err(),
+            "a directory holding them is refused too"
+        );
     }
 
     #[test]

@@ -150,14 +150,25 @@ mod tests {
     use serde_json::json;
 
     fn material<'a>(params: &'a Value, inputs: &'a [InputKey]) -> KeyMaterial<'a> {
-        KeyMaterial { kind: "train", version: 1, params, seed: 7, inputs, external: &[] }
+        KeyMaterial {
+            kind: "train",
+            version: 1,
+            params,
+            seed: 7,
+            inputs,
+            external: &[],
+        }
     }
 
     #[test]
     fn golden_key_is_stable() {
         let params = json!({"lr": 0.001, "epochs": 5, "arch": "mnist", "betas": [0.5, 0.999]});
         let upstream = material(&json!({}), &[]).key();
-        let inputs = [InputKey { name: "data".into(), key: upstream, output: Some("train".into()) }];
+        let inputs = [InputKey {
+            name: "data".into(),
+            key: upstream,
+            output: Some("train".into()),
+        }];
         assert_eq!(
             material(&params, &inputs).key().hex(),
             "f753e8ef15abf339aaf5a3df306c40be5e35e24913d271bbb9f5f7533c6a2138"
@@ -169,13 +180,41 @@ mod tests {
         let params = json!({"lr": 0.001});
         let base = material(&params, &[]);
         let key = base.key();
-        assert_ne!(KeyMaterial { kind: "eval", ..base.clone() }.key(), key);
-        assert_ne!(KeyMaterial { version: 2, ..base.clone() }.key(), key);
-        assert_ne!(KeyMaterial { seed: 8, ..base.clone() }.key(), key);
+        assert_ne!(
+            KeyMaterial {
+                kind: "eval",
+                ..base.clone()
+            }
+            .key(),
+            key
+        );
+        assert_ne!(
+            KeyMaterial {
+                version: 2,
+                ..base.clone()
+            }
+            .key(),
+            key
+        );
+        assert_ne!(
+            KeyMaterial {
+                seed: 8,
+                ..base.clone()
+            }
+            .key(),
+            key
+        );
         assert_ne!(material(&json!({"lr": 0.01}), &[]).key(), key);
         assert_ne!(material(&json!({"lr": "0.001"}), &[]).key(), key);
         let hash = [blake3::hash(b"x")];
-        assert_ne!(KeyMaterial { external: &hash, ..base.clone() }.key(), key);
+        assert_ne!(
+            KeyMaterial {
+                external: &hash,
+                ..base.clone()
+            }
+            .key(),
+            key
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub fn stale_after() -> Duration {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// This host's name (`gethostname`).
@@ -48,7 +50,11 @@ pub fn hostname() -> &'static str {
         // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
         let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let name = if ok { String::from_utf8_lossy(&buf[..end]).into_owned() } else { String::new() };
+        let name = if ok {
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            String::new()
+        };
         // Spaces and newlines would break the header format.
         let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
         if name.is_empty() {
@@ -79,7 +85,12 @@ pub struct Holder {
 impl Holder {
     fn me() -> Holder {
         let pid = std::process::id();
-        Holder { host: hostname().to_owned(), pid, start: process_start(pid).unwrap_or(0), heartbeat_ms: now_ms() }
+        Holder {
+            host: hostname().to_owned(),
+            pid,
+            start: process_start(pid).unwrap_or(0),
+            heartbeat_ms: now_ms(),
+        }
     }
 
     /// A fixed-length header (for one process), so a heartbeat rewrites it in place.
@@ -93,12 +104,23 @@ impl Holder {
     fn parse(text: &str) -> Option<Holder> {
         let mut lines = text.lines();
         (lines.next()? == "hwrun-lock 1").then_some(())?;
-        let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ').map(|v| v.trim().to_owned());
+        let mut field = |name: &str| {
+            lines
+                .next()?
+                .strip_prefix(name)?
+                .strip_prefix(' ')
+                .map(|v| v.trim().to_owned())
+        };
         let host = field("host")?;
         let pid = field("pid")?.parse().ok()?;
         let start = field("start")?.parse().ok()?;
         let heartbeat_ms = field("heartbeat")?.parse().ok()?;
-        Some(Holder { host, pid, start, heartbeat_ms })
+        Some(Holder {
+            host,
+            pid,
+            start,
+            heartbeat_ms,
+        })
     }
 
     /// Whether the holder is certainly gone: a dead process on this host, or a heartbeat older
@@ -156,7 +178,9 @@ fn heartbeats() -> &'static Heartbeats {
             loop {
                 // Short ticks, so a changed stale time takes effect at once.
                 std::thread::sleep(Duration::from_millis(50));
-                if last.elapsed() < (stale_after() / 4).clamp(Duration::from_millis(50), Duration::from_secs(15)) {
+                if last.elapsed()
+                    < (stale_after() / 4).clamp(Duration::from_millis(50), Duration::from_secs(15))
+                {
                     continue;
                 }
                 last = std::time::Instant::now();
@@ -172,7 +196,10 @@ fn heartbeats() -> &'static Heartbeats {
                 }
             }
         });
-        Heartbeats { files: Mutex::new(HashMap::new()), next: Mutex::new(0) }
+        Heartbeats {
+            files: Mutex::new(HashMap::new()),
+            next: Mutex::new(0),
+        }
     })
 }
 
@@ -240,7 +267,11 @@ impl FileLock {
             if let Some(file) = create_exclusive(path)? {
                 let file = Arc::new(file);
                 let id = register(Arc::clone(&file));
-                return Ok(Some(FileLock { path: path.to_owned(), file, id }));
+                return Ok(Some(FileLock {
+                    path: path.to_owned(),
+                    file,
+                    id,
+                }));
             }
             if !file_is_stale(path, stale_after) || !break_stale(path, stale_after)? {
                 return Ok(None);
@@ -312,13 +343,21 @@ pub struct ReaderFile {
 impl ReaderFile {
     pub fn create(dir: &Utf8Path) -> std::io::Result<ReaderFile> {
         fs::create_dir_all(dir)?;
-        let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let path = dir.join(format!("{}.{}.{nonce}", hostname(), std::process::id()));
-        let file = create_exclusive(&path)?
-            .ok_or_else(|| std::io::Error::new(ErrorKind::AlreadyExists, format!("`{path}` exists")))?;
+        let file = create_exclusive(&path)?.ok_or_else(|| {
+            std::io::Error::new(ErrorKind::AlreadyExists, format!("`{path}` exists"))
+        })?;
         let file = Arc::new(file);
         let id = register(Arc::clone(&file));
-        Ok(ReaderFile { path, file, id, held: Default::default() })
+        Ok(ReaderFile {
+            path,
+            file,
+            id,
+            held: Default::default(),
+        })
     }
 
     /// Appends `keys` (hex cache keys) not listed yet, flushed to the filesystem (one sync for
@@ -350,10 +389,14 @@ impl Drop for ReaderFile {
 pub fn live_readers(dir: &Utf8Path) -> HashMap<String, Holder> {
     let stale_after = stale_after();
     let mut held = HashMap::new();
-    let Ok(entries) = dir.read_dir_utf8() else { return held };
+    let Ok(entries) = dir.read_dir_utf8() else {
+        return held;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(text) = fs::read_to_string(path) else { continue };
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
         let Some(holder) = Holder::parse(&text) else {
             if file_is_stale(path, stale_after) {
                 let _ = fs::remove_file(path);
@@ -382,7 +425,13 @@ mod tests {
     }
 
     fn foreign(host: &str, pid: u32, heartbeat_ms: u128) -> String {
-        Holder { host: host.into(), pid, start: 1, heartbeat_ms }.header()
+        Holder {
+            host: host.into(),
+            pid,
+            start: 1,
+            heartbeat_ms,
+        }
+        .header()
     }
 
     #[test]
@@ -411,9 +460,23 @@ mod tests {
         let (_tmp, dir) = dir();
         let path = dir.join("k.lock");
         fs::write(&path, foreign("another-node", 1, now_ms())).unwrap();
-        assert!(FileLock::try_acquire(&path).unwrap().is_none(), "fresh heartbeat: still held");
-        fs::write(&path, foreign("another-node", 1, now_ms() - stale_after().as_millis() - 1000)).unwrap();
-        assert!(FileLock::try_acquire(&path).unwrap().is_some(), "expired heartbeat: taken over");
+        assert!(
+            FileLock::try_acquire(&path).unwrap().is_none(),
+            "fresh heartbeat: still held"
+        );
+        fs::write(
+            &path,
+            foreign(
+                "another-node",
+                1,
+                now_ms() - stale_after().as_millis() - 1000,
+            ),
+        )
+        .unwrap();
+        assert!(
+            FileLock::try_acquire(&path).unwrap().is_some(),
+            "expired heartbeat: taken over"
+        );
     }
 
     #[test]
@@ -421,7 +484,10 @@ mod tests {
         let (_tmp, dir) = dir();
         let path = dir.join("k.lock");
         // This process, with an ancient heartbeat: alive, so not stale.
-        let me = Holder { heartbeat_ms: 0, ..Holder::me() };
+        let me = Holder {
+            heartbeat_ms: 0,
+            ..Holder::me()
+        };
         fs::write(&path, me.header()).unwrap();
         assert!(FileLock::try_acquire(&path).unwrap().is_none());
     }
@@ -447,7 +513,11 @@ mod tests {
         let held = live_readers(&dir);
         assert_eq!(held.len(), 2);
         assert_eq!(held["abc"].pid, std::process::id());
-        fs::write(dir.join("dead"), format!("{}key zzz\n", foreign(hostname(), u32::MAX - 1, now_ms()))).unwrap();
+        fs::write(
+            dir.join("dead"),
+            format!("{}key zzz\n", foreign(hostname(), u32::MAX - 1, now_ms())),
+        )
+        .unwrap();
         assert!(!live_readers(&dir).contains_key("zzz"));
         assert!(!dir.join("dead").exists(), "stale reader files are cleaned");
         drop(reader);

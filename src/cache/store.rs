@@ -29,12 +29,17 @@ use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
 use super::file_hash::{describe_type, hash_file_contents, HashError, StatCache};
 use super::key::CacheKey;
 use super::lock::{live_readers, FileLock, ReaderFile};
-use super::manifest::{FileRecord, Manifest, LOG_FILE, MANIFEST_FILE, MANIFEST_SUM_FILE, OUTPUT_DIR};
+use super::manifest::{
+    FileRecord, Manifest, LOG_FILE, MANIFEST_FILE, MANIFEST_SUM_FILE, OUTPUT_DIR,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache at `{path}`: {source}")]
-    Io { path: Utf8PathBuf, source: std::io::Error },
+    Io {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error(
@@ -45,7 +50,10 @@ pub enum CacheError {
 }
 
 fn io_err(path: &Utf8Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io { path: path.to_owned(), source }
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What [`Cache::check`] found under a key.
@@ -150,7 +158,9 @@ impl Cache {
             Err(_) if root.is_absolute() => root.to_owned(),
             Err(_) => {
                 let cwd = std::env::current_dir().map_err(io_err(root))?;
-                Utf8PathBuf::from_path_buf(cwd).map_err(|_| io_err(root)(std::io::Error::other("not UTF-8")))?.join(root)
+                Utf8PathBuf::from_path_buf(cwd)
+                    .map_err(|_| io_err(root)(std::io::Error::other("not UTF-8")))?
+                    .join(root)
             }
         };
         Ok(Cache::with_root(root, false))
@@ -158,7 +168,12 @@ impl Cache {
 
     fn with_root(root: Utf8PathBuf, writable: bool) -> Cache {
         let stats = StatCache::load(&root.join("stat-cache.json"));
-        Cache { root, writable, stats: Arc::new(Mutex::new(stats)), readers: Arc::new(Mutex::new(None)) }
+        Cache {
+            root,
+            writable,
+            stats: Arc::new(Mutex::new(stats)),
+            readers: Arc::new(Mutex::new(None)),
+        }
     }
 
     pub fn root(&self) -> &Utf8Path {
@@ -202,7 +217,9 @@ impl Cache {
         match fs::symlink_metadata(&dir) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Lookup::Absent,
             Err(error) => return Lookup::Corrupt(format!("`{dir}` cannot be read: {error}")),
-            Ok(meta) if !meta.is_dir() => return Lookup::Corrupt(format!("`{dir}` is not a directory")),
+            Ok(meta) if !meta.is_dir() => {
+                return Lookup::Corrupt(format!("`{dir}` is not a directory"))
+            }
             Ok(_) => {}
         }
         match verify(&dir, key, &mut Verifier::Cached(&mut self.stat_cache())) {
@@ -230,7 +247,9 @@ impl Cache {
             *readers = Some(ReaderFile::create(&dir).map_err(io_err(&dir))?);
         }
         match readers.as_mut() {
-            Some(file) => file.add(hex.iter().map(String::as_str)).map_err(io_err(&dir)),
+            Some(file) => file
+                .add(hex.iter().map(String::as_str))
+                .map_err(io_err(&dir)),
             None => Ok(()),
         }
     }
@@ -238,14 +257,22 @@ impl Cache {
     /// Takes the per-key lock without waiting; `None` when another live process holds it.
     pub fn try_lock(&self, key: &CacheKey) -> Result<Option<KeyLock>, CacheError> {
         let path = self.lock_path(key);
-        Ok(FileLock::try_acquire(&path).map_err(io_err(&path))?.map(|lock| KeyLock { _lock: lock }))
+        Ok(FileLock::try_acquire(&path)
+            .map_err(io_err(&path))?
+            .map(|lock| KeyLock { _lock: lock }))
     }
 
     /// Takes the per-key lock, waiting for another process that holds it (`on_wait` is called
     /// once if it has to).
-    pub fn lock_waiting(&self, key: &CacheKey, on_wait: impl FnOnce()) -> Result<KeyLock, CacheError> {
+    pub fn lock_waiting(
+        &self,
+        key: &CacheKey,
+        on_wait: impl FnOnce(),
+    ) -> Result<KeyLock, CacheError> {
         let path = self.lock_path(key);
-        Ok(KeyLock { _lock: FileLock::acquire(&path, on_wait).map_err(io_err(&path))? })
+        Ok(KeyLock {
+            _lock: FileLock::acquire(&path, on_wait).map_err(io_err(&path))?,
+        })
     }
 
     /// Takes the per-key lock, waiting for another process that holds it.
@@ -261,7 +288,9 @@ impl Cache {
     pub fn quarantine(&self, key: &CacheKey, _lock: &KeyLock) -> Result<Utf8PathBuf, CacheError> {
         let dir = self.root.join("quarantine");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         let target = dir.join(format!("{}.{stamp}", key.hex()));
         move_entry(&self.entry_dir(key), &target)?;
         Ok(target)
@@ -269,10 +298,19 @@ impl Cache {
 
     /// Creates a fresh staging directory for `key`, holding `lock`.
     pub fn stage(&self, key: CacheKey, lock: KeyLock) -> Result<Staging, CacheError> {
-        let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = self.root.join("tmp").join(format!("{}.{}.{nonce}", key.hex(), std::process::id()));
+        let nonce = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{nonce}", key.hex(), std::process::id()));
         fs::create_dir_all(dir.join(OUTPUT_DIR)).map_err(io_err(&dir))?;
-        Ok(Staging { key, dir, _lock: lock })
+        Ok(Staging {
+            key,
+            dir,
+            _lock: lock,
+        })
     }
 
     /// Where a stage keeps its resume checkpoints while it runs: outside its entry, kept when a
@@ -293,13 +331,18 @@ impl Cache {
             source: std::io::Error::other(e),
         })?;
         write_synced(&manifest_path, &json)?;
-        write_synced(&staging.dir.join(MANIFEST_SUM_FILE), blake3::hash(&json).to_hex().as_bytes())?;
+        write_synced(
+            &staging.dir.join(MANIFEST_SUM_FILE),
+            blake3::hash(&json).to_hex().as_bytes(),
+        )?;
         let target = self.entry_dir(&staging.key);
         if fs::symlink_metadata(&target).is_ok() {
             // Only an entry that failed its check gets here (the caller holds the lock and found
             // no valid entry): it must not block this commit forever.
             let moved = self.quarantine(&staging.key, &staging._lock)?;
-            tracing::warn!("moved the invalid entry `{target}` to `{moved}` before committing its replacement");
+            tracing::warn!(
+                "moved the invalid entry `{target}` to `{moved}` before committing its replacement"
+            );
         }
         self.hold(&staging.key)?;
         fs::rename(&staging.dir, &target).map_err(io_err(&target))?;
@@ -329,7 +372,9 @@ impl Cache {
         let mut removed = 0;
         for entry in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(key) = name.split('.').next().and_then(CacheKey::from_hex) else { continue };
+            let Some(key) = name.split('.').next().and_then(CacheKey::from_hex) else {
+                continue;
+            };
             if let Some(_lock) = self.try_lock(&key)? {
                 let path = tmp.join(&name);
                 remove_tree(&path)?;
@@ -343,7 +388,9 @@ impl Cache {
     pub fn remove_own_staging(root: &Utf8Path) {
         let marker = format!(".{}.", std::process::id());
         let tmp = root.join("tmp");
-        let Ok(entries) = fs::read_dir(&tmp) else { return };
+        let Ok(entries) = fs::read_dir(&tmp) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.contains(&marker) {
@@ -359,7 +406,9 @@ impl Cache {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         let tmp = Utf8PathBuf::from(format!("{path}.tmp{}", std::process::id()));
-        let written = fs::write(&tmp, key.hex()).map_err(io_err(&tmp)).and_then(|()| fs::rename(&tmp, &path).map_err(io_err(&path)));
+        let written = fs::write(&tmp, key.hex())
+            .map_err(io_err(&tmp))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(io_err(&path)));
         if written.is_err() {
             // A full disk must not leave an empty temporary file behind.
             let _ = fs::remove_file(&tmp);
@@ -374,7 +423,10 @@ impl Cache {
     }
 
     fn ref_path(&self, recipe: &str, stage: &str) -> Utf8PathBuf {
-        self.root.join("refs").join(sanitize(recipe)).join(sanitize(stage))
+        self.root
+            .join("refs")
+            .join(sanitize(recipe))
+            .join(sanitize(stage))
     }
 
     /// Every entry directory's key (complete or not).
@@ -382,11 +434,15 @@ impl Cache {
         let entries = self.root.join("entries");
         let listing = match fs::read_dir(&entries) {
             Ok(listing) => listing,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !self.writable => return Ok(Vec::new()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !self.writable => {
+                return Ok(Vec::new())
+            }
             Err(error) => return Err(io_err(&entries)(error)),
         };
-        let mut keys: Vec<CacheKey> =
-            listing.flatten().filter_map(|e| CacheKey::from_hex(&e.file_name().to_string_lossy())).collect();
+        let mut keys: Vec<CacheKey> = listing
+            .flatten()
+            .filter_map(|e| CacheKey::from_hex(&e.file_name().to_string_lossy()))
+            .collect();
         keys.sort();
         Ok(keys)
     }
@@ -398,7 +454,11 @@ impl Cache {
     /// either gc sees the hold (and moves the entry back) or the reader finds the entry gone.
     pub fn gc(&self, keep: &HashSet<CacheKey>) -> Result<GcReport, CacheError> {
         let mut report = GcReport::default();
-        let doomed: Vec<CacheKey> = self.keys()?.into_iter().filter(|k| !keep.contains(k)).collect();
+        let doomed: Vec<CacheKey> = self
+            .keys()?
+            .into_iter()
+            .filter(|k| !keep.contains(k))
+            .collect();
         report.kept = self.keys()?.len() - doomed.len();
         let readers_dir = self.root.join("locks").join("readers");
         for batch in doomed.chunks(GC_BATCH) {
@@ -409,8 +469,12 @@ impl Cache {
                     continue;
                 };
                 let dir = self.entry_dir(key);
-                let bytes = Manifest::read(&dir).map_or(0, |m| m.files.iter().map(|f| f.size).sum::<u64>());
-                let trash = self.root.join("tmp").join(format!("{}.gc{}", key.hex(), std::process::id()));
+                let bytes =
+                    Manifest::read(&dir).map_or(0, |m| m.files.iter().map(|f| f.size).sum::<u64>());
+                let trash =
+                    self.root
+                        .join("tmp")
+                        .join(format!("{}.gc{}", key.hex(), std::process::id()));
                 move_entry(&dir, &trash)?;
                 moved.push((key, lock, dir, trash, bytes));
             }
@@ -435,7 +499,10 @@ impl Cache {
         let mut problems = Vec::new();
         for key in self.keys()? {
             let dir = self.entry_dir(&key);
-            let corruption = |problem: String| Corruption { key: key.hex(), problem };
+            let corruption = |problem: String| Corruption {
+                key: key.hex(),
+                problem,
+            };
             let manifest = match verify(&dir, &key, &mut Verifier::Full) {
                 Ok(manifest) => manifest,
                 Err(problem) => {
@@ -450,8 +517,14 @@ impl Cache {
                     continue;
                 }
             };
-            for extra in actual.iter().filter(|a| !manifest.files.iter().any(|f| f.path == a.path)) {
-                problems.push(corruption(format!("`{}` is not in the manifest", extra.path)));
+            for extra in actual
+                .iter()
+                .filter(|a| !manifest.files.iter().any(|f| f.path == a.path))
+            {
+                problems.push(corruption(format!(
+                    "`{}` is not in the manifest",
+                    extra.path
+                )));
             }
         }
         Ok(problems)
@@ -459,7 +532,9 @@ impl Cache {
 
     /// Quarantines the entry under `key` if no process holds its lock; returns where it went.
     pub fn repair(&self, key: &CacheKey) -> Result<Option<Utf8PathBuf>, CacheError> {
-        let Some(lock) = self.try_lock(key)? else { return Ok(None) };
+        let Some(lock) = self.try_lock(key)? else {
+            return Ok(None);
+        };
         self.quarantine(key, &lock).map(Some)
     }
 }
@@ -475,10 +550,15 @@ impl Verifier<'_> {
         match self {
             Verifier::Cached(stats) => stats.hash_entry_file(path),
             Verifier::Full => {
-                let meta = fs::symlink_metadata(path)
-                    .map_err(|source| HashError::Unreadable { path: path.to_owned(), source })?;
+                let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 if !meta.is_file() {
-                    return Err(HashError::NotAFile { path: path.to_owned(), what: describe_type(meta.file_type()) });
+                    return Err(HashError::NotAFile {
+                        path: path.to_owned(),
+                        what: describe_type(meta.file_type()),
+                    });
                 }
                 Ok((meta.len(), hash_file_contents(path)?))
             }
@@ -488,8 +568,9 @@ impl Verifier<'_> {
 
 /// Checks an entry directory: manifest against its hash, then every file it lists.
 fn verify(dir: &Utf8Path, key: &CacheKey, verifier: &mut Verifier<'_>) -> Result<Manifest, String> {
-    let bytes = fs::read(dir.join(MANIFEST_FILE))
-        .map_err(|e| format!("`{MANIFEST_FILE}` is missing or unreadable ({e}): the entry is incomplete"))?;
+    let bytes = fs::read(dir.join(MANIFEST_FILE)).map_err(|e| {
+        format!("`{MANIFEST_FILE}` is missing or unreadable ({e}): the entry is incomplete")
+    })?;
     let sum = fs::read_to_string(dir.join(MANIFEST_SUM_FILE))
         .map_err(|e| format!("`{MANIFEST_SUM_FILE}` is missing or unreadable ({e})"))?;
     let actual = blake3::hash(&bytes).to_hex();
@@ -499,31 +580,53 @@ fn verify(dir: &Utf8Path, key: &CacheKey, verifier: &mut Verifier<'_>) -> Result
             sum.trim()
         ));
     }
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("`{MANIFEST_FILE}` is not a valid manifest: {e}"))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("`{MANIFEST_FILE}` is not a valid manifest: {e}"))?;
     if manifest.key != key.hex() {
         return Err(format!("`{MANIFEST_FILE}` names key {}", manifest.key));
     }
     for record in &manifest.files {
         if !is_inside(Utf8Path::new(&record.path)) {
-            return Err(format!("`{MANIFEST_FILE}` lists `{}`, which is not inside the entry", record.path));
+            return Err(format!(
+                "`{MANIFEST_FILE}` lists `{}`, which is not inside the entry",
+                record.path
+            ));
         }
         let path = dir.join(&record.path);
         if let Some(expected) = &record.link {
             match fs::read_link(&path) {
                 Ok(target) if target.as_os_str() == expected.as_str() => continue,
                 Ok(target) => {
-                    return Err(format!("`{}` links to `{}` but the manifest says `{expected}`", record.path, target.display()))
+                    return Err(format!(
+                        "`{}` links to `{}` but the manifest says `{expected}`",
+                        record.path,
+                        target.display()
+                    ))
                 }
-                Err(e) => return Err(format!("`{}` is not the link the manifest lists: {e}", record.path)),
+                Err(e) => {
+                    return Err(format!(
+                        "`{}` is not the link the manifest lists: {e}",
+                        record.path
+                    ))
+                }
             }
         }
-        let (size, hash) = verifier.hash(&path).map_err(|e| format!("`{}`: {e}", record.path))?;
+        let (size, hash) = verifier
+            .hash(&path)
+            .map_err(|e| format!("`{}`: {e}", record.path))?;
         if size != record.size {
-            return Err(format!("`{}` is {size} bytes but the manifest says {}", record.path, record.size));
+            return Err(format!(
+                "`{}` is {size} bytes but the manifest says {}",
+                record.path, record.size
+            ));
         }
         if hash.to_hex().as_str() != record.blake3 {
-            return Err(format!("`{}` has blake3 {} but the manifest says {}", record.path, hash.to_hex(), record.blake3));
+            return Err(format!(
+                "`{}` has blake3 {} but the manifest says {}",
+                record.path,
+                hash.to_hex(),
+                record.blake3
+            ));
         }
     }
     Ok(manifest)
@@ -551,7 +654,10 @@ fn is_inside(path: &Utf8Path) -> bool {
 /// Hash records of every file in an entry directory except the manifest and its hash. Nothing
 /// but regular files, directories and links to a relative path inside `out/` is accepted, and
 /// special files are never opened.
-fn file_records(dir: &Utf8Path, verifier: &mut Verifier<'_>) -> Result<Vec<FileRecord>, CacheError> {
+fn file_records(
+    dir: &Utf8Path,
+    verifier: &mut Verifier<'_>,
+) -> Result<Vec<FileRecord>, CacheError> {
     let mut records = Vec::new();
     walk(dir, Utf8Path::new(""), verifier, &mut records)?;
     records.retain(|r| r.path != MANIFEST_FILE && r.path != MANIFEST_SUM_FILE);
@@ -559,7 +665,12 @@ fn file_records(dir: &Utf8Path, verifier: &mut Verifier<'_>) -> Result<Vec<FileR
     Ok(records)
 }
 
-fn walk(root: &Utf8Path, relative: &Utf8Path, verifier: &mut Verifier<'_>, out: &mut Vec<FileRecord>) -> Result<(), CacheError> {
+fn walk(
+    root: &Utf8Path,
+    relative: &Utf8Path,
+    verifier: &mut Verifier<'_>,
+    out: &mut Vec<FileRecord>,
+) -> Result<(), CacheError> {
     let dir = root.join(relative);
     for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
         let entry = entry.map_err(io_err(&dir))?;
@@ -574,13 +685,19 @@ fn walk(root: &Utf8Path, relative: &Utf8Path, verifier: &mut Verifier<'_>, out: 
             walk(root, &path, verifier, out)?;
         } else if file_type.is_file() {
             let (size, hash) = verifier.hash(&root.join(&path))?;
-            out.push(FileRecord { path: path.into_string(), size, blake3: hash.to_hex().to_string(), link: None });
+            out.push(FileRecord {
+                path: path.into_string(),
+                size,
+                blake3: hash.to_hex().to_string(),
+                link: None,
+            });
         } else if file_type.is_symlink() {
             let target = fs::read_link(root.join(&path)).map_err(io_err(&root.join(&path)))?;
-            let target = Utf8PathBuf::from_path_buf(target).map_err(|t| CacheError::OutputNotPlain {
-                path: path.clone(),
-                what: format!("a link to the non-UTF-8 path `{}`", t.display()),
-            })?;
+            let target =
+                Utf8PathBuf::from_path_buf(target).map_err(|t| CacheError::OutputNotPlain {
+                    path: path.clone(),
+                    what: format!("a link to the non-UTF-8 path `{}`", t.display()),
+                })?;
             // Resolved lexically from the link's directory, it must stay inside `out/`.
             let inside_out = target.is_relative()
                 && path
@@ -594,9 +711,17 @@ fn walk(root: &Utf8Path, relative: &Utf8Path, verifier: &mut Verifier<'_>, out: 
                 });
             }
             let hash = blake3::hash(target.as_str().as_bytes());
-            out.push(FileRecord { path: path.into_string(), size: 0, blake3: hash.to_hex().to_string(), link: Some(target.into_string()) });
+            out.push(FileRecord {
+                path: path.into_string(),
+                size: 0,
+                blake3: hash.to_hex().to_string(),
+                link: Some(target.into_string()),
+            });
         } else {
-            return Err(CacheError::OutputNotPlain { path, what: describe_type(file_type).to_owned() });
+            return Err(CacheError::OutputNotPlain {
+                path,
+                what: describe_type(file_type).to_owned(),
+            });
         }
     }
     Ok(())
@@ -605,7 +730,9 @@ fn walk(root: &Utf8Path, relative: &Utf8Path, verifier: &mut Verifier<'_>, out: 
 fn write_synced(path: &Utf8Path, bytes: &[u8]) -> Result<(), CacheError> {
     use std::io::Write;
     let mut file = File::create(path).map_err(io_err(path))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(path))
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(path))
 }
 
 /// Renames an entry directory (read-only: its own mode must allow the rename to update `..`).
@@ -644,10 +771,22 @@ fn remove_tree(path: &Utf8Path) -> Result<(), CacheError> {
 
 /// A name safe as one path component.
 pub fn sanitize(name: &str) -> String {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=.,[]".contains(c) { c } else { '_' }).collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=.,[]".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     // `.` and `..` would not be names of their own.
-    if safe.chars().all(|c| c == '.') { safe.replace('.', "_") } else { safe }
+    if safe.chars().all(|c| c == '.') {
+        safe.replace('.', "_")
+    } else {
+        safe
+    }
 }
 
 #[cfg(test)]
@@ -656,7 +795,15 @@ mod tests {
     use crate::cache::key::KeyMaterial;
 
     fn key(n: u64) -> CacheKey {
-        KeyMaterial { kind: "t", version: 1, params: &serde_json::Value::Null, seed: n, inputs: &[], external: &[] }.key()
+        KeyMaterial {
+            kind: "t",
+            version: 1,
+            params: &serde_json::Value::Null,
+            seed: n,
+            inputs: &[],
+            external: &[],
+        }
+        .key()
     }
 
     fn manifest(key: &CacheKey) -> Manifest {
@@ -760,14 +907,20 @@ mod tests {
         let k = committed(&cache, 10, &[("a.bin", "hello")]);
         assert!(matches!(cache.check(&k), Lookup::Valid(_)));
         overwrite(&cache.output_dir(&k).join("a.bin"), b"hellp");
-        let Lookup::Corrupt(problem) = cache.check(&k) else { panic!("flip not detected") };
+        let Lookup::Corrupt(problem) = cache.check(&k) else {
+            panic!("flip not detected")
+        };
         assert!(problem.contains("out/a.bin"), "{problem}");
 
         let k = committed(&cache, 11, &[("a.bin", "hello")]);
         let manifest = cache.entry_dir(&k).join(MANIFEST_FILE);
-        let text = fs::read_to_string(&manifest).unwrap().replace("\"wall_time_s\": 0.0", "\"wall_time_s\": 1.0");
+        let text = fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("\"wall_time_s\": 0.0", "\"wall_time_s\": 1.0");
         overwrite(&manifest, text.as_bytes());
-        let Lookup::Corrupt(problem) = cache.check(&k) else { panic!("manifest change not detected") };
+        let Lookup::Corrupt(problem) = cache.check(&k) else {
+            panic!("manifest change not detected")
+        };
         assert!(problem.contains("manifest.blake3"), "{problem}");
         assert_eq!(cache.fsck().unwrap().len(), 2);
     }
@@ -784,19 +937,37 @@ mod tests {
         fs::write(staging.out_dir().join("a"), "x").unwrap();
         cache.commit(staging, manifest(&k)).unwrap();
         assert!(matches!(cache.check(&k), Lookup::Valid(_)));
-        assert_eq!(fs::read_dir(cache.root().join("quarantine")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(cache.root().join("quarantine"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn special_files_and_escaping_links_fail_the_commit() {
         let (_tmp, cache) = cache();
         for (n, make) in [
-            (20u64, Box::new(|out: &Utf8Path| std::os::unix::fs::symlink("/dev/zero", out.join("z")).unwrap()) as Box<dyn Fn(&Utf8Path)>),
-            (21, Box::new(|out: &Utf8Path| std::os::unix::fs::symlink("../../../etc/passwd", out.join("p")).unwrap())),
-            (22, Box::new(|out: &Utf8Path| {
-                let c = std::ffi::CString::new(out.join("fifo").as_str()).unwrap();
-                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-            })),
+            (
+                20u64,
+                Box::new(|out: &Utf8Path| {
+                    std::os::unix::fs::symlink("/dev/zero", out.join("z")).unwrap()
+                }) as Box<dyn Fn(&Utf8Path)>,
+            ),
+            (
+                21,
+                Box::new(|out: &Utf8Path| {
+                    std::os::unix::fs::symlink("../../../etc/passwd", out.join("p")).unwrap()
+                }),
+            ),
+            (
+                22,
+                Box::new(|out: &Utf8Path| {
+                    let c = std::ffi::CString::new(out.join("fifo").as_str()).unwrap();
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+                }),
+            ),
         ] {
             let k = key(n);
             let staging = cache.stage(k, cache.lock(&k).unwrap()).unwrap();
@@ -811,7 +982,10 @@ mod tests {
         fs::write(staging.out_dir().join("sub/data"), "d").unwrap();
         std::os::unix::fs::symlink("sub/data", staging.out_dir().join("inner")).unwrap();
         cache.commit(staging, manifest(&k)).unwrap();
-        assert!(matches!(cache.check(&k), Lookup::Valid(_)), "a link inside the output is fine");
+        assert!(
+            matches!(cache.check(&k), Lookup::Valid(_)),
+            "a link inside the output is fine"
+        );
     }
 
     #[test]
@@ -830,7 +1004,9 @@ mod tests {
     fn a_moved_cache_directory_still_validates() {
         let (tmp, cache) = cache();
         let k = committed(&cache, 40, &[("a", "1")]);
-        let moved = Utf8Path::from_path(tmp.path()).unwrap().join("../moved-cache-test");
+        let moved = Utf8Path::from_path(tmp.path())
+            .unwrap()
+            .join("../moved-cache-test");
         let _ = fs::remove_dir_all(&moved);
         fs::rename(cache.root(), &moved).unwrap();
         let again = Cache::open(&moved).unwrap();

@@ -64,7 +64,13 @@ pub struct GlobalArgs {
     pub device: Option<String>,
 
     /// Cache directory.
-    #[arg(long, global = true, env = "HWRUN_CACHE", default_value = "cache", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "HWRUN_CACHE",
+        default_value = "cache",
+        value_name = "DIR"
+    )]
     pub cache_dir: Utf8PathBuf,
 
     /// No progress or status lines, results only.
@@ -232,23 +238,45 @@ mod tests {
     fn a_bare_recipe_runs_it() {
         let cli = parse(&["--json", "r.toml", "--set", "a.b=1"]);
         assert!(cli.command.is_none() && cli.global.json);
-        assert_eq!(cli.run.recipe.recipe.as_deref(), Some(camino::Utf8Path::new("r.toml")));
+        assert_eq!(
+            cli.run.recipe.recipe.as_deref(),
+            Some(camino::Utf8Path::new("r.toml"))
+        );
         assert_eq!(cli.run.recipe.overrides, ["a.b=1"]);
     }
 
     #[test]
     fn fid_takes_two_paths_and_pytorch_fids_options() {
-        let cli = parse(&["fid", "a", "b.npz", "--dims", "64", "--batch-size", "8", "--device", "cpu"]);
-        let Some(Command::Fid(args)) = cli.command else { panic!("not fid") };
+        let cli = parse(&[
+            "fid",
+            "a",
+            "b.npz",
+            "--dims",
+            "64",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+        ]);
+        let Some(Command::Fid(args)) = cli.command else {
+            panic!("not fid")
+        };
         assert_eq!(args.paths, ["a", "b.npz"]);
-        assert_eq!((args.dims, args.batch_size, args.save_stats), (64, 8, false));
+        assert_eq!(
+            (args.dims, args.batch_size, args.save_stats),
+            (64, 8, false)
+        );
         assert_eq!(cli.global.device.as_deref(), Some("cpu"));
         assert!(Cli::try_parse_from(["hwrun", "fid", "a"]).is_err());
     }
 
     #[test]
     fn global_flags_go_before_or_after_the_subcommand() {
-        for args in [&["--json", "plan", "r.toml"][..], &["plan", "--json", "r.toml"], &["plan", "r.toml", "--json"]] {
+        for args in [
+            &["--json", "plan", "r.toml"][..],
+            &["plan", "--json", "r.toml"],
+            &["plan", "r.toml", "--json"],
+        ] {
             let cli = parse(args);
             assert!(matches!(cli.command, Some(Command::Plan(_))), "{args:?}");
             assert!(cli.global.json, "{args:?}");

@@ -25,10 +25,35 @@ pub enum Direction {
     Lower,
 }
 
-const LOWER_IS_BETTER: &[&str] =
-    &["loss", "losses", "error", "errors", "err", "fid", "kid", "mse", "mae", "rmse", "nll", "perplexity", "lpips", "distance"];
+const LOWER_IS_BETTER: &[&str] = &[
+    "loss",
+    "losses",
+    "error",
+    "errors",
+    "err",
+    "fid",
+    "kid",
+    "mse",
+    "mae",
+    "rmse",
+    "nll",
+    "perplexity",
+    "lpips",
+    "distance",
+];
 const HIGHER_IS_BETTER: &[&str] = &[
-    "accuracy", "acc", "score", "f1", "precision", "recall", "auc", "iou", "psnr", "ssim", "trustworthiness", "is",
+    "accuracy",
+    "acc",
+    "score",
+    "f1",
+    "precision",
+    "recall",
+    "auc",
+    "iou",
+    "psnr",
+    "ssim",
+    "trustworthiness",
+    "is",
     "inception",
 ];
 
@@ -36,11 +61,20 @@ impl Direction {
     /// From the metric's name (the part after `stage.`), by its words: `val_loss` is a loss,
     /// `accuracy.class_3` an accuracy; `None` when the name says neither.
     pub fn of(metric: &str) -> Option<Direction> {
-        let name = metric.split_once('.').map_or(metric, |(_, name)| name).to_ascii_lowercase();
-        let words: Vec<&str> = name.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect();
+        let name = metric
+            .split_once('.')
+            .map_or(metric, |(_, name)| name)
+            .to_ascii_lowercase();
+        let words: Vec<&str> = name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
         if words.iter().any(|w| LOWER_IS_BETTER.contains(w)) {
             Some(Direction::Lower)
-        } else if words.iter().any(|w| HIGHER_IS_BETTER.contains(w) || w.starts_with("acc")) {
+        } else if words
+            .iter()
+            .any(|w| HIGHER_IS_BETTER.contains(w) || w.starts_with("acc"))
+        {
             Some(Direction::Higher)
         } else {
             None
@@ -60,14 +94,23 @@ struct Comparison {
 pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Result<i32, Failure> {
     let session = Session::open(global, &args.recipe, Access::Read)?;
     let plan = &session.plan;
-    let params: Vec<String> = plan.recipe.sweep.axes.iter().map(|a| a.dotted.clone()).collect();
+    let params: Vec<String> = plan
+        .recipe
+        .sweep
+        .axes
+        .iter()
+        .map(|a| a.dotted.clone())
+        .collect();
     let mut all_metrics = BTreeSet::new();
     let mut rows: Vec<Map<String, Value>> = Vec::new();
     let mut missing = 0;
     for variant in &plan.variants {
         let mut row = Map::new();
         for (name, value) in &variant.assignments {
-            row.insert(name.clone(), serde_json::to_value(value).unwrap_or(Value::Null));
+            row.insert(
+                name.clone(),
+                serde_json::to_value(value).unwrap_or(Value::Null),
+            );
         }
         for (decl, &node) in plan.recipe.stages.iter().zip(&variant.nodes) {
             let Some(manifest) = session.cache.lookup(&plan.graph[node].key) else {
@@ -83,7 +126,9 @@ pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Re
         rows.push(row);
     }
     if missing > 0 {
-        printer.warn(&format!("{missing} stage results are not in the cache yet: run the recipe first"));
+        printer.warn(&format!(
+            "{missing} stage results are not in the cache yet: run the recipe first"
+        ));
     }
     let comparison = choose(params, all_metrics.into_iter().collect(), rows, args);
     if comparison.hidden > 0 {
@@ -93,7 +138,9 @@ pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Re
         ));
     }
     let text = match printer.mode() {
-        OutputMode::Json => serde_json::to_string_pretty(&comparison.rows).map_err(anyhow::Error::from)?,
+        OutputMode::Json => {
+            serde_json::to_string_pretty(&comparison.rows).map_err(anyhow::Error::from)?
+        }
         _ if args.csv => comparison.csv(),
         _ if args.md => comparison.markdown(),
         _ => comparison.text(),
@@ -103,35 +150,64 @@ pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Re
 }
 
 /// Picks the metric columns: `--all`, the ones `--metric` matches, or those that differ.
-fn choose(params: Vec<String>, metrics: Vec<String>, mut rows: Vec<Map<String, Value>>, args: &CompareArgs) -> Comparison {
+fn choose(
+    params: Vec<String>,
+    metrics: Vec<String>,
+    mut rows: Vec<Map<String, Value>>,
+    args: &CompareArgs,
+) -> Comparison {
     let total = metrics.len();
     let metrics: Vec<String> = if args.all {
         metrics
     } else if !args.metric.is_empty() {
-        metrics.into_iter().filter(|m| args.metric.iter().any(|p| matches_pattern(p, m))).collect()
+        metrics
+            .into_iter()
+            .filter(|m| args.metric.iter().any(|p| matches_pattern(p, m)))
+            .collect()
     } else if rows.len() <= 1 {
         metrics
     } else {
-        let details: Vec<bool> = metrics.iter().map(|m| metrics.iter().any(|p| is_detail_of(m, p))).collect();
-        metrics.into_iter().zip(details).filter(|(m, detail)| !detail && differs(&rows, m)).map(|(m, _)| m).collect()
+        let details: Vec<bool> = metrics
+            .iter()
+            .map(|m| metrics.iter().any(|p| is_detail_of(m, p)))
+            .collect();
+        metrics
+            .into_iter()
+            .zip(details)
+            .filter(|(m, detail)| !detail && differs(&rows, m))
+            .map(|(m, _)| m)
+            .collect()
     };
-    let hidden = if args.all || !args.metric.is_empty() { 0 } else { total - metrics.len() };
+    let hidden = if args.all || !args.metric.is_empty() {
+        0
+    } else {
+        total - metrics.len()
+    };
     let keep: BTreeSet<&String> = params.iter().chain(&metrics).collect();
     for row in &mut rows {
         row.retain(|k, _| keep.contains(k));
     }
-    Comparison { params, metrics, rows, hidden }
+    Comparison {
+        params,
+        metrics,
+        rows,
+        hidden,
+    }
 }
 
 /// Whether `metric` is a breakdown of `parent` (`eval.accuracy.class_3` of `eval.accuracy`).
 fn is_detail_of(metric: &str, parent: &str) -> bool {
-    metric.len() > parent.len() + 1 && metric.starts_with(parent) && metric.as_bytes()[parent.len()] == b'.'
+    metric.len() > parent.len() + 1
+        && metric.starts_with(parent)
+        && metric.as_bytes()[parent.len()] == b'.'
 }
 
 /// Whether variants recorded at least two different values of `column`.
 fn differs(rows: &[Map<String, Value>], column: &str) -> bool {
     let mut values = rows.iter().filter_map(|r| r.get(column)?.as_f64());
-    let Some(first) = values.next() else { return false };
+    let Some(first) = values.next() else {
+        return false;
+    };
     values.any(|v| v != first)
 }
 
@@ -149,7 +225,10 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
             _ => false,
         }
     }
-    glob(&pattern.chars().collect::<Vec<_>>(), &name.chars().collect::<Vec<_>>())
+    glob(
+        &pattern.chars().collect::<Vec<_>>(),
+        &name.chars().collect::<Vec<_>>(),
+    )
 }
 
 impl Comparison {
@@ -164,13 +243,21 @@ impl Comparison {
             .iter()
             .map(|metric| {
                 let direction = Direction::of(metric)?;
-                let values: Vec<(usize, f64)> =
-                    self.rows.iter().enumerate().filter_map(|(i, r)| Some((i, r.get(metric)?.as_f64()?))).collect();
+                let values: Vec<(usize, f64)> = self
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| Some((i, r.get(metric)?.as_f64()?)))
+                    .collect();
                 let better = |a: f64, b: f64| match direction {
                     Direction::Higher => a > b,
                     Direction::Lower => a < b,
                 };
-                let (best, value) = values.iter().copied().reduce(|x, y| if better(y.1, x.1) { y } else { x })?;
+                let (best, value) =
+                    values
+                        .iter()
+                        .copied()
+                        .reduce(|x, y| if better(y.1, x.1) { y } else { x })?;
                 let ties = values.iter().filter(|(_, v)| *v == value).count();
                 (ties < values.len()).then_some(best)
             })
@@ -184,7 +271,10 @@ impl Comparison {
             .iter()
             .enumerate()
             .map(|(i, row)| {
-                let params = self.params.iter().map(|c| row.get(c).map_or(String::new(), cell));
+                let params = self
+                    .params
+                    .iter()
+                    .map(|c| row.get(c).map_or(String::new(), cell));
                 let metrics = self.metrics.iter().zip(&best).map(|(c, b)| {
                     let text = row.get(c).map_or(String::new(), cell);
                     if *b == Some(i) {
@@ -208,7 +298,14 @@ impl Comparison {
 
     fn markdown(&self) -> String {
         let columns = self.columns();
-        let mut out = format!("| {} |\n", columns.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" | "));
+        let mut out = format!(
+            "| {} |\n",
+            columns
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         out.push_str(&format!("|{}\n", " --- |".repeat(columns.len())));
         for row in self.cells(|s| format!("**{s}**")) {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
@@ -224,10 +321,20 @@ impl Comparison {
         let widths: Vec<usize> = columns
             .iter()
             .enumerate()
-            .map(|(i, c)| rows.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0))
+            .map(|(i, c)| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([c.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: Vec<String>| {
-            let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             format!("{}\n", padded.join("  ").trim_end())
         };
         let mut out = line(columns.iter().map(|c| c.to_string()).collect());
@@ -248,7 +355,10 @@ impl Comparison {
 }
 
 fn join_line(cells: impl IntoIterator<Item = String>, separator: &str) -> String {
-    format!("{}\n", cells.into_iter().collect::<Vec<_>>().join(separator))
+    format!(
+        "{}\n",
+        cells.into_iter().collect::<Vec<_>>().join(separator)
+    )
 }
 
 fn cell(value: &Value) -> String {
@@ -292,38 +402,83 @@ mod tests {
     }
 
     fn metrics() -> Vec<String> {
-        ["eval.accuracy", "eval.accuracy.class_1", "eval.class_3_accuracy", "train.val_loss"].iter().map(|s| s.to_string()).collect()
+        [
+            "eval.accuracy",
+            "eval.accuracy.class_1",
+            "eval.class_3_accuracy",
+            "train.val_loss",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     #[test]
     fn directions_come_from_the_name() {
         assert_eq!(Direction::of("eval.accuracy"), Some(Direction::Higher));
-        assert_eq!(Direction::of("eval.class_3_accuracy"), Some(Direction::Higher));
+        assert_eq!(
+            Direction::of("eval.class_3_accuracy"),
+            Some(Direction::Higher)
+        );
         assert_eq!(Direction::of("train.val_loss"), Some(Direction::Lower));
         assert_eq!(Direction::of("fid.fid"), Some(Direction::Lower));
-        assert_eq!(Direction::of("gen.inception_score"), Some(Direction::Higher));
-        assert_eq!(Direction::of("eval.accuracy.class_3"), Some(Direction::Higher));
+        assert_eq!(
+            Direction::of("gen.inception_score"),
+            Some(Direction::Higher)
+        );
+        assert_eq!(
+            Direction::of("eval.accuracy.class_3"),
+            Some(Direction::Higher)
+        );
         assert_eq!(Direction::of("train.lr"), None);
         assert_eq!(Direction::of("data.n_train"), None);
     }
 
     #[test]
     fn by_default_only_differing_metrics_with_the_best_marked() {
-        let comparison = choose(vec!["train.lr".into()], metrics(), rows(), &args(&[], false));
+        let comparison = choose(
+            vec!["train.lr".into()],
+            metrics(),
+            rows(),
+            &args(&[], false),
+        );
         assert_eq!(comparison.metrics, ["eval.accuracy", "train.val_loss"]);
-        assert_eq!(comparison.hidden, 2, "the equal metric and the per-class detail");
+        assert_eq!(
+            comparison.hidden, 2,
+            "the equal metric and the per-class detail"
+        );
         let md = comparison.markdown();
-        assert!(md.starts_with("| train.lr | eval.accuracy | train.val_loss |\n| --- | --- | --- |\n"), "{md}");
-        assert!(md.contains("| 0.0010 | 0.9100 | 0.5000 |\n| 0.0100 | **0.9500** | **0.3000** |\n"), "{md}");
+        assert!(
+            md.starts_with("| train.lr | eval.accuracy | train.val_loss |\n| --- | --- | --- |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.0010 | 0.9100 | 0.5000 |\n| 0.0100 | **0.9500** | **0.3000** |\n"),
+            "{md}"
+        );
         let text = comparison.text();
         assert!(text.contains("0.0100    0.9500 *       0.3000 *"), "{text}");
     }
 
     #[test]
     fn patterns_and_all_choose_columns() {
-        let chosen = |patterns: &[&str], all| choose(vec!["train.lr".into()], metrics(), rows(), &args(patterns, all)).metrics;
-        assert_eq!(chosen(&["*accuracy"], false), ["eval.accuracy", "eval.class_3_accuracy"]);
-        assert_eq!(chosen(&["eval.accuracy*"], false), ["eval.accuracy", "eval.accuracy.class_1"]);
+        let chosen = |patterns: &[&str], all| {
+            choose(
+                vec!["train.lr".into()],
+                metrics(),
+                rows(),
+                &args(patterns, all),
+            )
+            .metrics
+        };
+        assert_eq!(
+            chosen(&["*accuracy"], false),
+            ["eval.accuracy", "eval.class_3_accuracy"]
+        );
+        assert_eq!(
+            chosen(&["eval.accuracy*"], false),
+            ["eval.accuracy", "eval.accuracy.class_1"]
+        );
         assert_eq!(chosen(&["loss"], false), ["train.val_loss"]);
         assert_eq!(chosen(&["eval.?ccuracy"], false), ["eval.accuracy"]);
         assert_eq!(chosen(&[], true).len(), 4);
@@ -331,7 +486,12 @@ mod tests {
 
     #[test]
     fn ties_are_not_marked() {
-        let comparison = choose(vec!["train.lr".into()], metrics(), rows(), &args(&["class_3"], false));
+        let comparison = choose(
+            vec!["train.lr".into()],
+            metrics(),
+            rows(),
+            &args(&["class_3"], false),
+        );
         assert!(!comparison.markdown().contains("**"));
     }
 }

@@ -20,7 +20,9 @@ pub fn fid(global: &GlobalArgs, args: &FidArgs) -> Result<i32, Failure> {
         DeviceRequest::Cuda(index) => format!("cuda:{index}"),
     };
     let mut command = Command::new(worker_path()?);
-    command.arg("fid").args(["--device", &device, "--dims", &args.dims.to_string()]);
+    command
+        .arg("fid")
+        .args(["--device", &device, "--dims", &args.dims.to_string()]);
     command.args(["--batch-size", &args.batch_size.to_string()]);
     if let Some(weights) = &args.weights {
         command.args(["--weights", weights.as_str()]);
@@ -28,7 +30,11 @@ pub fn fid(global: &GlobalArgs, args: &FidArgs) -> Result<i32, Failure> {
     if args.save_stats {
         command.arg("--save-stats");
     }
-    command.arg("--").args(args.paths.iter().map(|p| p.as_str()));
-    let status = command.status().context("cannot start the hwrun-torch worker")?;
+    command
+        .arg("--")
+        .args(args.paths.iter().map(|p| p.as_str()));
+    let status = command
+        .status()
+        .context("cannot start the hwrun-torch worker")?;
     Ok(status.code().unwrap_or(exit_code::STAGE_FAILED))
 }

@@ -13,13 +13,22 @@ pub fn gc(global: &GlobalArgs, args: &GcArgs, printer: &Printer) -> Result<i32, 
     let mut keep = HashSet::new();
     let mut cache = None;
     for recipe in &args.recipes {
-        let recipe_args = RecipeArgs { recipe: Some(recipe.clone()), overrides: Vec::new() };
-        let access = if args.dry_run { Access::Read } else { Access::Write };
+        let recipe_args = RecipeArgs {
+            recipe: Some(recipe.clone()),
+            overrides: Vec::new(),
+        };
+        let access = if args.dry_run {
+            Access::Read
+        } else {
+            Access::Write
+        };
         let session = Session::open(global, &recipe_args, access)?;
         keep.extend(session.plan.graph.node_weights().map(|stage| stage.key));
         cache = Some(session.cache);
     }
-    let Some(cache) = cache else { return Ok(exit_code::SUCCESS) };
+    let Some(cache) = cache else {
+        return Ok(exit_code::SUCCESS);
+    };
     let json = printer.mode() == OutputMode::Json;
     if args.dry_run {
         let doomed: Vec<String> = cache
@@ -30,9 +39,16 @@ pub fn gc(global: &GlobalArgs, args: &GcArgs, printer: &Printer) -> Result<i32, 
             .map(|k| k.hex())
             .collect();
         if json {
-            printer.result(&serde_json::json!({ "would_remove": doomed, "keep": keep.len() }).to_string());
+            printer.result(
+                &serde_json::json!({ "would_remove": doomed, "keep": keep.len() }).to_string(),
+            );
         } else {
-            printer.result(&format!("would remove {} entries, keep {}\n{}", doomed.len(), keep.len(), doomed.join("\n")));
+            printer.result(&format!(
+                "would remove {} entries, keep {}\n{}",
+                doomed.len(),
+                keep.len(),
+                doomed.join("\n")
+            ));
         }
         return Ok(exit_code::SUCCESS);
     }
@@ -60,20 +76,38 @@ pub fn gc(global: &GlobalArgs, args: &GcArgs, printer: &Printer) -> Result<i32, 
 }
 
 pub fn fsck(global: &GlobalArgs, args: &FsckArgs, printer: &Printer) -> Result<i32, Failure> {
-    let cache = open_cache(global, if args.repair { Access::Write } else { Access::Read })?;
+    let cache = open_cache(
+        global,
+        if args.repair {
+            Access::Write
+        } else {
+            Access::Read
+        },
+    )?;
     let entries = cache.keys().map_err(anyhow::Error::from)?.len();
     let problems = cache.fsck().map_err(anyhow::Error::from)?;
     let mut rows = Vec::new();
     for problem in &problems {
         let quarantined = match (args.repair, CacheKey::from_hex(&problem.key)) {
-            (true, Some(key)) if !rows.iter().any(|r: &serde_json::Value| r["key"] == problem.key.as_str()) => {
-                cache.repair(&key).map_err(anyhow::Error::from)?.map(|p| p.to_string())
+            (true, Some(key))
+                if !rows
+                    .iter()
+                    .any(|r: &serde_json::Value| r["key"] == problem.key.as_str()) =>
+            {
+                cache
+                    .repair(&key)
+                    .map_err(anyhow::Error::from)?
+                    .map(|p| p.to_string())
             }
             _ => None,
         };
         rows.push(serde_json::json!({ "key": problem.key, "problem": problem.problem, "quarantined": quarantined }));
     }
-    let code = if problems.is_empty() || args.repair { exit_code::SUCCESS } else { exit_code::STAGE_FAILED };
+    let code = if problems.is_empty() || args.repair {
+        exit_code::SUCCESS
+    } else {
+        exit_code::STAGE_FAILED
+    };
     if printer.mode() == OutputMode::Json {
         printer.result(&serde_json::json!({ "entries": entries, "problems": rows }).to_string());
         return Ok(code);
@@ -84,7 +118,12 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs, printer: &Printer) -> Result<i
     }
     let mut out = String::new();
     for row in &rows {
-        let _ = writeln!(out, "corrupted {}: {}", row["key"].as_str().unwrap_or_default(), row["problem"].as_str().unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "corrupted {}: {}",
+            row["key"].as_str().unwrap_or_default(),
+            row["problem"].as_str().unwrap_or_default()
+        );
         if let Some(moved) = row["quarantined"].as_str() {
             let _ = writeln!(out, "  moved to {moved}");
         }
@@ -115,16 +154,27 @@ pub fn stages(kind: Option<&str>, printer: &Printer) -> Result<i32, Failure> {
         }
         let mut out = String::new();
         for kind in crate::stages::registry() {
-            let _ = writeln!(out, "{:<18} v{:<3} {}", kind.kind(), kind.version(), kind.about());
+            let _ = writeln!(
+                out,
+                "{:<18} v{:<3} {}",
+                kind.kind(),
+                kind.version(),
+                kind.about()
+            );
         }
         let _ = write!(out, "`hwrun stages KIND` documents one kind");
         printer.result(&out);
         return Ok(exit_code::SUCCESS);
     };
     let Some(kind) = crate::stages::find(name) else {
-        let suggestion = crate::recipe::error::suggest(name, crate::stages::registry().iter().map(|k| k.kind()));
-        let help = suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-        return Err(Failure::Input(anyhow::anyhow!("unknown stage kind `{name}`{help} (`hwrun stages` lists them)")));
+        let suggestion =
+            crate::recipe::error::suggest(name, crate::stages::registry().iter().map(|k| k.kind()));
+        let help = suggestion
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(Failure::Input(anyhow::anyhow!(
+            "unknown stage kind `{name}`{help} (`hwrun stages` lists them)"
+        )));
     };
     if json {
         let doc = serde_json::json!({
@@ -144,12 +194,21 @@ pub fn stages(kind: Option<&str>, printer: &Printer) -> Result<i32, Failure> {
 /// `hwrun stages KIND`: what the kind does, its inputs, its parameters and an example.
 fn describe_kind(kind: &dyn crate::stage::StageKind) -> String {
     use crate::stage::Inputs;
-    let mut out = format!("{} (version {})\n  {}\n\nInputs:\n", kind.kind(), kind.version(), kind.about());
+    let mut out = format!(
+        "{} (version {})\n  {}\n\nInputs:\n",
+        kind.kind(),
+        kind.version(),
+        kind.about()
+    );
     match kind.inputs() {
         Inputs::Named([]) => out.push_str("  none\n"),
         Inputs::Named(specs) => {
             for spec in specs {
-                let need = if spec.required { "required" } else { "optional" };
+                let need = if spec.required {
+                    "required"
+                } else {
+                    "optional"
+                };
                 let _ = writeln!(out, "  {:<14} {need:<9} {}", spec.name, spec.about);
             }
         }

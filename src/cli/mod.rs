@@ -77,8 +77,15 @@ fn argument_error(error: &clap::Error) -> i32 {
     let _ = error.print();
     if code != exit_code::SUCCESS && std::env::args().any(|a| a == "--json") {
         let text = error.to_string();
-        let message = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-        println!("{}", serde_json::json!({ "error": message, "exit_code": code }));
+        let message = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        println!(
+            "{}",
+            serde_json::json!({ "error": message, "exit_code": code })
+        );
     }
     code
 }
@@ -104,7 +111,12 @@ fn cuda_text() -> String {
 /// `hwrun 0.1.0 (libtorch 2.13.0+cu130, CUDA: not available)`. CUDA is asked of the worker,
 /// the only process that loads libtorch.
 pub fn version_text() -> String {
-    format!("hwrun {} (libtorch {}, CUDA: {})", env!("CARGO_PKG_VERSION"), env!("HWRUN_TORCH_VERSION"), cuda_text())
+    format!(
+        "hwrun {} (libtorch {}, CUDA: {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("HWRUN_TORCH_VERSION"),
+        cuda_text()
+    )
 }
 
 fn init_logging(printer: &Printer, verbose: u8, mode: OutputMode) {

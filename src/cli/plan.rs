@@ -53,8 +53,16 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
         printer.result(&serde_json::to_string_pretty(&rows).map_err(anyhow::Error::from)?);
         return Ok(exit_code::SUCCESS);
     }
-    let width = rows.iter().map(|r| r.name.chars().count()).max().unwrap_or(5).max(5);
-    let mut out = format!("{:<width$}  {:<16} {:<12}  {:<6}  why\n", "stage", "kind", "key", "status");
+    let width = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:<width$}  {:<16} {:<12}  {:<6}  why\n",
+        "stage", "kind", "key", "status"
+    );
     for row in &rows {
         let status = match row.status {
             Status::Cached => "cached",
@@ -71,7 +79,14 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
         );
     }
     let to_run = rows.iter().filter(|r| r.status == Status::Run).count();
-    let _ = write!(out, "\n{} stages ({} variants): {} cached, {} to run", rows.len(), plan.variants.len(), rows.len() - to_run, to_run);
+    let _ = write!(
+        out,
+        "\n{} stages ({} variants): {} cached, {} to run",
+        rows.len(),
+        plan.variants.len(),
+        rows.len() - to_run,
+        to_run
+    );
     printer.result(&out);
     Ok(exit_code::SUCCESS)
 }
@@ -79,7 +94,10 @@ pub fn plan(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Result
 pub fn dag(global: &GlobalArgs, args: &DagArgs, printer: &Printer) -> Result<i32, Failure> {
     let session = Session::open(global, &args.recipe, Access::Read)?;
     if printer.mode() == OutputMode::Json {
-        printer.result(&serde_json::to_string_pretty(&render::json(&session.plan, &session.statuses)).map_err(anyhow::Error::from)?);
+        printer.result(
+            &serde_json::to_string_pretty(&render::json(&session.plan, &session.statuses))
+                .map_err(anyhow::Error::from)?,
+        );
         return Ok(exit_code::SUCCESS);
     }
     let text = if args.mermaid {

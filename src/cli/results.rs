@@ -15,24 +15,39 @@ use crate::scheduler::{RunSummary, StageResult};
 
 /// `--results-dir`, or `results` beside the cache directory (`./results` for `./cache`).
 pub fn results_dir(global: &GlobalArgs) -> Utf8PathBuf {
-    global.results_dir.clone().unwrap_or_else(|| global.cache_dir.parent().unwrap_or(Utf8Path::new("")).join("results"))
+    global.results_dir.clone().unwrap_or_else(|| {
+        global
+            .cache_dir
+            .parent()
+            .unwrap_or(Utf8Path::new(""))
+            .join("results")
+    })
 }
 
 /// Points `dir/<recipe>/<stage>` at each finished stage's outputs and records the link in the
 /// summary. Returns the first failure (the run itself is unaffected).
-pub fn link_results(dir: &Utf8Path, cache: &Cache, summary: &mut RunSummary) -> std::io::Result<()> {
+pub fn link_results(
+    dir: &Utf8Path,
+    cache: &Cache,
+    summary: &mut RunSummary,
+) -> std::io::Result<()> {
     let recipe_dir = dir.join(sanitize(&summary.recipe));
     let mut first_error = None;
     for stage in &mut summary.stages {
         if !matches!(stage.result, StageResult::Cached | StageResult::Ran) {
             continue;
         }
-        let Some(key) = CacheKey::from_hex(&stage.key) else { continue };
+        let Some(key) = CacheKey::from_hex(&stage.key) else {
+            continue;
+        };
         let link = recipe_dir.join(sanitize(&stage.name));
         match replace_link(&cache.output_dir(&key), &link) {
             Ok(()) => stage.results = Some(link),
             Err(error) => {
-                first_error.get_or_insert(std::io::Error::new(error.kind(), format!("`{link}`: {error}")));
+                first_error.get_or_insert(std::io::Error::new(
+                    error.kind(),
+                    format!("`{link}`: {error}"),
+                ));
             }
         }
     }
@@ -69,6 +84,10 @@ mod tests {
         replace_link(&dir.join("a"), &link).unwrap();
         replace_link(&dir.join("b"), &link).unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), dir.join("b").as_std_path());
-        assert_eq!(fs::read_dir(dir.join("results/r")).unwrap().count(), 1, "no temporary link is left");
+        assert_eq!(
+            fs::read_dir(dir.join("results/r")).unwrap().count(),
+            1,
+            "no temporary link is left"
+        );
     }
 }

@@ -16,7 +16,12 @@ use crate::scheduler::{Executor, RunEnv, RunOptions, RunSummary, StageResult};
 use crate::stage::CancelToken;
 use crate::worker::DeviceRequest;
 
-pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &CancelToken) -> Result<i32, Failure> {
+pub fn run(
+    global: &GlobalArgs,
+    args: &RunArgs,
+    printer: &Printer,
+    cancel: &CancelToken,
+) -> Result<i32, Failure> {
     let device = parse_device(global.device.as_deref())?;
     let session = Session::open(global, &args.recipe, Access::Write)?;
     match session.cache.clean_stale_staging() {
@@ -25,14 +30,21 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
         Err(error) => printer.warn(&format!("cannot clean stale staging directories: {error}")),
     }
     let settings = RunTable::from_recipe(&session.plan.recipe.document.root)?;
-    let executor = args.executor.or(settings.executor).unwrap_or(ExecutorChoice::Local);
+    let executor = args
+        .executor
+        .or(settings.executor)
+        .unwrap_or(ExecutorChoice::Local);
     let retries = args.retries.or(settings.retries).unwrap_or(0);
     if executor == ExecutorChoice::Local && (args.detach || retries > 0) {
         return Err(Failure::Input(anyhow::anyhow!(
             "`--detach` and `--retries` need `--executor slurm` (or `executor = \"slurm\"` in the recipe's `[run]`)"
         )));
     }
-    let to_run = session.statuses.iter().filter(|s| s.status == Status::Run).count();
+    let to_run = session
+        .statuses
+        .iter()
+        .filter(|s| s.status == Status::Run)
+        .count();
     let place = match executor {
         ExecutorChoice::Local => device.to_string(),
         ExecutorChoice::Slurm => "Slurm".to_owned(),
@@ -45,7 +57,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
         to_run,
     ));
     let options = RunOptions {
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         keep_going: args.keep_going,
         device,
     };
@@ -60,10 +74,25 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
     let mut summary = match executor {
         ExecutorChoice::Local => LocalExecutor.execute(&env),
         ExecutorChoice::Slurm => {
-            let names: Vec<&str> = session.plan.recipe.stages.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<&str> = session
+                .plan
+                .recipe
+                .stages
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
             let config = SlurmConfig::from_recipe(&session.plan.recipe.document.root, &names)
-                .map_err(|e| Failure::Input(anyhow::Error::from(e).context("invalid `[slurm]` table in the recipe")))?;
-            SlurmExecutor { config, retries, detach: args.detach }.execute(&env)
+                .map_err(|e| {
+                    Failure::Input(
+                        anyhow::Error::from(e).context("invalid `[slurm]` table in the recipe"),
+                    )
+                })?;
+            SlurmExecutor {
+                config,
+                retries,
+                detach: args.detach,
+            }
+            .execute(&env)
         }
     }
     .map_err(Failure::Input)?;
@@ -73,7 +102,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer, cancel: &Canc
     record_refs(&session, &summary);
     session.save_stat_cache();
     match printer.mode() {
-        OutputMode::Json => printer.result(&serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?),
+        OutputMode::Json => {
+            printer.result(&serde_json::to_string_pretty(&summary).map_err(anyhow::Error::from)?)
+        }
         _ => printer.result(&render_summary(&summary)),
     }
     Ok(if summary.interrupted {
@@ -101,8 +132,18 @@ fn record_refs(session: &Session, summary: &RunSummary) {
 /// The end-of-run table: each stage, what happened, how long, where its output is.
 fn render_summary(summary: &RunSummary) -> String {
     let mut out = String::new();
-    let width = summary.stages.iter().map(|s| s.name.chars().count()).max().unwrap_or(5).max(5);
-    let _ = writeln!(out, "{:<width$}  {:<16} {:<8} {:>8}  output", "stage", "kind", "result", "time");
+    let width = summary
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<16} {:<8} {:>8}  output",
+        "stage", "kind", "result", "time"
+    );
     for stage in &summary.stages {
         let result = match stage.result {
             StageResult::Cached => "cached",
@@ -111,18 +152,36 @@ fn render_summary(summary: &RunSummary) -> String {
             StageResult::Skipped => "skipped",
             StageResult::Submitted => "queued",
         };
-        let time = if stage.result == StageResult::Ran { format!("{:.1}s", stage.seconds) } else { "-".to_owned() };
-        let location = match (stage.results.as_ref().or(stage.output.as_ref()), &stage.error, &stage.job) {
+        let time = if stage.result == StageResult::Ran {
+            format!("{:.1}s", stage.seconds)
+        } else {
+            "-".to_owned()
+        };
+        let location = match (
+            stage.results.as_ref().or(stage.output.as_ref()),
+            &stage.error,
+            &stage.job,
+        ) {
             // Printed once, in full, below the table.
             (_, Some(_), _) if stage.result == StageResult::Failed => "(error below)".to_owned(),
             (_, Some(error), _) => error.lines().next().unwrap_or_default().to_owned(),
-            (Some(log), None, Some(job)) if stage.result == StageResult::Submitted => format!("job {job}, log {log}"),
+            (Some(log), None, Some(job)) if stage.result == StageResult::Submitted => {
+                format!("job {job}, log {log}")
+            }
             (Some(output), None, _) => output.to_string(),
             (None, None, _) => String::new(),
         };
-        let _ = writeln!(out, "{:<width$}  {:<16} {:<8} {:>8}  {location}", stage.name, stage.kind, result, time);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<16} {:<8} {:>8}  {location}",
+            stage.name, stage.kind, result, time
+        );
     }
-    let lines: Vec<&String> = summary.stages.iter().flat_map(|s| &s.outcome.summary).collect();
+    let lines: Vec<&String> = summary
+        .stages
+        .iter()
+        .flat_map(|s| &s.outcome.summary)
+        .collect();
     if !lines.is_empty() {
         out.push('\n');
         for line in lines {
@@ -139,9 +198,16 @@ fn render_summary(summary: &RunSummary) -> String {
     );
     let queued = summary.count(StageResult::Submitted);
     if queued > 0 {
-        let _ = writeln!(out, "\n{queued} queued on Slurm: `hwrun status RECIPE` shows where they are");
+        let _ = writeln!(
+            out,
+            "\n{queued} queued on Slurm: `hwrun status RECIPE` shows where they are"
+        );
     }
-    for failed in summary.stages.iter().filter(|s| s.result == StageResult::Failed) {
+    for failed in summary
+        .stages
+        .iter()
+        .filter(|s| s.result == StageResult::Failed)
+    {
         if let Some(error) = &failed.error {
             let _ = writeln!(out, "\nerror: stage `{}` failed: {error}", failed.name);
         }
@@ -162,7 +228,9 @@ pub fn parse_device(device: Option<&str>) -> Result<DeviceRequest, Failure> {
     match device {
         None => Ok(DeviceRequest::Auto),
         Some(text) => DeviceRequest::parse(text).ok_or_else(|| {
-            Failure::Input(anyhow::anyhow!("unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"))
+            Failure::Input(anyhow::anyhow!(
+                "unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"
+            ))
         }),
     }
 }
@@ -179,9 +247,14 @@ struct RunTable {
 
 impl RunTable {
     fn from_recipe(root: &toml::Table) -> Result<RunTable, Failure> {
-        let Some(table) = root.get("run") else { return Ok(RunTable::default()) };
+        let Some(table) = root.get("run") else {
+            return Ok(RunTable::default());
+        };
         table.clone().try_into().map_err(|e: toml::de::Error| {
-            Failure::Input(anyhow::anyhow!("invalid `[run]` table in the recipe: {}", e.message()))
+            Failure::Input(anyhow::anyhow!(
+                "invalid `[run]` table in the recipe: {}",
+                e.message()
+            ))
         })
     }
 }

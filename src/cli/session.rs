@@ -64,7 +64,10 @@ pub struct Session {
 pub fn load_recipe(args: &RecipeArgs) -> Result<Recipe, Failure> {
     let source = match &args.recipe {
         Some(path) => RecipeSource::File(path),
-        None => RecipeSource::Text { name: DEFAULT_RECIPE_NAME, text: DEFAULT_RECIPE },
+        None => RecipeSource::Text {
+            name: DEFAULT_RECIPE_NAME,
+            text: DEFAULT_RECIPE,
+        },
     };
     recipe::load(source, &args.overrides).map_err(Failure::Recipe)
 }
@@ -82,7 +85,12 @@ pub fn open_cache(global: &GlobalArgs, access: Access) -> Result<Cache, Failure>
         Access::Write => Cache::open(&global.cache_dir),
         Access::Read => Cache::open_read_only(&global.cache_dir),
     }
-    .with_context(|| format!("cannot use `{}` as the cache directory (set --cache-dir or HWRUN_CACHE)", global.cache_dir))
+    .with_context(|| {
+        format!(
+            "cannot use `{}` as the cache directory (set --cache-dir or HWRUN_CACHE)",
+            global.cache_dir
+        )
+    })
     .map_err(Failure::Input)?;
     if access == Access::Write {
         super::set_cache_root(cache.root());
@@ -91,7 +99,11 @@ pub fn open_cache(global: &GlobalArgs, access: Access) -> Result<Cache, Failure>
 }
 
 impl Session {
-    pub fn open(global: &GlobalArgs, args: &RecipeArgs, access: Access) -> Result<Session, Failure> {
+    pub fn open(
+        global: &GlobalArgs,
+        args: &RecipeArgs,
+        access: Access,
+    ) -> Result<Session, Failure> {
         let recipe = load_recipe(args)?;
         let cache = open_cache(global, access)?;
         let sources = recipe.document.sources.clone();
@@ -100,7 +112,11 @@ impl Session {
             other => Failure::Input(other.into()),
         })?;
         let statuses = assess(&plan, &cache);
-        Ok(Session { cache, plan, statuses })
+        Ok(Session {
+            cache,
+            plan,
+            statuses,
+        })
     }
 
     /// Persists what was learnt about file hashes (nothing for a read-only cache).

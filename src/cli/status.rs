@@ -41,7 +41,11 @@ pub fn status(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Resu
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let accounted = if forgotten.is_empty() { None } else { queue::sacct(&forgotten) };
+    let accounted = if forgotten.is_empty() {
+        None
+    } else {
+        queue::sacct(&forgotten)
+    };
     let rows: Vec<StatusRow> = plan
         .topological()
         .into_iter()
@@ -61,12 +65,16 @@ pub fn status(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Resu
                     Status::Run => row("not submitted", None),
                 };
             };
-            let job_state = states.get(&submitted.job).or_else(|| accounted.as_ref()?.get(&submitted.job));
+            let job_state = states
+                .get(&submitted.job)
+                .or_else(|| accounted.as_ref()?.get(&submitted.job));
             match classify(&session.cache, &stage.key, job_state) {
                 StageState::Done(_) => row("done", None),
                 StageState::Pending => row("pending", None),
                 StageState::Running => row("running", None),
-                StageState::DependencyFailed => row("skipped", Some("an input's job failed".to_owned())),
+                StageState::DependencyFailed => {
+                    row("skipped", Some("an input's job failed".to_owned()))
+                }
                 StageState::Failed(what) | StageState::Unknown(what) => {
                     row("failed", Some(failure_message(submitted, &what)))
                 }
@@ -79,32 +87,64 @@ pub fn status(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Resu
     } else {
         printer.result(&render(&rows, record.as_ref()));
     }
-    Ok(if failed { exit_code::STAGE_FAILED } else { exit_code::SUCCESS })
+    Ok(if failed {
+        exit_code::STAGE_FAILED
+    } else {
+        exit_code::SUCCESS
+    })
 }
 
 fn render(rows: &[StatusRow], record: Option<&SubmissionRecord>) -> String {
-    let width = rows.iter().map(|r| r.stage.chars().count()).max().unwrap_or(5).max(5);
+    let width = rows
+        .iter()
+        .map(|r| r.stage.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = String::new();
     match record {
         Some(record) => {
-            let _ = writeln!(out, "submission {} (Slurm jobs {})\n", record.run_id, record.jobs.join(", "));
+            let _ = writeln!(
+                out,
+                "submission {} (Slurm jobs {})\n",
+                record.run_id,
+                record.jobs.join(", ")
+            );
         }
         None => out.push_str("no Slurm submission of this recipe in this cache\n\n"),
     }
-    let _ = writeln!(out, "{:<width$}  {:<13}  {:<10}  log", "stage", "state", "job");
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<13}  {:<10}  log",
+        "stage", "state", "job"
+    );
     for row in rows {
         let job = row.job.as_deref().unwrap_or("-");
         let detail = row.error.as_deref().unwrap_or_default().replace('\n', " ");
-        let _ = writeln!(out, "{:<width$}  {:<13}  {:<10}  {detail}", row.stage, row.state, job);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<13}  {:<10}  {detail}",
+            row.stage, row.state, job
+        );
     }
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for state in ["done", "running", "pending", "failed", "skipped", "not submitted"] {
+    for state in [
+        "done",
+        "running",
+        "pending",
+        "failed",
+        "skipped",
+        "not submitted",
+    ] {
         let n = rows.iter().filter(|r| r.state == state).count();
         if n > 0 {
             counts.push((state, n));
         }
     }
-    let counts: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
     let _ = write!(out, "\n{}", counts.join(", "));
     out
 }

@@ -35,11 +35,25 @@ pub struct Dataset {
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("dataset `{domain}`: {images} bytes of pixels do not fill shape {shape:?} ({expected} bytes)")]
-    PixelCountMismatch { domain: String, images: usize, shape: [usize; 4], expected: usize },
+    PixelCountMismatch {
+        domain: String,
+        images: usize,
+        shape: [usize; 4],
+        expected: usize,
+    },
     #[error("dataset `{domain}`: {labels} labels for {n} images")]
-    LabelCountMismatch { domain: String, labels: usize, n: usize },
+    LabelCountMismatch {
+        domain: String,
+        labels: usize,
+        n: usize,
+    },
     #[error("dataset `{domain}`: label {label} of image {index} is outside 0..{classes}")]
-    LabelOutOfRange { domain: String, index: usize, label: i64, classes: usize },
+    LabelOutOfRange {
+        domain: String,
+        index: usize,
+        label: i64,
+        classes: usize,
+    },
     #[error("cannot read dataset at {path}: {message}")]
     Read { path: Utf8PathBuf, message: String },
     #[error("cannot write dataset to {path}: {message}")]
@@ -62,7 +76,13 @@ impl Dataset {
         classes: Vec<String>,
         domain: impl Into<String>,
     ) -> Result<Self, DatasetError> {
-        let dataset = Dataset { images, shape, labels, classes, domain: domain.into() };
+        let dataset = Dataset {
+            images,
+            shape,
+            labels,
+            classes,
+            domain: domain.into(),
+        };
         dataset.validate()?;
         Ok(dataset)
     }
@@ -165,9 +185,15 @@ impl Dataset {
 
     /// Writes `dataset.safetensors` and `dataset.json` into `dir` (created if missing).
     pub fn save(&self, dir: &Utf8Path) -> Result<(), DatasetError> {
-        let write_err = |message: String| DatasetError::Write { path: dir.to_owned(), message };
+        let write_err = |message: String| DatasetError::Write {
+            path: dir.to_owned(),
+            message,
+        };
         std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
-        let tensors = [("images", self.images_tensor()), ("labels", self.labels_tensor())];
+        let tensors = [
+            ("images", self.images_tensor()),
+            ("labels", self.labels_tensor()),
+        ];
         tch::Tensor::write_safetensors(&tensors, dir.join(TENSORS_FILE))
             .map_err(|e| write_err(e.to_string()))?;
         let meta = DatasetMeta {
@@ -181,11 +207,17 @@ impl Dataset {
 
     /// Reads a dataset written by [`Dataset::save`].
     pub fn load(dir: &Utf8Path) -> Result<Self, DatasetError> {
-        let read_err = |message: String| DatasetError::Read { path: dir.to_owned(), message };
-        let meta_bytes = std::fs::read(dir.join(META_FILE))
-            .map_err(|e| read_err(format!("{META_FILE}: {e} (is this the output of a data stage?)")))?;
-        let meta: DatasetMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
+        let read_err = |message: String| DatasetError::Read {
+            path: dir.to_owned(),
+            message,
+        };
+        let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| {
+            read_err(format!(
+                "{META_FILE}: {e} (is this the output of a data stage?)"
+            ))
+        })?;
+        let meta: DatasetMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
         let tensors = tch::Tensor::read_safetensors(dir.join(TENSORS_FILE))
             .map_err(|e| read_err(format!("{TENSORS_FILE}: {e}")))?;
         let find = |name: &str| {
@@ -277,14 +309,23 @@ mod tests {
 
     #[test]
     fn rejects_labels_out_of_range() {
-        let err = Dataset::new(vec![0; 4], [1, 1, 2, 2], vec![10], Dataset::digit_classes(), "x")
-            .unwrap_err();
+        let err = Dataset::new(
+            vec![0; 4],
+            [1, 1, 2, 2],
+            vec![10],
+            Dataset::digit_classes(),
+            "x",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("label 10"), "{err}");
     }
 
     #[test]
     fn summary_counts_classes() {
         let text = tiny().summary().to_string();
-        assert!(text.starts_with("test: 2 x [3, 2, 2] u8, 10 classes (0:1 1:1 2:0"), "{text}");
+        assert!(
+            text.starts_with("test: 2 x [3, 2, 2] u8, 10 classes (0:1 1:1 2:0"),
+            "{text}"
+        );
     }
 }

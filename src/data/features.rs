@@ -34,9 +34,18 @@ pub enum FeatureSetError {
     #[error("feature set: {values} values do not fill [{n}, {dim}]")]
     ValueCountMismatch { values: usize, n: usize, dim: usize },
     #[error("feature set: {what} has {found} entries for {n} rows")]
-    RowCountMismatch { what: &'static str, found: usize, n: usize },
+    RowCountMismatch {
+        what: &'static str,
+        found: usize,
+        n: usize,
+    },
     #[error("feature set: {what} {value} of row {index} is outside 0..{len}")]
-    IndexOutOfRange { what: &'static str, index: usize, value: i64, len: usize },
+    IndexOutOfRange {
+        what: &'static str,
+        index: usize,
+        value: i64,
+        len: usize,
+    },
     #[error("cannot read feature set at {path}: {message}")]
     Read { path: Utf8PathBuf, message: String },
     #[error("cannot write feature set to {path}: {message}")]
@@ -55,11 +64,19 @@ impl FeatureSet {
     /// Checks that values, labels, domains and names agree.
     pub fn validate(&self) -> Result<(), FeatureSetError> {
         if self.features.len() != self.n * self.dim {
-            return Err(FeatureSetError::ValueCountMismatch { values: self.features.len(), n: self.n, dim: self.dim });
+            return Err(FeatureSetError::ValueCountMismatch {
+                values: self.features.len(),
+                n: self.n,
+                dim: self.dim,
+            });
         }
         for (what, column) in [("labels", &self.labels), ("domains", &self.domains)] {
             if column.len() != self.n {
-                return Err(FeatureSetError::RowCountMismatch { what, found: column.len(), n: self.n });
+                return Err(FeatureSetError::RowCountMismatch {
+                    what,
+                    found: column.len(),
+                    n: self.n,
+                });
             }
         }
         check_indices("label", &self.labels, self.class_names.len(), true)?;
@@ -74,7 +91,10 @@ impl FeatureSet {
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> FeatureSet {
         FeatureSet {
-            features: indices.iter().flat_map(|&i| self.row(i).iter().copied()).collect(),
+            features: indices
+                .iter()
+                .flat_map(|&i| self.row(i).iter().copied())
+                .collect(),
             n: indices.len(),
             dim: self.dim,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
@@ -86,10 +106,14 @@ impl FeatureSet {
 
     /// Writes `features.safetensors` and `features.json` into `dir` (created if missing).
     pub fn save(&self, dir: &Utf8Path) -> Result<(), FeatureSetError> {
-        let write_err = |message: String| FeatureSetError::Write { path: dir.to_owned(), message };
+        let write_err = |message: String| FeatureSetError::Write {
+            path: dir.to_owned(),
+            message,
+        };
         self.validate().map_err(|e| write_err(e.to_string()))?;
         std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
-        let features = tch::Tensor::from_slice(&self.features).reshape([self.n as i64, self.dim as i64]);
+        let features =
+            tch::Tensor::from_slice(&self.features).reshape([self.n as i64, self.dim as i64]);
         let tensors = [
             ("features", features),
             ("labels", tch::Tensor::from_slice(&self.labels)),
@@ -104,16 +128,23 @@ impl FeatureSet {
             domain_names: self.domain_names.clone(),
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| write_err(e.to_string()))?;
-        std::fs::write(dir.join(META_FILE), json).map_err(|e| write_err(format!("{META_FILE}: {e}")))
+        std::fs::write(dir.join(META_FILE), json)
+            .map_err(|e| write_err(format!("{META_FILE}: {e}")))
     }
 
     /// Reads a feature set written by [`FeatureSet::save`].
     pub fn load(dir: &Utf8Path) -> Result<Self, FeatureSetError> {
-        let read_err = |message: String| FeatureSetError::Read { path: dir.to_owned(), message };
-        let meta_bytes = std::fs::read(dir.join(META_FILE))
-            .map_err(|e| read_err(format!("{META_FILE}: {e} (is this the output of a `features` stage?)")))?;
-        let meta: FeatureMeta =
-            serde_json::from_slice(&meta_bytes).map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
+        let read_err = |message: String| FeatureSetError::Read {
+            path: dir.to_owned(),
+            message,
+        };
+        let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| {
+            read_err(format!(
+                "{META_FILE}: {e} (is this the output of a `features` stage?)"
+            ))
+        })?;
+        let meta: FeatureMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
         let tensors = tch::Tensor::read_safetensors(dir.join(TENSORS_FILE))
             .map_err(|e| read_err(format!("{TENSORS_FILE}: {e}")))?;
         let find = |name: &str| {
@@ -123,10 +154,13 @@ impl FeatureSet {
                 .map(|(_, t)| t)
                 .ok_or_else(|| read_err(format!("{TENSORS_FILE} has no tensor `{name}`")))
         };
-        let features = Vec::<f32>::try_from(find("features")?.to_kind(tch::Kind::Float).flatten(0, -1))
-            .map_err(|e| read_err(format!("features: {e}")))?;
-        let labels = Vec::<i64>::try_from(find("labels")?).map_err(|e| read_err(format!("labels: {e}")))?;
-        let domains = Vec::<i64>::try_from(find("domains")?).map_err(|e| read_err(format!("domains: {e}")))?;
+        let features =
+            Vec::<f32>::try_from(find("features")?.to_kind(tch::Kind::Float).flatten(0, -1))
+                .map_err(|e| read_err(format!("features: {e}")))?;
+        let labels =
+            Vec::<i64>::try_from(find("labels")?).map_err(|e| read_err(format!("labels: {e}")))?;
+        let domains = Vec::<i64>::try_from(find("domains")?)
+            .map_err(|e| read_err(format!("domains: {e}")))?;
         let set = FeatureSet {
             features,
             n: meta.n,
@@ -146,8 +180,12 @@ impl FeatureSet {
         for &d in &self.domains {
             counts[d as usize] += 1;
         }
-        let domains: Vec<String> =
-            self.domain_names.iter().zip(&counts).map(|(name, c)| format!("{name}:{c}")).collect();
+        let domains: Vec<String> = self
+            .domain_names
+            .iter()
+            .zip(&counts)
+            .map(|(name, c)| format!("{name}:{c}"))
+            .collect();
         format!(
             "features: {} x {} f32, {} classes, domains {}",
             self.n,
@@ -169,7 +207,12 @@ fn check_indices(
         .enumerate()
         .find(|(_, &v)| !(allow_unlabelled && v == UNLABELLED) && !(0..len as i64).contains(&v));
     match bad {
-        Some((index, &value)) => Err(FeatureSetError::IndexOutOfRange { what, index, value, len }),
+        Some((index, &value)) => Err(FeatureSetError::IndexOutOfRange {
+            what,
+            index,
+            value,
+            len,
+        }),
         None => Ok(()),
     }
 }
@@ -211,6 +254,9 @@ mod tests {
         let set = tiny().select(&[2, 0]);
         assert_eq!(set.features, vec![0.0, 1e-3, 0.5, -1.0]);
         assert_eq!(set.labels, vec![-1, 1]);
-        assert_eq!(set.summary(), "features: 2 x 2 f32, 2 classes, domains mnistm:1 svhn:1");
+        assert_eq!(
+            set.summary(),
+            "features: 2 x 2 f32, 2 classes, domains mnistm:1 svhn:1"
+        );
     }
 }

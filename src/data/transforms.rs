@@ -41,7 +41,12 @@ pub enum TransformError {
     #[error(
         "cannot center-crop {crop_h}x{crop_w} (HxW) from a {height}x{width} image: the crop must fit inside the image"
     )]
-    CropTooLarge { crop_h: u32, crop_w: u32, height: u32, width: u32 },
+    CropTooLarge {
+        crop_h: u32,
+        crop_w: u32,
+        height: u32,
+        width: u32,
+    },
     #[error("sizes must be positive, found {height}x{width} (HxW)")]
     EmptySize { height: u32, width: u32 },
     #[error("images have {0} channels; only 1 (greyscale) and 3 (RGB) are supported")]
@@ -75,8 +80,14 @@ impl Geometry {
 pub fn resized_dims(height: u32, width: u32, size: Size) -> (u32, u32) {
     match size {
         Size::Exact([h, w]) => (h, w),
-        Size::Side(side) if height <= width => (side, (side as u64 * width as u64 / height.max(1) as u64) as u32),
-        Size::Side(side) => ((side as u64 * height as u64 / width.max(1) as u64) as u32, side),
+        Size::Side(side) if height <= width => (
+            side,
+            (side as u64 * width as u64 / height.max(1) as u64) as u32,
+        ),
+        Size::Side(side) => (
+            (side as u64 * height as u64 / width.max(1) as u64) as u32,
+            side,
+        ),
     }
 }
 
@@ -84,7 +95,10 @@ pub fn resized_dims(height: u32, width: u32, size: Size) -> (u32, u32) {
 pub fn resize_image(image: DynamicImage, size: Size) -> Result<DynamicImage, TransformError> {
     let (h, w) = resized_dims(image.height(), image.width(), size);
     if h == 0 || w == 0 {
-        return Err(TransformError::EmptySize { height: h, width: w });
+        return Err(TransformError::EmptySize {
+            height: h,
+            width: w,
+        });
     }
     if (h, w) == (image.height(), image.width()) {
         return Ok(image);
@@ -107,10 +121,18 @@ fn crop_dims(size: Size) -> (u32, u32) {
 fn check_crop(height: u32, width: u32, size: Size) -> Result<(u32, u32), TransformError> {
     let (crop_h, crop_w) = crop_dims(size);
     if crop_h == 0 || crop_w == 0 {
-        return Err(TransformError::EmptySize { height: crop_h, width: crop_w });
+        return Err(TransformError::EmptySize {
+            height: crop_h,
+            width: crop_w,
+        });
     }
     if crop_h > height || crop_w > width {
-        return Err(TransformError::CropTooLarge { crop_h, crop_w, height, width });
+        return Err(TransformError::CropTooLarge {
+            crop_h,
+            crop_w,
+            height,
+            width,
+        });
     }
     Ok((crop_h, crop_w))
 }
@@ -133,7 +155,9 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
 
 /// Interleaved RGB bytes (`[H, W, 3]`) to greyscale bytes (`[H, W]`).
 pub fn rgb_to_grey(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()
+    rgb.chunks_exact(3)
+        .map(|p| luma(p[0], p[1], p[2]))
+        .collect()
 }
 
 /// Copies interleaved `[H, W, C]` pixels into planar `[C, H, W]` order.
@@ -147,7 +171,12 @@ pub fn hwc_to_chw(hwc: &[u8], channels: usize, out: &mut [u8]) {
 }
 
 /// Planar `[C, H, W]` pixels to an image (C must be 1 or 3).
-fn chw_to_image(chw: &[u8], channels: usize, height: u32, width: u32) -> Result<DynamicImage, TransformError> {
+fn chw_to_image(
+    chw: &[u8],
+    channels: usize,
+    height: u32,
+    width: u32,
+) -> Result<DynamicImage, TransformError> {
     let plane = (height * width) as usize;
     let buffer_err = || DatasetError::PixelCountMismatch {
         domain: String::new(),
@@ -160,8 +189,12 @@ fn chw_to_image(chw: &[u8], channels: usize, height: u32, width: u32) -> Result<
             .map(DynamicImage::ImageLuma8)
             .ok_or_else(|| buffer_err().into()),
         3 => {
-            let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();
-            RgbImage::from_raw(width, height, hwc).map(DynamicImage::ImageRgb8).ok_or_else(|| buffer_err().into())
+            let hwc: Vec<u8> = (0..plane)
+                .flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]])
+                .collect();
+            RgbImage::from_raw(width, height, hwc)
+                .map(DynamicImage::ImageRgb8)
+                .ok_or_else(|| buffer_err().into())
         }
         other => Err(TransformError::UnsupportedChannels(other)),
     }
@@ -196,12 +229,24 @@ pub fn apply_geometry(dataset: Dataset, geometry: &Geometry) -> Result<Dataset, 
         })
         .collect::<Result<_, _>>()?;
     let shape = [n, c, new_h as usize, new_w as usize];
-    Ok(Dataset::new(images.concat(), shape, dataset.labels, dataset.classes, dataset.domain)?)
+    Ok(Dataset::new(
+        images.concat(),
+        shape,
+        dataset.labels,
+        dataset.classes,
+        dataset.domain,
+    )?)
 }
 
 /// The size every image has after `geometry`.
-pub fn output_dims(height: u32, width: u32, geometry: &Geometry) -> Result<(u32, u32), TransformError> {
-    let (h, w) = geometry.resize.map_or((height, width), |size| resized_dims(height, width, size));
+pub fn output_dims(
+    height: u32,
+    width: u32,
+    geometry: &Geometry,
+) -> Result<(u32, u32), TransformError> {
+    let (h, w) = geometry
+        .resize
+        .map_or((height, width), |size| resized_dims(height, width, size));
     match geometry.center_crop {
         Some(size) => check_crop(h, w, size),
         None => Ok((h, w)),
@@ -216,15 +261,28 @@ pub fn to_channels(dataset: Dataset, channels: usize) -> Result<Dataset, Transfo
     }
     let plane = h * w;
     let images: Vec<u8> = match (c, channels) {
-        (1, 3) => dataset.images.chunks_exact(plane).flat_map(|p| p.iter().chain(p).chain(p)).copied().collect(),
+        (1, 3) => dataset
+            .images
+            .chunks_exact(plane)
+            .flat_map(|p| p.iter().chain(p).chain(p))
+            .copied()
+            .collect(),
         (3, 1) => dataset
             .images
             .chunks_exact(3 * plane)
-            .flat_map(|img| (0..plane).map(move |i| luma(img[i], img[plane + i], img[2 * plane + i])))
+            .flat_map(|img| {
+                (0..plane).map(move |i| luma(img[i], img[plane + i], img[2 * plane + i]))
+            })
             .collect(),
         (1 | 3, other) | (other, _) => return Err(TransformError::UnsupportedChannels(other)),
     };
-    Ok(Dataset::new(images, [n, channels, h, w], dataset.labels, dataset.classes, dataset.domain)?)
+    Ok(Dataset::new(
+        images,
+        [n, channels, h, w],
+        dataset.labels,
+        dataset.classes,
+        dataset.domain,
+    )?)
 }
 
 /// The first `n` images (all of them when there are fewer), in source order.
@@ -238,7 +296,11 @@ pub fn limit(dataset: Dataset, n: usize) -> Dataset {
 
 /// Splits into `(train, val)`: `round(N * val_fraction)` images drawn by a shuffle seeded with
 /// `seed` go to val, the rest to train; both keep the source order. Not stratified.
-pub fn split(dataset: &Dataset, val_fraction: f64, seed: u64) -> Result<(Dataset, Dataset), TransformError> {
+pub fn split(
+    dataset: &Dataset,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(Dataset, Dataset), TransformError> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(TransformError::BadFraction(val_fraction));
     }
@@ -258,8 +320,14 @@ mod tests {
 
     fn ramp(n: usize, c: usize, h: usize, w: usize) -> Dataset {
         let images = (0..n * c * h * w).map(|v| (v % 251) as u8).collect();
-        Dataset::new(images, [n, c, h, w], (0..n as i64).map(|i| i % 10).collect(), Dataset::digit_classes(), "t")
-            .unwrap()
+        Dataset::new(
+            images,
+            [n, c, h, w],
+            (0..n as i64).map(|i| i % 10).collect(),
+            Dataset::digit_classes(),
+            "t",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -280,34 +348,83 @@ mod tests {
     #[test]
     fn center_crop_takes_the_middle() {
         let data = ramp(1, 1, 4, 4);
-        let cropped = apply_geometry(data, &Geometry { resize: None, center_crop: Some(Size::Side(2)) }).unwrap();
+        let cropped = apply_geometry(
+            data,
+            &Geometry {
+                resize: None,
+                center_crop: Some(Size::Side(2)),
+            },
+        )
+        .unwrap();
         assert_eq!(cropped.shape, [1, 1, 2, 2]);
         assert_eq!(cropped.images, vec![5, 6, 9, 10]);
     }
 
     #[test]
     fn crop_larger_than_image_is_an_error() {
-        let err = apply_geometry(ramp(1, 3, 4, 4), &Geometry { resize: None, center_crop: Some(Size::Exact([5, 2])) })
-            .unwrap_err();
-        assert!(matches!(err, TransformError::CropTooLarge { crop_h: 5, crop_w: 2, height: 4, width: 4 }), "{err}");
+        let err = apply_geometry(
+            ramp(1, 3, 4, 4),
+            &Geometry {
+                resize: None,
+                center_crop: Some(Size::Exact([5, 2])),
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TransformError::CropTooLarge {
+                    crop_h: 5,
+                    crop_w: 2,
+                    height: 4,
+                    width: 4
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn shrinking_averages_instead_of_sampling() {
         // A 1-pixel checkerboard shrunk 4x must come out flat grey, not black or white.
-        let images = (0..64).map(|i| if (i / 8 + i % 8) % 2 == 0 { 0 } else { 255 }).collect();
-        let data = Dataset::new(images, [1, 1, 8, 8], vec![0], Dataset::digit_classes(), "t").unwrap();
-        let small = apply_geometry(data, &Geometry { resize: Some(Size::Side(2)), center_crop: None }).unwrap();
+        let images = (0..64)
+            .map(|i| if (i / 8 + i % 8) % 2 == 0 { 0 } else { 255 })
+            .collect();
+        let data =
+            Dataset::new(images, [1, 1, 8, 8], vec![0], Dataset::digit_classes(), "t").unwrap();
+        let small = apply_geometry(
+            data,
+            &Geometry {
+                resize: Some(Size::Side(2)),
+                center_crop: None,
+            },
+        )
+        .unwrap();
         assert_eq!(small.shape, [1, 1, 2, 2]);
-        assert!(small.images.iter().all(|&v| (100..=155).contains(&v)), "{:?}", small.images);
+        assert!(
+            small.images.iter().all(|&v| (100..=155).contains(&v)),
+            "{:?}",
+            small.images
+        );
     }
 
     #[test]
     fn resize_keeps_rgb_channels_planar() {
         let images: Vec<u8> = [10u8, 20, 30].iter().flat_map(|&v| [v; 16]).collect();
-        let data = Dataset::new(images, [1, 3, 4, 4], vec![1], Dataset::digit_classes(), "t").unwrap();
-        let small = apply_geometry(data, &Geometry { resize: Some(Size::Exact([2, 2])), center_crop: None }).unwrap();
-        assert_eq!(small.images, vec![10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 30, 30]);
+        let data =
+            Dataset::new(images, [1, 3, 4, 4], vec![1], Dataset::digit_classes(), "t").unwrap();
+        let small = apply_geometry(
+            data,
+            &Geometry {
+                resize: Some(Size::Exact([2, 2])),
+                center_crop: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            small.images,
+            vec![10, 10, 10, 10, 20, 20, 20, 20, 30, 30, 30, 30]
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ impl Convention {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DdimError {
-    #[error("{steps} DDIM steps do not divide the {n} steps of the schedule; choose a divisor of {n}")]
+    #[error(
+        "{steps} DDIM steps do not divide the {n} steps of the schedule; choose a divisor of {n}"
+    )]
     Steps { steps: usize, n: usize },
     #[error("the offset convention (t = 1 + k * stride) needs fewer DDIM steps than the schedule's {n}; take fewer steps or `convention = \"zero\"`")]
     OffsetEveryStep { n: usize },
@@ -54,7 +56,12 @@ pub struct Ddim {
 }
 
 impl Ddim {
-    pub fn new(schedule: &NoiseSchedule, steps: usize, convention: Convention, clip_x0: bool) -> Result<Self, DdimError> {
+    pub fn new(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        convention: Convention,
+        clip_x0: bool,
+    ) -> Result<Self, DdimError> {
         let n = schedule.len();
         if steps == 0 || n % steps != 0 {
             return Err(DdimError::Steps { steps, n });
@@ -64,7 +71,13 @@ impl Ddim {
         if convention == Convention::Offset && steps == n {
             return Err(DdimError::OffsetEveryStep { n });
         }
-        Ok(Ddim { alpha_bar: schedule.alpha_bar().to_vec(), steps, stride: n / steps, convention, clip_x0 })
+        Ok(Ddim {
+            alpha_bar: schedule.alpha_bar().to_vec(),
+            steps,
+            stride: n / steps,
+            convention,
+            clip_x0,
+        })
     }
 
     /// The timesteps (indices into alpha_bar, also what the network is given), first to last.
@@ -73,7 +86,10 @@ impl Ddim {
             Convention::Offset => 1,
             Convention::Zero => 0,
         };
-        (0..self.steps).rev().map(|i| first + i * self.stride).collect()
+        (0..self.steps)
+            .rev()
+            .map(|i| first + i * self.stride)
+            .collect()
     }
 
     /// alpha_bar of the step after `t`.
@@ -87,7 +103,14 @@ impl Ddim {
 
     /// One step from `x` at timestep `t` with the predicted noise `eps`; `noise` (same shape as
     /// `x`) is the z of the stochastic term, needed only when `eta > 0`.
-    pub fn step(&self, eps: &Tensor, t: usize, x: &Tensor, eta: f64, noise: Option<&Tensor>) -> Result<Tensor, DdimError> {
+    pub fn step(
+        &self,
+        eps: &Tensor,
+        t: usize,
+        x: &Tensor,
+        eta: f64,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor, DdimError> {
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(DdimError::Eta(eta));
         }
@@ -95,7 +118,11 @@ impl Ddim {
         let a_prev = self.alpha_bar_prev(t) as f32;
         let eta = eta as f32;
         let x0 = (x - eps * f64::from((1.0 - a_t).sqrt())) / f64::from(a_t.sqrt());
-        let x0 = if self.clip_x0 { x0.clamp(-1.0, 1.0) } else { x0 };
+        let x0 = if self.clip_x0 {
+            x0.clamp(-1.0, 1.0)
+        } else {
+            x0
+        };
         let sigma = eta * ((1.0 - a_prev) / (1.0 - a_t)).sqrt() * (1.0 - a_t / a_prev).sqrt();
         let direction = (1.0 - a_prev - sigma * sigma).max(0.0).sqrt();
         let x = x0 * f64::from(a_prev.sqrt()) + eps * f64::from(direction);
@@ -139,7 +166,10 @@ mod tests {
         let zero = Ddim::new(&s, 50, Convention::Zero, false).unwrap();
         assert_eq!((zero.timesteps()[0], zero.timesteps()[49]), (980, 0));
         assert_eq!(zero.alpha_bar_prev(0), 1.0);
-        assert_eq!(Ddim::new(&s, 30, Convention::Zero, false).unwrap_err(), DdimError::Steps { steps: 30, n: 1000 });
+        assert_eq!(
+            Ddim::new(&s, 30, Convention::Zero, false).unwrap_err(),
+            DdimError::Steps { steps: 30, n: 1000 }
+        );
     }
 
     #[test]
@@ -152,6 +182,9 @@ mod tests {
         let x1 = &x0 * a.sqrt() + &eps * (1.0 - a).sqrt();
         let back = ddim.step(&eps, 0, &x1, 0.0, None).unwrap();
         assert!(back.allclose(&x0, 1e-5, 1e-5, false));
-        assert_eq!(ddim.step(&eps, 0, &x1, -0.5, None).unwrap_err(), DdimError::Eta(-0.5));
+        assert_eq!(
+            ddim.step(&eps, 0, &x1, -0.5, None).unwrap_err(),
+            DdimError::Eta(-0.5)
+        );
     }
 }

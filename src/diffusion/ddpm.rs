@@ -21,7 +21,10 @@ pub fn noised(schedule: &NoiseSchedule, x0: &Tensor, t: &Tensor, noise: &Tensor)
     let device = x0.device();
     let alpha_bar = Tensor::from_slice(schedule.alpha_bar()).to_device(device);
     // (b,) -> (b, 1, 1, 1)
-    let ab = alpha_bar.index_select(0, &(t - 1)).to_kind(Kind::Float).reshape([-1, 1, 1, 1]);
+    let ab = alpha_bar
+        .index_select(0, &(t - 1))
+        .to_kind(Kind::Float)
+        .reshape([-1, 1, 1, 1]);
     let keep: Tensor = ab.sqrt();
     let spread: Tensor = (-&ab + 1.0).sqrt();
     keep * x0 + spread * noise
@@ -57,7 +60,11 @@ pub fn sample(
         let ab = schedule.alpha_bar()[t - 1];
         let eps = guided_eps(model, &x, t, w);
         let mean = (&x - eps * (beta / (1.0 - ab).sqrt())) / (1.0 - beta).sqrt();
-        x = if t > 1 { mean + z(t) * beta.sqrt() } else { mean };
+        x = if t > 1 {
+            mean + z(t) * beta.sqrt()
+        } else {
+            mean
+        };
         if snapshot_at.contains(&(t - 1)) {
             snapshots.push((t - 1, x.copy()));
         }
@@ -88,13 +95,31 @@ mod tests {
         tch::manual_seed(3);
         let schedule = NoiseSchedule::linear(50, 1e-4, 0.2);
         let target = Tensor::full([1, 1, 2, 2], 0.5, (Kind::Float, Device::Cpu));
-        let oracle = Oracle { schedule: schedule.clone(), target: target.copy() };
+        let oracle = Oracle {
+            schedule: schedule.clone(),
+            target: target.copy(),
+        };
         let x = Tensor::randn([1, 1, 2, 2], (Kind::Float, Device::Cpu));
-        let (out, snaps) = sample(&schedule, &oracle, &x, 2.0, |_| Tensor::randn([1, 1, 2, 2], (Kind::Float, Device::Cpu)), &[50, 25, 0]);
+        let (out, snaps) = sample(
+            &schedule,
+            &oracle,
+            &x,
+            2.0,
+            |_| Tensor::randn([1, 1, 2, 2], (Kind::Float, Device::Cpu)),
+            &[50, 25, 0],
+        );
         assert!(out.allclose(&target, 1e-4, 1e-4, false), "{out}");
         assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), [50, 25, 0]);
         let t = Tensor::from_slice(&[1i64, 50]);
-        let noisy = noised(&schedule, &target.repeat([2, 1, 1, 1]), &t, &Tensor::zeros([2, 1, 2, 2], (Kind::Float, Device::Cpu)));
-        assert!((noisy.double_value(&[1, 0, 0, 0]) - 0.5 * schedule.alpha_bar()[49].sqrt()).abs() < 1e-6);
+        let noisy = noised(
+            &schedule,
+            &target.repeat([2, 1, 1, 1]),
+            &t,
+            &Tensor::zeros([2, 1, 2, 2], (Kind::Float, Device::Cpu)),
+        );
+        assert!(
+            (noisy.double_value(&[1, 0, 0, 0]) - 0.5 * schedule.alpha_bar()[49].sqrt()).abs()
+                < 1e-6
+        );
     }
 }

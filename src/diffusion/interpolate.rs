@@ -43,10 +43,20 @@ mod tests {
         let z1 = Tensor::from_slice(&[0.0f32, 1.0]);
         let mid = slerp(&z0, &z1, 0.5);
         let h = std::f64::consts::FRAC_1_SQRT_2;
-        assert!(mid.allclose(&Tensor::from_slice(&[h as f32, h as f32]), 1e-6, 1e-6, false));
+        assert!(mid.allclose(
+            &Tensor::from_slice(&[h as f32, h as f32]),
+            1e-6,
+            1e-6,
+            false
+        ));
         assert!(slerp(&z0, &z1, 0.0).allclose(&z0, 1e-6, 1e-6, false));
         assert!(slerp(&z0, &z1, 1.0).allclose(&z1, 1e-6, 1e-6, false));
-        assert!(linear(&z0, &z1, 0.5).allclose(&Tensor::from_slice(&[0.5f32, 0.5]), 0.0, 0.0, false));
+        assert!(linear(&z0, &z1, 0.5).allclose(
+            &Tensor::from_slice(&[0.5f32, 0.5]),
+            0.0,
+            0.0,
+            false
+        ));
         assert_eq!(alphas(11)[1], 0.1);
     }
 }

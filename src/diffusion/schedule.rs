@@ -59,7 +59,15 @@ pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
     let halfway = n / 2;
     // torch's vectorised kernel fuses the multiply-add; unfused results differ by an ulp at
     // about a fifth of the indices.
-    (0..n).map(|i| if i < halfway { step.mul_add(i as f64, start) } else { (-step).mul_add((n - 1 - i) as f64, end) }).collect()
+    (0..n)
+        .map(|i| {
+            if i < halfway {
+                step.mul_add(i as f64, start)
+            } else {
+                (-step).mul_add((n - 1 - i) as f64, end)
+            }
+        })
+        .collect()
 }
 
 impl NoiseSchedule {
@@ -79,8 +87,17 @@ impl NoiseSchedule {
     }
 
     pub fn cosine(n: usize) -> Self {
-        let f = |t: usize| (((t as f64 / n as f64) + COSINE_OFFSET) / (1.0 + COSINE_OFFSET) * std::f64::consts::FRAC_PI_2).cos().powi(2);
-        Self::from_betas((0..n).map(|t| (1.0 - f(t + 1) / f(t)).min(MAX_COSINE_BETA)).collect())
+        let f = |t: usize| {
+            (((t as f64 / n as f64) + COSINE_OFFSET) / (1.0 + COSINE_OFFSET)
+                * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
+        Self::from_betas(
+            (0..n)
+                .map(|t| (1.0 - f(t + 1) / f(t)).min(MAX_COSINE_BETA))
+                .collect(),
+        )
     }
 
     /// Number of steps.

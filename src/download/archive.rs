@@ -62,7 +62,13 @@ pub struct Unpacked {
 
 /// Unpacks `archive` (whose recipe-facing name is `name`, which decides the format) into `dest`.
 /// At most `limit` bytes are written in all.
-pub fn unpack(archive: &Path, name: &str, dest: &Path, limit: u64, observer: &dyn Observer) -> Result<Unpacked, DownloadError> {
+pub fn unpack(
+    archive: &Path,
+    name: &str,
+    dest: &Path,
+    limit: u64,
+    observer: &dyn Observer,
+) -> Result<Unpacked, DownloadError> {
     let kind = ArchiveKind::detect(name).ok_or_else(|| DownloadError::ArchiveUnknown {
         file: PathBuf::from(name),
     })?;
@@ -81,7 +87,9 @@ pub fn unpack(archive: &Path, name: &str, dest: &Path, limit: u64, observer: &dy
     };
     match kind {
         ArchiveKind::Gz => unpacker.single(MultiGzDecoder::new(reader), strip_suffix(name, ".gz")),
-        ArchiveKind::Bz2 => unpacker.single(MultiBzDecoder::new(reader), strip_suffix(name, ".bz2")),
+        ArchiveKind::Bz2 => {
+            unpacker.single(MultiBzDecoder::new(reader), strip_suffix(name, ".bz2"))
+        }
         ArchiveKind::Tar => unpacker.tar(reader),
         ArchiveKind::TarGz => unpacker.tar(MultiGzDecoder::new(reader)),
         ArchiveKind::TarBz2 => unpacker.tar(MultiBzDecoder::new(reader)),
@@ -154,7 +162,9 @@ impl Unpacker<'_> {
             let entry = entry.map_err(|err| self.corrupt(err))?;
             let path = entry.path().map_err(|err| self.corrupt(err))?.into_owned();
             let entry_type = entry.header().entry_type();
-            let Some(target) = self.target(&path)? else { continue };
+            let Some(target) = self.target(&path)? else {
+                continue;
+            };
             if entry_type.is_dir() {
                 create_dir(&target)?;
             } else if entry_type.is_file() || entry_type.is_contiguous() {
@@ -173,7 +183,8 @@ impl Unpacker<'_> {
             path: self.archive.to_path_buf(),
             source,
         })?;
-        let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|err| self.corrupt(err))?;
+        let mut archive =
+            zip::ZipArchive::new(BufReader::new(file)).map_err(|err| self.corrupt(err))?;
         let mut unpacked = Unpacked::default();
         for index in 0..archive.len() {
             self.observer.check_cancelled()?;
@@ -207,9 +218,11 @@ impl Unpacker<'_> {
             if n == 0 {
                 break;
             }
-            let left = self.budget.get().checked_sub(n as u64).ok_or_else(|| DownloadError::ArchiveTooLarge {
-                archive: self.archive.to_path_buf(),
-                limit: self.limit,
+            let left = self.budget.get().checked_sub(n as u64).ok_or_else(|| {
+                DownloadError::ArchiveTooLarge {
+                    archive: self.archive.to_path_buf(),
+                    limit: self.limit,
+                }
             })?;
             self.budget.set(left);
             output
@@ -233,9 +246,15 @@ mod tests {
 
     #[test]
     fn detect_by_extension() {
-        assert_eq!(ArchiveKind::detect("BSR_bsds500.tgz"), Some(ArchiveKind::TarGz));
+        assert_eq!(
+            ArchiveKind::detect("BSR_bsds500.tgz"),
+            Some(ArchiveKind::TarGz)
+        );
         assert_eq!(ArchiveKind::detect("x.tar.gz"), Some(ArchiveKind::TarGz));
-        assert_eq!(ArchiveKind::detect("train-images-idx3-ubyte.gz"), Some(ArchiveKind::Gz));
+        assert_eq!(
+            ArchiveKind::detect("train-images-idx3-ubyte.gz"),
+            Some(ArchiveKind::Gz)
+        );
         assert_eq!(ArchiveKind::detect("usps.t.bz2"), Some(ArchiveKind::Bz2));
         assert_eq!(ArchiveKind::detect("x.tar.bz2"), Some(ArchiveKind::TarBz2));
         assert_eq!(ArchiveKind::detect("hw2_data.ZIP"), Some(ArchiveKind::Zip));
@@ -247,19 +266,28 @@ mod tests {
         use std::io::Write;
         let tmp = tempfile::tempdir().unwrap();
         let archive = tmp.path().join("bomb.gz");
-        let mut gz = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::best());
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&archive).unwrap(),
+            flate2::Compression::best(),
+        );
         gz.write_all(&vec![0u8; 4 << 20]).unwrap();
         gz.finish().unwrap();
         let out = tmp.path().join("out");
         fs::create_dir(&out).unwrap();
         let err = unpack(&archive, "bomb.gz", &out, 1 << 20, &Silent).unwrap_err();
-        assert!(matches!(err, DownloadError::ArchiveTooLarge { limit: 1048576, .. }), "{err}");
+        assert!(
+            matches!(err, DownloadError::ArchiveTooLarge { limit: 1048576, .. }),
+            "{err}"
+        );
         assert!(unpack(&archive, "bomb.gz", &out, 8 << 20, &Silent).is_ok());
     }
 
     #[test]
     fn safe_relative_rejects_escapes() {
-        assert_eq!(safe_relative(Path::new("./a/b.png")), Some(PathBuf::from("a/b.png")));
+        assert_eq!(
+            safe_relative(Path::new("./a/b.png")),
+            Some(PathBuf::from("a/b.png"))
+        );
         assert_eq!(safe_relative(Path::new("../evil")), None);
         assert_eq!(safe_relative(Path::new("a/../../evil")), None);
         assert_eq!(safe_relative(Path::new("/etc/passwd")), None);
@@ -269,7 +297,10 @@ mod tests {
     fn gz_unpacks_to_name_without_extension() {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("download.part");
-        let mut encoder = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
+        let mut encoder = flate2::write::GzEncoder::new(
+            File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        );
         encoder.write_all(b"idx bytes").unwrap();
         encoder.finish().unwrap();
         let out = dir.path().join("out");
@@ -307,13 +338,23 @@ mod tests {
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         let err = unpack(&archive, "evil.tar", &out, u64::MAX, &Silent).unwrap_err();
-        assert!(matches!(err, DownloadError::ArchiveEntryUnsafe { .. }), "{err}");
+        assert!(
+            matches!(err, DownloadError::ArchiveEntryUnsafe { .. }),
+            "{err}"
+        );
         assert!(!dir.path().join("escape").exists());
     }
 
     #[test]
     fn unknown_extension_is_an_error() {
-        let err = unpack(Path::new("/nonexistent"), "x.mat", Path::new("/tmp"), u64::MAX, &Silent).unwrap_err();
+        let err = unpack(
+            Path::new("/nonexistent"),
+            "x.mat",
+            Path::new("/tmp"),
+            u64::MAX,
+            &Silent,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("set `unpack = false`"), "{err}");
     }
 }

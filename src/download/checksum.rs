@@ -43,8 +43,15 @@ impl<const LEN: usize, const MIN: usize> HexDigest<LEN, MIN> {
     pub fn parse(text: &str) -> Result<Self, String> {
         let trimmed = text.trim();
         if trimmed.len() != LEN && !(MIN..LEN).contains(&trimmed.len()) {
-            let expected = if MIN < LEN { format!("{LEN} hex digits (or a prefix of at least {MIN})") } else { format!("{LEN} hex digits") };
-            return Err(format!("expected {expected}, found {} characters in `{trimmed}`", trimmed.len()));
+            let expected = if MIN < LEN {
+                format!("{LEN} hex digits (or a prefix of at least {MIN})")
+            } else {
+                format!("{LEN} hex digits")
+            };
+            return Err(format!(
+                "expected {expected}, found {} characters in `{trimmed}`",
+                trimmed.len()
+            ));
         }
         if let Some(bad) = trimmed.chars().find(|c| !c.is_ascii_hexdigit()) {
             return Err(format!("`{bad}` is not a hex digit in `{trimmed}`"));
@@ -116,7 +123,12 @@ impl Pinned {
 }
 
 /// The digest must equal `expected`, or start with it when the pin is a prefix.
-fn compare(path: &Path, algorithm: &'static str, expected: &str, actual: &str) -> Result<(), DownloadError> {
+fn compare(
+    path: &Path,
+    algorithm: &'static str,
+    expected: &str,
+    actual: &str,
+) -> Result<(), DownloadError> {
     if actual.starts_with(expected) && !expected.is_empty() {
         Ok(())
     } else {
@@ -131,7 +143,10 @@ fn compare(path: &Path, algorithm: &'static str, expected: &str, actual: &str) -
 
 /// SHA-256 and MD5 of a file as lower-case hex, computed in one pass (MD5 is cheap next to the
 /// disk read, and hashing once keeps big archives from being read twice).
-pub fn digest_file(path: &Path, observer: &dyn Observer) -> Result<(String, String), DownloadError> {
+pub fn digest_file(
+    path: &Path,
+    observer: &dyn Observer,
+) -> Result<(String, String), DownloadError> {
     let read_error = |source| DownloadError::LocalRead {
         path: path.to_path_buf(),
         source,
@@ -168,7 +183,9 @@ mod tests {
 
     #[test]
     fn parse_rejects_wrong_length_and_non_hex() {
-        assert!(Md5Hex::parse("abc").unwrap_err().contains("expected 32 hex digits"));
+        assert!(Md5Hex::parse("abc")
+            .unwrap_err()
+            .contains("expected 32 hex digits"));
         let not_hex = "z".repeat(64);
         assert!(Sha256Hex::parse(&not_hex)
             .unwrap_err()
@@ -191,15 +208,28 @@ mod tests {
     #[test]
     fn sha256_prefix_pins_of_eight_or_more_digits_check_the_start() {
         assert!(Sha256Hex::parse("6726825D").is_ok());
-        assert!(Sha256Hex::parse("6726825").unwrap_err().contains("a prefix of at least 8"));
-        assert!(Md5Hex::parse("f68b3c2d").unwrap_err().contains("expected 32 hex digits,"));
+        assert!(Sha256Hex::parse("6726825")
+            .unwrap_err()
+            .contains("a prefix of at least 8"));
+        assert!(Md5Hex::parse("f68b3c2d")
+            .unwrap_err()
+            .contains("expected 32 hex digits,"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").unwrap();
-        let pin = |digits: &str| Pinned { sha256: Some(Sha256Hex::parse(digits).unwrap()), md5: None };
+        let pin = |digits: &str| Pinned {
+            sha256: Some(Sha256Hex::parse(digits).unwrap()),
+            md5: None,
+        };
         pin("ba7816bf").verify(&path, &Silent).unwrap();
-        let message = pin("ba7816be").verify(&path, &Silent).unwrap_err().to_string();
-        assert!(message.contains("ba7816be") && message.contains("ba7816bf8f01cfea"), "{message}");
+        let message = pin("ba7816be")
+            .verify(&path, &Silent)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("ba7816be") && message.contains("ba7816bf8f01cfea"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -213,6 +243,9 @@ mod tests {
         };
         let message = pinned.verify(&path, &Silent).unwrap_err().to_string();
         assert!(message.contains(&"0".repeat(32)), "{message}");
-        assert!(message.contains("900150983cd24fb0d6963f7d28e17f72"), "{message}");
+        assert!(
+            message.contains("900150983cd24fb0d6963f7d28e17f72"),
+            "{message}"
+        );
     }
 }

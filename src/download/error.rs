@@ -16,10 +16,14 @@ pub enum DownloadError {
     )]
     ChecksumMissing { source_text: String },
 
-    #[error("cannot derive a file name from `{source_text}`: set `filename = \"...\"` in the stage")]
+    #[error(
+        "cannot derive a file name from `{source_text}`: set `filename = \"...\"` in the stage"
+    )]
     FilenameMissing { source_text: String },
 
-    #[error("`{name}` is not a plain file name: `filename` must not contain `/`, `\\` or be `.`/`..`")]
+    #[error(
+        "`{name}` is not a plain file name: `filename` must not contain `/`, `\\` or be `.`/`..`"
+    )]
     FilenameInvalid { name: String },
 
     #[error("{url} answered HTTP {status}: check the URL, or download it by hand and point `source` at the file")]
@@ -50,10 +54,17 @@ pub enum DownloadError {
     Timeout { url: String, secs: u64 },
 
     #[error("transfer of {url} broke off after {bytes} bytes ({reason})")]
-    TransferBroken { url: String, bytes: u64, reason: String },
+    TransferBroken {
+        url: String,
+        bytes: u64,
+        reason: String,
+    },
 
     #[error("{last} (gave up after {attempts} attempts)")]
-    RetriesExhausted { attempts: u32, last: Box<DownloadError> },
+    RetriesExhausted {
+        attempts: u32,
+        last: Box<DownloadError>,
+    },
 
     #[error("cannot read {}: check `source`", path.display())]
     LocalRead { path: PathBuf, source: io::Error },
@@ -91,7 +102,9 @@ impl DownloadError {
     /// checksums or local disks.
     pub fn is_transient(&self) -> bool {
         match self {
-            DownloadError::HttpStatus { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            DownloadError::HttpStatus { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
             DownloadError::Unreachable { .. }
             | DownloadError::Timeout { .. }
             | DownloadError::TransferBroken { .. } => true,
@@ -120,10 +133,14 @@ mod tests {
 
     #[test]
     fn full_disk_gets_its_own_variant() {
-        let full = DownloadError::write(Path::new("/x"), io::Error::from(io::ErrorKind::StorageFull));
+        let full =
+            DownloadError::write(Path::new("/x"), io::Error::from(io::ErrorKind::StorageFull));
         assert!(matches!(full, DownloadError::StorageFull { .. }));
         assert!(full.to_string().contains("no space left"));
-        let other = DownloadError::write(Path::new("/x"), io::Error::from(io::ErrorKind::PermissionDenied));
+        let other = DownloadError::write(
+            Path::new("/x"),
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
         assert!(matches!(other, DownloadError::Write { .. }));
     }
 

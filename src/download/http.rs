@@ -35,7 +35,12 @@ pub struct HttpOptions {
 }
 
 /// Downloads `url` into `dest` (created or truncated) and returns its size in bytes.
-pub fn download(url: &str, dest: &Path, options: &HttpOptions, observer: &dyn Observer) -> Result<u64, DownloadError> {
+pub fn download(
+    url: &str,
+    dest: &Path,
+    options: &HttpOptions,
+    observer: &dyn Observer,
+) -> Result<u64, DownloadError> {
     let agent = agent(options.timeout);
     let mut file = OpenOptions::new()
         .create(true)
@@ -116,18 +121,24 @@ fn fetch_once(
     observer: &dyn Observer,
 ) -> Result<u64, DownloadError> {
     let secs = timeout.as_secs();
-    let kept = file.metadata().map_err(|err| DownloadError::write(dest, err))?.len();
+    let kept = file
+        .metadata()
+        .map_err(|err| DownloadError::write(dest, err))?
+        .len();
     let mut request = agent.get(url);
     if kept > 0 {
         request = request.header("Range", format!("bytes={kept}-"));
     }
-    let response = request.call().map_err(|err| classify(url, secs, kept, &err))?;
+    let response = request
+        .call()
+        .map_err(|err| classify(url, secs, kept, &err))?;
     let status = response.status().as_u16();
     let start = match resume_point(url, status, kept, response.headers(), observer)? {
         Resume::From(start) => start,
         Resume::Discard(reason) => {
             // The kept bytes cannot be continued: drop them so the retry starts from zero.
-            file.set_len(0).map_err(|err| DownloadError::write(dest, err))?;
+            file.set_len(0)
+                .map_err(|err| DownloadError::write(dest, err))?;
             return Err(DownloadError::TransferBroken {
                 url: url.to_owned(),
                 bytes: kept,
@@ -136,7 +147,8 @@ fn fetch_once(
         }
     };
     if start < kept {
-        file.set_len(start).map_err(|err| DownloadError::write(dest, err))?;
+        file.set_len(start)
+            .map_err(|err| DownloadError::write(dest, err))?;
     }
     file.seek(SeekFrom::Start(start))
         .map_err(|err| DownloadError::write(dest, err))?;
@@ -220,7 +232,8 @@ fn copy_body(
         received += n as u64;
         observer.advance(n as u64);
     }
-    file.flush().map_err(|err| DownloadError::write(dest, err))?;
+    file.flush()
+        .map_err(|err| DownloadError::write(dest, err))?;
     Ok(received)
 }
 
@@ -228,7 +241,10 @@ fn copy_body(
 fn classify(url: &str, secs: u64, bytes: u64, err: &ureq::Error) -> DownloadError {
     let url_owned = url.to_owned();
     match err {
-        ureq::Error::Timeout(_) => DownloadError::Timeout { url: url_owned, secs },
+        ureq::Error::Timeout(_) => DownloadError::Timeout {
+            url: url_owned,
+            secs,
+        },
         ureq::Error::HostNotFound => DownloadError::Unreachable {
             url: url_owned,
             reason: "host name not found".into(),
@@ -248,7 +264,10 @@ fn classify(url: &str, secs: u64, bytes: u64, err: &ureq::Error) -> DownloadErro
 
 fn classify_io(url: &str, secs: u64, bytes: u64, err: &io::Error) -> DownloadError {
     // ureq wraps its own errors (such as its read timeout) into io errors while streaming.
-    if let Some(inner) = err.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+    if let Some(inner) = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+    {
         return classify(url, secs, bytes, inner);
     }
     let url = url.to_owned();
@@ -330,7 +349,12 @@ mod tests {
 
     #[test]
     fn unreachable_message_suggests_a_manual_download() {
-        let err = classify("https://example.invalid/x", 30, 0, &ureq::Error::HostNotFound);
+        let err = classify(
+            "https://example.invalid/x",
+            30,
+            0,
+            &ureq::Error::HostNotFound,
+        );
         assert!(err
             .to_string()
             .contains("download it by hand and point `source` at the file"));

@@ -103,28 +103,53 @@ impl Request {
 }
 
 /// Fetches, verifies and (if asked) unpacks `request` into `out_dir`.
-pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Result<Fetched, DownloadError> {
+pub fn fetch(
+    request: &Request,
+    out_dir: &Path,
+    observer: &dyn Observer,
+) -> Result<Fetched, DownloadError> {
     request.validate()?;
     let partial = out_dir.join(format!("{}.part", request.filename));
     let (file, bytes) = match &request.source {
-        Source::Http(url) => (partial.clone(), http::download(url, &partial, &request.http, observer)?),
+        Source::Http(url) => (
+            partial.clone(),
+            http::download(url, &partial, &request.http, observer)?,
+        ),
         // A local archive is unpacked in place: copying it first would only cost time and space.
         Source::Local(path) if request.unpack => (path.clone(), local_size(path)?),
-        Source::Local(path) => (partial.clone(), source::copy_local(path, &partial, observer)?),
+        Source::Local(path) => (
+            partial.clone(),
+            source::copy_local(path, &partial, observer)?,
+        ),
     };
     // The partial file is gone by the time anyone reads the error: name what was fetched instead.
-    request.pinned.verify(&file, observer).map_err(|err| match err {
-        DownloadError::ChecksumMismatch { algorithm, expected, actual, .. } if file == partial => {
-            let fetched = match &request.source {
-                Source::Http(url) => PathBuf::from(url),
-                Source::Local(path) => path.clone(),
-            };
-            DownloadError::ChecksumMismatch { file: fetched, algorithm, expected, actual }
-        }
-        other => other,
-    })?;
+    request
+        .pinned
+        .verify(&file, observer)
+        .map_err(|err| match err {
+            DownloadError::ChecksumMismatch {
+                algorithm,
+                expected,
+                actual,
+                ..
+            } if file == partial => {
+                let fetched = match &request.source {
+                    Source::Http(url) => PathBuf::from(url),
+                    Source::Local(path) => path.clone(),
+                };
+                DownloadError::ChecksumMismatch {
+                    file: fetched,
+                    algorithm,
+                    expected,
+                    actual,
+                }
+            }
+            other => other,
+        })?;
     if request.unpack {
-        let limit = request.max_unpacked_bytes.unwrap_or_else(|| default_unpack_limit(bytes));
+        let limit = request
+            .max_unpacked_bytes
+            .unwrap_or_else(|| default_unpack_limit(bytes));
         let unpacked = archive::unpack(&file, &request.filename, out_dir, limit, observer)?;
         if file == partial {
             fs::remove_file(&partial).map_err(|err| DownloadError::write(&partial, err))?;
@@ -136,7 +161,10 @@ pub fn fetch(request: &Request, out_dir: &Path, observer: &dyn Observer) -> Resu
     }
     let target = out_dir.join(&request.filename);
     fs::rename(&partial, &target).map_err(|err| DownloadError::write(&target, err))?;
-    Ok(Fetched { bytes, unpacked: None })
+    Ok(Fetched {
+        bytes,
+        unpacked: None,
+    })
 }
 
 /// 100 times the archive's size (real data compresses far less; decompression bombs far more),
@@ -202,7 +230,10 @@ pub(crate) mod tests {
     fn validate_rejects_unpacking_a_non_archive() {
         let mut request = local_request(Path::new("/data/x.mat"), "x.mat");
         request.unpack = true;
-        assert!(matches!(request.validate(), Err(DownloadError::ArchiveUnknown { .. })));
+        assert!(matches!(
+            request.validate(),
+            Err(DownloadError::ArchiveUnknown { .. })
+        ));
     }
 
     #[test]
@@ -220,7 +251,10 @@ pub(crate) mod tests {
                 unpacked: None
             }
         );
-        let names: Vec<_> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.bin")]);
     }
 

@@ -49,7 +49,9 @@ impl Source {
         let name = match self {
             Source::Http(url) => {
                 let without_query = url.split(['?', '#']).next().unwrap_or(url);
-                let after_scheme = without_query.split_once("://").map_or(without_query, |(_, rest)| rest);
+                let after_scheme = without_query
+                    .split_once("://")
+                    .map_or(without_query, |(_, rest)| rest);
                 // Only a path segment after the host names a file; a bare host does not.
                 let (_, path) = after_scheme.split_once('/')?;
                 path.rsplit('/').next()?.to_owned()
@@ -62,7 +64,10 @@ impl Source {
 
 fn looks_like_url(text: &str) -> bool {
     text.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     })
 }
 
@@ -70,7 +75,9 @@ fn looks_like_url(text: &str) -> bool {
 pub fn check_filename(name: &str) -> Result<(), DownloadError> {
     let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']);
     if bad {
-        Err(DownloadError::FilenameInvalid { name: name.to_owned() })
+        Err(DownloadError::FilenameInvalid {
+            name: name.to_owned(),
+        })
     } else {
         Ok(())
     }
@@ -101,7 +108,9 @@ pub fn copy_local(path: &Path, dest: &Path, observer: &dyn Observer) -> Result<u
         copied += n as u64;
         observer.advance(n as u64);
     }
-    output.sync_all().map_err(|err| DownloadError::write(dest, err))?;
+    output
+        .sync_all()
+        .map_err(|err| DownloadError::write(dest, err))?;
     Ok(copied)
 }
 
@@ -118,19 +127,31 @@ mod tests {
             Source::parse("file:///data/x.zip").unwrap(),
             Source::Local("/data/x.zip".into())
         );
-        assert_eq!(Source::parse("data/x.zip").unwrap(), Source::Local("data/x.zip".into()));
+        assert_eq!(
+            Source::parse("data/x.zip").unwrap(),
+            Source::Local("data/x.zip".into())
+        );
         let ftp = Source::parse("ftp://host/x").unwrap_err();
         assert!(matches!(ftp, DownloadError::SourceSchemeUnsupported { .. }));
     }
 
     #[test]
     fn default_filename_is_last_segment_without_query() {
-        let url = Source::Http("http://ufldl.stanford.edu/housenumbers/train_32x32.mat?x=1#y".into());
+        let url =
+            Source::Http("http://ufldl.stanford.edu/housenumbers/train_32x32.mat?x=1#y".into());
         assert_eq!(url.default_filename().as_deref(), Some("train_32x32.mat"));
-        assert_eq!(Source::Http("https://example.org".into()).default_filename(), None);
-        assert_eq!(Source::Http("https://example.org/dir/".into()).default_filename(), None);
         assert_eq!(
-            Source::Local("/a/b.bz2".into()).default_filename().as_deref(),
+            Source::Http("https://example.org".into()).default_filename(),
+            None
+        );
+        assert_eq!(
+            Source::Http("https://example.org/dir/".into()).default_filename(),
+            None
+        );
+        assert_eq!(
+            Source::Local("/a/b.bz2".into())
+                .default_filename()
+                .as_deref(),
             Some("b.bz2")
         );
     }

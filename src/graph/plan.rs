@@ -20,7 +20,11 @@ pub enum PlanError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error("stage `{stage}` reads `{path}`, which cannot be read: {source}")]
-    ExternalUnreadable { stage: String, path: Utf8PathBuf, source: HashError },
+    ExternalUnreadable {
+        stage: String,
+        path: Utf8PathBuf,
+        source: HashError,
+    },
 }
 
 /// One stage instance: a unique key.
@@ -59,12 +63,19 @@ pub struct Plan {
 
 impl Plan {
     pub fn build(recipe: Recipe, stat_cache: &mut StatCache) -> Result<Plan, PlanError> {
-        Planner::new(&recipe, stat_cache).run().map(|(graph, variants)| Plan { recipe, graph, variants })
+        Planner::new(&recipe, stat_cache)
+            .run()
+            .map(|(graph, variants)| Plan {
+                recipe,
+                graph,
+                variants,
+            })
     }
 
     /// Nodes in an order where inputs come first.
     pub fn topological(&self) -> Vec<NodeIndex> {
-        petgraph::algo::toposort(&self.graph, None).unwrap_or_else(|_| self.graph.node_indices().collect())
+        petgraph::algo::toposort(&self.graph, None)
+            .unwrap_or_else(|_| self.graph.node_indices().collect())
     }
 
     /// The nodes feeding `node`, by input name.
@@ -127,7 +138,11 @@ impl<'a> Planner<'a> {
                 .zip(&variant.choices)
                 .map(|(axis, &i)| (axis.dotted.clone(), axis.values[i].clone()))
                 .collect();
-            variants.push(PlannedVariant { label: sweep.label(variant), assignments, nodes });
+            variants.push(PlannedVariant {
+                label: sweep.label(variant),
+                assignments,
+                nodes,
+            });
         }
         Ok((self.graph, variants))
     }
@@ -155,7 +170,11 @@ impl<'a> Planner<'a> {
             let mut params = decl.params.clone();
             for &axis in &swept {
                 let axis_def = &self.recipe.sweep.axes[axis];
-                set_path(&mut params, &axis_def.param, axis_def.values[variant.choices[axis]].clone());
+                set_path(
+                    &mut params,
+                    &axis_def.param,
+                    axis_def.values[variant.choices[axis]].clone(),
+                );
             }
             let checked = check_params(&self.recipe.document, &decl.name, decl.kind, &params)?;
             (params, checked)
@@ -195,12 +214,16 @@ impl<'a> Planner<'a> {
             inputs,
             external: external
                 .into_iter()
-                .map(|(path, hash)| ExternalRecord { path: path.into_string(), blake3: hash.to_hex().to_string() })
+                .map(|(path, hash)| ExternalRecord {
+                    path: path.into_string(),
+                    blake3: hash.to_hex().to_string(),
+                })
                 .collect(),
             label,
         });
         for (name, reference) in &decl.inputs {
-            self.graph.add_edge(planned[reference.stage], node, name.clone());
+            self.graph
+                .add_edge(planned[reference.stage], node, name.clone());
         }
         self.by_key.insert(key, node);
         Ok(node)
@@ -218,10 +241,12 @@ impl<'a> Planner<'a> {
                 if let Some(hash) = self.external_hashes.get(path) {
                     return Ok((path.clone(), *hash));
                 }
-                let hash = self.stat_cache.hash_path(path).map_err(|source| PlanError::ExternalUnreadable {
-                    stage: stage.to_owned(),
-                    path: path.clone(),
-                    source,
+                let hash = self.stat_cache.hash_path(path).map_err(|source| {
+                    PlanError::ExternalUnreadable {
+                        stage: stage.to_owned(),
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
                 self.external_hashes.insert(path.clone(), hash);
                 Ok((path.clone(), hash))
@@ -240,7 +265,10 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|&axis| {
                 let axis_def = &self.recipe.sweep.axes[axis];
-                format!("{}={}", axis_def.dotted, axis_def.values[variant.choices[axis]])
+                format!(
+                    "{}={}",
+                    axis_def.dotted, axis_def.values[variant.choices[axis]]
+                )
             })
             .collect();
         format!("{name}[{}]", values.join(","))
@@ -271,16 +299,21 @@ fn axes_reaching(recipe: &Recipe) -> Vec<Vec<usize>> {
 
 /// Sets a nested value in a TOML table, creating tables on the way.
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut current = table;
     for segment in parents {
-        let entry = current.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
-        let toml::Value::Table(next) = entry else { return };
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
         current = next;
     }
     current.insert(last.clone(), value);
 }
-

@@ -7,7 +7,10 @@ use super::status::{NodeStatus, Status};
 
 /// `digraph` text for `dot -Tsvg`.
 pub fn dot(plan: &Plan, statuses: &[NodeStatus]) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\"];\n", plan.recipe.name);
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\"];\n",
+        plan.recipe.name
+    );
     for node in plan.graph.node_indices() {
         let stage = &plan.graph[node];
         let (fill, state) = colours(statuses[node.index()].status);
@@ -22,7 +25,13 @@ pub fn dot(plan: &Plan, statuses: &[NodeStatus]) -> String {
     }
     for edge in plan.graph.edge_indices() {
         if let Some((from, to)) = plan.graph.edge_endpoints(edge) {
-            let _ = writeln!(out, "  n{} -> n{} [label=\"{}\"];", from.index(), to.index(), escape(&plan.graph[edge]));
+            let _ = writeln!(
+                out,
+                "  n{} -> n{} [label=\"{}\"];",
+                from.index(),
+                to.index(),
+                escape(&plan.graph[edge])
+            );
         }
     }
     out.push_str("}\n");
@@ -48,7 +57,13 @@ pub fn mermaid(plan: &Plan, statuses: &[NodeStatus]) -> String {
     }
     for edge in plan.graph.edge_indices() {
         if let Some((from, to)) = plan.graph.edge_endpoints(edge) {
-            let _ = writeln!(out, "  n{} -->|{}| n{}", from.index(), plan.graph[edge], to.index());
+            let _ = writeln!(
+                out,
+                "  n{} -->|{}| n{}",
+                from.index(),
+                plan.graph[edge],
+                to.index()
+            );
         }
     }
     out

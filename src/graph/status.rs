@@ -29,10 +29,15 @@ pub fn assess(plan: &Plan, cache: &Cache) -> Vec<NodeStatus> {
     for node in plan.topological() {
         let stage = &plan.graph[node];
         let status = match cache.check(&stage.key) {
-            Lookup::Valid(_) => NodeStatus { status: Status::Cached, reasons: Vec::new() },
+            Lookup::Valid(_) => NodeStatus {
+                status: Status::Cached,
+                reasons: Vec::new(),
+            },
             Lookup::Corrupt(problem) => NodeStatus {
                 status: Status::Run,
-                reasons: vec![format!("the cached entry is corrupt ({problem}): it will be quarantined and rerun")],
+                reasons: vec![format!(
+                    "the cached entry is corrupt ({problem}): it will be quarantined and rerun"
+                )],
             },
             Lookup::Absent => {
                 // Only to explain the difference: the old entry is not used, so not verified.
@@ -47,16 +52,32 @@ pub fn assess(plan: &Plan, cache: &Cache) -> Vec<NodeStatus> {
                 if reasons.is_empty() {
                     reasons.push("not in cache".to_owned());
                 }
-                NodeStatus { status: Status::Run, reasons }
+                NodeStatus {
+                    status: Status::Run,
+                    reasons,
+                }
             }
         };
         statuses[node.index()] = Some(status);
     }
-    statuses.into_iter().map(|s| s.unwrap_or(NodeStatus { status: Status::Run, reasons: Vec::new() })).collect()
+    statuses
+        .into_iter()
+        .map(|s| {
+            s.unwrap_or(NodeStatus {
+                status: Status::Run,
+                reasons: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// What differs between the planned stage and the entry it had last time.
-fn explain(plan: &Plan, node: NodeIndex, previous: &Manifest, statuses: &[Option<NodeStatus>]) -> Vec<String> {
+fn explain(
+    plan: &Plan,
+    node: NodeIndex,
+    previous: &Manifest,
+    statuses: &[Option<NodeStatus>],
+) -> Vec<String> {
     let stage = &plan.graph[node];
     let name = &plan.decl(node).name;
     let mut reasons = Vec::new();
@@ -68,14 +89,17 @@ fn explain(plan: &Plan, node: NodeIndex, previous: &Manifest, statuses: &[Option
         ));
     }
     if previous.seed != plan.recipe.seed {
-        reasons.push(format!("seed changed {} -> {}", previous.seed, plan.recipe.seed));
+        reasons.push(format!(
+            "seed changed {} -> {}",
+            previous.seed, plan.recipe.seed
+        ));
     }
     let (old, new) = (flatten(&previous.params), flatten(&stage.canonical));
     for (path, new_value) in &new {
         match old.get(path) {
-            Some(old_value) if old_value != new_value => {
-                reasons.push(format!("parameter `{name}.{path}` changed {old_value} -> {new_value}"))
-            }
+            Some(old_value) if old_value != new_value => reasons.push(format!(
+                "parameter `{name}.{path}` changed {old_value} -> {new_value}"
+            )),
             None => reasons.push(format!("parameter `{name}.{path}` set to {new_value}")),
             _ => {}
         }
@@ -85,11 +109,17 @@ fn explain(plan: &Plan, node: NodeIndex, previous: &Manifest, statuses: &[Option
     }
     let inputs = plan.inputs_of(node);
     for input in &stage.inputs {
-        let changed = previous.inputs.get(&input.name).is_none_or(|old| old.key != input.key.hex());
+        let changed = previous
+            .inputs
+            .get(&input.name)
+            .is_none_or(|old| old.key != input.key.hex());
         if !changed {
             continue;
         }
-        let upstream = inputs.iter().find(|(n, _)| *n == input.name).map(|(_, n)| *n);
+        let upstream = inputs
+            .iter()
+            .find(|(n, _)| *n == input.name)
+            .map(|(_, n)| *n);
         let rerun = upstream
             .and_then(|n| statuses[n.index()].as_ref())
             .is_some_and(|s| s.status == Status::Run);
@@ -101,7 +131,11 @@ fn explain(plan: &Plan, node: NodeIndex, previous: &Manifest, statuses: &[Option
         });
     }
     for (i, external) in stage.external.iter().enumerate() {
-        if previous.external.get(i).is_some_and(|old| old.blake3 != external.blake3) {
+        if previous
+            .external
+            .get(i)
+            .is_some_and(|old| old.blake3 != external.blake3)
+        {
             reasons.push(format!("file `{}` changed", external.path));
         }
     }
@@ -114,7 +148,11 @@ fn flatten(value: &serde_json::Value) -> BTreeMap<String, String> {
         match value {
             serde_json::Value::Object(map) if !map.is_empty() => {
                 for (key, item) in map {
-                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(&path, item, out);
                 }
             }

@@ -16,7 +16,12 @@ pub fn squared_f32(a: &[f32], b: &[f32]) -> f32 {
             acc[lane] += d * d;
         }
     }
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -31,8 +36,12 @@ pub fn squared_f64(a: &[f32], b: &[f32]) -> f64 {
             acc[lane] += d * d;
         }
     }
-    let tail: f64 =
-        ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 
@@ -44,7 +53,11 @@ mod tests {
     fn both_precisions_agree_with_the_naive_sum() {
         let a: Vec<f32> = (0..19).map(|v| v as f32 * 0.5).collect();
         let b: Vec<f32> = (0..19).map(|v| (v * v) as f32 * 0.1).collect();
-        let naive: f64 = a.iter().zip(&b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+        let naive: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum();
         assert!((squared_f64(&a, &b) - naive).abs() < 1e-9 * naive);
         assert!((f64::from(squared_f32(&a, &b)) - naive).abs() < 1e-5 * naive);
     }

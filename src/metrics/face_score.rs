@@ -54,9 +54,16 @@ impl FaceDetector {
         if width == 0 || height == 0 {
             return 0;
         }
-        let grey = image::imageops::resize(&grey, width * UPSAMPLE, height * UPSAMPLE, image::imageops::FilterType::Triangle);
+        let grey = image::imageops::resize(
+            &grey,
+            width * UPSAMPLE,
+            height * UPSAMPLE,
+            image::imageops::FilterType::Triangle,
+        );
         let (width, height) = grey.dimensions();
-        self.detector.detect(&ImageData::new(grey.as_raw(), width, height)).len()
+        self.detector
+            .detect(&ImageData::new(grey.as_raw(), width, height))
+            .len()
     }
 }
 
@@ -72,7 +79,11 @@ pub struct FaceScore {
 }
 
 /// Scores `files` (images); `progress` is called after each file.
-pub fn face_score(files: &[Utf8PathBuf], dir: &Utf8Path, mut progress: impl FnMut()) -> Result<FaceScore, FaceScoreError> {
+pub fn face_score(
+    files: &[Utf8PathBuf],
+    dir: &Utf8Path,
+    mut progress: impl FnMut(),
+) -> Result<FaceScore, FaceScoreError> {
     let mut detector = FaceDetector::new()?;
     let (mut one_face, mut readable, mut unreadable) = (0, 0, Vec::new());
     for file in files {
@@ -91,9 +102,17 @@ pub fn face_score(files: &[Utf8PathBuf], dir: &Utf8Path, mut progress: impl FnMu
         progress();
     }
     if readable == 0 {
-        return Err(FaceScoreError::NoImages { dir: dir.to_owned(), files: files.len() });
+        return Err(FaceScoreError::NoImages {
+            dir: dir.to_owned(),
+            files: files.len(),
+        });
     }
-    Ok(FaceScore { score: one_face as f64 / readable as f64, one_face, readable, unreadable })
+    Ok(FaceScore {
+        score: one_face as f64 / readable as f64,
+        one_face,
+        readable,
+        unreadable,
+    })
 }
 
 #[cfg(test)]
@@ -103,7 +122,11 @@ mod tests {
     #[test]
     fn the_vendored_model_loads_and_finds_nothing_in_a_flat_image() {
         let mut detector = FaceDetector::new().unwrap();
-        let flat = image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(64, 64, image::Luma([128])));
+        let flat = image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
+            64,
+            64,
+            image::Luma([128]),
+        ));
         assert_eq!(detector.count(&flat), 0);
     }
 
@@ -112,10 +135,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8Path::from_path(dir.path()).unwrap();
         let good = dir.join("a.png");
-        image::GrayImage::from_pixel(40, 40, image::Luma([10])).save(&good).unwrap();
+        image::GrayImage::from_pixel(40, 40, image::Luma([10]))
+            .save(&good)
+            .unwrap();
         let bad = dir.join("b.png");
         std::fs::write(&bad, b"not a png").unwrap();
         let score = face_score(&[good, bad.clone()], dir, || {}).unwrap();
-        assert_eq!((score.readable, score.one_face, score.unreadable), (1, 0, vec![bad]));
+        assert_eq!(
+            (score.readable, score.one_face, score.unreadable),
+            (1, 0, vec![bad])
+        );
     }
 }

@@ -33,10 +33,17 @@ pub struct FidStatistics {
 pub enum FidError {
     #[error("FID statistics need at least 2 images, found {0}")]
     TooFewSamples(usize),
-    #[error("the statistics have different dimensions ({0} and {1}): compute both with the same `dims`")]
+    #[error(
+        "the statistics have different dimensions ({0} and {1}): compute both with the same `dims`"
+    )]
     DimensionMismatch(i64, i64),
     #[error("{path}: `{name}` has shape {shape:?}, expected {expected}")]
-    BadShape { path: String, name: &'static str, shape: Vec<usize>, expected: String },
+    BadShape {
+        path: String,
+        name: &'static str,
+        shape: Vec<usize>,
+        expected: String,
+    },
     #[error("the statistics contain NaN or infinite values{0}")]
     NotFinite(String),
     #[error(transparent)]
@@ -56,7 +63,11 @@ impl FidStatistics {
         let mu = x.mean_dim(0, false, Kind::Double);
         let centred = &x - mu.unsqueeze(0);
         let sigma = centred.transpose(0, 1).mm(&centred) / (n as f64 - 1.0);
-        Ok(FidStatistics { mu, sigma, samples: Some(n) })
+        Ok(FidStatistics {
+            mu,
+            sigma,
+            samples: Some(n),
+        })
     }
 
     /// The feature dimension.
@@ -91,9 +102,15 @@ impl FidStatistics {
             shape: shape.to_vec(),
             expected,
         };
-        let [d] = mu.shape[..] else { return Err(bad("mu", &mu.shape, "[D]".into())) };
+        let [d] = mu.shape[..] else {
+            return Err(bad("mu", &mu.shape, "[D]".into()));
+        };
         if sigma.shape != [d, d] {
-            return Err(bad("sigma", &sigma.shape, format!("[{d}, {d}] to match `mu`")));
+            return Err(bad(
+                "sigma",
+                &sigma.shape,
+                format!("[{d}, {d}] to match `mu`"),
+            ));
         }
         Ok(FidStatistics {
             mu: Tensor::from_slice(&mu.data),
@@ -105,8 +122,14 @@ impl FidStatistics {
     /// Writes them as `np.savez_compressed(path, mu=mu, sigma=sigma)` does.
     pub fn write_npz(&self, path: &Utf8Path) -> Result<(), FidError> {
         let d = self.dims() as usize;
-        let mu = NpyArray { shape: vec![d], data: Vec::<f64>::try_from(&self.mu)? };
-        let sigma = NpyArray { shape: vec![d, d], data: Vec::<f64>::try_from(self.sigma.flatten(0, -1))? };
+        let mu = NpyArray {
+            shape: vec![d],
+            data: Vec::<f64>::try_from(&self.mu)?,
+        };
+        let sigma = NpyArray {
+            shape: vec![d, d],
+            data: Vec::<f64>::try_from(self.sigma.flatten(0, -1))?,
+        };
         Ok(npz::write_npz(path, &[("mu", &mu), ("sigma", &sigma)])?)
     }
 }
@@ -117,7 +140,8 @@ pub fn frechet_distance(a: &FidStatistics, b: &FidStatistics) -> Result<f64, Fid
         return Err(FidError::DimensionMismatch(a.dims(), b.dims()));
     }
     for (which, stats) in [("first", a), ("second", b)] {
-        let finite = stats.mu.isfinite().all().int64_value(&[]) == 1 && stats.sigma.isfinite().all().int64_value(&[]) == 1;
+        let finite = stats.mu.isfinite().all().int64_value(&[]) == 1
+            && stats.sigma.isfinite().all().int64_value(&[]) == 1;
         if !finite {
             return Err(FidError::NotFinite(format!(" (the {which} set)")));
         }
@@ -135,7 +159,11 @@ fn trace_sqrt_product(s1: &Tensor, s2: &Tensor) -> Result<f64, FidError> {
     let sqrt_s1 = (&v1 * w1.clamp_min(0.0).sqrt().unsqueeze(0)).mm(&v1.transpose(0, 1));
     let inner = symmetric(&sqrt_s1.mm(s2).mm(&sqrt_s1));
     let eigenvalues = inner.f_linalg_eigvalsh("L")?;
-    Ok(eigenvalues.clamp_min(0.0).sqrt().sum(Kind::Double).double_value(&[]))
+    Ok(eigenvalues
+        .clamp_min(0.0)
+        .sqrt()
+        .sum(Kind::Double)
+        .double_value(&[]))
 }
 
 /// `(m + mᵀ) / 2`: removes the rounding asymmetry before a symmetric eigensolver.
@@ -149,7 +177,11 @@ mod tests {
 
     fn stats(mu: &[f64], sigma: &[f64]) -> FidStatistics {
         let d = mu.len() as i64;
-        FidStatistics { mu: Tensor::from_slice(mu), sigma: Tensor::from_slice(sigma).view([d, d]), samples: None }
+        FidStatistics {
+            mu: Tensor::from_slice(mu),
+            sigma: Tensor::from_slice(sigma).view([d, d]),
+            samples: None,
+        }
     }
 
     #[test]
@@ -167,11 +199,21 @@ mod tests {
         let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 6.0, 5.0, 10.0]).view([3, 2]);
         let s = FidStatistics::of_features(&x).unwrap();
         assert_eq!(Vec::<f64>::try_from(&s.mu).unwrap(), vec![3.0, 6.0]);
-        assert_eq!(Vec::<f64>::try_from(s.sigma.flatten(0, -1)).unwrap(), vec![4.0, 8.0, 8.0, 16.0]);
+        assert_eq!(
+            Vec::<f64>::try_from(s.sigma.flatten(0, -1)).unwrap(),
+            vec![4.0, 8.0, 8.0, 16.0]
+        );
         assert!(s.few_samples_warning().is_none());
-        let few = FidStatistics::of_features(&Tensor::ones([2, 5], (Kind::Float, Device::Cpu))).unwrap();
-        assert!(few.few_samples_warning().unwrap().contains("only 2 images for 5-dimensional"));
-        assert!(matches!(FidStatistics::of_features(&x.narrow(0, 0, 1)), Err(FidError::TooFewSamples(1))));
+        let few =
+            FidStatistics::of_features(&Tensor::ones([2, 5], (Kind::Float, Device::Cpu))).unwrap();
+        assert!(few
+            .few_samples_warning()
+            .unwrap()
+            .contains("only 2 images for 5-dimensional"));
+        assert!(matches!(
+            FidStatistics::of_features(&x.narrow(0, 0, 1)),
+            Err(FidError::TooFewSamples(1))
+        ));
     }
 
     #[test]
@@ -184,6 +226,9 @@ mod tests {
         assert_eq!(back.mu, a.mu);
         assert_eq!(back.sigma, a.sigma);
         let other = stats(&[0.0], &[1.0]);
-        assert!(matches!(frechet_distance(&a, &other), Err(FidError::DimensionMismatch(2, 1))));
+        assert!(matches!(
+            frechet_distance(&a, &other),
+            Err(FidError::DimensionMismatch(2, 1))
+        ));
     }
 }

@@ -44,8 +44,10 @@ pub fn load_image_set(path: &Utf8Path, progress: ProgressBar) -> Result<Dataset,
     if path.join(crate::data::dataset::META_FILE).is_file() {
         let dataset = Dataset::load(path)?;
         let channels = dataset.shape[1];
-        return transforms::to_channels(dataset, 3)
-            .map_err(|_| ImageSetError::Channels { path: path.to_string(), channels });
+        return transforms::to_channels(dataset, 3).map_err(|_| ImageSetError::Channels {
+            path: path.to_string(),
+            channels,
+        });
     }
     Ok(load_rgb_folder_like_pytorch_fid(path, progress)?)
 }

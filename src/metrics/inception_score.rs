@@ -30,13 +30,23 @@ pub enum InceptionScoreError {
 }
 
 /// The score of `logits` (`[N, C]`), shuffled with `seed`, in `splits` parts.
-pub fn inception_score(logits: &Tensor, splits: usize, seed: u32) -> Result<InceptionScore, InceptionScoreError> {
+pub fn inception_score(
+    logits: &Tensor,
+    splits: usize,
+    seed: u32,
+) -> Result<InceptionScore, InceptionScoreError> {
     let n = logits.size()[0] as usize;
     if n < splits.max(1) {
         return Err(InceptionScoreError::TooFewImages { splits, found: n });
     }
-    let order: Vec<i64> = numpy_permutation(n, seed).into_iter().map(|i| i as i64).collect();
-    let features = logits.to_device(Device::Cpu).index_select(0, &Tensor::from_slice(&order)).to_kind(Kind::Double);
+    let order: Vec<i64> = numpy_permutation(n, seed)
+        .into_iter()
+        .map(|i| i as i64)
+        .collect();
+    let features = logits
+        .to_device(Device::Cpu)
+        .index_select(0, &Tensor::from_slice(&order))
+        .to_kind(Kind::Double);
     let p = features.softmax(1, Kind::Double);
     let log_p = features.log_softmax(1, Kind::Double);
     let scores: Vec<f64> = (0..splits)
@@ -46,12 +56,18 @@ pub fn inception_score(logits: &Tensor, splits: usize, seed: u32) -> Result<Ince
             let log_p_part = log_p.narrow(0, start as i64, (end - start) as i64);
             let q = p_part.mean_dim(0, true, Kind::Double);
             let kl = &p_part * (&log_p_part - q.log());
-            kl.sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double).exp().double_value(&[])
+            kl.sum_dim_intlist(1, false, Kind::Double)
+                .mean(Kind::Double)
+                .exp()
+                .double_value(&[])
         })
         .collect();
     let mean = scores.iter().sum::<f64>() / splits as f64;
     let variance = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / splits as f64;
-    Ok(InceptionScore { mean, std: variance.sqrt() })
+    Ok(InceptionScore {
+        mean,
+        std: variance.sqrt(),
+    })
 }
 
 /// `np.random.RandomState(seed).permutation(n)`.
@@ -76,7 +92,9 @@ impl Mt19937 {
         let mut state = [0u32; 624];
         state[0] = seed;
         for i in 1..624 {
-            state[i] = 1_812_433_253u32.wrapping_mul(state[i - 1] ^ (state[i - 1] >> 30)).wrapping_add(i as u32);
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(state[i - 1] ^ (state[i - 1] >> 30))
+                .wrapping_add(i as u32);
         }
         Mt19937 { state, index: 624 }
     }
@@ -119,7 +137,11 @@ impl Mt19937 {
             mask |= mask >> shift;
         }
         loop {
-            let value = if max <= u64::from(u32::MAX) { u64::from(self.next_u32()) & mask } else { self.next_u64() & mask };
+            let value = if max <= u64::from(u32::MAX) {
+                u64::from(self.next_u32()) & mask
+            } else {
+                self.next_u64() & mask
+            };
             if value <= max {
                 return value;
             }
@@ -134,8 +156,14 @@ mod tests {
     #[test]
     fn permutation_equals_numpys() {
         // np.random.RandomState(2020).permutation(10) and (1000)[:8], numpy 2.4.
-        assert_eq!(numpy_permutation(10, 2020), vec![2, 4, 9, 1, 5, 7, 6, 3, 8, 0]);
-        assert_eq!(numpy_permutation(1000, 2020)[..8], [725, 986, 815, 656, 469, 76, 668, 286]);
+        assert_eq!(
+            numpy_permutation(10, 2020),
+            vec![2, 4, 9, 1, 5, 7, 6, 3, 8, 0]
+        );
+        assert_eq!(
+            numpy_permutation(1000, 2020)[..8],
+            [725, 986, 815, 656, 469, 76, 668, 286]
+        );
     }
 
     #[test]
@@ -150,11 +178,17 @@ mod tests {
     fn uniform_predictions_score_one_and_confident_distinct_ones_score_the_class_count() {
         let uniform = Tensor::zeros([20, 4], (Kind::Float, Device::Cpu));
         let score = inception_score(&uniform, 2, SEED).unwrap();
-        assert!((score.mean - 1.0).abs() < 1e-12 && score.std.abs() < 1e-12, "{score:?}");
+        assert!(
+            (score.mean - 1.0).abs() < 1e-12 && score.std.abs() < 1e-12,
+            "{score:?}"
+        );
         // Each split holds all 4 classes exactly once, predicted with certainty: score 4.
         let confident = Tensor::eye(4, (Kind::Float, Device::Cpu)) * 100.0;
         let score = inception_score(&confident, 1, SEED).unwrap();
         assert!((score.mean - 4.0).abs() < 1e-6, "{score:?}");
-        assert!(matches!(inception_score(&uniform, 30, SEED), Err(InceptionScoreError::TooFewImages { .. })));
+        assert!(matches!(
+            inception_score(&uniform, 30, SEED),
+            Err(InceptionScoreError::TooFewImages { .. })
+        ));
     }
 }

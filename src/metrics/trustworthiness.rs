@@ -14,10 +14,16 @@ use super::distance::squared_f64;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrustworthinessError {
     #[error("trustworthiness: {what} has {len} values, not a multiple of its dimension {dim}")]
-    Shape { what: &'static str, len: usize, dim: usize },
+    Shape {
+        what: &'static str,
+        len: usize,
+        dim: usize,
+    },
     #[error("trustworthiness: the input has {input} points but the embedding {embedded}")]
     PointCountMismatch { input: usize, embedded: usize },
-    #[error("trustworthiness: k = {k} must be at least 1 and below half the number of points ({n})")]
+    #[error(
+        "trustworthiness: k = {k} must be at least 1 and below half the number of points ({n})"
+    )]
     NeighboursOutOfRange { k: usize, n: usize },
 }
 
@@ -33,7 +39,10 @@ pub fn trustworthiness(
     let n = rows("input", input, input_dim)?;
     let embedded_n = rows("embedding", embedded, embedded_dim)?;
     if n != embedded_n {
-        return Err(TrustworthinessError::PointCountMismatch { input: n, embedded: embedded_n });
+        return Err(TrustworthinessError::PointCountMismatch {
+            input: n,
+            embedded: embedded_n,
+        });
     }
     if k == 0 || 2 * k >= n {
         return Err(TrustworthinessError::NeighboursOutOfRange { k, n });
@@ -55,7 +64,11 @@ pub fn trustworthiness(
 
 fn rows(what: &'static str, values: &[f32], dim: usize) -> Result<usize, TrustworthinessError> {
     if dim == 0 || values.len() % dim != 0 {
-        return Err(TrustworthinessError::Shape { what, len: values.len(), dim });
+        return Err(TrustworthinessError::Shape {
+            what,
+            len: values.len(),
+            dim,
+        });
     }
     Ok(values.len() / dim)
 }
@@ -66,14 +79,22 @@ fn distances_from(values: &[f32], dim: usize, i: usize) -> Vec<f64> {
     values
         .chunks_exact(dim)
         .enumerate()
-        .map(|(j, other)| if j == i { f64::INFINITY } else { squared_f64(row, other) })
+        .map(|(j, other)| {
+            if j == i {
+                f64::INFINITY
+            } else {
+                squared_f64(row, other)
+            }
+        })
         .collect()
 }
 
 /// Indices of the `k` smallest distances.
 fn nearest(distances: &[f64], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..distances.len()).collect();
-    order.select_nth_unstable_by(k, |&a, &b| distances[a].total_cmp(&distances[b]).then(a.cmp(&b)));
+    order.select_nth_unstable_by(k, |&a, &b| {
+        distances[a].total_cmp(&distances[b]).then(a.cmp(&b))
+    });
     order.truncate(k);
     order
 }
@@ -81,7 +102,11 @@ fn nearest(distances: &[f64], k: usize) -> Vec<usize> {
 /// 1-based rank of `j` by distance (ties go to the lower index, as a stable sort would).
 fn rank(distances: &[f64], j: usize) -> usize {
     let dj = distances[j];
-    1 + distances.iter().enumerate().filter(|&(l, &d)| d < dj || (d == dj && l < j)).count()
+    1 + distances
+        .iter()
+        .enumerate()
+        .filter(|&(l, &d)| d < dj || (d == dj && l < j))
+        .count()
 }
 
 #[cfg(test)]
@@ -89,7 +114,9 @@ mod tests {
     use super::*;
 
     fn points(n: usize) -> Vec<f32> {
-        (0..n * 3).map(|v| ((v * 7919) % 101) as f32 / 10.0).collect()
+        (0..n * 3)
+            .map(|v| ((v * 7919) % 101) as f32 / 10.0)
+            .collect()
     }
 
     #[test]
@@ -111,6 +138,9 @@ mod tests {
     fn rejects_too_many_neighbours() {
         let x = points(10);
         let err = trustworthiness(&x, 3, &x, 3, 5).unwrap_err();
-        assert_eq!(err, TrustworthinessError::NeighboursOutOfRange { k: 5, n: 10 });
+        assert_eq!(
+            err,
+            TrustworthinessError::NeighboursOutOfRange { k: 5, n: 10 }
+        );
     }
 }

@@ -16,7 +16,10 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use super::blocks::{BatchNorm, Conv2d, ConvSpec, ConvTranspose2d, GroupNorm, Init, Linear, Module, Nonlinearity, Sequential};
+use super::blocks::{
+    BatchNorm, Conv2d, ConvSpec, ConvTranspose2d, GroupNorm, Init, Linear, Module, Nonlinearity,
+    Sequential,
+};
 use super::layers::ModelError;
 use super::summary::ModuleTree;
 
@@ -40,12 +43,26 @@ pub struct ContextUnetConfig {
 
 impl ContextUnetConfig {
     pub fn check(&self) -> Result<(), ModelError> {
-        let unsupported = |what, found, expected| Err(ModelError::Unsupported { what, found, expected });
+        let unsupported = |what, found, expected| {
+            Err(ModelError::Unsupported {
+                what,
+                found,
+                expected,
+            })
+        };
         if self.image_size < 4 || self.image_size % 4 != 0 {
-            return unsupported("ContextUnet image_size", self.image_size, "a multiple of 4 (two 2x2 poolings)");
+            return unsupported(
+                "ContextUnet image_size",
+                self.image_size,
+                "a multiple of 4 (two 2x2 poolings)",
+            );
         }
         if self.n_feat < GROUPS || self.n_feat % GROUPS != 0 {
-            return unsupported("ContextUnet n_feat", self.n_feat, "a multiple of 8 (the GroupNorm groups)");
+            return unsupported(
+                "ContextUnet n_feat",
+                self.n_feat,
+                "a multiple of 8 (the GroupNorm groups)",
+            );
         }
         if self.channels < 1 {
             return unsupported("ContextUnet channels", self.channels, "at least 1");
@@ -60,8 +77,14 @@ impl ContextUnetConfig {
 /// conv 3x3 + BatchNorm + GELU, as `Sequential(Conv2d, BatchNorm2d, GELU)`.
 fn conv_bn_gelu(path: &nn::Path, ci: i64, co: i64) -> Sequential {
     let mut s = Sequential::new();
-    s.push("0", Conv2d::new(&(path / "0"), ConvSpec::new(ci, co, 3).padding(1)));
-    s.push("1", BatchNorm::new_2d(&(path / "1"), co, BN_EPS, Init::Pytorch));
+    s.push(
+        "0",
+        Conv2d::new(&(path / "0"), ConvSpec::new(ci, co, 3).padding(1)),
+    );
+    s.push(
+        "1",
+        BatchNorm::new_2d(&(path / "1"), co, BN_EPS, Init::Pytorch),
+    );
     s.push("2", Nonlinearity::Gelu);
     s
 }
@@ -76,7 +99,12 @@ struct ConvBlock {
 
 impl ConvBlock {
     fn new(path: &nn::Path, ci: i64, co: i64, residual: bool) -> Self {
-        ConvBlock { conv1: conv_bn_gelu(&(path / "conv1"), ci, co), conv2: conv_bn_gelu(&(path / "conv2"), co, co), residual, same_channels: ci == co }
+        ConvBlock {
+            conv1: conv_bn_gelu(&(path / "conv1"), ci, co),
+            conv2: conv_bn_gelu(&(path / "conv2"), co, co),
+            residual,
+            same_channels: ci == co,
+        }
     }
 }
 
@@ -92,7 +120,13 @@ impl Module for ConvBlock {
     }
 
     fn tree(&self) -> ModuleTree {
-        ModuleTree::node("ResidualConvBlock", vec![("conv1".into(), self.conv1.tree()), ("conv2".into(), self.conv2.tree())])
+        ModuleTree::node(
+            "ResidualConvBlock",
+            vec![
+                ("conv1".into(), self.conv1.tree()),
+                ("conv2".into(), self.conv2.tree()),
+            ],
+        )
     }
 }
 
@@ -105,7 +139,9 @@ impl Module for MaxPool2 {
     }
 
     fn tree(&self) -> ModuleTree {
-        ModuleTree::leaf("MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)")
+        ModuleTree::leaf(
+            "MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)",
+        )
     }
 }
 
@@ -122,7 +158,10 @@ fn unet_down(path: &nn::Path, ci: i64, co: i64) -> Sequential {
 fn unet_up(path: &nn::Path, ci: i64, co: i64) -> Sequential {
     let model = path / "model";
     let mut s = Sequential::new();
-    s.push("0", ConvTranspose2d::new(&(&model / "0"), ConvSpec::new(ci, co, 2).stride(2)));
+    s.push(
+        "0",
+        ConvTranspose2d::new(&(&model / "0"), ConvSpec::new(ci, co, 2).stride(2)),
+    );
     s.push("1", ConvBlock::new(&(&model / "1"), co, co, false));
     s.push("2", ConvBlock::new(&(&model / "2"), co, co, false));
     s
@@ -132,9 +171,15 @@ fn unet_up(path: &nn::Path, ci: i64, co: i64) -> Sequential {
 fn embed_fc(path: &nn::Path, input: i64, width: i64) -> Sequential {
     let model = path / "model";
     let mut s = Sequential::new();
-    s.push("0", Linear::new(&(&model / "0"), input, width, Init::Pytorch));
+    s.push(
+        "0",
+        Linear::new(&(&model / "0"), input, width, Init::Pytorch),
+    );
     s.push("1", Nonlinearity::Gelu);
-    s.push("2", Linear::new(&(&model / "2"), width, width, Init::Pytorch));
+    s.push(
+        "2",
+        Linear::new(&(&model / "2"), width, width, Init::Pytorch),
+    );
     s
 }
 
@@ -159,14 +204,35 @@ impl ContextUnet {
         let (c, nf, classes) = (config.channels, config.n_feat, config.classes);
         let pooled = config.image_size / 4;
         let mut up0 = Sequential::new();
-        up0.push("0", ConvTranspose2d::new(&(root / "up0" / "0"), ConvSpec::new(2 * nf, 2 * nf, pooled).stride(pooled)));
-        up0.push("1", GroupNorm::new(&(root / "up0" / "1"), GROUPS, 2 * nf, BN_EPS));
+        up0.push(
+            "0",
+            ConvTranspose2d::new(
+                &(root / "up0" / "0"),
+                ConvSpec::new(2 * nf, 2 * nf, pooled).stride(pooled),
+            ),
+        );
+        up0.push(
+            "1",
+            GroupNorm::new(&(root / "up0" / "1"), GROUPS, 2 * nf, BN_EPS),
+        );
         up0.push("2", Nonlinearity::Relu);
         let mut out = Sequential::new();
-        out.push("0", Conv2d::new(&(root / "out" / "0"), ConvSpec::new(2 * nf, nf, 3).padding(1)));
-        out.push("1", GroupNorm::new(&(root / "out" / "1"), GROUPS, nf, BN_EPS));
+        out.push(
+            "0",
+            Conv2d::new(
+                &(root / "out" / "0"),
+                ConvSpec::new(2 * nf, nf, 3).padding(1),
+            ),
+        );
+        out.push(
+            "1",
+            GroupNorm::new(&(root / "out" / "1"), GROUPS, nf, BN_EPS),
+        );
         out.push("2", Nonlinearity::Relu);
-        out.push("3", Conv2d::new(&(root / "out" / "3"), ConvSpec::new(nf, c, 3).padding(1)));
+        out.push(
+            "3",
+            Conv2d::new(&(root / "out" / "3"), ConvSpec::new(nf, c, 3).padding(1)),
+        );
         Ok(ContextUnet {
             config,
             init_conv: ConvBlock::new(&(root / "init_conv"), c, nf, true),
@@ -185,13 +251,29 @@ impl ContextUnet {
 
     /// Predicted noise of `x` `[b, C, S, S]` for classes `labels` `[b]` (int64) at times
     /// `t` `[b]` (t / n_T, float); where `drop` `[b]` is 1 the class is dropped.
-    pub fn forward(&self, x: &Tensor, labels: &Tensor, t: &Tensor, drop: &Tensor, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        labels: &Tensor,
+        t: &Tensor,
+        drop: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let nf = self.config.n_feat;
         let pooled = self.config.image_size / 4;
         let x = self.init_conv.forward_t(x, train);
         let down1 = self.down1.forward_t(&x, train);
         let down2 = self.down2.forward_t(&down1, train);
-        let hidden = down2.avg_pool2d([pooled, pooled], [pooled, pooled], [0, 0], false, true, None::<i64>).gelu("none");
+        let hidden = down2
+            .avg_pool2d(
+                [pooled, pooled],
+                [pooled, pooled],
+                [0, 0],
+                false,
+                true,
+                None::<i64>,
+            )
+            .gelu("none");
         // (b,) -> (b, classes), zeroed where dropped and negated where kept, as the reference does
         let keep = (drop.to_kind(Kind::Float) - 1.0).unsqueeze(1);
         let one_hot = labels.one_hot(self.config.classes).to_kind(Kind::Float) * keep;
@@ -202,8 +284,12 @@ impl ContextUnet {
         let cemb2 = as_map(self.contextembed2.forward_t(&one_hot, train), nf);
         let temb2 = as_map(self.timeembed2.forward_t(&t, train), nf);
         let up1 = self.up0.forward_t(&hidden, train);
-        let up2 = self.up1.forward_t(&Tensor::cat(&[cemb1 * up1 + temb1, down2], 1), train);
-        let up3 = self.up2.forward_t(&Tensor::cat(&[cemb2 * up2 + temb2, down1], 1), train);
+        let up2 = self
+            .up1
+            .forward_t(&Tensor::cat(&[cemb1 * up1 + temb1, down2], 1), train);
+        let up3 = self
+            .up2
+            .forward_t(&Tensor::cat(&[cemb2 * up2 + temb2, down1], 1), train);
         self.out.forward_t(&Tensor::cat(&[up3, x], 1), train)
     }
 
@@ -212,7 +298,13 @@ impl ContextUnet {
         let to_vec = ModuleTree::node(
             "Sequential",
             vec![
-                ("0".into(), ModuleTree::leaf(format!("AvgPool2d(kernel_size={0}, stride={0}, padding=0)", self.config.image_size / 4))),
+                (
+                    "0".into(),
+                    ModuleTree::leaf(format!(
+                        "AvgPool2d(kernel_size={0}, stride={0}, padding=0)",
+                        self.config.image_size / 4
+                    )),
+                ),
                 ("1".into(), Nonlinearity::Gelu.tree()),
             ],
         );
@@ -248,20 +340,45 @@ mod tests {
     #[test]
     fn predicts_noise_of_the_input_shape_with_the_reference_names() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let config = ContextUnetConfig { channels: 3, n_feat: 16, image_size: 28, classes: 10 };
+        let config = ContextUnetConfig {
+            channels: 3,
+            n_feat: 16,
+            image_size: 28,
+            classes: 10,
+        };
         let net = ContextUnet::new(&vs.root(), config).unwrap();
         let x = Tensor::randn([4, 3, 28, 28], (Kind::Float, Device::Cpu));
         let labels = Tensor::from_slice(&[0i64, 1, 2, 9]);
         let t = Tensor::from_slice(&[0.1f32, 0.5, 0.7, 1.0]);
         let drop = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 0.0]);
-        assert_eq!(net.forward(&x, &labels, &t, &drop, true).size(), [4, 3, 28, 28]);
+        assert_eq!(
+            net.forward(&x, &labels, &t, &drop, true).size(),
+            [4, 3, 28, 28]
+        );
         let names = vs.variables();
-        for name in ["init_conv.conv1.0.weight", "init_conv.conv1.1.running_mean", "down2.model.0.conv2.0.bias", "timeembed1.model.2.weight", "contextembed2.model.0.weight", "up0.0.weight", "up1.model.0.weight", "up2.model.2.conv1.1.weight", "out.3.bias"] {
+        for name in [
+            "init_conv.conv1.0.weight",
+            "init_conv.conv1.1.running_mean",
+            "down2.model.0.conv2.0.bias",
+            "timeembed1.model.2.weight",
+            "contextembed2.model.0.weight",
+            "up0.0.weight",
+            "up1.model.0.weight",
+            "up2.model.2.conv1.1.weight",
+            "out.3.bias",
+        ] {
             assert!(names.contains_key(name), "{name} missing");
         }
         assert_eq!(names["contextembed1.model.0.weight"].size(), [32, 10]);
         assert_eq!(names["up0.0.weight"].size(), [32, 32, 7, 7]);
-        assert!(ContextUnet::new(&vs.root(), ContextUnetConfig { image_size: 30, ..config }).is_err());
+        assert!(ContextUnet::new(
+            &vs.root(),
+            ContextUnetConfig {
+                image_size: 30,
+                ..config
+            }
+        )
+        .is_err());
         assert!(net.tree().to_string().contains("(contextembed1): EmbedFC("));
     }
 }

@@ -31,7 +31,9 @@ use super::layers::{Activation, LayerSpec, ModelError, Stack, StackOptions};
 use super::summary::ModuleTree;
 
 /// Which architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GanPreset {
     /// The PyTorch tutorial's DCGAN.
@@ -42,7 +44,9 @@ pub enum GanPreset {
 }
 
 /// The adversarial objective, which also shapes the discriminator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GanLoss {
     /// Binary cross-entropy, non-saturating generator loss (DCGAN).
@@ -94,10 +98,23 @@ struct Ladder {
 
 fn ladder(image_size: i64) -> Result<Ladder, ModelError> {
     match image_size {
-        64 => Ok(Ladder { first_kernel: 4, multipliers: &[8, 4, 2, 1] }),
-        32 => Ok(Ladder { first_kernel: 4, multipliers: &[4, 2, 1] }),
-        28 => Ok(Ladder { first_kernel: 7, multipliers: &[2, 1] }),
-        found => Err(ModelError::Unsupported { what: "GAN image size", found, expected: "28, 32 or 64" }),
+        64 => Ok(Ladder {
+            first_kernel: 4,
+            multipliers: &[8, 4, 2, 1],
+        }),
+        32 => Ok(Ladder {
+            first_kernel: 4,
+            multipliers: &[4, 2, 1],
+        }),
+        28 => Ok(Ladder {
+            first_kernel: 7,
+            multipliers: &[2, 1],
+        }),
+        found => Err(ModelError::Unsupported {
+            what: "GAN image size",
+            found,
+            expected: "28, 32 or 64",
+        }),
     }
 }
 
@@ -112,11 +129,23 @@ impl Numbered {
 }
 
 fn conv_t(out_channels: i64, kernel: i64, stride: i64, padding: i64) -> LayerSpec {
-    LayerSpec::ConvTranspose2d { out_channels, kernel, stride, padding, bias: false }
+    LayerSpec::ConvTranspose2d {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias: false,
+    }
 }
 
 fn conv(out_channels: i64, kernel: i64, stride: i64, padding: i64) -> LayerSpec {
-    LayerSpec::Conv2d { out_channels, kernel, stride, padding, bias: false }
+    LayerSpec::Conv2d {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias: false,
+    }
 }
 
 const LEAKY: LayerSpec = LayerSpec::Act(Nonlinearity::LeakyRelu(0.2));
@@ -140,7 +169,11 @@ impl GanConfig {
         let mut layers = Numbered(Vec::new());
         for (index, &m) in ladder.multipliers.iter().enumerate() {
             let out = m * self.ngf;
-            layers.push(if index == 0 { conv_t(out, ladder.first_kernel, 1, 0) } else { conv_t(out, 4, 2, 1) });
+            layers.push(if index == 0 {
+                conv_t(out, ladder.first_kernel, 1, 0)
+            } else {
+                conv_t(out, 4, 2, 1)
+            });
             layers.push(LayerSpec::BATCH_NORM);
             layers.push(LayerSpec::RELU);
             if self.deep() {
@@ -158,7 +191,9 @@ impl GanConfig {
     fn discriminator_trunk(&self) -> Result<(Vec<(String, LayerSpec)>, i64), ModelError> {
         let ladder = ladder(self.image_size)?;
         let norm = match self.loss {
-            GanLoss::WganGp => LayerSpec::LayerNorm { eps: super::blocks::norm::DEFAULT_EPS },
+            GanLoss::WganGp => LayerSpec::LayerNorm {
+                eps: super::blocks::norm::DEFAULT_EPS,
+            },
             GanLoss::Dcgan | GanLoss::Acgan => LayerSpec::BATCH_NORM,
         };
         let mut layers = Numbered(Vec::new());
@@ -179,7 +214,11 @@ impl GanConfig {
     }
 
     fn image(&self) -> Activation {
-        Activation::Image { channels: self.channels, height: self.image_size, width: self.image_size }
+        Activation::Image {
+            channels: self.channels,
+            height: self.image_size,
+            width: self.image_size,
+        }
     }
 }
 
@@ -193,9 +232,17 @@ pub struct Generator {
 impl Generator {
     /// Creates `main.*` under `path`.
     pub fn new(path: &nn::Path, config: GanConfig) -> Result<Self, ModelError> {
-        let input = Activation::Image { channels: config.generator_input(), height: 1, width: 1 };
-        let options = StackOptions { init: Init::Dcgan, spectral_norm: false };
-        let main = Stack::with_options(&(path / "main"), input, &config.generator_specs()?, options)?;
+        let input = Activation::Image {
+            channels: config.generator_input(),
+            height: 1,
+            width: 1,
+        };
+        let options = StackOptions {
+            init: Init::Dcgan,
+            spectral_norm: false,
+        };
+        let main =
+            Stack::with_options(&(path / "main"), input, &config.generator_specs()?, options)?;
         Ok(Generator { config, main })
     }
 
@@ -207,7 +254,10 @@ impl Generator {
         let input = match labels {
             Some(labels) if self.config.conditional() => {
                 // (b,) -> (b, classes, 1, 1)
-                let one_hot = labels.one_hot(self.config.classes).to_kind(z.kind()).reshape([b, self.config.classes, 1, 1]);
+                let one_hot = labels
+                    .one_hot(self.config.classes)
+                    .to_kind(z.kind())
+                    .reshape([b, self.config.classes, 1, 1]);
                 Tensor::cat(&[z, one_hot], 1)
             }
             _ => z,
@@ -238,7 +288,10 @@ pub struct Discriminator {
 impl Discriminator {
     /// Creates `main.*` (and `adv.*`, `aux.*` for ACGAN) under `path`.
     pub fn new(path: &nn::Path, config: GanConfig) -> Result<Self, ModelError> {
-        let options = StackOptions { init: Init::Dcgan, spectral_norm: config.spectral_norm };
+        let options = StackOptions {
+            init: Init::Dcgan,
+            spectral_norm: config.spectral_norm,
+        };
         let (mut specs, last_kernel) = config.discriminator_trunk()?;
         let last = |out| conv(out, last_kernel, 1, 0);
         match config.loss {
@@ -250,14 +303,24 @@ impl Discriminator {
                 }
                 specs = layers.0;
                 let main = Stack::with_options(&(path / "main"), config.image(), &specs, options)?;
-                Ok(Discriminator { main, aux: None, adv: None })
+                Ok(Discriminator {
+                    main,
+                    aux: None,
+                    adv: None,
+                })
             }
             GanLoss::Acgan => {
                 let main = Stack::with_options(&(path / "main"), config.image(), &specs, options)?;
-                let head = |name: &str, out| Stack::with_options(&(path / name), main.output(), &[("0", last(out))], options);
+                let head = |name: &str, out| {
+                    Stack::with_options(&(path / name), main.output(), &[("0", last(out))], options)
+                };
                 let adv = head("adv", 1)?;
                 let aux = head("aux", config.classes.max(1))?;
-                Ok(Discriminator { main, aux: Some(aux), adv: Some(adv) })
+                Ok(Discriminator {
+                    main,
+                    aux: Some(aux),
+                    adv: Some(adv),
+                })
             }
         }
     }
@@ -270,7 +333,10 @@ impl Discriminator {
                 adversarial: adv.forward_t(&trunk, train).reshape([b]),
                 class_logits: Some(aux.forward_t(&trunk, train).reshape([b, -1])),
             },
-            _ => Judgement { adversarial: trunk.reshape([b]), class_logits: None },
+            _ => Judgement {
+                adversarial: trunk.reshape([b]),
+                class_logits: None,
+            },
         }
     }
 
@@ -292,7 +358,17 @@ mod tests {
 
     fn config(image_size: i64, loss: GanLoss, preset: GanPreset) -> GanConfig {
         let classes = if loss == GanLoss::Acgan { 10 } else { 0 };
-        GanConfig { preset, loss, image_size, channels: 3, z_dim: 16, ngf: 4, ndf: 4, spectral_norm: false, classes }
+        GanConfig {
+            preset,
+            loss,
+            image_size,
+            channels: 3,
+            z_dim: 16,
+            ngf: 4,
+            ndf: 4,
+            spectral_norm: false,
+            classes,
+        }
     }
 
     #[test]
@@ -310,7 +386,10 @@ mod tests {
                     assert_eq!(x.size(), [2, 3, size, size], "{c:?}");
                     let j = d.forward_t(&x, true);
                     assert_eq!(j.adversarial.size(), [2]);
-                    assert_eq!(j.class_logits.map(|t| t.size()), (loss == GanLoss::Acgan).then(|| vec![2, 10]));
+                    assert_eq!(
+                        j.class_logits.map(|t| t.size()),
+                        (loss == GanLoss::Acgan).then(|| vec![2, 10])
+                    );
                 }
             }
         }
@@ -318,7 +397,12 @@ mod tests {
 
     #[test]
     fn the_dcgan_preset_names_and_prints_like_the_tutorial() {
-        let c = GanConfig { ngf: 64, ndf: 64, z_dim: 100, ..config(64, GanLoss::Dcgan, GanPreset::Dcgan) };
+        let c = GanConfig {
+            ngf: 64,
+            ndf: 64,
+            z_dim: 100,
+            ..config(64, GanLoss::Dcgan, GanPreset::Dcgan)
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let g = Generator::new(&vs.root(), c).unwrap();
         let d = Discriminator::new(&(vs.root() / "d"), c).unwrap();
@@ -327,13 +411,21 @@ mod tests {
         assert_eq!(vars["main.12.weight"].size(), [64, 3, 4, 4]);
         assert_eq!(vars["d.main.11.weight"].size(), [1, 512, 4, 4]);
         let tree = g.tree().to_string();
-        assert!(tree.contains("(0): ConvTranspose2d(100, 512, kernel_size=(4, 4), stride=(1, 1), bias=False)"), "{tree}");
+        assert!(
+            tree.contains(
+                "(0): ConvTranspose2d(100, 512, kernel_size=(4, 4), stride=(1, 1), bias=False)"
+            ),
+            "{tree}"
+        );
         assert!(tree.contains("(13): Tanh()"), "{tree}");
         let tree = d.tree().to_string();
         assert!(tree.contains("(12): Sigmoid()"), "{tree}");
         // The tutorial's generator has 3,576,704 parameters and its discriminator 2,765,568.
         let count = |in_d: bool| -> i64 {
-            vars.iter().filter(|(n, t)| n.starts_with("d.") == in_d && t.requires_grad()).map(|(_, t)| t.numel() as i64).sum()
+            vars.iter()
+                .filter(|(n, t)| n.starts_with("d.") == in_d && t.requires_grad())
+                .map(|(_, t)| t.numel() as i64)
+                .sum()
         };
         assert_eq!(count(false), 3_576_704);
         assert_eq!(count(true), 2_765_568);
@@ -341,12 +433,18 @@ mod tests {
 
     #[test]
     fn the_critic_uses_layer_norm_and_no_sigmoid() {
-        let c = GanConfig { spectral_norm: true, ..config(32, GanLoss::WganGp, GanPreset::Dcgan) };
+        let c = GanConfig {
+            spectral_norm: true,
+            ..config(32, GanLoss::WganGp, GanPreset::Dcgan)
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let d = Discriminator::new(&vs.root(), c).unwrap();
         let tree = d.tree().to_string();
         assert!(tree.contains("LayerNorm((8, 8, 8)"), "{tree}");
-        assert!(!tree.contains("Sigmoid") && !tree.contains("BatchNorm"), "{tree}");
+        assert!(
+            !tree.contains("Sigmoid") && !tree.contains("BatchNorm"),
+            "{tree}"
+        );
         assert!(vs.variables().contains_key("main.0.weight_orig"));
         assert!(ladder(48).is_err());
     }

@@ -73,19 +73,47 @@ impl Arch {
             Arch::Mnist => vec![
                 ("conv1", LayerSpec::conv(32, 5, 0)),
                 ("relu1", LayerSpec::RELU),
-                ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool1",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("conv2", LayerSpec::conv(48, 5, 0)),
                 ("relu2", LayerSpec::RELU),
-                ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool2",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("flatten", Flatten),
             ],
             Arch::Svhn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 2)),
                 ("relu1", LayerSpec::RELU),
-                ("pool1", MaxPool2d { kernel: 3, stride: 2, padding: 1 }),
+                (
+                    "pool1",
+                    MaxPool2d {
+                        kernel: 3,
+                        stride: 2,
+                        padding: 1,
+                    },
+                ),
                 ("conv2", LayerSpec::conv(64, 5, 2)),
                 ("relu2", LayerSpec::RELU),
-                ("pool2", MaxPool2d { kernel: 3, stride: 2, padding: 1 }),
+                (
+                    "pool2",
+                    MaxPool2d {
+                        kernel: 3,
+                        stride: 2,
+                        padding: 1,
+                    },
+                ),
                 ("conv3", LayerSpec::conv(128, 5, 2)),
                 ("relu3", LayerSpec::RELU),
                 ("flatten", Flatten),
@@ -93,22 +121,50 @@ impl Arch {
             Arch::Lenet => vec![
                 ("conv1", LayerSpec::conv(6, 5, 0)),
                 ("relu1", LayerSpec::RELU),
-                ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool1",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("conv2", LayerSpec::conv(16, 5, 0)),
                 ("relu2", LayerSpec::RELU),
-                ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool2",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("flatten", Flatten),
             ],
             // The port's order: batch norm before pooling, ReLU after it.
             Arch::DannBn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 0)),
                 ("bn1", LayerSpec::BATCH_NORM),
-                ("pool1", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool1",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("relu1", LayerSpec::RELU),
                 ("conv2", LayerSpec::conv(50, 5, 0)),
                 ("bn2", LayerSpec::BATCH_NORM),
                 ("drop1", Dropout2d { p: DROPOUT }),
-                ("pool2", MaxPool2d { kernel: 2, stride: 2, padding: 0 }),
+                (
+                    "pool2",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
                 ("relu2", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
@@ -130,7 +186,12 @@ impl Arch {
                 ("fc2", Linear { out_features: 100 }),
                 ("bn2", LayerSpec::BATCH_NORM),
                 ("relu2", LayerSpec::RELU),
-                ("fc3", Linear { out_features: classes }),
+                (
+                    "fc3",
+                    Linear {
+                        out_features: classes,
+                    },
+                ),
             ]),
         }
     }
@@ -152,7 +213,10 @@ impl Arch {
 }
 
 fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
-    specs.iter().map(|&(name, spec)| (name.to_owned(), spec)).collect()
+    specs
+        .iter()
+        .map(|&(name, spec)| (name.to_owned(), spec))
+        .collect()
 }
 
 /// The `model` table of the training stages: which digit network, at which input size.
@@ -174,7 +238,11 @@ pub struct DigitCnnParams {
 
 impl Default for DigitCnnParams {
     fn default() -> Self {
-        DigitCnnParams { arch: Self::default_arch(), image_size: Self::default_image_size(), channels: Self::default_channels() }
+        DigitCnnParams {
+            arch: Self::default_arch(),
+            image_size: Self::default_image_size(),
+            channels: Self::default_channels(),
+        }
     }
 }
 
@@ -191,7 +259,12 @@ impl DigitCnnParams {
 
     /// The network for `classes` classes.
     pub fn config(&self, classes: i64) -> DigitCnnConfig {
-        DigitCnnConfig { arch: self.arch, channels: self.channels, image_size: self.image_size, classes }
+        DigitCnnConfig {
+            arch: self.arch,
+            channels: self.channels,
+            image_size: self.image_size,
+            classes,
+        }
     }
 }
 
@@ -210,20 +283,36 @@ impl DigitCnnConfig {
     /// Checks the input shape against the architecture.
     pub fn validate(&self) -> Result<(), ModelError> {
         if !matches!(self.channels, 1 | 3) {
-            return Err(ModelError::Unsupported { what: "input channel count", found: self.channels, expected: "1 or 3" });
+            return Err(ModelError::Unsupported {
+                what: "input channel count",
+                found: self.channels,
+                expected: "1 or 3",
+            });
         }
         if self.classes < 1 {
-            return Err(ModelError::Unsupported { what: "class count", found: self.classes, expected: "at least 1" });
+            return Err(ModelError::Unsupported {
+                what: "class count",
+                found: self.classes,
+                expected: "at least 1",
+            });
         }
         let min = self.arch.min_image_size();
         if self.image_size < min {
-            return Err(ModelError::ImageTooSmall { arch: self.arch.name().into(), min, found: self.image_size });
+            return Err(ModelError::ImageTooSmall {
+                arch: self.arch.name().into(),
+                min,
+                found: self.image_size,
+            });
         }
         Ok(())
     }
 
     fn input(&self) -> Activation {
-        Activation::Image { channels: self.channels, height: self.image_size, width: self.image_size }
+        Activation::Image {
+            channels: self.channels,
+            height: self.image_size,
+            width: self.image_size,
+        }
     }
 }
 
@@ -231,10 +320,18 @@ impl DigitCnnConfig {
 pub fn mlp_specs(hidden: &[i64], out: i64) -> Vec<(String, LayerSpec)> {
     let mut specs = Vec::new();
     for (i, &width) in hidden.iter().enumerate() {
-        specs.push((format!("fc{}", i + 1), LayerSpec::Linear { out_features: width }));
+        specs.push((
+            format!("fc{}", i + 1),
+            LayerSpec::Linear {
+                out_features: width,
+            },
+        ));
         specs.push((format!("relu{}", i + 1), LayerSpec::RELU));
     }
-    specs.push((format!("fc{}", hidden.len() + 1), LayerSpec::Linear { out_features: out }));
+    specs.push((
+        format!("fc{}", hidden.len() + 1),
+        LayerSpec::Linear { out_features: out },
+    ));
     specs
 }
 
@@ -261,8 +358,16 @@ impl DigitCnn {
     pub fn new(root: &nn::Path, config: DigitCnnConfig) -> Result<Self, ModelError> {
         let feature = feature_extractor(&(root / "feature"), &config)?;
         let head = config.arch.classifier_specs(config.classes);
-        let classifier = Stack::new(&(root / "classifier"), Activation::Vector(feature.output_dim()), &head)?;
-        Ok(DigitCnn { config, feature, classifier })
+        let classifier = Stack::new(
+            &(root / "classifier"),
+            Activation::Vector(feature.output_dim()),
+            &head,
+        )?;
+        Ok(DigitCnn {
+            config,
+            feature,
+            classifier,
+        })
     }
 
     /// Width of the feature vector.
@@ -282,7 +387,10 @@ impl DigitCnn {
 
     /// The named parts for the architecture printout.
     pub fn tree_parts(&self) -> Vec<(String, ModuleTree)> {
-        vec![("feature".into(), self.feature.tree()), ("classifier".into(), self.classifier.tree())]
+        vec![
+            ("feature".into(), self.feature.tree()),
+            ("classifier".into(), self.classifier.tree()),
+        ]
     }
 }
 
@@ -292,7 +400,12 @@ mod tests {
     use tch::{Device, Kind};
 
     fn config(arch: Arch) -> DigitCnnConfig {
-        DigitCnnConfig { arch, channels: 3, image_size: 28, classes: 10 }
+        DigitCnnConfig {
+            arch,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        }
     }
 
     #[test]
@@ -300,16 +413,29 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = DigitCnn::new(&vs.root(), config(Arch::Mnist)).unwrap();
         assert_eq!(model.feature_dim(), 48 * 4 * 4);
-        let logits = model.logits(&Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)), false);
+        let logits = model.logits(
+            &Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)),
+            false,
+        );
         assert_eq!(logits.size(), [2, 10]);
-        assert_eq!(vs.variables()["feature.conv2.weight"].size(), [48, 32, 5, 5]);
+        assert_eq!(
+            vs.variables()["feature.conv2.weight"].size(),
+            [48, 32, 5, 5]
+        );
         assert_eq!(vs.variables()["classifier.fc3.weight"].size(), [10, 100]);
     }
 
     #[test]
     fn svhn_preset_keeps_resolution_through_same_padding() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = DigitCnn::new(&vs.root(), DigitCnnConfig { image_size: 32, ..config(Arch::Svhn) }).unwrap();
+        let model = DigitCnn::new(
+            &vs.root(),
+            DigitCnnConfig {
+                image_size: 32,
+                ..config(Arch::Svhn)
+            },
+        )
+        .unwrap();
         assert_eq!(model.feature_dim(), 128 * 8 * 8);
     }
 
@@ -321,7 +447,10 @@ mod tests {
         let vars = vs.variables();
         assert_eq!(vars["feature.conv2.weight"].size(), [50, 64, 5, 5]);
         assert_eq!(vars["feature.bn2.running_var"].size(), [50]);
-        assert_eq!(vars["classifier.bn2.num_batches_tracked"].size(), Vec::<i64>::new());
+        assert_eq!(
+            vars["classifier.bn2.num_batches_tracked"].size(),
+            Vec::<i64>::new()
+        );
         assert_eq!(vars["classifier.fc3.weight"].size(), [10, 100]);
         let x = Tensor::randn([4, 3, 28, 28], (Kind::Float, Device::Cpu));
         assert_eq!(model.logits(&x, true).size(), [4, 10]);
@@ -347,7 +476,15 @@ mod tests {
     #[test]
     fn rejects_images_too_small_for_the_arch() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let err = DigitCnn::new(&vs.root(), DigitCnnConfig { image_size: 8, ..config(Arch::Mnist) }).err().unwrap();
+        let err = DigitCnn::new(
+            &vs.root(),
+            DigitCnnConfig {
+                image_size: 8,
+                ..config(Arch::Mnist)
+            },
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("at least 16x16"), "{err}");
     }
 }

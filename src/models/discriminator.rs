@@ -25,12 +25,16 @@ pub struct DomainClassifier {
 impl DomainClassifier {
     /// DANN's domain classifier for `arch` (100-2, 1024-1024-2, or 100-BN-2 for `dann_bn`).
     pub fn dann(path: &nn::Path, arch: Arch, feature_dim: i64) -> Result<Self, ModelError> {
-        Ok(DomainClassifier { mlp: Stack::new(path, Activation::Vector(feature_dim), &arch.domain_specs())? })
+        Ok(DomainClassifier {
+            mlp: Stack::new(path, Activation::Vector(feature_dim), &arch.domain_specs())?,
+        })
     }
 
     /// ADDA's discriminator, 500-500-2.
     pub fn adda(path: &nn::Path, feature_dim: i64) -> Result<Self, ModelError> {
-        Ok(DomainClassifier { mlp: mlp(path, feature_dim, &ADDA_HIDDEN, 2)? })
+        Ok(DomainClassifier {
+            mlp: mlp(path, feature_dim, &ADDA_HIDDEN, 2)?,
+        })
     }
 
     /// `[b, feature_dim]` -> `[b, 2]` domain logits, in training or eval mode.

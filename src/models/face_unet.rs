@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use super::blocks::residual::ResBlockSpec;
-use super::blocks::{Conv2d, ConvSpec, GroupNorm, Init, Linear, Module, Nonlinearity, ResBlock, SelfAttention, SinusoidalEmbedding};
+use super::blocks::{
+    Conv2d, ConvSpec, GroupNorm, Init, Linear, Module, Nonlinearity, ResBlock, SelfAttention,
+    SinusoidalEmbedding,
+};
 use super::layers::ModelError;
 use super::summary::ModuleTree;
 
@@ -41,14 +44,20 @@ pub struct FaceUnetConfig {
 
 impl FaceUnetConfig {
     /// The course's network.
-    pub const COURSE: FaceUnetConfig = FaceUnetConfig { base_channels: 128, groups: 32 };
+    pub const COURSE: FaceUnetConfig = FaceUnetConfig {
+        base_channels: 128,
+        groups: 32,
+    };
 
     /// The smallest image side (five halvings).
     pub const MIN_IMAGE_SIZE: i64 = 32;
 }
 
 enum Part {
-    Res { block: ResBlock, attention: Option<SelfAttention> },
+    Res {
+        block: ResBlock,
+        attention: Option<SelfAttention>,
+    },
     /// Stride-2 3x3 conv (`N.0`).
     Down(Conv2d),
     /// Nearest x2 then 3x3 conv (`N.1`).
@@ -73,7 +82,10 @@ impl Named {
             Part::Down(conv) => conv.forward_t(x, false),
             Part::Up(conv) => {
                 let size = x.size();
-                conv.forward_t(&x.upsample_nearest2d([size[2] * 2, size[3] * 2], None::<f64>, None::<f64>), false)
+                conv.forward_t(
+                    &x.upsample_nearest2d([size[2] * 2, size[3] * 2], None::<f64>, None::<f64>),
+                    false,
+                )
             }
         }
     }
@@ -88,9 +100,22 @@ impl Named {
                 c
             }
             Part::Down(conv) => vec![("0".into(), conv.tree())],
-            Part::Up(conv) => vec![("0".into(), ModuleTree::leaf("Upsample(scale_factor=2.0, mode='nearest')")), ("1".into(), conv.tree())],
+            Part::Up(conv) => vec![
+                (
+                    "0".into(),
+                    ModuleTree::leaf("Upsample(scale_factor=2.0, mode='nearest')"),
+                ),
+                ("1".into(), conv.tree()),
+            ],
         };
-        ModuleTree::node(match self.part { Part::Res { .. } => "ResBlockWithAttention", Part::Down(_) => "Downsample", Part::Up(_) => "Upsample" }, children)
+        ModuleTree::node(
+            match self.part {
+                Part::Res { .. } => "ResBlockWithAttention",
+                Part::Down(_) => "Downsample",
+                Part::Up(_) => "Upsample",
+            },
+            children,
+        )
     }
 }
 
@@ -111,17 +136,34 @@ impl FaceUnet {
     pub fn new(root: &nn::Path, config: FaceUnetConfig) -> Result<Self, ModelError> {
         let base = config.base_channels;
         if config.groups < 1 || base % config.groups != 0 {
-            return Err(ModelError::Unsupported { what: "face UNet base_channels", found: base, expected: "a multiple of `groups`" });
+            return Err(ModelError::Unsupported {
+                what: "face UNet base_channels",
+                found: base,
+                expected: "a multiple of `groups`",
+            });
         }
         let time_dim = 4 * base;
         let res = |name: &str, ci: i64, co: i64, attention: bool| {
             let path = root / name;
-            let spec = ResBlockSpec { in_channels: ci, out_channels: co, time_dim, groups: config.groups, eps: EPS, dropout: 0.0 };
+            let spec = ResBlockSpec {
+                in_channels: ci,
+                out_channels: co,
+                time_dim,
+                groups: config.groups,
+                eps: EPS,
+                dropout: 0.0,
+            };
             let block = ResBlock::new(&(&path / "resblocks"), spec);
-            let attention = attention.then(|| SelfAttention::new(&(&path / "attention"), co, config.groups, EPS));
-            Named { name: name.to_owned(), part: Part::Res { block, attention } }
+            let attention = attention
+                .then(|| SelfAttention::new(&(&path / "attention"), co, config.groups, EPS));
+            Named {
+                name: name.to_owned(),
+                part: Part::Res { block, attention },
+            }
         };
-        let conv3 = |path: nn::Path, c: i64, stride: i64| Conv2d::new(&path, ConvSpec::new(c, c, 3).stride(stride).padding(1));
+        let conv3 = |path: nn::Path, c: i64, stride: i64| {
+            Conv2d::new(&path, ConvSpec::new(c, c, 3).stride(stride).padding(1))
+        };
         let mut counter = 1;
         let mut next = |prefix: &str| {
             counter += 1;
@@ -140,11 +182,17 @@ impl FaceUnet {
             }
             if level + 1 < MULTIPLIERS.len() {
                 let name = next("down");
-                down.push(Named { part: Part::Down(conv3(root / name.as_str() / "0", width, 2)), name });
+                down.push(Named {
+                    part: Part::Down(conv3(root / name.as_str() / "0", width, 2)),
+                    name,
+                });
                 skips.push(width);
             }
         }
-        let mid = vec![res("mid1", width, width, true), res("mid2", width, width, false)];
+        let mid = vec![
+            res("mid1", width, width, true),
+            res("mid2", width, width, false),
+        ];
         let mut counter = 0;
         let mut next = |prefix: &str| {
             counter += 1;
@@ -160,7 +208,10 @@ impl FaceUnet {
             }
             if level > 0 {
                 let name = next("up");
-                up.push(Named { part: Part::Up(conv3(root / name.as_str() / "1", width, 1)), name });
+                up.push(Named {
+                    part: Part::Up(conv3(root / name.as_str() / "1", width, 1)),
+                    name,
+                });
             }
         }
         Ok(FaceUnet {
@@ -180,7 +231,14 @@ impl FaceUnet {
     /// Predicted noise of `x` `[b, 3, S, S]` (S a multiple of 32) at raw timesteps `t` `[b]`.
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let silu = Nonlinearity::Silu;
-        let temb = self.time3.forward_t(&silu.apply(&self.time1.forward_t(&self.embedding.forward_t(t, false), false)), false);
+        let temb = self.time3.forward_t(
+            &silu.apply(
+                &self
+                    .time1
+                    .forward_t(&self.embedding.forward_t(t, false), false),
+            ),
+            false,
+        );
         let mut h = self.down1.forward_t(x, false);
         let mut skips = vec![h.shallow_clone()];
         for module in &self.down {
@@ -199,7 +257,8 @@ impl FaceUnet {
                 _ => module.forward(&h, &temb),
             };
         }
-        self.out_conv.forward_t(&silu.apply(&self.out_norm.forward_t(&h, false)), false)
+        self.out_conv
+            .forward_t(&silu.apply(&self.out_norm.forward_t(&h, false)), false)
     }
 
     /// The model as PyTorch prints it.
@@ -213,11 +272,24 @@ impl FaceUnet {
                 ("3".into(), self.time3.tree()),
             ],
         );
-        let mut children = vec![("time".to_owned(), time), ("down1".into(), self.down1.tree())];
-        children.extend(self.down.iter().chain(&self.mid).chain(&self.up).map(|m| (m.name.clone(), m.tree())));
+        let mut children = vec![
+            ("time".to_owned(), time),
+            ("down1".into(), self.down1.tree()),
+        ];
+        children.extend(
+            self.down
+                .iter()
+                .chain(&self.mid)
+                .chain(&self.up)
+                .map(|m| (m.name.clone(), m.tree())),
+        );
         let out = ModuleTree::node(
             "Sequential",
-            vec![("0".into(), self.out_norm.tree()), ("1".into(), Nonlinearity::Silu.tree()), ("2".into(), self.out_conv.tree())],
+            vec![
+                ("0".into(), self.out_norm.tree()),
+                ("1".into(), Nonlinearity::Silu.tree()),
+                ("2".into(), self.out_conv.tree()),
+            ],
         );
         children.push(("out".into(), out));
         ModuleTree::node("UNet", children)
@@ -235,14 +307,28 @@ mod tests {
         let _net = FaceUnet::new(&vs.root(), FaceUnetConfig::COURSE).unwrap();
         let vars = vs.variables();
         assert_eq!(vars.len(), 427);
-        let count: i64 = vars.iter().filter(|(n, _)| n.as_str() != "time.0.inv_freq").map(|(_, t)| t.numel() as i64).sum();
+        let count: i64 = vars
+            .iter()
+            .filter(|(n, _)| n.as_str() != "time.0.inv_freq")
+            .map(|(_, t)| t.numel() as i64)
+            .sum();
         assert_eq!(count, 113_673_219);
         assert_eq!(vars["up7.resblocks.conv1.weight"].size(), [512, 768, 3, 3]);
         assert_eq!(vars["up20.1.weight"].size(), [128, 128, 3, 3]);
         assert_eq!(vars["down16.0.weight"].size(), [512, 512, 3, 3]);
         let small = nn::VarStore::new(Device::Cpu);
-        let net = FaceUnet::new(&small.root(), FaceUnetConfig { base_channels: 8, groups: 4 }).unwrap();
+        let net = FaceUnet::new(
+            &small.root(),
+            FaceUnetConfig {
+                base_channels: 8,
+                groups: 4,
+            },
+        )
+        .unwrap();
         let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
-        assert_eq!(net.forward(&x, &Tensor::from_slice(&[981.0f32])).size(), [1, 3, 32, 32]);
+        assert_eq!(
+            net.forward(&x, &Tensor::from_slice(&[981.0f32])).size(),
+            [1, 3, 32, 32]
+        );
     }
 }

@@ -29,6 +29,9 @@ mod tests {
         assert!(y.equal(&x), "forward must be the identity");
         (&y * &upstream).sum(Kind::Float).backward();
         let expected = &upstream * (-lambda);
-        assert!(x.grad().equal(&expected), "backward must be exactly -lambda * grad");
+        assert!(
+            x.grad().equal(&expected),
+            "backward must be exactly -lambda * grad"
+        );
     }
 }

@@ -53,11 +53,18 @@ pub enum InceptionError {
         "the weights do not fit pytorch-fid's Inception v3 ({} missing, {} unexpected, {} of the wrong shape); is this the right file (pt_inception-2015-12-05-6726825d.pth)?{}",
         missing.len(), unexpected.len(), mismatched.len(), describe(missing, unexpected, mismatched)
     )]
-    Mismatch { missing: Vec<String>, unexpected: Vec<String>, mismatched: Vec<ShapeMismatch> },
+    Mismatch {
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        mismatched: Vec<ShapeMismatch>,
+    },
     #[error("cannot read the Inception weights {path}: {message}; is the file complete? download it again")]
     Read { path: Utf8PathBuf, message: String },
     #[error("{path}: unknown weights format `{extension}`: give a PyTorch file (`.pth`, `.pt`) or `.safetensors`")]
-    Format { path: Utf8PathBuf, extension: String },
+    Format {
+        path: Utf8PathBuf,
+        extension: String,
+    },
     #[error("`--dims {0}` is not an Inception block size: choose one of 64, 192, 768, 2048")]
     Dims(i64),
     #[error("libtorch failed while preparing the weights: {0}")]
@@ -91,7 +98,9 @@ fn describe(missing: &[String], unexpected: &[String], mismatched: &[ShapeMismat
         out.push_str(&format!("\n  unexpected: {}", list(unexpected.to_vec())));
     }
     if !mismatched.is_empty() {
-        let shapes = mismatched.iter().map(|m| format!("{} expected {:?} found {:?}", m.name, m.expected, m.found));
+        let shapes = mismatched
+            .iter()
+            .map(|m| format!("{} expected {:?} found {:?}", m.name, m.expected, m.found));
         out.push_str(&format!("\n  wrong shape: {}", list(shapes.collect())));
     }
     out
@@ -100,17 +109,30 @@ fn describe(missing: &[String], unexpected: &[String], mismatched: &[ShapeMismat
 /// Reads a weights file by its extension: `.safetensors`, or a PyTorch `state_dict` file
 /// (`.pth`, `.pt`, as `torch.save` writes them).
 pub fn load_inception_weights(path: &Utf8Path) -> Result<Vec<(String, Tensor)>, InceptionError> {
-    let read_error = |message: String| InceptionError::Read { path: path.to_owned(), message };
+    let read_error = |message: String| InceptionError::Read {
+        path: path.to_owned(),
+        message,
+    };
     match path.extension().map(str::to_ascii_lowercase).as_deref() {
-        Some("safetensors") => Tensor::read_safetensors(path).map_err(|e| read_error(e.to_string())),
-        Some("pth" | "pt") => crate::pytorch_file::read_state_dict(path).map_err(|e| read_error(e.to_string())),
-        other => Err(InceptionError::Format { path: path.to_owned(), extension: other.unwrap_or("").to_owned() }),
+        Some("safetensors") => {
+            Tensor::read_safetensors(path).map_err(|e| read_error(e.to_string()))
+        }
+        Some("pth" | "pt") => {
+            crate::pytorch_file::read_state_dict(path).map_err(|e| read_error(e.to_string()))
+        }
+        other => Err(InceptionError::Format {
+            path: path.to_owned(),
+            extension: other.unwrap_or("").to_owned(),
+        }),
     }
 }
 
 /// Block index of a feature dimension (`--dims`).
 pub fn block_of_dims(dims: i64) -> Result<usize, InceptionError> {
-    FEATURE_DIMS.iter().position(|&d| d == dims).ok_or(InceptionError::Dims(dims))
+    FEATURE_DIMS
+        .iter()
+        .position(|&d| d == dims)
+        .ok_or(InceptionError::Dims(dims))
 }
 
 /// One torchvision `BasicConv2d` (conv without bias, BatchNorm, ReLU), as a convolution with
@@ -126,7 +148,14 @@ struct ConvSpec {
 }
 
 const fn conv(name: &'static str, in_channels: i64, out_channels: i64, kernel: i64) -> ConvSpec {
-    ConvSpec { name, in_channels, out_channels, kernel: [kernel, kernel], stride: 1, padding: [0, 0] }
+    ConvSpec {
+        name,
+        in_channels,
+        out_channels,
+        kernel: [kernel, kernel],
+        stride: 1,
+        padding: [0, 0],
+    }
 }
 
 impl ConvSpec {
@@ -151,7 +180,10 @@ impl ConvSpec {
 fn conv_entries(prefix: &str, spec: &ConvSpec, out: &mut BTreeMap<String, Vec<i64>>) {
     let base = format!("{prefix}{}", spec.name);
     let [kh, kw] = spec.kernel;
-    out.insert(format!("{base}.conv.weight"), vec![spec.out_channels, spec.in_channels, kh, kw]);
+    out.insert(
+        format!("{base}.conv.weight"),
+        vec![spec.out_channels, spec.in_channels, kh, kw],
+    );
     for buffer in ["weight", "bias", "running_mean", "running_var"] {
         out.insert(format!("{base}.bn.{buffer}"), vec![spec.out_channels]);
     }
@@ -168,7 +200,12 @@ struct FoldedConv {
 impl FoldedConv {
     /// `w * gamma / sqrt(var + eps)` and `beta - mean * gamma / sqrt(var + eps)`, computed in f64
     /// so the fold adds no rounding beyond the final f32 cast.
-    fn fold(tensors: &HashMap<String, Tensor>, prefix: &str, spec: &ConvSpec, device: Device) -> FoldedConv {
+    fn fold(
+        tensors: &HashMap<String, Tensor>,
+        prefix: &str,
+        spec: &ConvSpec,
+        device: Device,
+    ) -> FoldedConv {
         let base = format!("{prefix}{}", spec.name);
         let get = |suffix: &str| tensors[&format!("{base}.{suffix}")].to_kind(Kind::Double);
         let scale = get("bn.weight") / (get("bn.running_var") + BN_EPS).sqrt();
@@ -188,11 +225,27 @@ impl FoldedConv {
         let sizes = parts.iter().map(|p| p.weight.size()[0]).collect();
         let weight = Tensor::cat(&parts.iter().map(|p| &p.weight).collect::<Vec<_>>(), 0);
         let bias = Tensor::cat(&parts.iter().map(|p| &p.bias).collect::<Vec<_>>(), 0);
-        (FoldedConv { weight: channels_last(&weight), bias, stride: parts[0].stride, padding: parts[0].padding }, sizes)
+        (
+            FoldedConv {
+                weight: channels_last(&weight),
+                bias,
+                stride: parts[0].stride,
+                padding: parts[0].padding,
+            },
+            sizes,
+        )
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding, [1, 1], 1).relu_()
+        x.conv2d(
+            &self.weight,
+            Some(&self.bias),
+            self.stride,
+            self.padding,
+            [1, 1],
+            1,
+        )
+        .relu_()
     }
 }
 
@@ -232,7 +285,9 @@ enum PoolBranch {
 
 fn pool_branch(x: &Tensor, pool: PoolBranch) -> Tensor {
     match pool {
-        PoolBranch::AverageWithoutPadding => x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>),
+        PoolBranch::AverageWithoutPadding => {
+            x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)
+        }
         PoolBranch::Max => x.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false),
     }
 }
@@ -263,8 +318,20 @@ const MIXED: [(&str, i64, MixedKind); 11] = [
     ("Mixed_6d", 768, MixedKind::C { c7: 160 }),
     ("Mixed_6e", 768, MixedKind::C { c7: 192 }),
     ("Mixed_7a", 768, MixedKind::D),
-    ("Mixed_7b", 1280, MixedKind::E { pool: PoolBranch::AverageWithoutPadding }),
-    ("Mixed_7c", 2048, MixedKind::E { pool: PoolBranch::Max }),
+    (
+        "Mixed_7b",
+        1280,
+        MixedKind::E {
+            pool: PoolBranch::AverageWithoutPadding,
+        },
+    ),
+    (
+        "Mixed_7c",
+        2048,
+        MixedKind::E {
+            pool: PoolBranch::Max,
+        },
+    ),
 ];
 
 /// The stem convolutions, in order; max pools follow `Conv2d_2b_3x3` and `Conv2d_4a_3x3`.
@@ -347,14 +414,23 @@ struct Mixed {
 
 impl Mixed {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let heads = self.fused.as_ref().map(|f| f.forward(x)).unwrap_or_default();
+        let heads = self
+            .fused
+            .as_ref()
+            .map(|f| f.forward(x))
+            .unwrap_or_default();
         let c = &self.convs;
         let outputs = match self.kind {
             MixedKind::A { .. } => {
                 let branch5x5 = c[0].forward(&heads[1]);
                 let branch3x3dbl = c[2].forward(&c[1].forward(&heads[2]));
                 let branch_pool = c[3].forward(&pool_branch(x, PoolBranch::AverageWithoutPadding));
-                vec![heads[0].shallow_clone(), branch5x5, branch3x3dbl, branch_pool]
+                vec![
+                    heads[0].shallow_clone(),
+                    branch5x5,
+                    branch3x3dbl,
+                    branch_pool,
+                ]
             }
             MixedKind::B => {
                 let branch3x3 = c[0].forward(x);
@@ -379,7 +455,12 @@ impl Mixed {
                 let dbl = c[2].forward(&heads[2]);
                 let branch3x3dbl = Tensor::cat(&[c[3].forward(&dbl), c[4].forward(&dbl)], 1);
                 let branch_pool = c[5].forward(&pool_branch(x, pool));
-                vec![heads[0].shallow_clone(), branch3x3, branch3x3dbl, branch_pool]
+                vec![
+                    heads[0].shallow_clone(),
+                    branch3x3,
+                    branch3x3dbl,
+                    branch_pool,
+                ]
             }
         };
         Tensor::cat(&outputs, 1)
@@ -415,10 +496,17 @@ pub struct FidInception {
 impl FidInception {
     /// Builds the network from named tensors (a `state_dict`); every missing, unexpected or
     /// misshapen entry is reported at once.
-    pub fn from_tensors(named: Vec<(String, Tensor)>, device: Device) -> Result<FidInception, InceptionError> {
+    pub fn from_tensors(
+        named: Vec<(String, Tensor)>,
+        device: Device,
+    ) -> Result<FidInception, InceptionError> {
         let expected = expected_entries();
         let tensors: HashMap<String, Tensor> = named.into_iter().collect();
-        let missing: Vec<String> = expected.keys().filter(|name| !tensors.contains_key(*name)).cloned().collect();
+        let missing: Vec<String> = expected
+            .keys()
+            .filter(|name| !tensors.contains_key(*name))
+            .cloned()
+            .collect();
         let mut unexpected: Vec<String> = tensors
             .keys()
             .filter(|name| !expected.contains_key(*name) && !is_optional_buffer(name, &expected))
@@ -429,28 +517,55 @@ impl FidInception {
             .iter()
             .filter_map(|(name, shape)| {
                 let found = tensors.get(name)?.size();
-                (found != *shape).then(|| ShapeMismatch { name: name.clone(), expected: shape.clone(), found })
+                (found != *shape).then(|| ShapeMismatch {
+                    name: name.clone(),
+                    expected: shape.clone(),
+                    found,
+                })
             })
             .collect();
         if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-            return Err(InceptionError::Mismatch { missing, unexpected, mismatched });
+            return Err(InceptionError::Mismatch {
+                missing,
+                unexpected,
+                mismatched,
+            });
         }
         let _guard = tch::no_grad_guard();
-        let stem = STEM.iter().map(|spec| FoldedConv::fold(&tensors, "", spec, device)).collect();
+        let stem = STEM
+            .iter()
+            .map(|spec| FoldedConv::fold(&tensors, "", spec, device))
+            .collect();
         let mixed = MIXED
             .iter()
             .map(|&(name, c, kind)| {
                 let prefix = format!("{name}.");
-                let mut convs: Vec<FoldedConv> =
-                    mixed_convs(kind, c).iter().map(|spec| FoldedConv::fold(&tensors, &prefix, spec, device)).collect();
+                let mut convs: Vec<FoldedConv> = mixed_convs(kind, c)
+                    .iter()
+                    .map(|spec| FoldedConv::fold(&tensors, &prefix, spec, device))
+                    .collect();
                 let rest = convs.split_off(fused_count(kind));
                 let fused = (!convs.is_empty()).then(|| FusedConvs::new(convs));
-                Mixed { kind, fused, convs: rest }
+                Mixed {
+                    kind,
+                    fused,
+                    convs: rest,
+                }
             })
             .collect();
-        let fc_weight_t = tensors["fc.weight"].to_kind(Kind::Float).to_device(device).transpose(0, 1).contiguous();
+        let fc_weight_t = tensors["fc.weight"]
+            .to_kind(Kind::Float)
+            .to_device(device)
+            .transpose(0, 1)
+            .contiguous();
         let fc_bias = tensors["fc.bias"].to_kind(Kind::Float).to_device(device);
-        Ok(FidInception { stem, mixed, fc_weight_t, fc_bias, device })
+        Ok(FidInception {
+            stem,
+            mixed,
+            fc_weight_t,
+            fc_bias,
+            device,
+        })
     }
 
     /// Reads `path` (see [`load_inception_weights`]) and builds the network on `device`.
@@ -504,8 +619,14 @@ impl FidInception {
         let block = block_of_dims(dims)?;
         let _guard = tch::no_grad_guard();
         let x = images.to_device(self.device).to_kind(Kind::Float) / 255.0;
-        let output = self.forward(&x, block).pop().unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
-        Ok(output.adaptive_avg_pool2d([1, 1]).flatten(1, -1).contiguous())
+        let output = self
+            .forward(&x, block)
+            .pop()
+            .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
+        Ok(output
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
+            .contiguous())
     }
 
     /// torch-fidelity's `logits_unbiased` of u8 images `[N, 3, H, W]`: `[N, 1008]` f32.
@@ -514,7 +635,10 @@ impl FidInception {
         let x = images.to_device(self.device).to_kind(Kind::Float);
         let x = resize_like_tensorflow1(&x, INPUT_SIZE, INPUT_SIZE);
         let x = channels_last(&((x - 128.0) / 128.0));
-        let pooled = self.blocks(&x, 3).pop().unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
+        let pooled = self
+            .blocks(&x, 3)
+            .pop()
+            .unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, self.device)));
         pooled.flatten(1, -1).mm(&self.fc_weight_t)
     }
 
@@ -528,7 +652,8 @@ impl FidInception {
 
 /// `num_batches_tracked` of a BatchNorm the network has: present in newer files, unused.
 fn is_optional_buffer(name: &str, expected: &BTreeMap<String, Vec<i64>>) -> bool {
-    name.strip_suffix(".num_batches_tracked").is_some_and(|bn| expected.contains_key(&format!("{bn}.running_mean")))
+    name.strip_suffix(".num_batches_tracked")
+        .is_some_and(|bn| expected.contains_key(&format!("{bn}.running_mean")))
 }
 
 /// torch-fidelity's `interpolate_bilinear_2d_like_tensorflow1x(align_corners=False)` ("slow"
@@ -539,7 +664,9 @@ pub fn resize_like_tensorflow1(x: &Tensor, out_h: i64, out_w: i64) -> Tensor {
     let (in_h, in_w) = (size[2], size[3]);
     let device = x.device();
     let grid = |out: i64, input: i64| {
-        let scale = Tensor::from(input as f64 / out as f64).to_kind(Kind::Float).to_device(device);
+        let scale = Tensor::from(input as f64 / out as f64)
+            .to_kind(Kind::Float)
+            .to_device(device);
         let coordinate = Tensor::arange(out, (Kind::Float, device)) * scale;
         let lo = coordinate.to_kind(Kind::Int64);
         let hi = (&lo + 1).clamp_max(input - 1);
@@ -550,8 +677,14 @@ pub fn resize_like_tensorflow1(x: &Tensor, out_h: i64, out_w: i64) -> Tensor {
     let (x_lo, x_hi, dx) = grid(out_w, in_w);
     let rows_lo = x.index_select(2, &y_lo);
     let rows_hi = x.index_select(2, &y_hi);
-    let (in_00, in_01) = (rows_lo.index_select(3, &x_lo), rows_lo.index_select(3, &x_hi));
-    let (in_10, in_11) = (rows_hi.index_select(3, &x_lo), rows_hi.index_select(3, &x_hi));
+    let (in_00, in_01) = (
+        rows_lo.index_select(3, &x_lo),
+        rows_lo.index_select(3, &x_hi),
+    );
+    let (in_10, in_11) = (
+        rows_hi.index_select(3, &x_lo),
+        rows_hi.index_select(3, &x_hi),
+    );
     let dx = dx.view([1, 1, 1, out_w]);
     let in_0 = &in_00 + (&in_01 - &in_00) * &dx;
     let in_1 = &in_10 + (&in_11 - &in_10) * &dx;
@@ -574,7 +707,8 @@ pub(crate) mod tests {
                     Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu)) + 0.5
                 } else {
                     let fan_in: i64 = shape.iter().skip(1).product::<i64>().max(1);
-                    Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) / (fan_in as f64).sqrt()
+                    Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu))
+                        / (fan_in as f64).sqrt()
                 };
                 (name, t)
             })
@@ -594,28 +728,56 @@ pub(crate) mod tests {
         let images = Tensor::randint(256, [2, 3, 32, 40], (Kind::Uint8, Device::Cpu));
         let blocks = model.forward(&(images.to_kind(Kind::Float) / 255.0), 3);
         let shapes: Vec<Vec<i64>> = blocks.iter().map(|b| b.size()).collect();
-        assert_eq!(shapes, vec![vec![2, 64, 73, 73], vec![2, 192, 35, 35], vec![2, 768, 17, 17], vec![2, 2048, 1, 1]]);
-        assert_eq!(model.fid_features(&images, 192).unwrap().size(), vec![2, 192]);
+        assert_eq!(
+            shapes,
+            vec![
+                vec![2, 64, 73, 73],
+                vec![2, 192, 35, 35],
+                vec![2, 768, 17, 17],
+                vec![2, 2048, 1, 1]
+            ]
+        );
+        assert_eq!(
+            model.fid_features(&images, 192).unwrap().size(),
+            vec![2, 192]
+        );
         assert_eq!(model.logits_unbiased(&images).size(), vec![2, CLASSES]);
-        assert!(matches!(model.fid_features(&images, 100), Err(InceptionError::Dims(100))));
+        assert!(matches!(
+            model.fid_features(&images, 100),
+            Err(InceptionError::Dims(100))
+        ));
     }
 
     #[test]
     fn wrong_weights_list_missing_unexpected_and_misshapen_names() {
         let mut weights = random_weights(2);
         weights.retain(|(name, _)| name != "Mixed_6b.branch1x1.conv.weight");
-        weights.push(("features.0.weight".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu))));
-        weights.push(("Mixed_5b.branch1x1.bn.num_batches_tracked".into(), Tensor::from(0i64)));
+        weights.push((
+            "features.0.weight".into(),
+            Tensor::zeros([3], (Kind::Float, Device::Cpu)),
+        ));
+        weights.push((
+            "Mixed_5b.branch1x1.bn.num_batches_tracked".into(),
+            Tensor::from(0i64),
+        ));
         for (name, tensor) in weights.iter_mut() {
             if name == "fc.bias" {
                 *tensor = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
             }
         }
-        let Err(err) = FidInception::from_tensors(weights, Device::Cpu) else { panic!("accepted wrong weights") };
+        let Err(err) = FidInception::from_tensors(weights, Device::Cpu) else {
+            panic!("accepted wrong weights")
+        };
         let text = err.to_string();
-        assert!(text.contains("missing: Mixed_6b.branch1x1.conv.weight"), "{text}");
+        assert!(
+            text.contains("missing: Mixed_6b.branch1x1.conv.weight"),
+            "{text}"
+        );
         assert!(text.contains("unexpected: features.0.weight"), "{text}");
-        assert!(text.contains("fc.bias expected [1008] found [1000]"), "{text}");
+        assert!(
+            text.contains("fc.bias expected [1008] found [1000]"),
+            "{text}"
+        );
         assert!(!text.contains("num_batches_tracked"), "{text}");
     }
 
@@ -625,7 +787,10 @@ pub(crate) mod tests {
         assert_eq!(resize_like_tensorflow1(&x, 3, 4), x);
         let up = resize_like_tensorflow1(&x, 6, 4);
         // Row 1 of 6 sits at source row 0.5: halfway between rows 0 and 1.
-        assert_eq!(Vec::<f32>::try_from(up.get(0).get(0).get(1)).unwrap(), vec![2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(up.get(0).get(0).get(1)).unwrap(),
+            vec![2.0, 3.0, 4.0, 5.0]
+        );
         // The last rows clamp to the edge.
         assert_eq!(up.get(0).get(0).get(5), x.get(0).get(0).get(2));
     }

@@ -15,12 +15,18 @@ pub struct ModuleTree {
 impl ModuleTree {
     /// A module without children, printed verbatim (`ReLU()`).
     pub fn leaf(repr: impl Into<String>) -> Self {
-        ModuleTree { repr: repr.into(), children: Vec::new() }
+        ModuleTree {
+            repr: repr.into(),
+            children: Vec::new(),
+        }
     }
 
     /// A container printed as `Name(` + indented children + `)`.
     pub fn node(name: impl Into<String>, children: Vec<(String, ModuleTree)>) -> Self {
-        ModuleTree { repr: name.into(), children }
+        ModuleTree {
+            repr: name.into(),
+            children,
+        }
     }
 }
 
@@ -74,7 +80,10 @@ mod tests {
 
     #[test]
     fn nests_like_pytorch() {
-        let inner = ModuleTree::node("Sequential", vec![("relu1".into(), ModuleTree::leaf("ReLU()"))]);
+        let inner = ModuleTree::node(
+            "Sequential",
+            vec![("relu1".into(), ModuleTree::leaf("ReLU()"))],
+        );
         let tree = ModuleTree::node("Net", vec![("feature".into(), inner)]);
         let expected = "Net(\n  (feature): Sequential(\n    (relu1): ReLU()\n  )\n)";
         assert_eq!(tree.to_string(), expected);

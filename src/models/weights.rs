@@ -31,20 +31,40 @@ pub struct WeightsMismatch {
 /// How many names of each list the message shows.
 const SHOWN: usize = 12;
 
-fn describe(missing: &[String], unexpected: &[String], shapes: &[(String, Vec<i64>, Vec<i64>)]) -> String {
+fn describe(
+    missing: &[String],
+    unexpected: &[String],
+    shapes: &[(String, Vec<i64>, Vec<i64>)],
+) -> String {
     let mut text = String::new();
     let mut list = |title: &str, items: Vec<String>| {
         if items.is_empty() {
             return;
         }
-        let _ = write!(text, "\n  {title} ({}): {}", items.len(), items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
+        let _ = write!(
+            text,
+            "\n  {title} ({}): {}",
+            items.len(),
+            items
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if items.len() > SHOWN {
             let _ = write!(text, ", ... ({} more)", items.len() - SHOWN);
         }
     };
     list("missing", missing.to_vec());
     list("unexpected", unexpected.to_vec());
-    list("shape mismatches", shapes.iter().map(|(n, found, expected)| format!("{n} is {found:?}, the model has {expected:?}")).collect());
+    list(
+        "shape mismatches",
+        shapes
+            .iter()
+            .map(|(n, found, expected)| format!("{n} is {found:?}, the model has {expected:?}"))
+            .collect(),
+    );
     text
 }
 
@@ -60,9 +80,14 @@ pub enum WeightsFileError {
 
 /// The named tensors of a weights file: safetensors by its extension, a PyTorch file
 /// (`torch.save` of a state_dict, zip or legacy format) otherwise.
-pub fn read_weights_file(path: &camino::Utf8Path) -> Result<Vec<(String, Tensor)>, WeightsFileError> {
+pub fn read_weights_file(
+    path: &camino::Utf8Path,
+) -> Result<Vec<(String, Tensor)>, WeightsFileError> {
     if path.extension() == Some("safetensors") {
-        Tensor::read_safetensors(path).map_err(|e| WeightsFileError::Safetensors { path: path.to_string(), message: e.to_string() })
+        Tensor::read_safetensors(path).map_err(|e| WeightsFileError::Safetensors {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     } else {
         Ok(crate::pytorch_file::read_state_dict(path)?)
     }
@@ -70,31 +95,53 @@ pub fn read_weights_file(path: &camino::Utf8Path) -> Result<Vec<(String, Tensor)
 
 /// Loads the weights file at `path` into `vs`, which must hold exactly the file's tensors
 /// (`load_state_dict(strict=True)`).
-pub fn load_file_strict(vs: &nn::VarStore, path: &camino::Utf8Path) -> Result<(), WeightsFileError> {
+pub fn load_file_strict(
+    vs: &nn::VarStore,
+    path: &camino::Utf8Path,
+) -> Result<(), WeightsFileError> {
     let tensors = read_weights_file(path)?;
     Ok(load_into(vs, tensors, Unexpected::Refuse, path.as_str())?)
 }
 
 /// Copies `tensors` into the variables of `vs` by name (converting dtype and device).
-pub fn load_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>, unexpected: Unexpected, source_name: &str) -> Result<(), WeightsMismatch> {
+pub fn load_into(
+    vs: &nn::VarStore,
+    tensors: Vec<(String, Tensor)>,
+    unexpected: Unexpected,
+    source_name: &str,
+) -> Result<(), WeightsMismatch> {
     let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
     let variables = vs.variables();
-    let mut mismatch = WeightsMismatch { source_name: source_name.to_owned(), missing: vec![], unexpected: vec![], shapes: vec![] };
+    let mut mismatch = WeightsMismatch {
+        source_name: source_name.to_owned(),
+        missing: vec![],
+        unexpected: vec![],
+        shapes: vec![],
+    };
     for (name, var) in &variables {
         match tensors.get(name) {
             None => mismatch.missing.push(name.clone()),
-            Some(t) if t.size() != var.size() => mismatch.shapes.push((name.clone(), t.size(), var.size())),
+            Some(t) if t.size() != var.size() => {
+                mismatch.shapes.push((name.clone(), t.size(), var.size()))
+            }
             Some(_) => {}
         }
     }
     if unexpected == Unexpected::Refuse {
         let known: BTreeSet<&String> = variables.keys().collect();
-        mismatch.unexpected = tensors.keys().filter(|n| !known.contains(n)).cloned().collect();
+        mismatch.unexpected = tensors
+            .keys()
+            .filter(|n| !known.contains(n))
+            .cloned()
+            .collect();
     }
     mismatch.missing.sort();
     mismatch.unexpected.sort();
     mismatch.shapes.sort();
-    if !(mismatch.missing.is_empty() && mismatch.unexpected.is_empty() && mismatch.shapes.is_empty()) {
+    if !(mismatch.missing.is_empty()
+        && mismatch.unexpected.is_empty()
+        && mismatch.shapes.is_empty())
+    {
         return Err(mismatch);
     }
     tch::no_grad(|| {
@@ -118,12 +165,31 @@ mod tests {
         let _weight = (vs.root() / "a").var("weight", &[2, 3], nn::Init::Const(0.0));
         let _bias = (vs.root() / "a").var("bias", &[2], nn::Init::Const(0.0));
         let ones = |shape: &[i64]| Tensor::ones(shape, (Kind::Float, Device::Cpu));
-        let err = load_into(&vs, vec![("a.weight".into(), ones(&[3, 3])), ("b".into(), ones(&[1]))], Unexpected::Refuse, "w.pt").unwrap_err();
+        let err = load_into(
+            &vs,
+            vec![("a.weight".into(), ones(&[3, 3])), ("b".into(), ones(&[1]))],
+            Unexpected::Refuse,
+            "w.pt",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("missing (1): a.bias"), "{text}");
         assert!(text.contains("unexpected (1): b"), "{text}");
-        assert!(text.contains("a.weight is [3, 3], the model has [2, 3]"), "{text}");
-        load_into(&vs, vec![("a.weight".into(), ones(&[2, 3])), ("a.bias".into(), ones(&[2])), ("b".into(), ones(&[1]))], Unexpected::Ignore, "w.pt").unwrap();
+        assert!(
+            text.contains("a.weight is [3, 3], the model has [2, 3]"),
+            "{text}"
+        );
+        load_into(
+            &vs,
+            vec![
+                ("a.weight".into(), ones(&[2, 3])),
+                ("a.bias".into(), ones(&[2])),
+                ("b".into(), ones(&[1])),
+            ],
+            Unexpected::Ignore,
+            "w.pt",
+        )
+        .unwrap();
         assert_eq!(vs.variables()["a.bias"].double_value(&[1]), 1.0);
     }
 }

@@ -56,7 +56,10 @@ pub fn read_tensors(path: &Utf8Path) -> Result<Vec<(String, Tensor)>, PytorchFil
 /// The state_dict of a file (unwrapping `state_dict`/`model` nesting); error if the file holds no dict of tensors.
 pub fn read_state_dict(path: &Utf8Path) -> Result<Vec<(String, Tensor)>, PytorchFileError> {
     let mut loaded = open(path)?;
-    let no_state_dict = |value: &Value| PytorchFileError::NoStateDict { path: path.to_owned(), found: describe(value) };
+    let no_state_dict = |value: &Value| PytorchFileError::NoStateDict {
+        path: path.to_owned(),
+        found: describe(value),
+    };
     let mut dict = loaded.pickled.root.clone();
     // Bounded: a pickle can make a dict its own `state_dict`.
     for _ in 0..MAX_DEPTH {
@@ -79,7 +82,10 @@ pub fn read_state_dict(path: &Utf8Path) -> Result<Vec<(String, Tensor)>, Pytorch
 pub fn read_tensor(path: &Utf8Path) -> Result<Tensor, PytorchFileError> {
     let mut loaded = open(path)?;
     let Value::Tensor(spec) = &loaded.pickled.root else {
-        return Err(PytorchFileError::NotATensor { path: path.to_owned(), found: describe(&loaded.pickled.root) });
+        return Err(PytorchFileError::NotATensor {
+            path: path.to_owned(),
+            found: describe(&loaded.pickled.root),
+        });
     };
     let spec = Rc::clone(spec);
     loaded.materializer.tensor("", &spec)
@@ -92,7 +98,11 @@ const STATE_DICT_KEYS: [&str; 2] = ["state_dict", "model"];
 fn nested_state_dict(dict: &Value) -> Option<Value> {
     let Value::Dict(dict) = dict else { return None };
     let dict = dict.try_borrow().ok()?;
-    STATE_DICT_KEYS.iter().find_map(|key| dict.get(key).filter(|v| matches!(v, Value::Dict(_))).cloned())
+    STATE_DICT_KEYS.iter().find_map(|key| {
+        dict.get(key)
+            .filter(|v| matches!(v, Value::Dict(_)))
+            .cloned()
+    })
 }
 
 /// How deeply containers may nest on the way to a tensor; real checkpoints use a handful of levels.
@@ -104,8 +114,16 @@ const MAX_VISITS: usize = 10_000_000;
 
 /// Every tensor under `value` with its dotted name. With `unwrap`, the `state_dict` and `model`
 /// entries of a dict that hold dicts add no segment to the name.
-fn collect(path: &Utf8Path, value: &Value, unwrap: bool) -> Result<Vec<(String, Rc<TensorSpec>)>, PytorchFileError> {
-    let mut walk = Walk { path, visits: 0, found: Vec::new() };
+fn collect(
+    path: &Utf8Path,
+    value: &Value,
+    unwrap: bool,
+) -> Result<Vec<(String, Rc<TensorSpec>)>, PytorchFileError> {
+    let mut walk = Walk {
+        path,
+        visits: 0,
+        found: Vec::new(),
+    };
     walk.visit(value, "", unwrap, 0)?;
     Ok(walk.found)
 }
@@ -118,30 +136,55 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn malformed(&self, detail: String) -> PytorchFileError {
-        PytorchFileError::Malformed { path: self.path.to_owned(), detail }
+        PytorchFileError::Malformed {
+            path: self.path.to_owned(),
+            detail,
+        }
     }
 
-    fn visit(&mut self, value: &Value, prefix: &str, unwrap: bool, depth: usize) -> Result<(), PytorchFileError> {
+    fn visit(
+        &mut self,
+        value: &Value,
+        prefix: &str,
+        unwrap: bool,
+        depth: usize,
+    ) -> Result<(), PytorchFileError> {
         self.visits += 1;
         if depth > MAX_DEPTH || self.visits > MAX_VISITS {
             return Err(self.malformed(format!(
                 "containers nest deeper than {MAX_DEPTH} levels or hold more than {MAX_VISITS} values (at `{prefix}`)"
             )));
         }
-        let join = |segment: String| if prefix.is_empty() { segment } else { format!("{prefix}.{segment}") };
+        let join = |segment: String| {
+            if prefix.is_empty() {
+                segment
+            } else {
+                format!("{prefix}.{segment}")
+            }
+        };
         match value {
             Value::Tensor(spec) => self.found.push((prefix.to_owned(), Rc::clone(spec))),
             Value::Dict(dict) => {
-                let dict = dict.try_borrow().map_err(|_| self.malformed(format!("dict `{prefix}` in use")))?;
+                let dict = dict
+                    .try_borrow()
+                    .map_err(|_| self.malformed(format!("dict `{prefix}` in use")))?;
                 for (key, item) in dict.entries() {
                     let name = key_text(key);
-                    let nested = unwrap && matches!(item, Value::Dict(_)) && STATE_DICT_KEYS.contains(&name.as_str());
-                    let prefix = if nested { prefix.to_owned() } else { join(name) };
+                    let nested = unwrap
+                        && matches!(item, Value::Dict(_))
+                        && STATE_DICT_KEYS.contains(&name.as_str());
+                    let prefix = if nested {
+                        prefix.to_owned()
+                    } else {
+                        join(name)
+                    };
                     self.visit(item, &prefix, nested, depth + 1)?;
                 }
             }
             Value::List(items) => {
-                let items = items.try_borrow().map_err(|_| self.malformed(format!("list `{prefix}` in use")))?;
+                let items = items
+                    .try_borrow()
+                    .map_err(|_| self.malformed(format!("list `{prefix}` in use")))?;
                 for (i, item) in items.0.iter().enumerate() {
                     self.visit(item, &join(i.to_string()), false, depth + 1)?;
                 }
@@ -171,20 +214,33 @@ impl Loaded {
     ) -> Result<Vec<(String, Tensor)>, PytorchFileError> {
         let mut seen = HashSet::new();
         if let Some((name, _)) = specs.iter().find(|(name, _)| !seen.insert(name.as_str())) {
-            let detail = format!("two tensors are named `{name}` once nested checkpoints are unwrapped");
-            return Err(PytorchFileError::Malformed { path: path.to_owned(), detail });
+            let detail =
+                format!("two tensors are named `{name}` once nested checkpoints are unwrapped");
+            return Err(PytorchFileError::Malformed {
+                path: path.to_owned(),
+                detail,
+            });
         }
-        specs.into_iter().map(|(name, spec)| Ok((name.clone(), self.materializer.tensor(&name, &spec)?))).collect()
+        specs
+            .into_iter()
+            .map(|(name, spec)| Ok((name.clone(), self.materializer.tensor(&name, &spec)?)))
+            .collect()
     }
 }
 
 /// Opens `path` as whichever format its first bytes announce.
 fn open(path: &Utf8Path) -> Result<Loaded, PytorchFileError> {
-    let io_err = |source| PytorchFileError::Io { path: path.to_owned(), source };
+    let io_err = |source| PytorchFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut head = Vec::with_capacity(512);
-    (&mut file).take(512).read_to_end(&mut head).map_err(io_err)?;
+    (&mut file)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(io_err)?;
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return zip_format::open(path, file, file_len);
     }
@@ -192,7 +248,10 @@ fn open(path: &Utf8Path) -> Result<Loaded, PytorchFileError> {
         let bytes = std::fs::read(path).map_err(io_err)?;
         return legacy_format::open(path, bytes);
     }
-    Err(PytorchFileError::NotTorchFile { path: path.to_owned(), found: sniff(&head) })
+    Err(PytorchFileError::NotTorchFile {
+        path: path.to_owned(),
+        found: sniff(&head),
+    })
 }
 
 /// What a file that is not a torch file looks like, from its first bytes.
@@ -230,14 +289,23 @@ fn sniff(head: &[u8]) -> String {
 /// A pickle error of `part` of the file at `path`; a cut pickle is a truncated file.
 fn pickle_error(path: &Utf8Path, part: &str, source: PickleError) -> PytorchFileError {
     match source {
-        source if source.is_truncation() => PytorchFileError::Truncated { path: path.to_owned(), detail: format!("{part}: {source}") },
-        PickleError::UnsupportedStorage { key, storage_type } => PytorchFileError::UnsupportedDtype {
+        source if source.is_truncation() => PytorchFileError::Truncated {
             path: path.to_owned(),
-            storage: key,
-            storage_type,
-            supported: tensor::Dtype::supported_storages(),
+            detail: format!("{part}: {source}"),
         },
-        source => PytorchFileError::Pickle { path: path.to_owned(), part: part.to_owned(), source },
+        PickleError::UnsupportedStorage { key, storage_type } => {
+            PytorchFileError::UnsupportedDtype {
+                path: path.to_owned(),
+                storage: key,
+                storage_type,
+                supported: tensor::Dtype::supported_storages(),
+            }
+        }
+        source => PytorchFileError::Pickle {
+            path: path.to_owned(),
+            part: part.to_owned(),
+            source,
+        },
     }
 }
 
@@ -248,7 +316,10 @@ mod tests {
     #[test]
     fn sniff_names_common_formats() {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n"), "a PNG image");
-        assert_eq!(sniff(b"hello world\nsecond"), "text starting \"hello world\"");
+        assert_eq!(
+            sniff(b"hello world\nsecond"),
+            "text starting \"hello world\""
+        );
         assert_eq!(sniff(b""), "an empty file");
         assert!(sniff(b"\x00\x01\x02").starts_with("binary data"));
     }

@@ -16,28 +16,50 @@ use super::tensor::{Dtype, StorageRef, TensorSpec};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PickleError {
-    #[error("truncated: opcode {opcode} at byte {offset} needs {needed} bytes, only {available} remain")]
-    Truncated { offset: usize, opcode: &'static str, needed: usize, available: usize },
+    #[error(
+        "truncated: opcode {opcode} at byte {offset} needs {needed} bytes, only {available} remain"
+    )]
+    Truncated {
+        offset: usize,
+        opcode: &'static str,
+        needed: usize,
+        available: usize,
+    },
     #[error("truncated: the pickle ends at byte {offset} without its STOP opcode")]
     NoStop { offset: usize },
     #[error("opcode 0x{opcode:02x} ({name}) at byte {offset} is not one that tensor files use; refusing the file")]
-    UnknownOpcode { opcode: u8, name: &'static str, offset: usize },
+    UnknownOpcode {
+        opcode: u8,
+        name: &'static str,
+        offset: usize,
+    },
     #[error(
         "refusing global `{module}.{name}` at byte {offset}: tensor files only need torch's tensor-rebuild \
          functions, its storage types, collections.OrderedDict and _codecs.encode, and loading any other object could run \
          arbitrary code (re-save the file with `torch.save(model.state_dict(), path)`)"
     )]
-    ForbiddenGlobal { module: String, name: String, offset: usize },
+    ForbiddenGlobal {
+        module: String,
+        name: String,
+        offset: usize,
+    },
     #[error("storage `{key}` has type `{storage_type}`, a dtype hwrun cannot read")]
     UnsupportedStorage { key: String, storage_type: String },
     #[error("malformed at byte {offset} ({opcode}): {problem}")]
-    Malformed { offset: usize, opcode: &'static str, problem: String },
+    Malformed {
+        offset: usize,
+        opcode: &'static str,
+        problem: String,
+    },
 }
 
 impl PickleError {
     /// Whether the error comes from input that ends too early.
     pub fn is_truncation(&self) -> bool {
-        matches!(self, PickleError::Truncated { .. } | PickleError::NoStop { .. })
+        matches!(
+            self,
+            PickleError::Truncated { .. } | PickleError::NoStop { .. }
+        )
     }
 }
 
@@ -75,8 +97,14 @@ impl Global {
             ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
             ("torch._tensor", "_rebuild_from_type_v2") => Global::RebuildFromTypeV2,
             ("torch", "Tensor") | ("torch.nn.parameter", "Parameter") => Global::TensorType,
-            ("torch", storage) if storage.ends_with("Storage") && storage.chars().all(|c| c.is_ascii_alphanumeric()) => {
-                Global::StorageType { name: format!("torch.{storage}").into(), dtype: Dtype::from_storage_name(storage) }
+            ("torch", storage)
+                if storage.ends_with("Storage")
+                    && storage.chars().all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                Global::StorageType {
+                    name: format!("torch.{storage}").into(),
+                    dtype: Dtype::from_storage_name(storage),
+                }
             }
             _ => return None,
         })
@@ -122,7 +150,9 @@ impl Dict {
 
     /// The value of string key `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.index.get(&Key::Str(key.into())).map(|&i| &self.entries[i].1)
+        self.index
+            .get(&Key::Str(key.into()))
+            .map(|&i| &self.entries[i].1)
     }
 
     fn insert(&mut self, key: Value, value: Value) -> Result<(), String> {
@@ -171,9 +201,13 @@ impl Key {
             Value::Float(f) => Key::Float(f.to_bits()),
             Value::Str(s) => Key::Str(Rc::clone(s)),
             Value::Bytes(b) => Key::Bytes(Rc::clone(b)),
-            Value::Tuple(items) if depth < MAX_KEY_DEPTH => {
-                Key::Tuple(items.0.iter().map(|v| Key::of(v, depth + 1)).collect::<Result<_, _>>()?)
-            }
+            Value::Tuple(items) if depth < MAX_KEY_DEPTH => Key::Tuple(
+                items
+                    .0
+                    .iter()
+                    .map(|v| Key::of(v, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            ),
             other => return Err(format!("{} cannot be a dict key", describe(other))),
         })
     }
@@ -217,7 +251,11 @@ fn dismantle(mut work: Vec<Value>) {
                 if let Some(dict) = Rc::get_mut(&mut dict) {
                     let dict = dict.get_mut();
                     dict.index.clear();
-                    work.extend(std::mem::take(&mut dict.entries).into_iter().flat_map(|(k, v)| [k, v]));
+                    work.extend(
+                        std::mem::take(&mut dict.entries)
+                            .into_iter()
+                            .flat_map(|(k, v)| [k, v]),
+                    );
                 }
             }
             _ => {}
@@ -236,12 +274,28 @@ pub fn describe(value: &Value) -> String {
         Value::Str(s) => format!("the string {:?}", s.chars().take(40).collect::<String>()),
         Value::Bytes(b) => format!("{} bytes", b.len()),
         Value::Tuple(items) => format!("a tuple of {} items", items.0.len()),
-        Value::List(items) => format!("a list of {} items", items.try_borrow().map_or(0, |l| l.0.len())),
+        Value::List(items) => format!(
+            "a list of {} items",
+            items.try_borrow().map_or(0, |l| l.0.len())
+        ),
         Value::Dict(dict) => match dict.try_borrow() {
             Ok(dict) => {
-                let keys: Vec<String> = dict.entries.iter().take(5).map(|(k, _)| format!("`{}`", key_text(k))).collect();
-                let more = if dict.entries.len() > keys.len() { ", ..." } else { "" };
-                format!("a dict of {} entries (keys {}{more})", dict.entries.len(), keys.join(", "))
+                let keys: Vec<String> = dict
+                    .entries
+                    .iter()
+                    .take(5)
+                    .map(|(k, _)| format!("`{}`", key_text(k)))
+                    .collect();
+                let more = if dict.entries.len() > keys.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
+                format!(
+                    "a dict of {} entries (keys {}{more})",
+                    dict.entries.len(),
+                    keys.join(", ")
+                )
             }
             Err(_) => "a dict".into(),
         },
@@ -274,9 +328,22 @@ pub struct Pickled {
 
 /// Unpickles one pickle from the start of `data` (which may continue with more).
 pub fn unpickle(data: &[u8]) -> Result<Pickled, PickleError> {
-    let mut machine = Machine { data, pos: 0, op_pos: 0, op: "", stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: Vec::new() };
+    let mut machine = Machine {
+        data,
+        pos: 0,
+        op_pos: 0,
+        op: "",
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        storages: Vec::new(),
+    };
     let root = machine.run()?;
-    Ok(Pickled { root, storages: std::mem::take(&mut machine.storages), consumed: machine.pos })
+    Ok(Pickled {
+        root,
+        storages: std::mem::take(&mut machine.storages),
+        consumed: machine.pos,
+    })
 }
 
 struct Machine<'a> {
@@ -301,13 +368,22 @@ impl Drop for Machine<'_> {
 
 impl Machine<'_> {
     fn malformed(&self, problem: impl Into<String>) -> PickleError {
-        PickleError::Malformed { offset: self.op_pos, opcode: self.op, problem: problem.into() }
+        PickleError::Malformed {
+            offset: self.op_pos,
+            opcode: self.op,
+            problem: problem.into(),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
         let available = self.data.len() - self.pos;
         if n > available {
-            return Err(PickleError::Truncated { offset: self.op_pos, opcode: self.op, needed: n, available });
+            return Err(PickleError::Truncated {
+                offset: self.op_pos,
+                opcode: self.op,
+                needed: n,
+                available,
+            });
         }
         let bytes = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -337,7 +413,12 @@ impl Machine<'_> {
     fn line(&mut self) -> Result<String, PickleError> {
         let rest = &self.data[self.pos..];
         let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(PickleError::Truncated { offset: self.op_pos, opcode: self.op, needed: rest.len() + 1, available: rest.len() });
+            return Err(PickleError::Truncated {
+                offset: self.op_pos,
+                opcode: self.op,
+                needed: rest.len() + 1,
+                available: rest.len(),
+            });
         };
         let line = String::from_utf8_lossy(&rest[..end]).into_owned();
         self.pos += end + 1;
@@ -357,7 +438,11 @@ impl Machine<'_> {
         let bytes = self.take(n)?;
         Ok(Value::Str(match std::str::from_utf8(bytes) {
             Ok(s) => s.into(),
-            Err(_) => bytes.iter().map(|&b| char::from(b)).collect::<String>().into(),
+            Err(_) => bytes
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+                .into(),
         }))
     }
 
@@ -370,14 +455,25 @@ impl Machine<'_> {
     }
 
     fn pop(&mut self) -> Result<Value, PickleError> {
-        if self.marks.last().is_some_and(|&mark| mark >= self.stack.len()) {
+        if self
+            .marks
+            .last()
+            .is_some_and(|&mark| mark >= self.stack.len())
+        {
             return Err(self.malformed("pops past a MARK"));
         }
-        self.stack.pop().ok_or_else(|| self.malformed("the stack is empty"))
+        self.stack
+            .pop()
+            .ok_or_else(|| self.malformed("the stack is empty"))
     }
 
     fn top(&mut self) -> Result<&mut Value, PickleError> {
-        if self.stack.is_empty() || self.marks.last().is_some_and(|&mark| mark >= self.stack.len()) {
+        if self.stack.is_empty()
+            || self
+                .marks
+                .last()
+                .is_some_and(|&mark| mark >= self.stack.len())
+        {
             return Err(self.malformed("the stack is empty"));
         }
         let last = self.stack.len() - 1;
@@ -386,7 +482,10 @@ impl Machine<'_> {
 
     /// The items pushed since the last MARK, which is removed.
     fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
-        let mark = self.marks.pop().ok_or_else(|| self.malformed("no MARK on the stack"))?;
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.malformed("no MARK on the stack"))?;
         Ok(self.stack.split_off(mark))
     }
 
@@ -399,7 +498,11 @@ impl Machine<'_> {
     }
 
     fn memo_get(&mut self, index: u32) -> Result<(), PickleError> {
-        let value = self.memo.get(&index).cloned().ok_or_else(|| self.malformed(format!("memo entry {index} was never stored")))?;
+        let value = self
+            .memo
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| self.malformed(format!("memo entry {index} was never stored")))?;
         self.push(value);
         Ok(())
     }
@@ -424,11 +527,13 @@ impl Machine<'_> {
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<Value, PickleError> {
-        Global::resolve(module, name).map(Value::Global).ok_or_else(|| PickleError::ForbiddenGlobal {
-            module: module.to_owned(),
-            name: name.to_owned(),
-            offset: self.op_pos,
-        })
+        Global::resolve(module, name)
+            .map(Value::Global)
+            .ok_or_else(|| PickleError::ForbiddenGlobal {
+                module: module.to_owned(),
+                name: name.to_owned(),
+                offset: self.op_pos,
+            })
     }
 
     fn append(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
@@ -436,7 +541,9 @@ impl Machine<'_> {
             let found = describe(self.top()?);
             return Err(self.malformed(format!("appends to {found}, not a list")));
         };
-        let mut list = list.try_borrow_mut().map_err(|_| self.malformed("list is in use"))?;
+        let mut list = list
+            .try_borrow_mut()
+            .map_err(|_| self.malformed("list is in use"))?;
         list.0.extend(items);
         Ok(())
     }
@@ -449,10 +556,13 @@ impl Machine<'_> {
             let found = describe(self.top()?);
             return Err(self.malformed(format!("sets items of {found}, not a dict")));
         };
-        let mut dict = dict.try_borrow_mut().map_err(|_| self.malformed("dict is in use"))?;
+        let mut dict = dict
+            .try_borrow_mut()
+            .map_err(|_| self.malformed("dict is in use"))?;
         let mut items = items.into_iter();
         while let (Some(key), Some(value)) = (items.next(), items.next()) {
-            dict.insert(key, value).map_err(|problem| self.malformed(problem))?;
+            dict.insert(key, value)
+                .map_err(|problem| self.malformed(problem))?;
         }
         Ok(())
     }
@@ -469,7 +579,9 @@ impl Machine<'_> {
                 b'\x80' => {
                     let protocol = self.u8()?;
                     if protocol > 5 {
-                        return Err(self.malformed(format!("pickle protocol {protocol} is newer than 5")));
+                        return Err(
+                            self.malformed(format!("pickle protocol {protocol} is newer than 5"))
+                        );
                     }
                 }
                 b'\x95' => {
@@ -508,7 +620,11 @@ impl Machine<'_> {
                     self.push(Value::Int(value.into()));
                 }
                 b'\x8a' | b'\x8b' => {
-                    let n = if opcode == b'\x8a' { usize::from(self.u8()?) } else { self.u32()? as usize };
+                    let n = if opcode == b'\x8a' {
+                        usize::from(self.u8()?)
+                    } else {
+                        self.u32()? as usize
+                    };
                     let bytes = self.take(n)?.to_vec();
                     let value = self.int(&bytes);
                     self.push(value);
@@ -592,7 +708,9 @@ impl Machine<'_> {
                     // A state_dict's `_metadata` attribute and a tensor's Python attributes: not needed.
                     if !matches!(self.top()?, Value::Dict(_) | Value::Tensor(_)) {
                         let found = describe(self.top()?);
-                        return Err(self.malformed(format!("BUILD of {found}: only dicts and tensors take a state")));
+                        return Err(self.malformed(format!(
+                            "BUILD of {found}: only dicts and tensors take a state"
+                        )));
                     }
                     dismantle(vec![state]);
                 }
@@ -604,7 +722,11 @@ impl Machine<'_> {
                 }
                 // BINGET, LONG_BINGET, BINPUT, LONG_BINPUT: a 1- or 4-byte memo index.
                 b'h' | b'j' | b'q' | b'r' => {
-                    let index = if matches!(opcode, b'h' | b'q') { self.u8()?.into() } else { self.u32()? };
+                    let index = if matches!(opcode, b'h' | b'q') {
+                        self.u8()?.into()
+                    } else {
+                        self.u32()?
+                    };
                     if matches!(opcode, b'h' | b'j') {
                         self.memo_get(index)?;
                     } else {
@@ -612,10 +734,17 @@ impl Machine<'_> {
                     }
                 }
                 b'\x94' => {
-                    let index = u32::try_from(self.memo.len()).map_err(|_| self.malformed("memo overflow"))?;
+                    let index = u32::try_from(self.memo.len())
+                        .map_err(|_| self.malformed("memo overflow"))?;
                     self.memo_put(index)?;
                 }
-                _ => return Err(PickleError::UnknownOpcode { opcode, name: self.op, offset: self.op_pos }),
+                _ => {
+                    return Err(PickleError::UnknownOpcode {
+                        opcode,
+                        name: self.op,
+                        offset: self.op_pos,
+                    })
+                }
             }
         }
     }
@@ -623,15 +752,25 @@ impl Machine<'_> {
     /// A storage persistent id: `('storage', storage_type, key, location, numel)`, with a sixth
     /// item `view_metadata` (None or `(view_key, offset, size)`) in the legacy format.
     fn persistent_load(&self, pid: &Value) -> Result<Rc<StorageRef>, PickleError> {
-        let bad = || self.malformed(format!("persistent id {} is not a storage reference", describe(pid)));
-        let Value::Tuple(items) = pid else { return Err(bad()) };
+        let bad = || {
+            self.malformed(format!(
+                "persistent id {} is not a storage reference",
+                describe(pid)
+            ))
+        };
+        let Value::Tuple(items) = pid else {
+            return Err(bad());
+        };
         let (typename, storage_type, key, numel, view) = match items.0.as_slice() {
             [t, s, k, _location, n] => (t, s, k, n, &Value::None),
             [t, s, k, _location, n, v] => (t, s, k, n, v),
             _ => return Err(bad()),
         };
-        let (Value::Str(typename), Value::Global(Global::StorageType { name, dtype }), Value::Int(numel)) =
-            (typename, storage_type, numel)
+        let (
+            Value::Str(typename),
+            Value::Global(Global::StorageType { name, dtype }),
+            Value::Int(numel),
+        ) = (typename, storage_type, numel)
         else {
             return Err(bad());
         };
@@ -644,7 +783,10 @@ impl Machine<'_> {
             _ => return Err(bad()),
         };
         let Some(dtype) = *dtype else {
-            return Err(PickleError::UnsupportedStorage { key: key.to_string(), storage_type: name.to_string() });
+            return Err(PickleError::UnsupportedStorage {
+                key: key.to_string(),
+                storage_type: name.to_string(),
+            });
         };
         let numel = u64::try_from(*numel).map_err(|_| bad())?;
         let view = match view {
@@ -658,49 +800,87 @@ impl Machine<'_> {
             },
             _ => return Err(bad()),
         };
-        Ok(Rc::new(StorageRef { key, dtype, numel, view }))
+        Ok(Rc::new(StorageRef {
+            key,
+            dtype,
+            numel,
+            view,
+        }))
     }
 
     /// REDUCE: what calling an allowed global gives, without running anything.
     fn call(&self, callable: &Value, args: &Value) -> Result<Value, PickleError> {
         let Value::Global(global) = callable else {
-            return Err(self.malformed(format!("calls {}, which is not a global", describe(callable))));
+            return Err(self.malformed(format!(
+                "calls {}, which is not a global",
+                describe(callable)
+            )));
         };
         let Value::Tuple(args) = args else {
-            return Err(self.malformed(format!("calls `{}` with {}, not a tuple", global.name(), describe(args))));
+            return Err(self.malformed(format!(
+                "calls `{}` with {}, not a tuple",
+                global.name(),
+                describe(args)
+            )));
         };
-        let bad_args = || self.malformed(format!("`{}` called with unexpected arguments", global.name()));
+        let bad_args = || {
+            self.malformed(format!(
+                "`{}` called with unexpected arguments",
+                global.name()
+            ))
+        };
         let args = args.0.as_slice();
         match global {
             Global::OrderedDict if args.is_empty() => Ok(Value::Dict(Rc::default())),
             Global::CodecsEncode => match args {
                 [Value::Str(text), Value::Str(encoding)] if &**encoding == "latin1" => {
-                    let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(c).ok()).collect();
+                    let bytes: Option<Vec<u8>> =
+                        text.chars().map(|c| u8::try_from(c).ok()).collect();
                     bytes.map(|b| Value::Bytes(b.into())).ok_or_else(bad_args)
                 }
                 _ => Err(bad_args()),
             },
             Global::RebuildTensor | Global::RebuildTensorV2 => {
-                let expected = if *global == Global::RebuildTensor { 4..=4 } else { 6..=7 };
+                let expected = if *global == Global::RebuildTensor {
+                    4..=4
+                } else {
+                    6..=7
+                };
                 if !expected.contains(&args.len()) {
                     return Err(bad_args());
                 }
-                let (Value::Storage(storage), Value::Int(offset)) = (&args[0], &args[1]) else { return Err(bad_args()) };
-                let (size, stride) = (ints(&args[2]).ok_or_else(bad_args)?, ints(&args[3]).ok_or_else(bad_args)?);
-                Ok(Value::Tensor(Rc::new(TensorSpec { storage: Rc::clone(storage), offset: *offset, size, stride })))
+                let (Value::Storage(storage), Value::Int(offset)) = (&args[0], &args[1]) else {
+                    return Err(bad_args());
+                };
+                let (size, stride) = (
+                    ints(&args[2]).ok_or_else(bad_args)?,
+                    ints(&args[3]).ok_or_else(bad_args)?,
+                );
+                Ok(Value::Tensor(Rc::new(TensorSpec {
+                    storage: Rc::clone(storage),
+                    offset: *offset,
+                    size,
+                    stride,
+                })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => match args {
-                [tensor @ Value::Tensor(_), Value::Bool(_), _hooks] | [tensor @ Value::Tensor(_), Value::Bool(_), _hooks, _] => {
-                    Ok(tensor.clone())
-                }
+                [tensor @ Value::Tensor(_), Value::Bool(_), _hooks]
+                | [tensor @ Value::Tensor(_), Value::Bool(_), _hooks, _] => Ok(tensor.clone()),
                 _ => Err(bad_args()),
             },
             Global::RebuildFromTypeV2 => match args {
                 // The rebuild functions themselves, never `_rebuild_from_type_v2` again: no recursion.
-                [func @ Value::Global(Global::RebuildTensor | Global::RebuildTensorV2 | Global::RebuildParameter), Value::Global(Global::TensorType), inner, _state] => match self.call(func, inner)? {
-                    tensor @ Value::Tensor(_) => Ok(tensor),
-                    other => Err(self.malformed(format!("`_rebuild_from_type_v2` rebuilt {}, not a tensor", describe(&other)))),
-                },
+                [func @ Value::Global(
+                    Global::RebuildTensor | Global::RebuildTensorV2 | Global::RebuildParameter,
+                ), Value::Global(Global::TensorType), inner, _state] => {
+                    match self.call(func, inner)? {
+                        tensor @ Value::Tensor(_) => Ok(tensor),
+                        other => Err(self.malformed(format!(
+                            "`_rebuild_from_type_v2` rebuilt {}, not a tensor",
+                            describe(&other)
+                        ))),
+                    }
+                }
                 _ => Err(bad_args()),
             },
             _ => Err(bad_args()),
@@ -710,8 +890,20 @@ impl Machine<'_> {
 
 /// A tuple of non-negative ints (a shape or strides).
 fn ints(value: &Value) -> Option<Vec<i64>> {
-    let Value::Tuple(items) = value else { return None };
-    items.0.iter().map(|v| if let Value::Int(i) = v { Some(*i) } else { None }).collect()
+    let Value::Tuple(items) = value else {
+        return None;
+    };
+    items
+        .0
+        .iter()
+        .map(|v| {
+            if let Value::Int(i) = v {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// The pickle opcode names of the pickle specification (`pickletools`), for error messages.
@@ -795,7 +987,9 @@ mod tests {
 
     /// `{'w': _rebuild_tensor_v2(<FloatStorage '0', 6 elements>, 1, (2, 2), (3, 1), False, OrderedDict())}`
     fn state_dict_pickle() -> Vec<u8> {
-        let mut p = b"\x80\x02}q\x00(X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v2\nq\x02(".to_vec();
+        let mut p =
+            b"\x80\x02}q\x00(X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v2\nq\x02("
+                .to_vec();
         p.extend(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQ");
         p.extend(b"K\x01K\x02K\x02\x86K\x03K\x01\x86\x89ccollections\nOrderedDict\n)Rtq\x03Ru.");
         p
@@ -805,42 +999,79 @@ mod tests {
     fn reads_a_state_dict_with_one_tensor_view() {
         let pickled = unpickle(&state_dict_pickle()).unwrap();
         assert_eq!(pickled.consumed, state_dict_pickle().len());
-        let Value::Dict(dict) = &pickled.root else { panic!("not a dict") };
-        let Some(Value::Tensor(spec)) = dict.borrow().get("w").cloned() else { panic!("no tensor w") };
-        assert_eq!((spec.offset, spec.size.clone(), spec.stride.clone()), (1, vec![2, 2], vec![3, 1]));
-        let storage = StorageRef { key: "0".into(), dtype: Dtype::F32, numel: 6, view: None };
+        let Value::Dict(dict) = &pickled.root else {
+            panic!("not a dict")
+        };
+        let Some(Value::Tensor(spec)) = dict.borrow().get("w").cloned() else {
+            panic!("no tensor w")
+        };
+        assert_eq!(
+            (spec.offset, spec.size.clone(), spec.stride.clone()),
+            (1, vec![2, 2], vec![3, 1])
+        );
+        let storage = StorageRef {
+            key: "0".into(),
+            dtype: Dtype::F32,
+            numel: 6,
+            view: None,
+        };
         assert_eq!(*spec.storage, storage);
         assert_eq!(pickled.storages.len(), 1);
     }
 
     #[test]
     fn refuses_a_global_naming_it() {
-        let err = unpickle(b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00ls\x85R.").err().unwrap();
-        assert_eq!(err, PickleError::ForbiddenGlobal { module: "posix".into(), name: "system".into(), offset: 2 });
+        let err = unpickle(b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00ls\x85R.")
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            PickleError::ForbiddenGlobal {
+                module: "posix".into(),
+                name: "system".into(),
+                offset: 2
+            }
+        );
         assert!(err.to_string().contains("`posix.system`"), "{err}");
-        let err = unpickle(b"\x80\x04\x8c\x08__main__\x94\x8c\x06Custom\x94\x93)R.").err().unwrap();
+        let err = unpickle(b"\x80\x04\x8c\x08__main__\x94\x8c\x06Custom\x94\x93)R.")
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("`__main__.Custom`"), "{err}");
     }
 
     #[test]
     fn refuses_an_unknown_opcode_naming_it_and_its_offset() {
         let err = unpickle(b"\x80\x02]\x81.").err().unwrap();
-        assert_eq!(err, PickleError::UnknownOpcode { opcode: 0x81, name: "NEWOBJ", offset: 3 });
-        assert!(err.to_string().contains("NEWOBJ") && err.to_string().contains("byte 3"), "{err}");
+        assert_eq!(
+            err,
+            PickleError::UnknownOpcode {
+                opcode: 0x81,
+                name: "NEWOBJ",
+                offset: 3
+            }
+        );
+        assert!(
+            err.to_string().contains("NEWOBJ") && err.to_string().contains("byte 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn every_truncation_is_reported_as_such() {
         let full = state_dict_pickle();
         for cut in 0..full.len() {
-            let err = unpickle(&full[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} unpickled"));
+            let err = unpickle(&full[..cut])
+                .err()
+                .unwrap_or_else(|| panic!("cut at {cut} unpickled"));
             assert!(err.is_truncation(), "cut at {cut}: {err}");
         }
     }
 
     #[test]
     fn oversized_lengths_are_truncation_not_allocation() {
-        let err = unpickle(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\x7f").err().unwrap();
+        let err = unpickle(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\x7f")
+            .err()
+            .unwrap();
         assert!(err.is_truncation(), "{err}");
         let err = unpickle(b"\x80\x02X\xff\xff\xff\xffab").err().unwrap();
         assert!(err.is_truncation(), "{err}");
@@ -871,11 +1102,19 @@ mod tests {
 
     #[test]
     fn setitem_replaces_a_repeated_key_in_place() {
-        let pickled = unpickle(b"\x80\x02}(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02X\x01\x00\x00\x00aK\x03u.").unwrap();
-        let Value::Dict(dict) = &pickled.root else { panic!("not a dict") };
+        let pickled = unpickle(
+            b"\x80\x02}(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02X\x01\x00\x00\x00aK\x03u.",
+        )
+        .unwrap();
+        let Value::Dict(dict) = &pickled.root else {
+            panic!("not a dict")
+        };
         let dict = dict.borrow();
-        let entries: Vec<(String, i64)> =
-            dict.entries().iter().map(|(k, v)| (key_text(k), if let Value::Int(i) = v { *i } else { -1 })).collect();
+        let entries: Vec<(String, i64)> = dict
+            .entries()
+            .iter()
+            .map(|(k, v)| (key_text(k), if let Value::Int(i) = v { *i } else { -1 }))
+            .collect();
         assert_eq!(entries, [("a".into(), 3), ("b".into(), 2)]);
     }
 
@@ -883,15 +1122,32 @@ mod tests {
     fn python2_strings_bytes_and_wide_ints_are_values() {
         // (py2 str 'ab', py2 str b'\xe9' (Latin-1), bytes b'xy', -2 as LONG4, 2^64 as LONG1)
         let p = b"\x80\x02(U\x02abU\x01\xe9C\x02xy\x8b\x01\x00\x00\x00\xfe\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01t.";
-        let Value::Tuple(items) = unpickle(p).unwrap().root else { panic!("not a tuple") };
+        let Value::Tuple(items) = unpickle(p).unwrap().root else {
+            panic!("not a tuple")
+        };
         let texts: Vec<String> = items.0.iter().map(describe).collect();
-        assert_eq!(texts, ["the string \"ab\"", "the string \"é\"", "2 bytes", "the int -2", "a big int"]);
+        assert_eq!(
+            texts,
+            [
+                "the string \"ab\"",
+                "the string \"é\"",
+                "2 bytes",
+                "the int -2",
+                "a big int"
+            ]
+        );
     }
 
     #[test]
     fn unsupported_storage_dtype_is_named() {
         let p = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nComplexFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQ.";
         let err = unpickle(p).err().unwrap();
-        assert_eq!(err, PickleError::UnsupportedStorage { key: "0".into(), storage_type: "torch.ComplexFloatStorage".into() });
+        assert_eq!(
+            err,
+            PickleError::UnsupportedStorage {
+                key: "0".into(),
+                storage_type: "torch.ComplexFloatStorage".into()
+            }
+        );
     }
 }

@@ -42,12 +42,19 @@ const STORAGE_TYPES: [(&str, Dtype); 10] = [
 impl Dtype {
     /// The dtype of storage class `torch.<name>`, if hwrun reads it.
     pub fn from_storage_name(name: &str) -> Option<Dtype> {
-        STORAGE_TYPES.iter().find(|(n, _)| *n == name).map(|&(_, dtype)| dtype)
+        STORAGE_TYPES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, dtype)| dtype)
     }
 
     /// The storage class names hwrun reads, for error messages.
     pub fn supported_storages() -> String {
-        STORAGE_TYPES.iter().map(|(n, _)| format!("torch.{n}")).collect::<Vec<_>>().join(", ")
+        STORAGE_TYPES
+            .iter()
+            .map(|(n, _)| format!("torch.{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn element_size(self) -> usize {
@@ -115,12 +122,26 @@ pub struct Materializer {
 }
 
 impl Materializer {
-    pub fn new(path: Utf8PathBuf, source: Box<dyn StorageSource>, file_len: u64, big_endian: bool) -> Self {
-        Materializer { path, source, file_len, big_endian, storages: HashMap::new() }
+    pub fn new(
+        path: Utf8PathBuf,
+        source: Box<dyn StorageSource>,
+        file_len: u64,
+        big_endian: bool,
+    ) -> Self {
+        Materializer {
+            path,
+            source,
+            file_len,
+            big_endian,
+            storages: HashMap::new(),
+        }
     }
 
     fn malformed(&self, detail: String) -> PytorchFileError {
-        PytorchFileError::Malformed { path: self.path.clone(), detail }
+        PytorchFileError::Malformed {
+            path: self.path.clone(),
+            detail,
+        }
     }
 
     /// The tensor `name` described by `spec`, as a contiguous CPU tensor with its own dtype.
@@ -128,21 +149,34 @@ impl Materializer {
         let storage = &spec.storage;
         let kind = storage.dtype.kind();
         let (view_start, view_len) = storage.view.unwrap_or((0, storage.numel));
-        if view_start.checked_add(view_len).is_none_or(|end| end > storage.numel) {
+        if view_start
+            .checked_add(view_len)
+            .is_none_or(|end| end > storage.numel)
+        {
             return Err(self.malformed(format!(
                 "storage view ({view_start}, {view_len}) lies outside storage `{}` of {} elements",
                 storage.key, storage.numel
             )));
         }
-        if spec.size.len() != spec.stride.len() || spec.size.iter().chain(&spec.stride).any(|&v| v < 0) || spec.offset < 0 {
+        if spec.size.len() != spec.stride.len()
+            || spec.size.iter().chain(&spec.stride).any(|&v| v < 0)
+            || spec.offset < 0
+        {
             return Err(self.malformed(format!(
                 "tensor `{name}` has an invalid layout: shape {:?}, strides {:?}, offset {}",
                 spec.size, spec.stride, spec.offset
             )));
         }
-        let numel = spec.size.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+        let numel = spec
+            .size
+            .iter()
+            .try_fold(1u64, |n, &s| n.checked_mul(s as u64));
         let limit = self.file_len.max(1 << 20).saturating_mul(MAX_EXPANSION);
-        let tensor_err = |source| PytorchFileError::Tensor { path: self.path.clone(), tensor: name.to_owned(), source };
+        let tensor_err = |source| PytorchFileError::Tensor {
+            path: self.path.clone(),
+            tensor: name.to_owned(),
+            source,
+        };
         match numel.and_then(|n| n.checked_mul(storage.dtype.element_size() as u64)) {
             None => return Err(self.malformed(format!("tensor `{name}` of shape {:?} overflows", spec.size))),
             Some(0) => return Tensor::f_zeros(&spec.size, (kind, Device::Cpu)).map_err(tensor_err),
@@ -155,9 +189,13 @@ impl Materializer {
             Some(_) => {}
         }
         // The last element the view reaches, relative to the start of the (possibly sliced) storage.
-        let last = spec.size.iter().zip(&spec.stride).try_fold(spec.offset as u64, |end, (&size, &stride)| {
-            end.checked_add((size as u64 - 1).checked_mul(stride as u64)?)
-        });
+        let last = spec
+            .size
+            .iter()
+            .zip(&spec.stride)
+            .try_fold(spec.offset as u64, |end, (&size, &stride)| {
+                end.checked_add((size as u64 - 1).checked_mul(stride as u64)?)
+            });
         let needed = last.and_then(|l| l.checked_add(1));
         if needed.is_none_or(|n| n > view_len) {
             return Err(PytorchFileError::StorageTooShort {
@@ -173,9 +211,17 @@ impl Materializer {
         }
         let base = self.storage(storage)?;
         // `needed` fits in the storage, whose byte size fits in memory, so these fit in i64.
-        base.f_as_strided(&spec.size, &spec.stride, (view_start + spec.offset as u64) as i64)
-            .and_then(|view| view.f_contiguous())
-            .map_err(|source| PytorchFileError::Tensor { path: self.path.clone(), tensor: name.to_owned(), source })
+        base.f_as_strided(
+            &spec.size,
+            &spec.stride,
+            (view_start + spec.offset as u64) as i64,
+        )
+        .and_then(|view| view.f_contiguous())
+        .map_err(|source| PytorchFileError::Tensor {
+            path: self.path.clone(),
+            tensor: name.to_owned(),
+            source,
+        })
     }
 
     /// The whole storage as a 1-D tensor, read on first use.
@@ -190,7 +236,10 @@ impl Materializer {
             return Ok(tensor.shallow_clone());
         }
         let size = storage.dtype.element_size();
-        let nbytes = storage.numel.checked_mul(size as u64).filter(|&n| n <= self.file_len.saturating_mul(1032));
+        let nbytes = storage
+            .numel
+            .checked_mul(size as u64)
+            .filter(|&n| n <= self.file_len.saturating_mul(1032));
         let Some(nbytes) = nbytes else {
             return Err(self.malformed(format!(
                 "storage `{}` claims {} elements, more than the file can hold",
@@ -199,21 +248,42 @@ impl Materializer {
         };
         let mut bytes = self.source.read(&storage.key, nbytes)?;
         if (bytes.len() as u64) < nbytes {
-            let detail = format!("storage `{}` has {} of its {nbytes} bytes", storage.key, bytes.len());
-            return Err(PytorchFileError::Truncated { path: self.path.clone(), detail });
+            let detail = format!(
+                "storage `{}` has {} of its {nbytes} bytes",
+                storage.key,
+                bytes.len()
+            );
+            return Err(PytorchFileError::Truncated {
+                path: self.path.clone(),
+                detail,
+            });
         }
         if self.big_endian && size > 1 {
-            bytes.to_mut().chunks_exact_mut(size).for_each(|element| element.reverse());
+            bytes
+                .to_mut()
+                .chunks_exact_mut(size)
+                .for_each(|element| element.reverse());
         }
         if storage.dtype == Dtype::Bool && bytes.iter().any(|&b| b > 1) {
             // libtorch assumes bools are 0 or 1; Python's `bool(byte)` is what torch would show.
-            bytes.to_mut().iter_mut().for_each(|b| *b = u8::from(*b != 0));
+            bytes
+                .to_mut()
+                .iter_mut()
+                .for_each(|b| *b = u8::from(*b != 0));
         }
         let numel = storage.numel as i64;
-        let tensor = Tensor::f_from_data_size(&bytes, &[numel], storage.dtype.kind()).map_err(|source| {
-            PytorchFileError::Tensor { path: self.path.clone(), tensor: format!("storage {}", storage.key), source }
-        })?;
-        self.storages.insert(Rc::clone(&storage.key), (storage.dtype, tensor.shallow_clone()));
+        let tensor =
+            Tensor::f_from_data_size(&bytes, &[numel], storage.dtype.kind()).map_err(|source| {
+                PytorchFileError::Tensor {
+                    path: self.path.clone(),
+                    tensor: format!("storage {}", storage.key),
+                    source,
+                }
+            })?;
+        self.storages.insert(
+            Rc::clone(&storage.key),
+            (storage.dtype, tensor.shallow_clone()),
+        );
         Ok(tensor)
     }
 }
@@ -227,17 +297,34 @@ mod tests {
 
     impl StorageSource for InMemory {
         fn read(&mut self, _key: &str, nbytes: u64) -> Result<Cow<'_, [u8]>, PytorchFileError> {
-            Ok(Cow::Borrowed(self.0.get(..nbytes as usize).unwrap_or(&self.0)))
+            Ok(Cow::Borrowed(
+                self.0.get(..nbytes as usize).unwrap_or(&self.0),
+            ))
         }
     }
 
     fn materializer(bytes: Vec<u8>, big_endian: bool) -> Materializer {
-        Materializer::new("test.pt".into(), Box::new(InMemory(bytes)), 1 << 10, big_endian)
+        Materializer::new(
+            "test.pt".into(),
+            Box::new(InMemory(bytes)),
+            1 << 10,
+            big_endian,
+        )
     }
 
     fn spec(numel: u64, offset: i64, size: &[i64], stride: &[i64]) -> TensorSpec {
-        let storage = Rc::new(StorageRef { key: "s".into(), dtype: Dtype::F32, numel, view: None });
-        TensorSpec { storage, offset, size: size.to_vec(), stride: stride.to_vec() }
+        let storage = Rc::new(StorageRef {
+            key: "s".into(),
+            dtype: Dtype::F32,
+            numel,
+            view: None,
+        });
+        TensorSpec {
+            storage,
+            offset,
+            size: size.to_vec(),
+            stride: stride.to_vec(),
+        }
     }
 
     fn floats(n: usize) -> Vec<u8> {
@@ -248,16 +335,35 @@ mod tests {
     fn a_strided_view_reads_the_elements_it_names() {
         let mut m = materializer(floats(12), false);
         let t = m.tensor("w", &spec(12, 1, &[2, 2], &[1, 4])).unwrap();
-        assert_eq!(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(), [1.0, 5.0, 2.0, 6.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(),
+            [1.0, 5.0, 2.0, 6.0]
+        );
         let scalar = m.tensor("s", &spec(12, 11, &[], &[])).unwrap();
         assert_eq!((scalar.size(), scalar.double_value(&[])), (vec![], 11.0));
     }
 
     #[test]
     fn a_view_past_the_end_of_its_storage_is_refused() {
-        let err = materializer(floats(12), false).tensor("w", &spec(12, 1, &[3, 4], &[4, 1])).err().unwrap();
-        assert!(matches!(err, PytorchFileError::StorageTooShort { needed: 13, available: 12, .. }), "{err}");
-        assert!(err.to_string().contains("test.pt") && err.to_string().contains("`w`"), "{err}");
+        let err = materializer(floats(12), false)
+            .tensor("w", &spec(12, 1, &[3, 4], &[4, 1]))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                PytorchFileError::StorageTooShort {
+                    needed: 13,
+                    available: 12,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("test.pt") && err.to_string().contains("`w`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,18 +378,40 @@ mod tests {
     #[test]
     fn a_legacy_storage_view_offsets_and_bounds_the_tensor() {
         let mut m = materializer(floats(12), false);
-        let storage = Rc::new(StorageRef { key: "s".into(), dtype: Dtype::F32, numel: 12, view: Some((2, 4)) });
-        let spec = |offset, size: i64| TensorSpec { storage: Rc::clone(&storage), offset, size: vec![size], stride: vec![1] };
+        let storage = Rc::new(StorageRef {
+            key: "s".into(),
+            dtype: Dtype::F32,
+            numel: 12,
+            view: Some((2, 4)),
+        });
+        let spec = |offset, size: i64| TensorSpec {
+            storage: Rc::clone(&storage),
+            offset,
+            size: vec![size],
+            stride: vec![1],
+        };
         let t = m.tensor("w", &spec(1, 3)).unwrap();
         assert_eq!(Vec::<f32>::try_from(t).unwrap(), [3.0, 4.0, 5.0]);
         let err = m.tensor("w", &spec(1, 4)).err().unwrap();
-        assert!(matches!(err, PytorchFileError::StorageTooShort { needed: 5, available: 4, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                PytorchFileError::StorageTooShort {
+                    needed: 5,
+                    available: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn big_endian_storages_are_swapped() {
         let bytes = (0..3).flat_map(|i| (i as f32).to_be_bytes()).collect();
-        let t = materializer(bytes, true).tensor("w", &spec(3, 0, &[3], &[1])).unwrap();
+        let t = materializer(bytes, true)
+            .tensor("w", &spec(3, 0, &[3], &[1]))
+            .unwrap();
         assert_eq!(Vec::<f32>::try_from(t).unwrap(), [0.0, 1.0, 2.0]);
     }
 }

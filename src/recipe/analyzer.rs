@@ -14,8 +14,18 @@ use super::sweep::Sweep;
 use crate::stage::{CheckedParams, Inputs, StageKind};
 use crate::stages;
 
-const ROOT_KEYS: &[&str] =
-    &["name", "seed", "description", "extends", "defaults", "vars", "stages", "sweep", "run", "slurm"];
+const ROOT_KEYS: &[&str] = &[
+    "name",
+    "seed",
+    "description",
+    "extends",
+    "defaults",
+    "vars",
+    "stages",
+    "sweep",
+    "run",
+    "slurm",
+];
 /// Keys of a stage table that are not parameters.
 const STAGE_KEYS: &[&str] = &["kind", "inputs"];
 
@@ -54,29 +64,51 @@ impl Recipe {
         check_known_keys(document, root, &[], ROOT_KEYS, "the recipe")?;
         let name = match root.get("name") {
             Some(Value::String(name)) if name.trim().is_empty() => {
-                return Err(RecipeError::RecipeNameEmpty { at: document.spans.value(&["name".to_owned()]) })
+                return Err(RecipeError::RecipeNameEmpty {
+                    at: document.spans.value(&["name".to_owned()]),
+                })
             }
             Some(Value::String(name)) => name.clone(),
             Some(other) => return Err(document.wrong_type("name", "a string", other)),
-            None => return Err(RecipeError::KeyMissing { key: "name", at: None }),
+            None => {
+                return Err(RecipeError::KeyMissing {
+                    key: "name",
+                    at: None,
+                })
+            }
         };
         let seed = match root.get("seed") {
             None => 0,
             Some(Value::Integer(seed)) if *seed >= 0 => *seed as u64,
-            Some(other) => return Err(document.wrong_type("seed", "a non-negative integer", other)),
+            Some(other) => {
+                return Err(document.wrong_type("seed", "a non-negative integer", other))
+            }
         };
-        let description = root.get("description").and_then(Value::as_str).map(str::to_owned);
+        let description = root
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let declared = declared_stages(document)?;
         let order = dependency_order(document, &declared)?;
-        let position: BTreeMap<&str, usize> =
-            order.iter().enumerate().map(|(i, &d)| (declared[d].name.as_str(), i)).collect();
+        let position: BTreeMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (declared[d].name.as_str(), i))
+            .collect();
         let mut stages = Vec::with_capacity(order.len());
         for &d in &order {
             let stage = declared[d].resolve(document, &position, &stages)?;
             stages.push(stage);
         }
         let sweep = Sweep::parse(document, &stages)?;
-        Ok(Recipe { name, seed, description, stages, sweep, document: document.clone() })
+        Ok(Recipe {
+            name,
+            seed,
+            description,
+            stages,
+            sweep,
+            document: document.clone(),
+        })
     }
 
     /// The stage called `name`.
@@ -122,9 +154,22 @@ impl Declared {
         for (input, (target, output)) in &self.inputs {
             let stage = position[target.as_str()];
             if let Some(output) = output {
-                check_output(document, &self.name, input, target, output, &resolved[stage])?;
+                check_output(
+                    document,
+                    &self.name,
+                    input,
+                    target,
+                    output,
+                    &resolved[stage],
+                )?;
             }
-            inputs.insert(input.clone(), InputRef { stage, output: output.clone() });
+            inputs.insert(
+                input.clone(),
+                InputRef {
+                    stage,
+                    output: output.clone(),
+                },
+            );
         }
         Ok(StageDecl {
             name: self.name.clone(),
@@ -145,8 +190,16 @@ fn check_output(
     output: &str,
     producer: &StageDecl,
 ) -> Result<(), RecipeError> {
-    let at = document.spans.value(&["stages".to_owned(), stage.to_owned(), "inputs".to_owned(), input.to_owned()]);
-    let is_name = !output.is_empty() && output.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let at = document.spans.value(&[
+        "stages".to_owned(),
+        stage.to_owned(),
+        "inputs".to_owned(),
+        input.to_owned(),
+    ]);
+    let is_name = !output.is_empty()
+        && output
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !is_name {
         return Err(RecipeError::StageOutputNotAName {
             stage: stage.to_owned(),
@@ -184,7 +237,11 @@ pub fn check_params(
         // A value the recipe left to the kind's defaults has no span: point at what encloses it.
         let at = (0..=err.path.len()).rev().find_map(|keep| {
             let prefix = &path[..path.len() - err.path.len() + keep];
-            if unknown_field || keep < err.path.len() { document.spans.key(prefix) } else { document.spans.value(prefix) }
+            if unknown_field || keep < err.path.len() {
+                document.spans.key(prefix)
+            } else {
+                document.spans.value(prefix)
+            }
         });
         let dotted = err.path.join(".");
         let location = if err.path.is_empty() || err.message.contains(&format!("`{dotted}`")) {
@@ -194,7 +251,11 @@ pub fn check_params(
         };
         // The TOML deserializer repeats the path on a second line; the span already shows it.
         let message = err.message.lines().next().unwrap_or_default();
-        RecipeError::StageParamInvalid { stage: stage.to_owned(), message: format!("{location}{message}"), at }
+        RecipeError::StageParamInvalid {
+            stage: stage.to_owned(),
+            message: format!("{location}{message}"),
+            at,
+        }
     })
 }
 
@@ -224,7 +285,9 @@ fn declared_stages(document: &RecipeDocument) -> Result<Vec<Declared>, RecipeErr
     let stages = match document.root.get("stages") {
         Some(Value::Table(stages)) if !stages.is_empty() => stages,
         Some(Value::Table(_)) | None => {
-            return Err(RecipeError::StagesMissing { at: document.spans.key(&path_of("stages")) })
+            return Err(RecipeError::StagesMissing {
+                at: document.spans.key(&path_of("stages")),
+            })
         }
         Some(other) => return Err(document.wrong_type("stages", "a table of stages", other)),
     };
@@ -261,7 +324,10 @@ fn declare(
             at: document.spans.key(&path(&[])),
         });
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(RecipeError::StageParamInvalid {
             stage: name.to_owned(),
             message: "stage names may only contain letters, digits, `_` and `-`".to_owned(),
@@ -291,10 +357,17 @@ fn declare(
         suggestion: suggest(kind_name, stages::registry().iter().map(|k| k.kind())),
         at: document.spans.value(&path(&["kind"])),
     })?;
-    if let (Some(Value::Table(inputs)), Inputs::Named(specs)) = (table.get("inputs"), kind.inputs()) {
+    if let (Some(Value::Table(inputs)), Inputs::Named(specs)) = (table.get("inputs"), kind.inputs())
+    {
         let known: Vec<&str> = specs.iter().map(|s| s.name).collect();
         let inputs_path: Vec<&str> = ["stages", name, "inputs"].into();
-        check_known_keys(document, inputs, &inputs_path, &known, &format!("the inputs of a `{kind_name}` stage"))?;
+        check_known_keys(
+            document,
+            inputs,
+            &inputs_path,
+            &known,
+            &format!("the inputs of a `{kind_name}` stage"),
+        )?;
     }
     let inputs = match table.get("inputs") {
         None => BTreeMap::new(),
@@ -340,15 +413,26 @@ fn declare(
         .filter(|(key, _)| !STAGE_KEYS.contains(&key.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Declared { name: name.to_owned(), kind, params, inputs })
+    Ok(Declared {
+        name: name.to_owned(),
+        kind,
+        params,
+        inputs,
+    })
 }
 
 /// Orders stages so inputs come first; a cycle is an error naming every stage on it.
-fn dependency_order(document: &RecipeDocument, declared: &[Declared]) -> Result<Vec<usize>, RecipeError> {
+fn dependency_order(
+    document: &RecipeDocument,
+    declared: &[Declared],
+) -> Result<Vec<usize>, RecipeError> {
     let mut graph = DiGraph::<usize, ()>::new();
     let nodes: Vec<NodeIndex> = (0..declared.len()).map(|i| graph.add_node(i)).collect();
-    let index: BTreeMap<&str, usize> =
-        declared.iter().enumerate().map(|(i, d)| (d.name.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = declared
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.as_str(), i))
+        .collect();
     for (i, stage) in declared.iter().enumerate() {
         for (target, _) in stage.inputs.values() {
             graph.update_edge(nodes[index[target.as_str()]], nodes[i], ());
@@ -364,11 +448,18 @@ fn dependency_order(document: &RecipeDocument, declared: &[Declared]) -> Result<
                 .and_then(|component| component.into_iter().min_by_key(|&n| graph[n]))
                 .unwrap_or(cycle.node_id());
             let cycle = cycle_through(&graph, start);
-            let names: Vec<String> = cycle.iter().map(|&n| declared[graph[n]].name.clone()).collect();
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|&n| declared[graph[n]].name.clone())
+                .collect();
             let first = &names[0];
             Err(RecipeError::CircularStageDependency {
                 stage: first.clone(),
-                at: document.spans.value(&["stages".to_owned(), first.clone(), "inputs".to_owned()]),
+                at: document.spans.value(&[
+                    "stages".to_owned(),
+                    first.clone(),
+                    "inputs".to_owned(),
+                ]),
                 cycle: names,
             })
         }
@@ -378,7 +469,10 @@ fn dependency_order(document: &RecipeDocument, declared: &[Declared]) -> Result<
 /// The shortest cycle `start -> ... -> start` in "depends on" direction, found inside `start`'s
 /// strongly connected component.
 fn cycle_through(graph: &DiGraph<usize, ()>, start: NodeIndex) -> Vec<NodeIndex> {
-    let component = tarjan_scc(graph).into_iter().find(|c| c.contains(&start)).unwrap_or_default();
+    let component = tarjan_scc(graph)
+        .into_iter()
+        .find(|c| c.contains(&start))
+        .unwrap_or_default();
     // `depends_on_me[d] = n`: n depends on d, reached breadth-first from `start`.
     let mut depends_on_me = BTreeMap::new();
     let mut queue = std::collections::VecDeque::from([start]);

@@ -30,8 +30,12 @@ impl RecipeDocument {
     /// Reads recipe text that has no file of its own (the embedded default recipe, tests).
     /// `extends` is resolved relative to the current directory.
     pub fn read_text(&mut self, name: &str, text: &str) -> Result<(), RecipeError> {
-        let (root, spans) =
-            self.parse_text(Utf8Path::new(name), Utf8Path::new("."), text.to_owned(), &mut Vec::new())?;
+        let (root, spans) = self.parse_text(
+            Utf8Path::new(name),
+            Utf8Path::new("."),
+            text.to_owned(),
+            &mut Vec::new(),
+        )?;
         self.root = root;
         self.spans = spans;
         Ok(())
@@ -42,8 +46,11 @@ impl RecipeDocument {
         path: &Utf8Path,
         chain: &mut Vec<Utf8PathBuf>,
     ) -> Result<(Table, SpanIndex), RecipeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RecipeError::RecipeUnreadable { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RecipeError::RecipeUnreadable {
+                path: path.to_owned(),
+                source,
+            })?;
         let dir = path.parent().unwrap_or(Utf8Path::new("."));
         self.parse_text(path, dir, text, chain)
     }
@@ -75,22 +82,34 @@ impl RecipeDocument {
             });
         };
         let base_path = dir.join(base);
-        let canonical = base_path.canonicalize_utf8().unwrap_or_else(|_| base_path.clone());
+        let canonical = base_path
+            .canonicalize_utf8()
+            .unwrap_or_else(|_| base_path.clone());
         if chain.contains(&canonical) {
             return Err(RecipeError::RecipeExtendsCycle {
                 path: name.to_owned(),
-                chain: chain.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" -> "),
+                chain: chain
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
                 at,
             });
         }
         chain.push(canonical);
-        let (mut merged, mut merged_spans) = self.load_file(&base_path, chain).map_err(|error| match error {
-            // The base itself is missing: point at the `extends` line that names it.
-            RecipeError::RecipeUnreadable { path, source } if path == base_path => {
-                RecipeError::ExtendsUnreadable { path, source, at: at.clone() }
-            }
-            other => other,
-        })?;
+        let (mut merged, mut merged_spans) =
+            self.load_file(&base_path, chain)
+                .map_err(|error| match error {
+                    // The base itself is missing: point at the `extends` line that names it.
+                    RecipeError::RecipeUnreadable { path, source } if path == base_path => {
+                        RecipeError::ExtendsUnreadable {
+                            path,
+                            source,
+                            at: at.clone(),
+                        }
+                    }
+                    other => other,
+                })?;
         chain.pop();
         merge_tables(&mut merged, root);
         merged_spans.overlay(spans);
@@ -119,8 +138,12 @@ impl RecipeDocument {
         };
         for (stage_name, stage) in stages.iter_mut() {
             let Value::Table(stage) = stage else { continue };
-            let Some(Value::String(kind)) = stage.get("kind").cloned() else { continue };
-            let Some(Value::Table(kind_defaults)) = defaults.get(&kind) else { continue };
+            let Some(Value::String(kind)) = stage.get("kind").cloned() else {
+                continue;
+            };
+            let Some(Value::Table(kind_defaults)) = defaults.get(&kind) else {
+                continue;
+            };
             let from = vec!["defaults".to_owned(), kind.clone()];
             let to = vec!["stages".to_owned(), stage_name.clone()];
             fill_from_defaults(stage, kind_defaults, &from, &to, &mut self.spans);
@@ -142,7 +165,13 @@ impl RecipeDocument {
 /// Copies the entries of `defaults` that `table` lacks, key by key through nested tables (a stage
 /// that sets `optimizer.lr` still gets `optimizer.betas` from `[defaults.<kind>.optimizer]`),
 /// with their spans.
-fn fill_from_defaults(table: &mut Table, defaults: &Table, from: &[String], to: &[String], spans: &mut SpanIndex) {
+fn fill_from_defaults(
+    table: &mut Table,
+    defaults: &Table,
+    from: &[String],
+    to: &[String],
+    spans: &mut SpanIndex,
+) {
     for (key, value) in defaults {
         let from_key: Vec<String> = from.iter().cloned().chain([key.clone()]).collect();
         let to_key: Vec<String> = to.iter().cloned().chain([key.clone()]).collect();
@@ -186,8 +215,11 @@ mod tests {
             "name = \"base\"\n[stages.a]\nkind = \"command\"\nargs = [\"true\"]\nretries = 1\n",
         )
         .unwrap();
-        std::fs::write(dir.join("child.toml"), "extends = \"base.toml\"\nname = \"child\"\n[stages.a]\nretries = 2\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("child.toml"),
+            "extends = \"base.toml\"\nname = \"child\"\n[stages.a]\nretries = 2\n",
+        )
+        .unwrap();
         let mut doc = RecipeDocument::default();
         doc.read_file(&dir.join("child.toml")).unwrap();
         assert_eq!(doc.root["name"].as_str(), Some("child"));
@@ -200,10 +232,17 @@ mod tests {
     fn extends_of_a_missing_file_points_at_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8Path::from_path(dir.path()).unwrap();
-        std::fs::write(dir.join("a.toml"), "name = \"a\"\nextends = \"nope.toml\"\n").unwrap();
+        std::fs::write(
+            dir.join("a.toml"),
+            "name = \"a\"\nextends = \"nope.toml\"\n",
+        )
+        .unwrap();
         let mut doc = RecipeDocument::default();
         let err = doc.read_file(&dir.join("a.toml")).unwrap_err();
-        assert!(matches!(err, RecipeError::ExtendsUnreadable { .. }), "{err}");
+        assert!(
+            matches!(err, RecipeError::ExtendsUnreadable { .. }),
+            "{err}"
+        );
         assert_eq!(doc.sources.locate(err.span().unwrap()).unwrap().line, 2);
     }
 
@@ -213,8 +252,13 @@ mod tests {
         let dir = Utf8Path::from_path(dir.path()).unwrap();
         std::fs::write(dir.join("a.toml"), "extends = \"b.toml\"\n").unwrap();
         std::fs::write(dir.join("b.toml"), "extends = \"a.toml\"\n").unwrap();
-        let err = RecipeDocument::default().read_file(&dir.join("a.toml")).unwrap_err();
-        assert!(matches!(err, RecipeError::RecipeExtendsCycle { .. }), "{err}");
+        let err = RecipeDocument::default()
+            .read_file(&dir.join("a.toml"))
+            .unwrap_err();
+        assert!(
+            matches!(err, RecipeError::RecipeExtendsCycle { .. }),
+            "{err}"
+        );
     }
 
     #[test]

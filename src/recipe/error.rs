@@ -9,19 +9,40 @@ use super::source::Span;
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
     #[error("cannot read recipe `{path}`: {source}")]
-    RecipeUnreadable { path: Utf8PathBuf, source: std::io::Error },
+    RecipeUnreadable {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read `{path}`, which this recipe extends: {source}")]
-    ExtendsUnreadable { path: Utf8PathBuf, source: std::io::Error, at: Option<Span> },
+    ExtendsUnreadable {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+        at: Option<Span>,
+    },
     #[error("the recipe's `name` must not be empty")]
     RecipeNameEmpty { at: Option<Span> },
     #[error("recipe `{path}` extends itself through `{chain}`")]
-    RecipeExtendsCycle { path: Utf8PathBuf, chain: String, at: Option<Span> },
+    RecipeExtendsCycle {
+        path: Utf8PathBuf,
+        chain: String,
+        at: Option<Span>,
+    },
     #[error("invalid TOML: {message}")]
     TomlSyntax { message: String, at: Option<Span> },
     #[error("`{key}` must be {expected}, found {found}")]
-    ValueTypeWrong { key: String, expected: &'static str, found: &'static str, at: Option<Span> },
+    ValueTypeWrong {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+        at: Option<Span>,
+    },
     #[error("unknown key `{key}` in {table}")]
-    KeyUnknown { key: String, table: String, suggestion: Option<String>, at: Option<Span> },
+    KeyUnknown {
+        key: String,
+        table: String,
+        suggestion: Option<String>,
+        at: Option<Span>,
+    },
     #[error("the recipe has no `{key}`")]
     KeyMissing { key: &'static str, at: Option<Span> },
     #[error("the recipe has no stages")]
@@ -29,9 +50,18 @@ pub enum RecipeError {
     #[error("stage `{stage}` has no `kind`")]
     StageKindMissing { stage: String, at: Option<Span> },
     #[error("stage `{stage}` has unknown kind `{kind}`")]
-    StageKindUnknown { stage: String, kind: String, suggestion: Option<String>, at: Option<Span> },
+    StageKindUnknown {
+        stage: String,
+        kind: String,
+        suggestion: Option<String>,
+        at: Option<Span>,
+    },
     #[error("stage `{stage}`: {message}")]
-    StageParamInvalid { stage: String, message: String, at: Option<Span> },
+    StageParamInvalid {
+        stage: String,
+        message: String,
+        at: Option<Span>,
+    },
     #[error("stage `{stage}` input `{input}` refers to unknown stage `{target}`")]
     StageInputUnknown {
         stage: String,
@@ -51,19 +81,45 @@ pub enum RecipeError {
         at: Option<Span>,
     },
     #[error("stage `{stage}` input `{input}`: `{reference}` names a path, not a stage output")]
-    StageOutputNotAName { stage: String, input: String, reference: String, at: Option<Span> },
+    StageOutputNotAName {
+        stage: String,
+        input: String,
+        reference: String,
+        at: Option<Span>,
+    },
     #[error("stage `{stage}` needs an input named `{input}`")]
-    StageInputMissing { stage: String, input: String, at: Option<Span> },
+    StageInputMissing {
+        stage: String,
+        input: String,
+        at: Option<Span>,
+    },
     #[error("stage `{stage}` has circular dependency `{}`", cycle.join(" -> "))]
-    CircularStageDependency { stage: String, cycle: Vec<String>, at: Option<Span> },
+    CircularStageDependency {
+        stage: String,
+        cycle: Vec<String>,
+        at: Option<Span>,
+    },
     #[error("invalid `--set {argument}`: {reason}")]
-    OverrideInvalid { argument: String, reason: String, at: Option<Span> },
+    OverrideInvalid {
+        argument: String,
+        reason: String,
+        at: Option<Span>,
+    },
     #[error("invalid sweep: {reason}")]
     SweepInvalid { reason: String, at: Option<Span> },
     #[error("unknown variable `${{{name}}}`")]
-    VariableUnknown { name: String, known: Vec<String>, at: Option<Span> },
+    VariableUnknown {
+        name: String,
+        known: Vec<String>,
+        at: Option<Span>,
+    },
     #[error("`--set vars.{name}`: the recipe declares no variable `{name}`")]
-    VariableUndeclared { name: String, known: Vec<String>, suggestion: Option<String>, at: Option<Span> },
+    VariableUndeclared {
+        name: String,
+        known: Vec<String>,
+        suggestion: Option<String>,
+        at: Option<Span>,
+    },
 }
 
 impl RecipeError {
@@ -105,27 +161,41 @@ impl RecipeError {
             }
             StageKindUnknown { suggestion, .. } => did_you_mean(suggestion)
                 .or_else(|| Some("`hwrun stages` lists every stage kind".to_owned())),
-            StageOutputUnknown { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
-            StageOutputUnknown { available, target, .. } if available.is_empty() => Some(format!(
+            StageOutputUnknown {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
+            StageOutputUnknown {
+                available, target, ..
+            } if available.is_empty() => Some(format!(
                 "stage `{target}` has a single output: refer to it as `{target}`"
             )),
-            StageOutputNotAName { .. } => {
-                Some("refer to another stage as `stage` or `stage.output`, e.g. `data.train`".to_owned())
-            }
-            VariableUndeclared { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
+            StageOutputNotAName { .. } => Some(
+                "refer to another stage as `stage` or `stage.output`, e.g. `data.train`".to_owned(),
+            ),
+            VariableUndeclared {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
             VariableUndeclared { known, .. } => Some(if known.is_empty() {
                 "declare it in the recipe's `[vars]` table first".to_owned()
             } else {
                 format!("declared variables: {}", known.join(", "))
             }),
-            RecipeNameEmpty { .. } => Some("name the recipe, e.g. `name = \"quickstart\"`".to_owned()),
+            RecipeNameEmpty { .. } => {
+                Some("name the recipe, e.g. `name = \"quickstart\"`".to_owned())
+            }
             StageOutputUnknown { available, .. } => Some(format!(
                 "available outputs: {}",
-                available.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", ")
+                available
+                    .iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
-            StageInputMissing { input, .. } => {
-                Some(format!("add `{input} = \"<stage>\"` to the stage's `inputs` table"))
-            }
+            StageInputMissing { input, .. } => Some(format!(
+                "add `{input} = \"<stage>\"` to the stage's `inputs` table"
+            )),
             CircularStageDependency { .. } => {
                 Some("a stage cannot depend, directly or not, on its own output".to_owned())
             }
@@ -147,7 +217,13 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     // Jaro-Winkler catches long near-misses; one edit (a swap included) catches short ones.
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), strsim::damerau_levenshtein(word, c), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(word, c),
+                strsim::damerau_levenshtein(word, c),
+                c,
+            )
+        })
         .filter(|(score, edits, _)| *score > 0.8 || *edits <= 1)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, _, c)| c.to_owned())
@@ -160,7 +236,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(suggest("fdi", ["fid", "tsne"]).as_deref(), Some("fid"));
-        assert_eq!(suggest("trian", ["train", "report"]).as_deref(), Some("train"));
+        assert_eq!(
+            suggest("trian", ["train", "report"]).as_deref(),
+            Some("train")
+        );
         assert_eq!(suggest("zzz", ["train", "report"]), None);
     }
 }

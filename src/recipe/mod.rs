@@ -25,7 +25,10 @@ use camino::Utf8Path;
 pub enum RecipeSource<'a> {
     File(&'a Utf8Path),
     /// Text with a display name (the embedded default recipe).
-    Text { name: &'a str, text: &'a str },
+    Text {
+        name: &'a str,
+        text: &'a str,
+    },
 }
 
 /// A recipe error with the texts its span points into.
@@ -44,5 +47,8 @@ pub fn load(source: RecipeSource<'_>, overrides: &[String]) -> Result<Recipe, Lo
     }
     .and_then(|()| document.finish(overrides))
     .and_then(|()| Recipe::analyse(&document));
-    result.map_err(|error| LoadError { error, sources: document.sources })
+    result.map_err(|error| LoadError {
+        error,
+        sources: document.sources,
+    })
 }

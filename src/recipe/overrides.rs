@@ -33,14 +33,18 @@ pub struct Override {
 impl Override {
     pub fn parse(argument: &str, sources: &mut Sources) -> Result<Self, RecipeError> {
         let file = sources.add(SOURCE_NAME, argument.to_owned());
-        let whole = Span { file, range: 0..argument.len() };
+        let whole = Span {
+            file,
+            range: 0..argument.len(),
+        };
         let invalid = |reason: &str| RecipeError::OverrideInvalid {
             argument: argument.to_owned(),
             reason: reason.to_owned(),
             at: Some(whole.clone()),
         };
-        let (dotted, raw_value) =
-            argument.split_once('=').ok_or_else(|| invalid("expected `path=value`"))?;
+        let (dotted, raw_value) = argument
+            .split_once('=')
+            .ok_or_else(|| invalid("expected `path=value`"))?;
         let segments: Vec<String> = dotted.trim().split('.').map(str::to_owned).collect();
         if segments.iter().any(|s| s.is_empty()) {
             return Err(invalid("the path has an empty segment"));
@@ -49,7 +53,11 @@ impl Override {
         if !is_top_level && segments.len() < 2 {
             return Err(invalid("name a stage and one of its parameters"));
         }
-        let mut path = if is_top_level { Vec::new() } else { vec!["stages".to_owned()] };
+        let mut path = if is_top_level {
+            Vec::new()
+        } else {
+            vec!["stages".to_owned()]
+        };
         path.extend(segments);
         let value_start = dotted.len() + 1;
         Ok(Override {
@@ -57,8 +65,14 @@ impl Override {
             path,
             value: parse_value(raw_value),
             raw_value: raw_value.to_owned(),
-            key: Span { file, range: 0..dotted.len() },
-            value_span: Span { file, range: value_start..argument.len() },
+            key: Span {
+                file,
+                range: 0..dotted.len(),
+            },
+            value_span: Span {
+                file,
+                range: value_start..argument.len(),
+            },
         })
     }
 
@@ -66,8 +80,11 @@ impl Override {
     pub fn apply(self, root: &mut Table, spans: &mut SpanIndex) -> Result<(), RecipeError> {
         if self.path[0] == "vars" && self.path.len() >= 2 {
             // A misspelt variable would otherwise be set and silently ignored.
-            let declared: Vec<&str> =
-                root.get("vars").and_then(Value::as_table).map(|v| v.keys().map(String::as_str).collect()).unwrap_or_default();
+            let declared: Vec<&str> = root
+                .get("vars")
+                .and_then(Value::as_table)
+                .map(|v| v.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             let name = &self.path[1];
             if !declared.contains(&name.as_str()) {
                 return Err(RecipeError::VariableUndeclared {
@@ -82,24 +99,35 @@ impl Override {
             let stages = root.get("stages").and_then(Value::as_table);
             let stage = &self.path[1];
             if !stages.is_some_and(|s| s.contains_key(stage)) {
-                let names = stages.into_iter().flat_map(|s| s.keys().map(String::as_str));
+                let names = stages
+                    .into_iter()
+                    .flat_map(|s| s.keys().map(String::as_str));
                 return Err(RecipeError::OverrideInvalid {
                     argument: self.argument.clone(),
                     reason: format!("the recipe has no stage `{stage}`")
-                        + &suggest(stage, names).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(),
+                        + &suggest(stage, names)
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default(),
                     at: Some(self.key),
                 });
             }
         }
-        let (last, parents) = self.path.split_last().expect("override paths are never empty");
+        let (last, parents) = self
+            .path
+            .split_last()
+            .expect("override paths are never empty");
         let mut table = root;
         for segment in parents {
-            let entry = table.entry(segment.clone()).or_insert_with(|| Value::Table(Table::new()));
-            table = entry.as_table_mut().ok_or_else(|| RecipeError::OverrideInvalid {
-                argument: self.argument.clone(),
-                reason: format!("`{segment}` is not a table"),
-                at: Some(self.key.clone()),
-            })?;
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| RecipeError::OverrideInvalid {
+                    argument: self.argument.clone(),
+                    reason: format!("`{segment}` is not a table"),
+                    at: Some(self.key.clone()),
+                })?;
         }
         // A parameter written as a string stays a string: `--set x.name=1` means "1".
         let value = match (table.get(last), self.value) {
@@ -107,7 +135,13 @@ impl Override {
             (_, value) => value,
         };
         table.insert(last.clone(), value);
-        spans.insert(self.path, EntrySpans { key: self.key, value: self.value_span });
+        spans.insert(
+            self.path,
+            EntrySpans {
+                key: self.key,
+                value: self.value_span,
+            },
+        );
         Ok(())
     }
 }
@@ -116,7 +150,9 @@ impl Override {
 fn parse_value(raw: &str) -> Value {
     let wrapped = format!("v = {raw}");
     match toml::from_str::<Table>(&wrapped) {
-        Ok(mut table) => table.remove("v").unwrap_or_else(|| Value::String(raw.to_owned())),
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
         Err(_) => Value::String(raw.to_owned()),
     }
 }
@@ -134,8 +170,14 @@ mod tests {
         let mut sources = Sources::default();
         let mut table = root();
         let mut spans = SpanIndex::default();
-        Override::parse("train.lr=1e-3", &mut sources).unwrap().apply(&mut table, &mut spans).unwrap();
-        Override::parse("train.name=/mnt/x y", &mut sources).unwrap().apply(&mut table, &mut spans).unwrap();
+        Override::parse("train.lr=1e-3", &mut sources)
+            .unwrap()
+            .apply(&mut table, &mut spans)
+            .unwrap();
+        Override::parse("train.name=/mnt/x y", &mut sources)
+            .unwrap()
+            .apply(&mut table, &mut spans)
+            .unwrap();
         assert_eq!(table["stages"]["train"]["lr"].as_float(), Some(1e-3));
         assert_eq!(table["stages"]["train"]["name"].as_str(), Some("/mnt/x y"));
     }
@@ -153,14 +195,21 @@ mod tests {
     #[test]
     fn undeclared_variables_are_refused() {
         let mut sources = Sources::default();
-        let mut table: Table = toml::from_str("[vars]\ndata_root = \"x\"\n[stages.a]\nkind = \"x\"\n").unwrap();
+        let mut table: Table =
+            toml::from_str("[vars]\ndata_root = \"x\"\n[stages.a]\nkind = \"x\"\n").unwrap();
         let err = Override::parse("vars.data_rot=1", &mut sources)
             .unwrap()
             .apply(&mut table, &mut SpanIndex::default())
             .unwrap_err();
-        assert!(matches!(err, RecipeError::VariableUndeclared { .. }), "{err}");
+        assert!(
+            matches!(err, RecipeError::VariableUndeclared { .. }),
+            "{err}"
+        );
         assert_eq!(err.help().as_deref(), Some("did you mean `data_root`?"));
-        Override::parse("vars.data_root=y", &mut sources).unwrap().apply(&mut table, &mut SpanIndex::default()).unwrap();
+        Override::parse("vars.data_root=y", &mut sources)
+            .unwrap()
+            .apply(&mut table, &mut SpanIndex::default())
+            .unwrap();
     }
 
     #[test]

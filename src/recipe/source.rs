@@ -38,7 +38,10 @@ pub struct Location<'a> {
 
 impl Sources {
     pub fn add(&mut self, name: impl Into<Utf8PathBuf>, text: String) -> usize {
-        self.files.push(SourceFile { name: name.into(), text });
+        self.files.push(SourceFile {
+            name: name.into(),
+            text,
+        });
         self.files.len() - 1
     }
 
@@ -51,13 +54,21 @@ impl Sources {
         let file = self.files.get(span.file)?;
         let start = span.range.start.min(file.text.len());
         let line_start = file.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = file.text[start..].find('\n').map_or(file.text.len(), |i| start + i);
+        let line_end = file.text[start..]
+            .find('\n')
+            .map_or(file.text.len(), |i| start + i);
         let line_text = file.text[line_start..line_end].trim_end_matches('\r');
         let line = file.text[..start].matches('\n').count() + 1;
         let column = file.text[line_start..start].chars().count() + 1;
         let end = span.range.end.clamp(start, line_end);
         let width = file.text[start..end].chars().count().max(1);
-        Some(Location { name: &file.name, line, column, line_text, width })
+        Some(Location {
+            name: &file.name,
+            line,
+            column,
+            line_text,
+            width,
+        })
     }
 }
 
@@ -69,7 +80,12 @@ mod tests {
     fn locates_line_and_column() {
         let mut sources = Sources::default();
         let file = sources.add("r.toml", "a = 1\n[stages.x]\nkind = \"trian\"\n".to_owned());
-        let at = sources.locate(&Span { file, range: 24..31 }).unwrap();
+        let at = sources
+            .locate(&Span {
+                file,
+                range: 24..31,
+            })
+            .unwrap();
         assert_eq!((at.line, at.column, at.width), (3, 8, 7));
         assert_eq!(at.line_text, "kind = \"trian\"");
     }

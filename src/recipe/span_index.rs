@@ -38,8 +38,14 @@ impl SpanIndex {
         for (key, value) in table.iter() {
             path.push(key.get_ref().to_string());
             let spans = EntrySpans {
-                key: Span { file, range: key.span() },
-                value: Span { file, range: value.span() },
+                key: Span {
+                    file,
+                    range: key.span(),
+                },
+                value: Span {
+                    file,
+                    range: value.span(),
+                },
             };
             self.entries.insert(path.clone(), spans);
             self.add_value(path, value, file);
@@ -53,9 +59,17 @@ impl SpanIndex {
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(i.to_string());
-                    let span = Span { file, range: item.span() };
-                    self.entries
-                        .insert(path.clone(), EntrySpans { key: span.clone(), value: span });
+                    let span = Span {
+                        file,
+                        range: item.span(),
+                    };
+                    self.entries.insert(
+                        path.clone(),
+                        EntrySpans {
+                            key: span.clone(),
+                            value: span,
+                        },
+                    );
                     self.add_value(path, item, file);
                     path.pop();
                 }
@@ -66,7 +80,9 @@ impl SpanIndex {
 
     /// Spans of the entry at `path`, or of its closest indexed ancestor.
     pub fn find(&self, path: &[String]) -> Option<&EntrySpans> {
-        (0..=path.len()).rev().find_map(|len| self.entries.get(&path[..len]))
+        (0..=path.len())
+            .rev()
+            .find_map(|len| self.entries.get(&path[..len]))
     }
 
     /// The key span at `path` (or the closest ancestor's).

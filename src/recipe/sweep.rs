@@ -52,13 +52,21 @@ pub struct Variant {
 
 impl Sweep {
     pub fn parse(document: &RecipeDocument, stages: &[StageDecl]) -> Result<Sweep, RecipeError> {
-        let none = Sweep { mode: SweepMode::Grid, axes: Vec::new() };
-        let Some(table) = document.root.get("sweep") else { return Ok(none) };
+        let none = Sweep {
+            mode: SweepMode::Grid,
+            axes: Vec::new(),
+        };
+        let Some(table) = document.root.get("sweep") else {
+            return Ok(none);
+        };
         let Value::Table(table) = table else {
             return Err(document.wrong_type("sweep", "a table", table));
         };
         let at = |key: &str| document.spans.key(&["sweep".to_owned(), key.to_owned()]);
-        let invalid = |key: &str, reason: String| RecipeError::SweepInvalid { reason, at: at(key) };
+        let invalid = |key: &str, reason: String| RecipeError::SweepInvalid {
+            reason,
+            at: at(key),
+        };
         let mut mode = SweepMode::Grid;
         let mut axes = Vec::new();
         for (key, value) in table {
@@ -66,28 +74,52 @@ impl Sweep {
                 mode = match value.as_str() {
                     Some("grid") => SweepMode::Grid,
                     Some("zip") => SweepMode::Zip,
-                    _ => return Err(invalid(key, "`mode` must be \"grid\" or \"zip\"".to_owned())),
+                    _ => {
+                        return Err(invalid(
+                            key,
+                            "`mode` must be \"grid\" or \"zip\"".to_owned(),
+                        ))
+                    }
                 };
                 continue;
             }
             let Some((stage_name, param)) = key.split_once('.') else {
-                return Err(invalid(key, format!("`{key}` must name a stage parameter as `stage.param`")));
+                return Err(invalid(
+                    key,
+                    format!("`{key}` must name a stage parameter as `stage.param`"),
+                ));
             };
             let Some(stage) = stages.iter().position(|s| s.name == stage_name) else {
                 let hint = suggest(stage_name, stages.iter().map(|s| s.name.as_str()))
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                return Err(invalid(key, format!("the recipe has no stage `{stage_name}`{hint}")));
+                return Err(invalid(
+                    key,
+                    format!("the recipe has no stage `{stage_name}`{hint}"),
+                ));
             };
             let param: Vec<String> = param.split('.').map(str::to_owned).collect();
             if param[0] == "kind" || param[0] == "inputs" {
-                return Err(invalid(key, "a sweep changes parameters, not `kind` or `inputs`".to_owned()));
+                return Err(invalid(
+                    key,
+                    "a sweep changes parameters, not `kind` or `inputs`".to_owned(),
+                ));
             }
             let values = match value {
                 Value::Array(values) if !values.is_empty() => values.clone(),
-                _ => return Err(invalid(key, format!("`{key}` must be a non-empty array of values"))),
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!("`{key}` must be a non-empty array of values"),
+                    ))
+                }
             };
-            axes.push(Axis { dotted: key.clone(), stage, param, values });
+            axes.push(Axis {
+                dotted: key.clone(),
+                stage,
+                param,
+                values,
+            });
         }
         if mode == SweepMode::Zip {
             if let Some(first) = axes.first() {
@@ -107,7 +139,10 @@ impl Sweep {
         }
         let count = match mode {
             SweepMode::Zip => axes.first().map_or(1, |a| a.values.len()),
-            SweepMode::Grid => axes.iter().try_fold(1usize, |n, a| n.checked_mul(a.values.len())).unwrap_or(usize::MAX),
+            SweepMode::Grid => axes
+                .iter()
+                .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
+                .unwrap_or(usize::MAX),
         };
         if count > MAX_VARIANTS {
             let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
@@ -126,14 +161,20 @@ impl Sweep {
     /// Every variant, in a stable order (the last axis varies fastest in grid mode).
     pub fn variants(&self) -> Vec<Variant> {
         if self.axes.is_empty() {
-            return vec![Variant { choices: Vec::new() }];
+            return vec![Variant {
+                choices: Vec::new(),
+            }];
         }
         match self.mode {
             SweepMode::Zip => (0..self.axes[0].values.len())
-                .map(|i| Variant { choices: vec![i; self.axes.len()] })
+                .map(|i| Variant {
+                    choices: vec![i; self.axes.len()],
+                })
                 .collect(),
             SweepMode::Grid => {
-                let mut variants = vec![Variant { choices: Vec::new() }];
+                let mut variants = vec![Variant {
+                    choices: Vec::new(),
+                }];
                 for axis in &self.axes {
                     variants = variants
                         .into_iter()
@@ -191,7 +232,13 @@ mod tests {
     #[test]
     fn zip_pairs_values() {
         let variants = sweep(SweepMode::Zip, &[3, 3]).variants();
-        assert_eq!(variants.iter().map(|v| v.choices.clone()).collect::<Vec<_>>(), vec![vec![0, 0], vec![1, 1], vec![2, 2]]);
+        assert_eq!(
+            variants
+                .iter()
+                .map(|v| v.choices.clone())
+                .collect::<Vec<_>>(),
+            vec![vec![0, 0], vec![1, 1], vec![2, 2]]
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ mod tests {
     #[test]
     fn substitutes_known_variables() {
         let vars = BTreeMap::from([("root".to_owned(), "hw2_data".to_owned())]);
-        assert_eq!(substitute("${root}/digits/${root}", &vars).unwrap(), "hw2_data/digits/hw2_data");
+        assert_eq!(
+            substitute("${root}/digits/${root}", &vars).unwrap(),
+            "hw2_data/digits/hw2_data"
+        );
         assert_eq!(substitute("${nope}", &vars).unwrap_err(), "nope");
     }
 

@@ -33,13 +33,17 @@ pub fn collect(
     out_dir: &Utf8Path,
 ) -> anyhow::Result<ReportData> {
     let figures_dir = out_dir.join(FIGURES_DIR);
-    std::fs::create_dir_all(&figures_dir).with_context(|| format!("cannot create `{figures_dir}`"))?;
+    std::fs::create_dir_all(&figures_dir)
+        .with_context(|| format!("cannot create `{figures_dir}`"))?;
     let mut sections = Vec::with_capacity(inputs.len());
     for (name, input) in inputs {
         let mut figures = copy_figures(name, input, out_dir)?;
         figures.extend(draw_curves(name, &input.dir, out_dir)?);
         let architecture_path = input.dir.join("architecture.txt");
-        let architecture = architecture_path.exists().then(|| std::fs::read_to_string(&architecture_path)).transpose()?;
+        let architecture = architecture_path
+            .exists()
+            .then(|| std::fs::read_to_string(&architecture_path))
+            .transpose()?;
         sections.push(Section {
             name: name.clone(),
             stage: input.stage.clone(),
@@ -50,17 +54,29 @@ pub fn collect(
             architecture,
         });
     }
-    let metrics_of: BTreeMap<_, _> = sections.iter().map(|s| (s.name.clone(), s.metrics.clone())).collect();
+    let metrics_of: BTreeMap<_, _> = sections
+        .iter()
+        .map(|s| (s.name.clone(), s.metrics.clone()))
+        .collect();
     let tables = table_specs
         .iter()
         .map(|spec| fill_table(spec, &metrics_of).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()
         .context("cannot fill the report's tables")?;
-    Ok(ReportData { title, description, tables, sections })
+    Ok(ReportData {
+        title,
+        description,
+        tables,
+        sections,
+    })
 }
 
 /// Copies the figures an input declared in its outcome.
-fn copy_figures(name: &str, input: &InputArtifact, out_dir: &Utf8Path) -> anyhow::Result<Vec<Figure>> {
+fn copy_figures(
+    name: &str,
+    input: &InputArtifact,
+    out_dir: &Utf8Path,
+) -> anyhow::Result<Vec<Figure>> {
     input
         .outcome
         .figures
@@ -70,8 +86,12 @@ fn copy_figures(name: &str, input: &InputArtifact, out_dir: &Utf8Path) -> anyhow
             // `progress/strip.png` -> `<name>-progress_strip.png`: unique within the report.
             let flat = figure.file.replace(['/', '\\'], "_");
             let file = format!("{FIGURES_DIR}/{name}-{flat}");
-            std::fs::copy(&source, out_dir.join(&file)).with_context(|| format!("cannot copy `{source}`"))?;
-            Ok(Figure { caption: format!("{name}: {}", figure.caption), file })
+            std::fs::copy(&source, out_dir.join(&file))
+                .with_context(|| format!("cannot copy `{source}`"))?;
+            Ok(Figure {
+                caption: format!("{name}: {}", figure.caption),
+                file,
+            })
         })
         .collect()
 }
@@ -85,7 +105,10 @@ fn draw_curves(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result
     let history: History = serde_json::from_slice(&std::fs::read(&path)?)
         .with_context(|| format!("`{path}` is not a training history"))?;
     let mut figures = Vec::new();
-    for (what, matches) in [("loss", is_loss as fn(&str) -> bool), ("accuracy", is_accuracy)] {
+    for (what, matches) in [
+        ("loss", is_loss as fn(&str) -> bool),
+        ("accuracy", is_accuracy),
+    ] {
         let names: Vec<&String> = history
             .epochs
             .iter()
@@ -99,14 +122,32 @@ fn draw_curves(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result
         }
         let values: Vec<Vec<f64>> = names
             .iter()
-            .map(|key| history.epochs.iter().map(|e| e.get(*key).copied().unwrap_or(f64::NAN)).collect())
+            .map(|key| {
+                history
+                    .epochs
+                    .iter()
+                    .map(|e| e.get(*key).copied().unwrap_or(f64::NAN))
+                    .collect()
+            })
             .collect();
-        let series: Vec<Series> = names.iter().zip(&values).map(|(n, v)| Series { name: n, values: v }).collect();
+        let series: Vec<Series> = names
+            .iter()
+            .zip(&values)
+            .map(|(n, v)| Series { name: n, values: v })
+            .collect();
         let file = format!("{FIGURES_DIR}/{name}-{what}.png");
         let title = format!("{name}: {what}");
-        let plot = CurvesPlot { title: &title, x_label: "epoch", y_label: what, series: &series };
+        let plot = CurvesPlot {
+            title: &title,
+            x_label: "epoch",
+            y_label: what,
+            series: &series,
+        };
         curves_png(&out_dir.join(&file), &plot, CURVE_SIZE)?;
-        figures.push(Figure { caption: format!("{name}: training {what}"), file });
+        figures.push(Figure {
+            caption: format!("{name}: training {what}"),
+            file,
+        });
     }
     Ok(figures)
 }

@@ -33,7 +33,8 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
         out.push_str("<h2>Figures</h2>\n");
         for figure in figures {
             let path = report_dir.join(&figure.file);
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read figure `{path}`"))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read figure `{path}`"))?;
             let _ = writeln!(
                 out,
                 "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>",
@@ -42,7 +43,11 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
             );
         }
     }
-    let with_metrics: Vec<_> = report.sections.iter().filter(|s| !s.metrics.is_empty()).collect();
+    let with_metrics: Vec<_> = report
+        .sections
+        .iter()
+        .filter(|s| !s.metrics.is_empty())
+        .collect();
     if !with_metrics.is_empty() {
         out.push_str("<h2>Metrics</h2>\n<table><thead><tr><th>input</th><th>stage</th><th>metric</th><th>value</th></tr></thead><tbody>\n");
         for section in with_metrics {
@@ -59,13 +64,29 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
         }
         out.push_str("</tbody></table>\n");
     }
-    for section in report.sections.iter().filter(|s| s.architecture.is_some() || s.kind.starts_with("train")) {
-        let _ = writeln!(out, "<h2>{} <small>({})</small></h2>", escape(&section.name), escape(&section.kind));
+    for section in report
+        .sections
+        .iter()
+        .filter(|s| s.architecture.is_some() || s.kind.starts_with("train"))
+    {
+        let _ = writeln!(
+            out,
+            "<h2>{} <small>({})</small></h2>",
+            escape(&section.name),
+            escape(&section.kind)
+        );
         let params = hyperparameters(&section.params);
         if !params.is_empty() {
-            out.push_str("<table><thead><tr><th>hyperparameter</th><th>value</th></tr></thead><tbody>\n");
+            out.push_str(
+                "<table><thead><tr><th>hyperparameter</th><th>value</th></tr></thead><tbody>\n",
+            );
             for (name, value) in params {
-                let _ = writeln!(out, "<tr><td>{}</td><td>{}</td></tr>", escape(&name), escape(&value));
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    escape(&name),
+                    escape(&value)
+                );
             }
             out.push_str("</tbody></table>\n");
         }
@@ -99,7 +120,10 @@ fn table_html(table: &Table) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -127,7 +151,10 @@ mod tests {
                 kind: "train_dann".into(),
                 params: serde_json::json!({"lr": 0.01}),
                 metrics: Default::default(),
-                figures: vec![Figure { caption: "curve".into(), file: "figures/a.png".into() }],
+                figures: vec![Figure {
+                    caption: "curve".into(),
+                    file: "figures/a.png".into(),
+                }],
                 architecture: Some("DigitCnn(\n  (conv1): Conv2d\n)".into()),
             }],
         };

@@ -20,17 +20,31 @@ pub fn render(report: &ReportData) -> String {
             let _ = writeln!(out, "![{}]({})\n", figure.caption, figure.file);
         }
     }
-    let with_metrics: Vec<_> = report.sections.iter().filter(|s| !s.metrics.is_empty()).collect();
+    let with_metrics: Vec<_> = report
+        .sections
+        .iter()
+        .filter(|s| !s.metrics.is_empty())
+        .collect();
     if !with_metrics.is_empty() {
         out.push_str("## Metrics\n\n| input | stage | metric | value |\n|---|---|---|---|\n");
         for section in with_metrics {
             for (metric, value) in &section.metrics {
-                let _ = writeln!(out, "| {} | {} | {metric} | {} |", section.name, section.stage, format_metric(*value));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {metric} | {} |",
+                    section.name,
+                    section.stage,
+                    format_metric(*value)
+                );
             }
         }
         out.push('\n');
     }
-    for section in report.sections.iter().filter(|s| s.architecture.is_some() || s.kind.starts_with("train")) {
+    for section in report
+        .sections
+        .iter()
+        .filter(|s| s.architecture.is_some() || s.kind.starts_with("train"))
+    {
         let _ = writeln!(out, "## {} (`{}`)\n", section.name, section.kind);
         let params = hyperparameters(&section.params);
         if !params.is_empty() {

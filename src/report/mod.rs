@@ -75,7 +75,10 @@ pub struct ReportData {
 }
 
 /// Fills a table spec from the inputs' metrics; a cell naming no input is an error.
-pub fn fill_table(spec: &TableSpec, metrics_of: &BTreeMap<String, Metrics>) -> Result<Table, String> {
+pub fn fill_table(
+    spec: &TableSpec,
+    metrics_of: &BTreeMap<String, Metrics>,
+) -> Result<Table, String> {
     let mut rows = Vec::with_capacity(spec.rows.len());
     for row in &spec.rows {
         if row.cells.len() != spec.columns.len() {
@@ -93,15 +96,24 @@ pub fn fill_table(spec: &TableSpec, metrics_of: &BTreeMap<String, Metrics>) -> R
                 if input.is_empty() {
                     return Ok(String::new());
                 }
-                let metrics = metrics_of
-                    .get(input)
-                    .ok_or_else(|| format!("cell `{input}` in row `{}` names no input of the report", row.label))?;
-                Ok(metrics.get(&spec.metric).map_or_else(|| "n/a".to_owned(), |v| format_metric(*v)))
+                let metrics = metrics_of.get(input).ok_or_else(|| {
+                    format!(
+                        "cell `{input}` in row `{}` names no input of the report",
+                        row.label
+                    )
+                })?;
+                Ok(metrics
+                    .get(&spec.metric)
+                    .map_or_else(|| "n/a".to_owned(), |v| format_metric(*v)))
             })
             .collect::<Result<Vec<_>, String>>()?;
         rows.push((row.label.clone(), cells));
     }
-    Ok(Table { title: spec.title.clone(), columns: spec.columns.clone(), rows })
+    Ok(Table {
+        title: spec.title.clone(),
+        columns: spec.columns.clone(),
+        rows,
+    })
 }
 
 /// A training stage's parameters as `(name, value)` rows, nested keys dotted.
@@ -110,7 +122,11 @@ pub fn hyperparameters(params: &serde_json::Value) -> Vec<(String, String)> {
         match value {
             serde_json::Value::Object(map) => {
                 for (key, item) in map {
-                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(&path, item, out);
                 }
             }
@@ -138,12 +154,30 @@ mod tests {
             title: None,
             metric: "accuracy".into(),
             columns: vec!["A".into(), "B".into()],
-            rows: vec![RowSpec { label: "source".into(), cells: vec!["a".into(), "".into()] }],
+            rows: vec![RowSpec {
+                label: "source".into(),
+                cells: vec!["a".into(), "".into()],
+            }],
         };
-        let metrics = BTreeMap::from([("a".to_owned(), Metrics::from([("accuracy".to_owned(), 0.5)]))]);
+        let metrics = BTreeMap::from([(
+            "a".to_owned(),
+            Metrics::from([("accuracy".to_owned(), 0.5)]),
+        )]);
         let table = fill_table(&spec, &metrics).unwrap();
-        assert_eq!(table.rows, vec![("source".to_owned(), vec!["0.5000".to_owned(), String::new()])]);
-        let bad = TableSpec { rows: vec![RowSpec { label: "x".into(), cells: vec!["zz".into(), "".into()] }], ..spec };
+        assert_eq!(
+            table.rows,
+            vec![(
+                "source".to_owned(),
+                vec!["0.5000".to_owned(), String::new()]
+            )]
+        );
+        let bad = TableSpec {
+            rows: vec![RowSpec {
+                label: "x".into(),
+                cells: vec!["zz".into(), "".into()],
+            }],
+            ..spec
+        };
         assert!(fill_table(&bad, &metrics).unwrap_err().contains("`zz`"));
     }
 }

@@ -59,7 +59,11 @@ impl StageJob {
             .into_iter()
             .map(|(name, upstream)| {
                 let producer = &plan.graph[upstream];
-                let output = stage.inputs.iter().find(|i| i.name == name).and_then(|i| i.output.clone());
+                let output = stage
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == name)
+                    .and_then(|i| i.output.clone());
                 JobInput {
                     name,
                     key: producer.key.hex(),
@@ -88,12 +92,14 @@ impl StageJob {
     }
 
     pub fn cache_key(&self) -> anyhow::Result<CacheKey> {
-        CacheKey::from_hex(&self.key).with_context(|| format!("job of `{}` has a malformed key `{}`", self.label, self.key))
+        CacheKey::from_hex(&self.key)
+            .with_context(|| format!("job of `{}` has a malformed key `{}`", self.label, self.key))
     }
 
     /// The parameter table.
     pub fn param_table(&self) -> anyhow::Result<toml::Table> {
-        toml::from_str(&self.params).with_context(|| format!("malformed parameters of `{}` in its job", self.label))
+        toml::from_str(&self.params)
+            .with_context(|| format!("malformed parameters of `{}` in its job", self.label))
     }
 
     /// The inputs as manifests in `cache` describe them; each must be committed already.
@@ -101,8 +107,12 @@ impl StageJob {
         self.inputs
             .iter()
             .map(|input| {
-                let key = CacheKey::from_hex(&input.key)
-                    .with_context(|| format!("input `{}` of `{}` has a malformed key", input.name, self.label))?;
+                let key = CacheKey::from_hex(&input.key).with_context(|| {
+                    format!(
+                        "input `{}` of `{}` has a malformed key",
+                        input.name, self.label
+                    )
+                })?;
                 let manifest = cache.lookup(&key).with_context(|| {
                     format!(
                         "input `{}` of `{}` (stage `{}`, key {}) is not in the cache at `{}`",
@@ -134,7 +144,15 @@ impl StageJob {
     pub fn input_records(&self) -> BTreeMap<String, InputRecord> {
         self.inputs
             .iter()
-            .map(|i| (i.name.clone(), InputRecord { key: i.key.clone(), output: i.output.clone() }))
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    InputRecord {
+                        key: i.key.clone(),
+                        output: i.output.clone(),
+                    },
+                )
+            })
             .collect()
     }
 }

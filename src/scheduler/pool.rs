@@ -40,11 +40,16 @@ pub fn execute(compute: &dyn Compute, run: &RunEnv<'_>) -> RunSummary {
         .map(|n| plan.graph[n].key)
         .collect();
     if let Err(error) = run.cache.hold_all(&cached) {
-        run.printer.warn(&format!("cannot record the entries this run reads (`hwrun gc` may remove them): {error}"));
+        run.printer.warn(&format!(
+            "cannot record the entries this run reads (`hwrun gc` may remove them): {error}"
+        ));
     }
     let mut state = State::default();
     for node in plan.graph.node_indices() {
-        let inputs = plan.graph.neighbors_directed(node, Direction::Incoming).count();
+        let inputs = plan
+            .graph
+            .neighbors_directed(node, Direction::Incoming)
+            .count();
         state.waiting_on.insert(node, inputs);
         if inputs == 0 {
             state.ready.push(node);
@@ -67,12 +72,16 @@ pub fn execute(compute: &dyn Compute, run: &RunEnv<'_>) -> RunSummary {
         .topological()
         .into_iter()
         .map(|node| {
-            results
-                .remove(&node)
-                .unwrap_or_else(|| StageReport::skipped(&plan.graph[node], "the run stopped before it"))
+            results.remove(&node).unwrap_or_else(|| {
+                StageReport::skipped(&plan.graph[node], "the run stopped before it")
+            })
         })
         .collect();
-    RunSummary { recipe: plan.recipe.name.clone(), stages, interrupted: run.cancel.is_cancelled() }
+    RunSummary {
+        recipe: plan.recipe.name.clone(),
+        stages,
+        interrupted: run.cancel.is_cancelled(),
+    }
 }
 
 fn worker(
@@ -81,25 +90,38 @@ fn worker(
     shared: &(Mutex<State>, Condvar),
     overall: &indicatif::ProgressBar,
 ) {
-    let RunEnv { plan, statuses, cache, options, printer, cancel } = *run;
+    let RunEnv {
+        plan,
+        statuses,
+        cache,
+        options,
+        printer,
+        cancel,
+    } = *run;
     let (lock, wake) = shared;
     loop {
         let node = {
             let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
             let node = loop {
-                if state.stop || cancel.is_cancelled() || (state.ready.is_empty() && state.running == 0) {
+                if state.stop
+                    || cancel.is_cancelled()
+                    || (state.ready.is_empty() && state.running == 0)
+                {
                     wake.notify_all();
                     return;
                 }
                 let pick = state.ready.iter().rposition(|&n| {
-                    !(plan.graph[n].shape.uses_device && state.device_busy && statuses[n.index()].status == Status::Run)
+                    !(plan.graph[n].shape.uses_device
+                        && state.device_busy
+                        && statuses[n.index()].status == Status::Run)
                 });
                 if let Some(position) = pick {
                     break state.ready.remove(position);
                 }
                 state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
             };
-            let uses_device = plan.graph[node].shape.uses_device && statuses[node.index()].status == Status::Run;
+            let uses_device =
+                plan.graph[node].shape.uses_device && statuses[node.index()].status == Status::Run;
             state.running += 1;
             state.device_busy |= uses_device;
             node
@@ -110,14 +132,25 @@ fn worker(
         if will_run {
             printer.status(&format!("running {} ({})", stage.label, stage.kind.kind()));
         }
-        let bar = if will_run { printer.stage_bar(&stage.label) } else { indicatif::ProgressBar::hidden() };
-        let settings = RunSettings { device: options.device, cancel, printer };
+        let bar = if will_run {
+            printer.stage_bar(&stage.label)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let settings = RunSettings {
+            device: options.device,
+            cancel,
+            printer,
+        };
         // A cached stage needs no job description (a cached sweep of thousands of stages stays fast).
         let result = match cache.lookup(&stage.key) {
             Some(manifest) => Ok(NodeRun::AlreadyCached(manifest)),
             None => StageJob::of(plan, node).and_then(|job| {
                 run_job(cache, &job, compute, &settings, bar.clone(), || {
-                    printer.status(&format!("waiting for another hwrun process running {}", stage.label))
+                    printer.status(&format!(
+                        "waiting for another hwrun process running {}",
+                        stage.label
+                    ))
                 })
             }),
         };
@@ -148,13 +181,24 @@ fn worker(
                     printer.status(&format!("✗ {} interrupted", stage.label));
                 } else {
                     // The error itself is printed once, in the summary.
-                    printer.status(&format!("✗ {} failed (the error is in the summary below)", stage.label));
+                    printer.status(&format!(
+                        "✗ {} failed (the error is in the summary below)",
+                        stage.label
+                    ));
                 }
                 if !options.keep_going || interrupted {
                     state.stop = true;
                 }
                 skip_dependents(run, node, &mut state);
-                StageReport::failed(stage, seconds, if interrupted { "interrupted".to_owned() } else { message })
+                StageReport::failed(
+                    stage,
+                    seconds,
+                    if interrupted {
+                        "interrupted".to_owned()
+                    } else {
+                        message
+                    },
+                )
             }
         };
         state.results.insert(node, report);
@@ -179,12 +223,16 @@ fn release_dependents(run: &RunEnv<'_>, node: NodeIndex, state: &mut State) {
 fn skip_dependents(run: &RunEnv<'_>, failed: NodeIndex, state: &mut State) {
     let graph = &run.plan.graph;
     let reason = format!("input `{}` failed", graph[failed].label);
-    let mut stack: Vec<NodeIndex> = graph.neighbors_directed(failed, Direction::Outgoing).collect();
+    let mut stack: Vec<NodeIndex> = graph
+        .neighbors_directed(failed, Direction::Outgoing)
+        .collect();
     while let Some(node) = stack.pop() {
         if state.results.contains_key(&node) {
             continue;
         }
-        state.results.insert(node, StageReport::skipped(&graph[node], &reason));
+        state
+            .results
+            .insert(node, StageReport::skipped(&graph[node], &reason));
         stack.extend(graph.neighbors_directed(node, Direction::Outgoing));
     }
 }

@@ -88,7 +88,9 @@ pub fn run_job(
         Err(error) if error.downcast_ref::<Cancelled>().is_some() => return Err(error),
         Err(error) => {
             return Err(match cache.keep_failed_log(&staging, &job.label) {
-                Some(log) => anyhow::anyhow!("{}\n(stage log: {log})", crate::output::chain_text(&error)),
+                Some(log) => {
+                    anyhow::anyhow!("{}\n(stage log: {log})", crate::output::chain_text(&error))
+                }
                 None => error,
             })
         }
@@ -109,7 +111,9 @@ pub fn run_job(
         wall_time_s: started.elapsed().as_secs_f64(),
         device,
         hwrun_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     };
     match cache.commit(staging, manifest) {
         Ok(manifest) => Ok(NodeRun::Ran(manifest)),

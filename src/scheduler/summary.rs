@@ -58,21 +58,36 @@ impl RunSummary {
     }
 
     pub fn succeeded(&self) -> bool {
-        !self.interrupted && self.count(StageResult::Failed) == 0 && self.count(StageResult::Skipped) == 0
+        !self.interrupted
+            && self.count(StageResult::Failed) == 0
+            && self.count(StageResult::Skipped) == 0
     }
 
     /// Files a person should open (reports), under `results/` when linked there.
     pub fn primary_files(&self) -> Vec<Utf8PathBuf> {
         self.stages
             .iter()
-            .filter_map(|s| Some(s.results.as_ref().or(s.output.as_ref())?.join(s.outcome.primary.as_ref()?)))
+            .filter_map(|s| {
+                Some(
+                    s.results
+                        .as_ref()
+                        .or(s.output.as_ref())?
+                        .join(s.outcome.primary.as_ref()?),
+                )
+            })
             .collect()
     }
 }
 
 impl StageReport {
     /// A stage that finished (ran or was found in the cache).
-    pub fn finished(stage: &PlannedStage, cache: &Cache, manifest: &Manifest, result: StageResult, seconds: f64) -> StageReport {
+    pub fn finished(
+        stage: &PlannedStage,
+        cache: &Cache,
+        manifest: &Manifest,
+        result: StageResult,
+        seconds: f64,
+    ) -> StageReport {
         StageReport {
             result,
             seconds,
@@ -84,7 +99,12 @@ impl StageReport {
 
     /// A stage that ran and failed with `error`.
     pub fn failed(stage: &PlannedStage, seconds: f64, error: String) -> StageReport {
-        StageReport { result: StageResult::Failed, seconds, error: Some(error), ..StageReport::skipped(stage, "") }
+        StageReport {
+            result: StageResult::Failed,
+            seconds,
+            error: Some(error),
+            ..StageReport::skipped(stage, "")
+        }
     }
 
     /// A stage that did not run, and why (empty: no reason to give).

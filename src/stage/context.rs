@@ -79,7 +79,10 @@ impl StageContext {
             device,
             progress,
             cancel,
-            log: LogSink { stage: name_for_log, log: Arc::new(Mutex::new(log_file)) },
+            log: LogSink {
+                stage: name_for_log,
+                log: Arc::new(Mutex::new(log_file)),
+            },
             checkpoint_dir: None,
         }
     }
@@ -87,7 +90,10 @@ impl StageContext {
     /// Gives the stage a directory outside its cache entry for resume checkpoints; the runner
     /// removes it once the entry is committed.
     pub fn with_checkpoint_dir(self, checkpoint_dir: Option<Utf8PathBuf>) -> Self {
-        StageContext { checkpoint_dir, ..self }
+        StageContext {
+            checkpoint_dir,
+            ..self
+        }
     }
 
     /// Where long stages keep resume checkpoints, if the runner gave them a place.
@@ -96,7 +102,12 @@ impl StageContext {
     }
 
     /// A context outside any runner, for tests and benchmarks: hidden progress, no log file, CPU.
-    pub fn detached(name: &str, out_dir: Utf8PathBuf, inputs: BTreeMap<String, InputArtifact>, seed: u64) -> Self {
+    pub fn detached(
+        name: &str,
+        out_dir: Utf8PathBuf,
+        inputs: BTreeMap<String, InputArtifact>,
+        seed: u64,
+    ) -> Self {
         Self::new(
             name.to_owned(),
             out_dir,
@@ -188,12 +199,21 @@ impl StageContext {
     }
 
     /// Saves `dataset` as the named output `name` and records its summary line and `name.n`.
-    pub fn save_dataset(&self, name: &str, dataset: &Dataset, outcome: &mut StageOutcome) -> anyhow::Result<()> {
+    pub fn save_dataset(
+        &self,
+        name: &str,
+        dataset: &Dataset,
+        outcome: &mut StageOutcome,
+    ) -> anyhow::Result<()> {
         dataset
             .save(&crate::data::dataset::output_dir(&self.out_dir, name))
             .map_err(|e| anyhow::anyhow!("saving the `{name}` output: {e}"))?;
-        outcome.summary.push(format!("{name}: {}", dataset.summary()));
-        outcome.metrics.insert(format!("{name}.n"), dataset.len() as f64);
+        outcome
+            .summary
+            .push(format!("{name}: {}", dataset.summary()));
+        outcome
+            .metrics
+            .insert(format!("{name}.n"), dataset.len() as f64);
         Ok(())
     }
 

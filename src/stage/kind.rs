@@ -47,7 +47,10 @@ pub struct FigureRef {
 impl StageOutcome {
     /// Adds `file` (relative to the output directory) to the figures a report shows.
     pub fn figure(&mut self, file: impl Into<String>, caption: impl Into<String>) {
-        self.figures.push(FigureRef { file: file.into(), caption: caption.into() });
+        self.figures.push(FigureRef {
+            file: file.into(),
+            caption: caption.into(),
+        });
     }
 }
 
@@ -63,11 +66,19 @@ pub struct InputSpec {
 
 impl InputSpec {
     pub const fn required(name: &'static str, about: &'static str) -> Self {
-        InputSpec { name, required: true, about }
+        InputSpec {
+            name,
+            required: true,
+            about,
+        }
     }
 
     pub const fn optional(name: &'static str, about: &'static str) -> Self {
-        InputSpec { name, required: false, about }
+        InputSpec {
+            name,
+            required: false,
+            about,
+        }
     }
 }
 
@@ -145,7 +156,10 @@ pub struct ParamError {
 impl ParamError {
     /// `key` (dotted for nested tables: `optimizer.lr`) is out of range: it must be `expected`.
     pub fn out_of_range(key: &str, expected: &str) -> Self {
-        ParamError { path: key.split('.').map(str::to_owned).collect(), message: format!("`{key}` must be {expected}") }
+        ParamError {
+            path: key.split('.').map(str::to_owned).collect(),
+            message: format!("`{key}` must be {expected}"),
+        }
     }
 
     /// Fails with [`ParamError::out_of_range`] unless `ok`.
@@ -239,7 +253,9 @@ pub fn checked_params<S: Stage>(written: &toml::Table) -> Result<S::Params, Para
 pub fn fill_missing(table: &mut toml::Table, defaults: toml::Table) {
     for (key, value) in defaults {
         match (table.get_mut(&key), value) {
-            (Some(toml::Value::Table(inner)), toml::Value::Table(inner_defaults)) => fill_missing(inner, inner_defaults),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(inner_defaults)) => {
+                fill_missing(inner, inner_defaults)
+            }
             (Some(_), _) => {}
             (None, value) => {
                 table.insert(key, value);
@@ -276,7 +292,11 @@ impl<S: Stage> StageKind for Registered<S> {
         })?;
         let mut shape = S::shape(&typed);
         if let Inputs::Named(specs) = S::INPUTS {
-            shape.required_inputs = specs.iter().filter(|s| s.required).map(|s| s.name.to_owned()).collect();
+            shape.required_inputs = specs
+                .iter()
+                .filter(|s| s.required)
+                .map(|s| s.name.to_owned())
+                .collect();
         }
         Ok(CheckedParams { canonical, shape })
     }

@@ -11,7 +11,9 @@ use super::kind::ParamDoc;
 /// Every leaf parameter of `P`, nested tables flattened to dotted names, with the defaults of
 /// `kind_defaults` (the kind's defaults as JSON) where the schema has none.
 pub fn document<P: JsonSchema>(kind_defaults: &Value) -> Vec<ParamDoc> {
-    let generator = SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true).into_generator();
+    let generator = SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
     let schema = generator.into_root_schema_for::<P>();
     let mut docs = Vec::new();
     walk(schema.as_value(), "", kind_defaults, &mut docs);
@@ -19,19 +21,37 @@ pub fn document<P: JsonSchema>(kind_defaults: &Value) -> Vec<ParamDoc> {
 }
 
 fn walk(schema: &Value, prefix: &str, defaults: &Value, docs: &mut Vec<ParamDoc>) {
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
     for (name, property) in properties {
-        let dotted = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
-        let default = property.get("default").cloned().or_else(|| defaults.get(name).cloned());
+        let dotted = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let default = property
+            .get("default")
+            .cloned()
+            .or_else(|| defaults.get(name).cloned());
         if property.get("properties").is_some() {
-            walk(property, &dotted, default.as_ref().unwrap_or(&Value::Null), docs);
+            walk(
+                property,
+                &dotted,
+                default.as_ref().unwrap_or(&Value::Null),
+                docs,
+            );
             continue;
         }
         docs.push(ParamDoc {
             name: dotted,
             kind: type_of(property),
             default,
-            doc: property.get("description").and_then(Value::as_str).unwrap_or_default().replace('\n', " "),
+            doc: property
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .replace('\n', " "),
         });
     }
 }
@@ -42,18 +62,30 @@ fn type_of(property: &Value) -> String {
         let variants = property.get(key)?.as_array()?;
         variants
             .iter()
-            .map(|v| v.get("const").or_else(|| v.get("enum").and_then(|e| e.get(0))).map(|c| c.to_string()))
+            .map(|v| {
+                v.get("const")
+                    .or_else(|| v.get("enum").and_then(|e| e.get(0)))
+                    .map(|c| c.to_string())
+            })
             .collect()
     };
     if let Some(values) = property.get("enum").and_then(Value::as_array) {
-        return values.iter().map(Value::to_string).collect::<Vec<_>>().join(" | ");
+        return values
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(" | ");
     }
     if let Some(values) = choices("oneOf").or_else(|| choices("anyOf")) {
         return values.join(" | ");
     }
     match property.get("type") {
         Some(Value::String(kind)) => kind.clone(),
-        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" | "),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" | "),
         _ => "value".to_owned(),
     }
 }

@@ -60,8 +60,10 @@ impl Stage for CommandStage {
     type Params = CommandParams;
     const KIND: &'static str = "command";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Run your own program or script with its inputs' and output's paths";
-    const INPUTS: Inputs = Inputs::Any("any names; `{name}` in `args` or `shell` expands to that input's directory");
+    const ABOUT: &'static str =
+        "Run your own program or script with its inputs' and output's paths";
+    const INPUTS: Inputs =
+        Inputs::Any("any names; `{name}` in `args` or `shell` expands to that input's directory");
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.hello]
@@ -84,8 +86,11 @@ env = { LC_ALL = "C" }
     }
 
     fn run(params: CommandParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
-        let mut values: BTreeMap<String, String> =
-            ctx.inputs().iter().map(|(name, input)| (name.clone(), input.dir.to_string())).collect();
+        let mut values: BTreeMap<String, String> = ctx
+            .inputs()
+            .iter()
+            .map(|(name, input)| (name.clone(), input.dir.to_string()))
+            .collect();
         values.insert("out".to_owned(), ctx.out_dir().to_string());
         values.insert("seed".to_owned(), ctx.seed().to_string());
         let mut command = match (&params.shell, params.args.split_first()) {
@@ -101,7 +106,9 @@ env = { LC_ALL = "C" }
                 }
                 command
             }
-            (None, None) => bail!("give the program to run as `args = [\"program\", ...]` or `shell = \"...\"`"),
+            (None, None) => {
+                bail!("give the program to run as `args = [\"program\", ...]` or `shell = \"...\"`")
+            }
         };
         for (key, value) in &params.env {
             command.env(key, substitute(value, &values)?);
@@ -109,24 +116,34 @@ env = { LC_ALL = "C" }
         for output in &params.outputs {
             std::fs::create_dir_all(ctx.out_dir().join(output))?;
         }
-        let shown = params.shell.clone().unwrap_or_else(|| params.args.join(" "));
+        let shown = params
+            .shell
+            .clone()
+            .unwrap_or_else(|| params.args.join(" "));
         ctx.log(format!("$ {shown}"));
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start `{shown}`: is the program installed and on PATH?"))?;
+            .with_context(|| {
+                format!("cannot start `{shown}`: is the program installed and on PATH?")
+            })?;
         let stdout = forward(child.stdout.take(), ctx.log_sink(), false);
         let stderr = forward(child.stderr.take(), ctx.log_sink(), true);
         let status = wait(&mut child, ctx)?;
         let _ = stdout.join();
         let stderr_tail = stderr.join().unwrap_or_default();
         if !status.success() {
-            let code = status.code().map_or("a signal".to_owned(), |c| format!("exit code {c}"));
+            let code = status
+                .code()
+                .map_or("a signal".to_owned(), |c| format!("exit code {c}"));
             bail!("`{shown}` failed with {code}{}", tail_text(&stderr_tail));
         }
-        Ok(StageOutcome { metrics: read_metrics(ctx)?, ..StageOutcome::default() })
+        Ok(StageOutcome {
+            metrics: read_metrics(ctx)?,
+            ..StageOutcome::default()
+        })
     }
 }
 
@@ -182,7 +199,8 @@ fn read_metrics(ctx: &StageContext) -> anyhow::Result<Metrics> {
         return Ok(Metrics::new());
     }
     let text = std::fs::read_to_string(&path)?;
-    serde_json::from_str(&text).with_context(|| format!("`{path}` must be a flat JSON object of numbers"))
+    serde_json::from_str(&text)
+        .with_context(|| format!("`{path}` must be a flat JSON object of numbers"))
 }
 
 /// Replaces `{name}` placeholders; `{{`/`}}` are literal braces.
@@ -205,7 +223,11 @@ fn substitute(text: &str, values: &BTreeMap<String, String>) -> anyhow::Result<S
                     Some(value) => out.push_str(value),
                     None => bail!(
                         "unknown placeholder `{{{name}}}` in `{text}`; available: {}",
-                        values.keys().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(", ")
+                        values
+                            .keys()
+                            .map(|k| format!("{{{k}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }
             }
@@ -235,7 +257,10 @@ mod tests {
     fn substitutes_placeholders_and_escapes() {
         let values = BTreeMap::from([("out".to_owned(), "/o".to_owned())]);
         assert_eq!(substitute("{out}/x {{y}}", &values).unwrap(), "/o/x {y}");
-        assert!(substitute("{nope}", &values).unwrap_err().to_string().contains("{out}"));
+        assert!(substitute("{nope}", &values)
+            .unwrap_err()
+            .to_string()
+            .contains("{out}"));
     }
 
     #[test]
@@ -248,7 +273,10 @@ mod tests {
     fn non_zero_exit_fails_with_stderr() {
         let (_tmp, result) = run(r#"shell = "echo boom >&2; exit 3""#);
         let message = result.unwrap_err().to_string();
-        assert!(message.contains("exit code 3") && message.contains("boom"), "{message}");
+        assert!(
+            message.contains("exit code 3") && message.contains("boom"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -110,10 +110,10 @@ use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::formats::{self, ReadOptions, CELEBA_SIZE};
 use crate::data::transforms::{split, Geometry, Size};
 use crate::data::Dataset;
+use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 
 /// Share of `train` held out as `val` when the source has no val split and none is given.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.1;
@@ -225,23 +225,50 @@ impl DatasetFields {
     fn validate(&self) -> Result<(), String> {
         use Format::*;
         let f = self.format;
-        only_for("train_labels", self.train_labels.is_some(), f == Idx, "`idx`")?;
+        only_for(
+            "train_labels",
+            self.train_labels.is_some(),
+            f == Idx,
+            "`idx`",
+        )?;
         only_for("val_labels", self.val_labels.is_some(), f == Idx, "`idx`")?;
-        only_for("images_dir", self.images_dir.is_some(), f == Course, "`course`")?;
-        only_for("classes", self.classes.is_some(), matches!(f, Course | Idx), "`course` or `idx`")?;
+        only_for(
+            "images_dir",
+            self.images_dir.is_some(),
+            f == Course,
+            "`course`",
+        )?;
+        only_for(
+            "classes",
+            self.classes.is_some(),
+            matches!(f, Course | Idx),
+            "`course` or `idx`",
+        )?;
         only_for("size", self.size.is_some(), f == Celeba, "`celeba`")?;
         let geometry = self.resize.is_some() || self.center_crop.is_some();
-        only_for("resize/center_crop", geometry, f != Celeba, "other than `celeba` (set `size`)")?;
+        only_for(
+            "resize/center_crop",
+            geometry,
+            f != Celeba,
+            "other than `celeba` (set `size`)",
+        )?;
         if self.val.is_some() && self.val_fraction.is_some() {
-            return Err("give either `val` (a val source) or `val_fraction` (split train), not both".into());
+            return Err(
+                "give either `val` (a val source) or `val_fraction` (split train), not both".into(),
+            );
         }
         if let Some(fraction) = self.val_fraction.filter(|v| !(0.0..1.0).contains(v)) {
-            return Err(format!("`val_fraction` must be in [0, 1), found {fraction}"));
+            return Err(format!(
+                "`val_fraction` must be in [0, 1), found {fraction}"
+            ));
         }
         if let Some(channels) = self.channels.filter(|c| ![1, 3].contains(c)) {
             return Err(format!("`channels` must be 1 or 3, found {channels}"));
         }
-        if self.limit == Some(0) || self.size == Some(0) || self.classes.as_ref().is_some_and(Vec::is_empty) {
+        if self.limit == Some(0)
+            || self.size == Some(0)
+            || self.classes.as_ref().is_some_and(Vec::is_empty)
+        {
             return Err("`limit`, `size` and `classes` must not be zero or empty".into());
         }
         Ok(())
@@ -294,7 +321,12 @@ impl Format {
             Format::SvhnMat => ("train_32x32.mat", "", Some("test_32x32.mat"), ""),
             Format::UspsLibsvm => ("usps.bz2", "", Some("usps.t.bz2"), ""),
         };
-        Defaults { train, train_labels, val, val_labels }
+        Defaults {
+            train,
+            train_labels,
+            val,
+            val_labels,
+        }
     }
 }
 
@@ -319,7 +351,8 @@ fn single_entry(dir: &Utf8Path) -> Option<Utf8PathBuf> {
 impl DatasetFields {
     /// Whether `val` comes from its own source rather than a split of `train`.
     fn val_from_source(&self, has_val_input: bool) -> bool {
-        self.val_fraction.is_none() && (self.val.is_some() || has_val_input || self.format.defaults().val.is_some())
+        self.val_fraction.is_none()
+            && (self.val.is_some() || has_val_input || self.format.defaults().val.is_some())
     }
 
     /// A slot's field and default name.
@@ -374,7 +407,10 @@ impl DatasetFields {
 
     fn read_options(&self, ctx: &StageContext) -> ReadOptions {
         ReadOptions {
-            geometry: Geometry { resize: self.resize, center_crop: self.center_crop },
+            geometry: Geometry {
+                resize: self.resize,
+                center_crop: self.center_crop,
+            },
             channels: self.channels,
             limit: self.limit,
             progress: ctx.progress().clone(),
@@ -389,19 +425,30 @@ impl DatasetFields {
     fn read(&self, ctx: &StageContext, split: Split) -> anyhow::Result<Dataset> {
         let started = Instant::now();
         ctx.start_phase(format!("reading {} ({:?})", split.name(), self.format), 0);
-        let paths =
-            self.slots(split).into_iter().map(|slot| self.locate(ctx, slot)).collect::<anyhow::Result<Vec<_>>>()?;
+        let paths = self
+            .slots(split)
+            .into_iter()
+            .map(|slot| self.locate(ctx, slot))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let (main, second) = (&paths[0], paths.get(1));
         let options = self.read_options(ctx);
         let domain = &self.domain;
         let dataset = match (self.format, second) {
-            (Format::Course, Some(images)) => formats::load_course(main, images, self.classes(), domain, &options)?,
-            (Format::Idx, Some(labels)) => formats::load_idx(main, labels, self.classes(), domain, &options)?,
+            (Format::Course, Some(images)) => {
+                formats::load_course(main, images, self.classes(), domain, &options)?
+            }
+            (Format::Idx, Some(labels)) => {
+                formats::load_idx(main, labels, self.classes(), domain, &options)?
+            }
             (Format::ImageFolder, _) => formats::load_image_folder(main, domain, &options)?,
-            (Format::Celeba, _) => formats::load_celeba(main, self.size.unwrap_or(CELEBA_SIZE), domain, &options)?,
+            (Format::Celeba, _) => {
+                formats::load_celeba(main, self.size.unwrap_or(CELEBA_SIZE), domain, &options)?
+            }
             (Format::SvhnMat, _) => formats::load_svhn_mat(main, domain, &options)?,
             (Format::UspsLibsvm, _) => formats::load_usps_libsvm(main, domain, &options)?,
-            (Format::Course | Format::Idx, None) => bail!("format {:?} reads two sources", self.format),
+            (Format::Course | Format::Idx, None) => {
+                bail!("format {:?} reads two sources", self.format)
+            }
         };
         if dataset.is_empty() {
             bail!(
@@ -410,7 +457,12 @@ impl DatasetFields {
                 ctx.name()
             );
         }
-        ctx.log(format!("{}: read {} images from {main} in {:.1?}", split.name(), dataset.len(), started.elapsed()));
+        ctx.log(format!(
+            "{}: read {} images from {main} in {:.1?}",
+            split.name(),
+            dataset.len(),
+            started.elapsed()
+        ));
         Ok(dataset)
     }
 }
@@ -422,8 +474,14 @@ impl Stage for DatasetStage {
     const ABOUT: &'static str =
         "Read a real data set (course folders, image folders, CelebA, IDX, SVHN .mat, USPS libsvm) as train/val datasets";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::optional("raw", "a folder holding the data (a download stage with `unpack = true`), instead of `root`"),
-        InputSpec::optional("train", "the training file of a per-split format (`idx`, `svhn_mat`)"),
+        InputSpec::optional(
+            "raw",
+            "a folder holding the data (a download stage with `unpack = true`), instead of `root`",
+        ),
+        InputSpec::optional(
+            "train",
+            "the training file of a per-split format (`idx`, `svhn_mat`)",
+        ),
         InputSpec::optional("train_labels", "the training labels file (`idx`)"),
         InputSpec::optional("val", "the validation file of a per-split format"),
         InputSpec::optional("val_labels", "the validation labels file (`idx`)"),
@@ -466,23 +524,31 @@ resize = [28, 28]             # optional
             }
             None => Vec::new(),
         };
-        StageShape { outputs: vec!["train".into(), "val".into()], external_paths, ..StageShape::default() }
+        StageShape {
+            outputs: vec!["train".into(), "val".into()],
+            external_paths,
+            ..StageShape::default()
+        }
     }
 
     fn run(params: DatasetParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let fields = params.fields();
         if fields.root.is_some() && !ctx.inputs().is_empty() {
-            bail!("stage `{}` sets `root` and has inputs: read from one or the other", ctx.name());
+            bail!(
+                "stage `{}` sets `root` and has inputs: read from one or the other",
+                ctx.name()
+            );
         }
         let train = fields.read(ctx, Split::Train)?;
         ctx.check_cancelled()?;
-        let (train, val) = if fields.val_from_source(fields.root.is_none() && ctx.inputs().contains_key("val")) {
-            let val = fields.read(ctx, Split::Val)?;
-            (train, val)
-        } else {
-            let fraction = fields.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION);
-            split(&train, fraction, ctx.seed()).context("splitting train into train/val")?
-        };
+        let (train, val) =
+            if fields.val_from_source(fields.root.is_none() && ctx.inputs().contains_key("val")) {
+                let val = fields.read(ctx, Split::Val)?;
+                (train, val)
+            } else {
+                let fraction = fields.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION);
+                split(&train, fraction, ctx.seed()).context("splitting train into train/val")?
+            };
         ctx.check_cancelled()?;
         let mut outcome = StageOutcome::default();
         for (name, dataset) in [("train", &train), ("val", &val)] {
@@ -513,8 +579,10 @@ mod tests {
 
     #[test]
     fn params_parse_with_sizes_as_number_or_pair() {
-        let params: DatasetParams =
-            toml::from_str("format = \"svhn_mat\"\ndomain = \"svhn\"\nresize = 28\ncenter_crop = [24, 20]").unwrap();
+        let params: DatasetParams = toml::from_str(
+            "format = \"svhn_mat\"\ndomain = \"svhn\"\nresize = 28\ncenter_crop = [24, 20]",
+        )
+        .unwrap();
         assert_eq!(params.fields().resize, Some(Size::Side(28)));
         assert_eq!(params.fields().center_crop, Some(Size::Exact([24, 20])));
     }
@@ -526,7 +594,10 @@ mod tests {
         for (extra, message) in [
             ("val = \"v.csv\"\nval_fraction = 0.2", "either `val`"),
             ("val_fraction = 1.0", "[0, 1)"),
-            ("train_labels = \"x\"", "`train_labels` only applies to format `idx`"),
+            (
+                "train_labels = \"x\"",
+                "`train_labels` only applies to format `idx`",
+            ),
             ("size = 64", "`size` only applies"),
             ("channels = 2", "1 or 3"),
             ("limit = 0", "must not be zero"),
@@ -536,8 +607,12 @@ mod tests {
             let err = kind.check(&table(&format!("{base}{extra}"))).unwrap_err();
             assert!(err.message.contains(message), "{extra}: {err}");
         }
-        assert!(kind.check(&table("format = \"celeba\"\ndomain = \"c\"\nresize = 64")).is_err());
-        assert!(kind.check(&table("format = \"png\"\ndomain = \"c\"")).is_err());
+        assert!(kind
+            .check(&table("format = \"celeba\"\ndomain = \"c\"\nresize = 64"))
+            .is_err());
+        assert!(kind
+            .check(&table("format = \"png\"\ndomain = \"c\""))
+            .is_err());
     }
 
     #[test]
@@ -546,40 +621,62 @@ mod tests {
         let canonical = |text: &str| kind.check(&table(text)).unwrap().canonical;
         let base = canonical("format = \"idx\"\ndomain = \"mnist\"");
         assert_ne!(base, canonical("format = \"idx\"\ndomain = \"fashion\""));
-        assert_ne!(base, canonical("format = \"idx\"\ndomain = \"mnist\"\nchannels = 3"));
-        assert_ne!(base, canonical("format = \"idx\"\ndomain = \"mnist\"\nval_fraction = 0.2"));
-        assert_ne!(base, canonical("format = \"idx\"\ndomain = \"mnist\"\nlimit = 100"));
+        assert_ne!(
+            base,
+            canonical("format = \"idx\"\ndomain = \"mnist\"\nchannels = 3")
+        );
+        assert_ne!(
+            base,
+            canonical("format = \"idx\"\ndomain = \"mnist\"\nval_fraction = 0.2")
+        );
+        assert_ne!(
+            base,
+            canonical("format = \"idx\"\ndomain = \"mnist\"\nlimit = 100")
+        );
     }
 
     #[test]
     fn shape_hashes_the_files_read_under_root() {
         let kind = Registered::<DatasetStage>::new();
         let shape = |text: &str| kind.check(&table(text)).unwrap().shape;
-        let course = shape("format = \"course\"\ndomain = \"usps\"\nroot = \"hw2\"\nsubdir = \"usps\"");
+        let course =
+            shape("format = \"course\"\ndomain = \"usps\"\nroot = \"hw2\"\nsubdir = \"usps\"");
         assert_eq!(course.outputs, ["train", "val"]);
         assert_eq!(
             course.external_paths,
             ["hw2/usps/data", "hw2/usps/train.csv", "hw2/usps/val.csv"].map(Utf8PathBuf::from)
         );
-        let split = shape("format = \"usps_libsvm\"\ndomain = \"usps\"\nroot = \"u\"\nval_fraction = 0.1");
+        let split =
+            shape("format = \"usps_libsvm\"\ndomain = \"usps\"\nroot = \"u\"\nval_fraction = 0.1");
         assert_eq!(split.external_paths, [Utf8PathBuf::from("u/usps.bz2")]);
-        assert!(shape("format = \"idx\"\ndomain = \"m\"").external_paths.is_empty());
+        assert!(shape("format = \"idx\"\ndomain = \"m\"")
+            .external_paths
+            .is_empty());
     }
 
     /// A course folder: `n` 2x2 greyscale PNGs, first `n_train` rows in train.csv, rest in val.csv.
     fn write_course(root: &Utf8Path, n: usize, n_train: usize) {
         std::fs::create_dir_all(root.join("data")).unwrap();
-        let mut csvs = [String::from("image_name,label\n"), String::from("image_name,label\n")];
+        let mut csvs = [
+            String::from("image_name,label\n"),
+            String::from("image_name,label\n"),
+        ];
         for i in 0..n {
             let name = format!("{i:05}.png");
-            image::GrayImage::from_pixel(2, 2, image::Luma([i as u8])).save(root.join("data").join(&name)).unwrap();
+            image::GrayImage::from_pixel(2, 2, image::Luma([i as u8]))
+                .save(root.join("data").join(&name))
+                .unwrap();
             csvs[usize::from(i >= n_train)].push_str(&format!("{name},{}\n", i % 10));
         }
         std::fs::write(root.join("train.csv"), &csvs[0]).unwrap();
         std::fs::write(root.join("val.csv"), &csvs[1]).unwrap();
     }
 
-    fn run(text: &str, inputs: BTreeMap<String, InputArtifact>, out: &Utf8Path) -> anyhow::Result<StageOutcome> {
+    fn run(
+        text: &str,
+        inputs: BTreeMap<String, InputArtifact>,
+        out: &Utf8Path,
+    ) -> anyhow::Result<StageOutcome> {
         let params: DatasetParams = toml::from_str(text)?;
         let mut ctx = StageContext::detached("data", out.to_owned(), inputs, 3);
         DatasetStage::run(params, &mut ctx)
@@ -589,13 +686,19 @@ mod tests {
     fn run_reads_a_course_folder_into_rgb_train_and_val() {
         let (_dir, base) = tmp();
         write_course(&base.join("usps"), 7, 5);
-        let text = format!("format = \"course\"\ndomain = \"usps\"\nroot = \"{}\"\nchannels = 3", base.join("usps"));
+        let text = format!(
+            "format = \"course\"\ndomain = \"usps\"\nroot = \"{}\"\nchannels = 3",
+            base.join("usps")
+        );
         let outcome = run(&text, BTreeMap::new(), &base.join("out")).unwrap();
         let train = Dataset::load(&base.join("out/train")).unwrap();
         let val = Dataset::load(&base.join("out/val")).unwrap();
         assert_eq!((train.shape, val.shape), ([5, 3, 2, 2], [2, 3, 2, 2]));
         assert_eq!((val.labels.clone(), val.image(1)[11]), (vec![5, 6], 6));
-        assert_eq!((outcome.metrics["train.n"], outcome.metrics["val.n"]), (5.0, 2.0));
+        assert_eq!(
+            (outcome.metrics["train.n"], outcome.metrics["val.n"]),
+            (5.0, 2.0)
+        );
         assert_eq!(outcome.summary[1], format!("val: {}", val.summary()));
     }
 
@@ -606,7 +709,10 @@ mod tests {
         let inputs = BTreeMap::from([("raw".to_owned(), input(base.join("raw")))]);
         let text = "format = \"course\"\ndomain = \"m\"\nsubdir = \"hw2/c\"\nval_fraction = 0.25\nlimit = 8";
         let outcome = run(text, inputs, &base.join("out")).unwrap();
-        assert_eq!((outcome.metrics["train.n"], outcome.metrics["val.n"]), (6.0, 2.0));
+        assert_eq!(
+            (outcome.metrics["train.n"], outcome.metrics["val.n"]),
+            (6.0, 2.0)
+        );
     }
 
     fn input(dir: Utf8PathBuf) -> InputArtifact {
@@ -621,7 +727,8 @@ mod tests {
 
     fn gz_idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut bytes = magic.to_be_bytes().to_vec();
-        dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+        dims.iter()
+            .for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
         bytes.extend_from_slice(data);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).unwrap();
@@ -640,12 +747,24 @@ mod tests {
         ] {
             let dir = base.join(slot);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("{slot}-ubyte")), gz_idx(magic, &dims, &data)).unwrap();
+            std::fs::write(
+                dir.join(format!("{slot}-ubyte")),
+                gz_idx(magic, &dims, &data),
+            )
+            .unwrap();
             inputs.insert(slot.to_owned(), input(dir));
         }
-        run("format = \"idx\"\ndomain = \"mnist\"", inputs, &base.join("out")).unwrap();
+        run(
+            "format = \"idx\"\ndomain = \"mnist\"",
+            inputs,
+            &base.join("out"),
+        )
+        .unwrap();
         let val = Dataset::load(&base.join("out/val")).unwrap();
-        assert_eq!((val.shape, val.labels, val.images), ([1, 1, 1, 2], vec![9], vec![5, 6]));
+        assert_eq!(
+            (val.shape, val.labels, val.images),
+            ([1, 1, 1, 2], vec![9], vec![5, 6])
+        );
     }
 
     #[test]
@@ -653,7 +772,10 @@ mod tests {
         let (_dir, base) = tmp();
         write_course(&base.join("c"), 3, 3);
         std::fs::write(base.join("c/train.csv"), "image_name,label\n").unwrap();
-        let text = format!("format = \"course\"\ndomain = \"d\"\nroot = \"{}\"", base.join("c"));
+        let text = format!(
+            "format = \"course\"\ndomain = \"d\"\nroot = \"{}\"",
+            base.join("c")
+        );
         let err = run(&text, BTreeMap::new(), &base.join("out")).unwrap_err();
         assert!(err.to_string().contains("has no images"), "{err}");
     }
@@ -661,7 +783,16 @@ mod tests {
     #[test]
     fn run_without_a_source_says_what_to_add() {
         let (_dir, base) = tmp();
-        let err = run("format = \"svhn_mat\"\ndomain = \"svhn\"", BTreeMap::new(), &base).unwrap_err();
-        assert!(err.to_string().contains("set `root`, or add an input named `raw` or `train`"), "{err}");
+        let err = run(
+            "format = \"svhn_mat\"\ndomain = \"svhn\"",
+            BTreeMap::new(),
+            &base,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("set `root`, or add an input named `raw` or `train`"),
+            "{err}"
+        );
     }
 }

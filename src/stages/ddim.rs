@@ -163,15 +163,29 @@ const INTERPOLATION_POINTS: usize = 11;
 #[derive(Debug, thiserror::Error)]
 pub enum DdimStageError {
     #[error("noise file {path}: shape {found:?}, expected [1, {channels}, S, S] with S {size}")]
-    NoiseShape { path: Utf8PathBuf, found: Vec<i64>, channels: i64, size: String },
+    NoiseShape {
+        path: Utf8PathBuf,
+        found: Vec<i64>,
+        channels: i64,
+        size: String,
+    },
     #[error("noise folder {dir} has no NN.pt files")]
     NoNoise { dir: Utf8PathBuf },
     #[error("noise folder {dir}: noise {index} of `interpolate` or the grid does not exist ({count} noises)")]
-    NoiseIndex { dir: String, index: usize, count: usize },
+    NoiseIndex {
+        dir: String,
+        index: usize,
+        count: usize,
+    },
     #[error("cannot read {path}: {message}")]
     Read { path: Utf8PathBuf, message: String },
     #[error("reference image {path} is {found:?} (width, height, channels); the sample {name} is {expected:?}")]
-    GtSize { path: Utf8PathBuf, name: String, found: (u32, u32, usize), expected: (u32, u32, usize) },
+    GtSize {
+        path: Utf8PathBuf,
+        name: String,
+        found: (u32, u32, usize),
+        expected: (u32, u32, usize),
+    },
     #[error("this stage needs a noise model: give `unet` (the face UNet's UNet.pt) or the input `model` (a train_ddpm output), not both and not neither")]
     NoiseModel,
 }
@@ -180,7 +194,10 @@ pub enum DdimStageError {
 /// safetensors file.
 pub fn read_noise(path: &Utf8Path) -> anyhow::Result<Option<Tensor>> {
     if path.extension() == Some("safetensors") {
-        let tensors = Tensor::read_safetensors(path).map_err(|e| DdimStageError::Read { path: path.to_owned(), message: e.to_string() })?;
+        let tensors = Tensor::read_safetensors(path).map_err(|e| DdimStageError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(tensors.into_iter().next().map(|(_, t)| t))
     } else {
         Ok(Some(crate::pytorch_file::read_tensor(path)?))
@@ -189,8 +206,16 @@ pub fn read_noise(path: &Utf8Path) -> anyhow::Result<Option<Tensor>> {
 
 /// The noise model a chain calls: `eps(x, t)` at schedule index `t`.
 enum NoiseModel {
-    Face { unet: FaceUnet, _vs: nn::VarStore, schedule: NoiseSchedule },
-    Digits { ddpm: LoadedDdpm, schedule: NoiseSchedule, guidance: f64 },
+    Face {
+        unet: FaceUnet,
+        _vs: nn::VarStore,
+        schedule: NoiseSchedule,
+    },
+    Digits {
+        ddpm: LoadedDdpm,
+        schedule: NoiseSchedule,
+        guidance: f64,
+    },
 }
 
 impl NoiseModel {
@@ -204,7 +229,9 @@ impl NoiseModel {
     fn image_format(&self) -> (i64, Option<i64>) {
         match self {
             NoiseModel::Face { .. } => (3, None),
-            NoiseModel::Digits { ddpm, .. } => (ddpm.net.config.channels, Some(ddpm.net.config.image_size)),
+            NoiseModel::Digits { ddpm, .. } => {
+                (ddpm.net.config.channels, Some(ddpm.net.config.image_size))
+            }
         }
     }
 
@@ -216,11 +243,19 @@ impl NoiseModel {
                 let b = x.size()[0];
                 unet.forward(x, &Tensor::full([b], t as f64, (Kind::Float, x.device())))
             }
-            NoiseModel::Digits { ddpm, schedule, guidance } => {
+            NoiseModel::Digits {
+                ddpm,
+                schedule,
+                guidance,
+            } => {
                 let b = x.size()[0] as usize;
                 let classes = ddpm.net.config.classes as usize;
                 let labels: Vec<i64> = (first..first + b).map(|i| (i % classes) as i64).collect();
-                let model = ConditionalEps { net: &ddpm.net, labels: Tensor::from_slice(&labels).to_device(x.device()), n_t: schedule.len() };
+                let model = ConditionalEps {
+                    net: &ddpm.net,
+                    labels: Tensor::from_slice(&labels).to_device(x.device()),
+                    n_t: schedule.len(),
+                };
                 guided_eps(&model, x, t + 1, *guidance)
             }
         }
@@ -231,8 +266,12 @@ impl Stage for DdimStage {
     type Params = DdimParams;
     const KIND: &'static str = "ddim";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "DDIM sampling (eta grid, slerp vs linear interpolation, MSE against reference images)";
-    const INPUTS: Inputs = Inputs::Named(&[InputSpec::optional("model", "a train_ddpm output (instead of `unet`)")]);
+    const ABOUT: &'static str =
+        "DDIM sampling (eta grid, slerp vs linear interpolation, MSE against reference images)";
+    const INPUTS: Inputs = Inputs::Named(&[InputSpec::optional(
+        "model",
+        "a train_ddpm output (instead of `unet`)",
+    )]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.digits]
@@ -267,25 +306,62 @@ guidance = 2.0                     # a train_ddpm model only
         ParamError::check(p.steps >= 1, "steps", "at least 1")?;
         // A train_ddpm model's schedule is known only when it runs.
         if p.unet.is_some() {
-            ParamError::check(p.n_t % p.steps == 0, "steps", "a divisor of the schedule's steps (n_t, 1000 for UNet.pt)")?;
+            ParamError::check(
+                p.n_t % p.steps == 0,
+                "steps",
+                "a divisor of the schedule's steps (n_t, 1000 for UNet.pt)",
+            )?;
         }
         ParamError::check((1..=100_000).contains(&p.n_t), "n_t", "from 1 to 100000")?;
-        ParamError::check(p.beta_start.is_finite() && p.beta_start > 0.0 && p.beta_end < 1.0 && p.beta_end >= p.beta_start, "beta_start", "0 < beta_start <= beta_end < 1")?;
+        ParamError::check(
+            p.beta_start.is_finite()
+                && p.beta_start > 0.0
+                && p.beta_end < 1.0
+                && p.beta_end >= p.beta_start,
+            "beta_start",
+            "0 < beta_start <= beta_end < 1",
+        )?;
         ParamError::check(!p.eta.is_empty(), "eta", "at least one value")?;
         for (i, eta) in p.eta.iter().enumerate() {
-            ParamError::check(eta.is_finite() && *eta >= 0.0, &format!("eta.{i}"), "a finite number >= 0")?;
+            ParamError::check(
+                eta.is_finite() && *eta >= 0.0,
+                &format!("eta.{i}"),
+                "a finite number >= 0",
+            )?;
         }
         ParamError::check(p.guidance.is_finite(), "guidance", "a finite number")?;
-        ParamError::check((1..=10_000).contains(&p.n_noises), "n_noises", "from 1 to 10000")?;
-        ParamError::check(p.image_size >= FaceUnetConfig::MIN_IMAGE_SIZE && p.image_size % 32 == 0 && p.image_size <= 4096, "image_size", "a multiple of 32 from 32 to 4096")?;
+        ParamError::check(
+            (1..=10_000).contains(&p.n_noises),
+            "n_noises",
+            "from 1 to 10000",
+        )?;
+        ParamError::check(
+            p.image_size >= FaceUnetConfig::MIN_IMAGE_SIZE
+                && p.image_size % 32 == 0
+                && p.image_size <= 4096,
+            "image_size",
+            "a multiple of 32 from 32 to 4096",
+        )?;
         ParamError::check(p.grid_noises >= 1, "grid_noises", "at least 1")?;
-        ParamError::check(p.interpolate[0] != p.interpolate[1], "interpolate", "two different noises")?;
+        ParamError::check(
+            p.interpolate[0] != p.interpolate[1],
+            "interpolate",
+            "two different noises",
+        )?;
         ParamError::check((1..=1024).contains(&p.batch), "batch", "from 1 to 1024")
     }
 
     fn shape(p: &Self::Params) -> StageShape {
-        let external_paths = [&p.unet, &p.noise_dir, &p.gt_dir].into_iter().flatten().cloned().collect();
-        StageShape { external_paths, uses_device: true, ..Default::default() }
+        let external_paths = [&p.unet, &p.noise_dir, &p.gt_dir]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        StageShape {
+            external_paths,
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -294,16 +370,32 @@ guidance = 2.0                     # a train_ddpm model only
         let device = ctx.device();
         let model = load_model(&params, ctx, device)?;
         let (channels, fixed_size) = model.image_format();
-        let (names, noises) = load_noises(&params, channels, fixed_size.unwrap_or(params.image_size), fixed_size, device)?;
+        let (names, noises) = load_noises(
+            &params,
+            channels,
+            fixed_size.unwrap_or(params.image_size),
+            fixed_size,
+            device,
+        )?;
         let count = names.len();
-        for index in params.interpolate.iter().copied().chain([params.grid_noises.min(count) - 1]) {
+        for index in params
+            .interpolate
+            .iter()
+            .copied()
+            .chain([params.grid_noises.min(count) - 1])
+        {
             if index >= count {
-                let dir = params.noise_dir.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "(drawn)".into());
+                let dir = params
+                    .noise_dir
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "(drawn)".into());
                 return Err(DdimStageError::NoiseIndex { dir, index, count }.into());
             }
         }
         let clip = params.clip_x0.unwrap_or(params.convention.clips_x0());
-        let ddim = Ddim::new(model.schedule(), params.steps, params.convention, clip).map_err(|e| anyhow::anyhow!("steps: {e}"))?;
+        let ddim = Ddim::new(model.schedule(), params.steps, params.convention, clip)
+            .map_err(|e| anyhow::anyhow!("steps: {e}"))?;
         let scaling = params.save.scaling();
         let mut outcome = StageOutcome::default();
 
@@ -312,7 +404,10 @@ guidance = 2.0                     # a train_ddpm model only
         let mut saved = Vec::new();
         for (k, name) in names.iter().enumerate() {
             let image = to_unit(&deterministic.get(k as i64), scaling);
-            save_png(&image, &ctx.out_dir().join("eta0").join(format!("{name}.png")))?;
+            save_png(
+                &image,
+                &ctx.out_dir().join("eta0").join(format!("{name}.png")),
+            )?;
             saved.push(image);
         }
         if let Some(gt_dir) = &params.gt_dir {
@@ -322,7 +417,10 @@ guidance = 2.0                     # a train_ddpm model only
             }
             let mean = errors.values().sum::<f64>() / errors.len() as f64;
             outcome.metrics.insert("mse".into(), mean);
-            outcome.summary.push(format!("ddim eta 0: mean MSE {mean:.4} against {gt_dir} over {} images", errors.len()));
+            outcome.summary.push(format!(
+                "ddim eta 0: mean MSE {mean:.4} against {gt_dir} over {} images",
+                errors.len()
+            ));
         }
 
         // Rows = eta, columns = the first grid noises.
@@ -334,55 +432,135 @@ guidance = 2.0                     # a train_ddpm model only
                 deterministic.narrow(0, 0, columns as i64)
             } else {
                 tch::manual_seed(ctx.seed().wrapping_add(1 + e as u64) as i64);
-                chains(ctx, &ddim, &model, &grid_noise, eta, params.batch, &format!("eta {eta}"))?
+                chains(
+                    ctx,
+                    &ddim,
+                    &model,
+                    &grid_noise,
+                    eta,
+                    params.batch,
+                    &format!("eta {eta}"),
+                )?
             };
             rows.push(to_unit(&samples, scaling));
         }
-        save_grid(&Tensor::cat(&rows, 0), columns as i64, &ctx.out_dir().join("eta_grid.png"))?;
-        outcome.figure("eta_grid.png", format!("DDIM samples: rows eta = {:?}, columns noises {}", params.eta, names[..columns].join(", ")));
+        save_grid(
+            &Tensor::cat(&rows, 0),
+            columns as i64,
+            &ctx.out_dir().join("eta_grid.png"),
+        )?;
+        outcome.figure(
+            "eta_grid.png",
+            format!(
+                "DDIM samples: rows eta = {:?}, columns noises {}",
+                params.eta,
+                names[..columns].join(", ")
+            ),
+        );
 
         // Slerp in the first row, linear in the second.
         let [a, b] = params.interpolate;
         let (z0, z1) = (noises.get(a as i64), noises.get(b as i64));
-        let mut paths: Vec<Tensor> = alphas(INTERPOLATION_POINTS).iter().map(|&al| interpolate::slerp(&z0, &z1, al)).collect();
-        paths.extend(alphas(INTERPOLATION_POINTS).iter().map(|&al| interpolate::linear(&z0, &z1, al)));
-        let interpolated = chains(ctx, &ddim, &model, &Tensor::stack(&paths, 0), 0.0, params.batch, "interpolation")?;
-        save_grid(&to_unit(&interpolated, scaling), INTERPOLATION_POINTS as i64, &ctx.out_dir().join("interpolation.png"))?;
-        outcome.figure("interpolation.png", format!("noises {} -> {}, alpha 0..1: slerp (top), linear (bottom)", names[a], names[b]));
-        outcome.summary.push(format!("ddim: {count} noises, {} steps ({:?}), eta {:?}", params.steps, params.convention, params.eta));
+        let mut paths: Vec<Tensor> = alphas(INTERPOLATION_POINTS)
+            .iter()
+            .map(|&al| interpolate::slerp(&z0, &z1, al))
+            .collect();
+        paths.extend(
+            alphas(INTERPOLATION_POINTS)
+                .iter()
+                .map(|&al| interpolate::linear(&z0, &z1, al)),
+        );
+        let interpolated = chains(
+            ctx,
+            &ddim,
+            &model,
+            &Tensor::stack(&paths, 0),
+            0.0,
+            params.batch,
+            "interpolation",
+        )?;
+        save_grid(
+            &to_unit(&interpolated, scaling),
+            INTERPOLATION_POINTS as i64,
+            &ctx.out_dir().join("interpolation.png"),
+        )?;
+        outcome.figure(
+            "interpolation.png",
+            format!(
+                "noises {} -> {}, alpha 0..1: slerp (top), linear (bottom)",
+                names[a], names[b]
+            ),
+        );
+        outcome.summary.push(format!(
+            "ddim: {count} noises, {} steps ({:?}), eta {:?}",
+            params.steps, params.convention, params.eta
+        ));
         Ok(outcome)
     }
 }
 
-fn load_model(params: &DdimParams, ctx: &StageContext, device: Device) -> anyhow::Result<NoiseModel> {
+fn load_model(
+    params: &DdimParams,
+    ctx: &StageContext,
+    device: Device,
+) -> anyhow::Result<NoiseModel> {
     match (&params.unet, ctx.inputs().contains_key("model")) {
         (Some(path), false) => {
             let vs = nn::VarStore::new(device);
             let unet = FaceUnet::new(&vs.root(), params.face_unet)?;
-            load_file_strict(&vs, path).context("`unet` is not the course's face UNet (UNet.pt)")?;
+            load_file_strict(&vs, path)
+                .context("`unet` is not the course's face UNet (UNet.pt)")?;
             let schedule = NoiseSchedule::linear(params.n_t, params.beta_start, params.beta_end);
-            Ok(NoiseModel::Face { unet, _vs: vs, schedule })
+            Ok(NoiseModel::Face {
+                unet,
+                _vs: vs,
+                schedule,
+            })
         }
         (None, true) => {
             let dir = ctx.input("model")?.dir.clone();
-            let ddpm = LoadedDdpm::load(&dir, device).with_context(|| format!("input `model` of stage `{}`", ctx.name()))?;
+            let ddpm = LoadedDdpm::load(&dir, device)
+                .with_context(|| format!("input `model` of stage `{}`", ctx.name()))?;
             let schedule = ddpm.schedule.build();
             if schedule.len() % params.steps != 0 {
-                anyhow::bail!("steps: {} does not divide the model's n_t = {}; choose a divisor", params.steps, schedule.len());
+                anyhow::bail!(
+                    "steps: {} does not divide the model's n_t = {}; choose a divisor",
+                    params.steps,
+                    schedule.len()
+                );
             }
-            Ok(NoiseModel::Digits { ddpm, schedule, guidance: params.guidance })
+            Ok(NoiseModel::Digits {
+                ddpm,
+                schedule,
+                guidance: params.guidance,
+            })
         }
         _ => Err(DdimStageError::NoiseModel.into()),
     }
 }
 
 /// The noises' names (`00`, ... or the files' stems) and the noises `[n, C, S, S]`.
-fn load_noises(params: &DdimParams, channels: i64, size: i64, fixed: Option<i64>, device: Device) -> anyhow::Result<(Vec<String>, Tensor)> {
+fn load_noises(
+    params: &DdimParams,
+    channels: i64,
+    size: i64,
+    fixed: Option<i64>,
+    device: Device,
+) -> anyhow::Result<(Vec<String>, Tensor)> {
     let Some(dir) = &params.noise_dir else {
         let names = (0..params.n_noises).map(|i| format!("{i:02}")).collect();
-        return Ok((names, Tensor::randn([params.n_noises as i64, channels, size, size], (Kind::Float, device))));
+        return Ok((
+            names,
+            Tensor::randn(
+                [params.n_noises as i64, channels, size, size],
+                (Kind::Float, device),
+            ),
+        ));
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| DdimStageError::Read { path: dir.clone(), message: e.to_string() })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| DdimStageError::Read {
+        path: dir.clone(),
+        message: e.to_string(),
+    })?;
     let mut files: Vec<Utf8PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| Utf8PathBuf::from_path_buf(e.path()).ok())
@@ -398,10 +576,23 @@ fn load_noises(params: &DdimParams, channels: i64, size: i64, fixed: Option<i64>
     for path in files {
         let tensor = read_noise(&path)?;
         let shape = tensor.as_ref().map(Tensor::size).unwrap_or_default();
-        let ok = shape.len() == 4 && shape[0] == 1 && shape[1] == channels && shape[2] == shape[3] && shape[2] % 32 == 0 && side.map_or(true, |s| s == shape[2]);
+        let ok = shape.len() == 4
+            && shape[0] == 1
+            && shape[1] == channels
+            && shape[2] == shape[3]
+            && shape[2] % 32 == 0
+            && side.map_or(true, |s| s == shape[2]);
         let Some(tensor) = tensor.filter(|_| ok) else {
-            let size = side.map_or("a multiple of 32, equal in every file".to_string(), |s| s.to_string());
-            return Err(DdimStageError::NoiseShape { path, found: shape, channels, size }.into());
+            let size = side.map_or("a multiple of 32, equal in every file".to_string(), |s| {
+                s.to_string()
+            });
+            return Err(DdimStageError::NoiseShape {
+                path,
+                found: shape,
+                channels,
+                size,
+            }
+            .into());
         };
         side = Some(shape[2]);
         names.push(path.file_stem().unwrap_or_default().to_owned());
@@ -411,14 +602,29 @@ fn load_noises(params: &DdimParams, channels: i64, size: i64, fixed: Option<i64>
 }
 
 /// DDIM chains from every noise of `noises`, `batch` at a time.
-fn chains(ctx: &StageContext, ddim: &Ddim, model: &NoiseModel, noises: &Tensor, eta: f64, batch: usize, what: &str) -> anyhow::Result<Tensor> {
+fn chains(
+    ctx: &StageContext,
+    ddim: &Ddim,
+    model: &NoiseModel,
+    noises: &Tensor,
+    eta: f64,
+    batch: usize,
+    what: &str,
+) -> anyhow::Result<Tensor> {
     let n = noises.size()[0] as usize;
     let mut outputs = Vec::new();
     ctx.in_chunks(format!("DDIM {what}"), n, batch, |range| {
         let x = noises.narrow(0, range.start as i64, range.len() as i64);
         let shape = x.size();
         let device = x.device();
-        let sample = tch::no_grad(|| ddim.sample(&x, eta, |x, t| model.eps(x, t, range.start), |_| Tensor::randn(shape.as_slice(), (Kind::Float, device))))?;
+        let sample = tch::no_grad(|| {
+            ddim.sample(
+                &x,
+                eta,
+                |x, t| model.eps(x, t, range.start),
+                |_| Tensor::randn(shape.as_slice(), (Kind::Float, device)),
+            )
+        })?;
         outputs.push(sample);
         Ok(())
     })?;
@@ -427,21 +633,48 @@ fn chains(ctx: &StageContext, ddim: &Ddim, model: &NoiseModel, noises: &Tensor, 
 
 /// The course checker's error: per image, the mean squared difference of the uint8 pixels of
 /// `gt_dir/NAME.png` and the saved sample.
-fn mse_against(gt_dir: &Utf8Path, names: &[String], saved: &[Tensor]) -> anyhow::Result<BTreeMap<String, f64>> {
+fn mse_against(
+    gt_dir: &Utf8Path,
+    names: &[String],
+    saved: &[Tensor],
+) -> anyhow::Result<BTreeMap<String, f64>> {
     let mut errors = BTreeMap::new();
     for (name, image) in names.iter().zip(saved) {
         let path = gt_dir.join(format!("{name}.png"));
-        let reference = image::open(&path).map_err(|e| DdimStageError::Read { path: path.clone(), message: e.to_string() })?;
+        let reference = image::open(&path).map_err(|e| DdimStageError::Read {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let size = image.size();
         let channels = size[0] as usize;
         let expected = (size[2] as u32, size[1] as u32, channels);
-        let reference_bytes = if channels == 1 { reference.to_luma8().into_raw() } else { reference.to_rgb8().into_raw() };
-        let found = (reference.width(), reference.height(), reference.color().channel_count() as usize);
-        if (found.0, found.1) != (expected.0, expected.1) || (found.2 != channels && !(found.2 == 4 && channels == 3)) {
-            return Err(DdimStageError::GtSize { path, name: name.clone(), found, expected }.into());
+        let reference_bytes = if channels == 1 {
+            reference.to_luma8().into_raw()
+        } else {
+            reference.to_rgb8().into_raw()
+        };
+        let found = (
+            reference.width(),
+            reference.height(),
+            reference.color().channel_count() as usize,
+        );
+        if (found.0, found.1) != (expected.0, expected.1)
+            || (found.2 != channels && !(found.2 == 4 && channels == 3))
+        {
+            return Err(DdimStageError::GtSize {
+                path,
+                name: name.clone(),
+                found,
+                expected,
+            }
+            .into());
         }
         let ours = to_bytes(image);
-        let sum: f64 = ours.iter().zip(&reference_bytes).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+        let sum: f64 = ours
+            .iter()
+            .zip(&reference_bytes)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+            .sum();
         errors.insert(name.clone(), sum / ours.len() as f64);
     }
     Ok(errors)
@@ -454,10 +687,23 @@ mod tests {
 
     #[test]
     fn bad_parameters_name_their_key() {
-        assert_eq!(params::<DdimStage>("steps = 30\nunet = \"UNet.pt\"").unwrap_err().path, ["steps"]);
-        assert_eq!(params::<DdimStage>("eta = [0.0, -0.5]").unwrap_err().path, ["eta", "1"]);
-        assert_eq!(params::<DdimStage>("guidance = inf").unwrap_err().path, ["guidance"]);
-        let p = params::<DdimStage>("unet = \"f/UNet.pt\"\nnoise_dir = \"f/noise\"\ngt_dir = \"f/GT\"").unwrap();
+        assert_eq!(
+            params::<DdimStage>("steps = 30\nunet = \"UNet.pt\"")
+                .unwrap_err()
+                .path,
+            ["steps"]
+        );
+        assert_eq!(
+            params::<DdimStage>("eta = [0.0, -0.5]").unwrap_err().path,
+            ["eta", "1"]
+        );
+        assert_eq!(
+            params::<DdimStage>("guidance = inf").unwrap_err().path,
+            ["guidance"]
+        );
+        let p =
+            params::<DdimStage>("unet = \"f/UNet.pt\"\nnoise_dir = \"f/noise\"\ngt_dir = \"f/GT\"")
+                .unwrap();
         assert_eq!(DdimStage::shape(&p).external_paths.len(), 3);
     }
 }

@@ -56,13 +56,14 @@ use camino::Utf8PathBuf;
 use indicatif::{HumanBytes, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Cancelled, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::download::{
     self, DownloadError, Fetched, HttpOptions, Md5Hex, Observer, Pinned, Request, Sha256Hex, Source,
 };
+use crate::stage::{Cancelled, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 
 /// Progress bar layout while bytes move: position, total, rate and time left.
-const BYTES_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
+const BYTES_TEMPLATE: &str =
+    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}";
 
 /// The `download` stage kind.
 pub struct DownloadStage;
@@ -188,7 +189,10 @@ timeout_secs = 60         # default 30, per connect and per read
                 DownloadError::ArchiveUnknown { .. } => "unpack",
                 _ => "source",
             };
-            ParamError { path: vec![field.to_owned()], message: error.to_string() }
+            ParamError {
+                path: vec![field.to_owned()],
+                message: error.to_string(),
+            }
         })
     }
 
@@ -313,9 +317,15 @@ mod tests {
     #[test]
     fn params_parse_with_defaults() {
         let params: DownloadParams = toml::from_str(MNIST).unwrap();
-        assert_eq!((params.retries, params.timeout_secs, params.backoff_ms), (3, 30, 1000));
+        assert_eq!(
+            (params.retries, params.timeout_secs, params.backoff_ms),
+            (3, 30, 1000)
+        );
         assert!(params.verify && !params.unpack);
-        assert_eq!(params.request().unwrap().filename, "train-labels-idx1-ubyte.gz");
+        assert_eq!(
+            params.request().unwrap().filename,
+            "train-labels-idx1-ubyte.gz"
+        );
     }
 
     #[test]
@@ -329,14 +339,28 @@ mod tests {
     #[test]
     fn key_covers_what_the_file_is_not_how_hard_we_try() {
         let base = check(MNIST).unwrap().canonical;
-        let patient = check(&format!("{MNIST}\nretries = 9\ntimeout_secs = 5\nbackoff_ms = 1")).unwrap();
+        let patient = check(&format!(
+            "{MNIST}\nretries = 9\ntimeout_secs = 5\nbackoff_ms = 1"
+        ))
+        .unwrap();
         assert_eq!(base, patient.canonical);
         let as_url = MNIST.replace("source", "url");
         assert_eq!(base, check(&as_url).unwrap().canonical);
-        let upper = MNIST.replace("d53e105ee54ea40749a09fcbcd1e9432", "D53E105EE54EA40749A09FCBCD1E9432");
+        let upper = MNIST.replace(
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "D53E105EE54EA40749A09FCBCD1E9432",
+        );
         assert_eq!(base, check(&upper).unwrap().canonical);
-        assert_ne!(base, check(&format!("{MNIST}\nunpack = true")).unwrap().canonical);
-        assert_ne!(base, check(&format!("{MNIST}\nfilename = \"l.gz\"")).unwrap().canonical);
+        assert_ne!(
+            base,
+            check(&format!("{MNIST}\nunpack = true")).unwrap().canonical
+        );
+        assert_ne!(
+            base,
+            check(&format!("{MNIST}\nfilename = \"l.gz\""))
+                .unwrap()
+                .canonical
+        );
     }
 
     #[test]
@@ -352,7 +376,10 @@ mod tests {
     #[test]
     fn missing_checksum_is_refused_before_running() {
         let params: DownloadParams = toml::from_str("source = \"https://x/y.bin\"").unwrap();
-        assert!(matches!(params.request(), Err(DownloadError::ChecksumMissing { .. })));
+        assert!(matches!(
+            params.request(),
+            Err(DownloadError::ChecksumMissing { .. })
+        ));
         let err = check("source = \"https://x/y.bin\"").unwrap_err();
         assert_eq!(err.path, ["source"]);
         let err = check(&format!("{MNIST}\nfilename = \"../x\"")).unwrap_err();

@@ -22,8 +22,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::Dataset;
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
 use crate::training::setup;
@@ -58,7 +58,11 @@ fn default_normalise() -> NormaliseWith {
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
     #[error("dataset `{domain}` has {data} classes but the model predicts {model}; evaluate it with a model trained on the same classes")]
-    ClassCountMismatch { domain: String, data: usize, model: usize },
+    ClassCountMismatch {
+        domain: String,
+        data: usize,
+        model: usize,
+    },
     #[error("dataset `{domain}` has no labelled images to score")]
     NoLabels { domain: String },
 }
@@ -73,8 +77,16 @@ struct Evaluation<'a> {
 }
 
 /// The normalisation of `data` for `model` under `with`, logging a fallback.
-pub(crate) fn normalisation(model: &LoadedClassifier, data: &Dataset, with: NormaliseWith, ctx: &StageContext) -> Normalisation {
-    match (with, model.meta.normalisation_for(&data.domain, data.shape[1])) {
+pub(crate) fn normalisation(
+    model: &LoadedClassifier,
+    data: &Dataset,
+    with: NormaliseWith,
+    ctx: &StageContext,
+) -> Normalisation {
+    match (
+        with,
+        model.meta.normalisation_for(&data.domain, data.shape[1]),
+    ) {
         (NormaliseWith::Saved, Some(saved)) => saved.clone(),
         (NormaliseWith::Saved, None) => {
             ctx.log(format!(
@@ -89,16 +101,23 @@ pub(crate) fn normalisation(model: &LoadedClassifier, data: &Dataset, with: Norm
 
 /// The input format a loaded model expects.
 pub(crate) fn input_format(model: &LoadedClassifier) -> InputFormat {
-    InputFormat { channels: model.config.channels, image_size: model.config.image_size }
+    InputFormat {
+        channels: model.config.channels,
+        image_size: model.config.image_size,
+    }
 }
 
 impl Stage for EvaluateStage {
     type Params = EvaluateParams;
     const KIND: &'static str = "evaluate";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Accuracy of a trained digit model on a dataset, overall and per class";
+    const ABOUT: &'static str =
+        "Accuracy of a trained digit model on a dataset, overall and per class";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::required("model", "a trained digit classifier (train_classifier, train_dann, train_adda)"),
+        InputSpec::required(
+            "model",
+            "a trained digit classifier (train_classifier, train_dann, train_adda)",
+        ),
         InputSpec::required("data", "a labelled dataset"),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
@@ -120,7 +139,10 @@ inputs = { model = "source_only", data = "mnistm.val" }
 "#;
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -129,7 +151,12 @@ inputs = { model = "source_only", data = "mnistm.val" }
         let data = setup::load_input(ctx, "data")?;
         let classes = model.meta.class_names.len();
         if data.classes.len() != classes {
-            return Err(EvaluateError::ClassCountMismatch { domain: data.domain, data: data.classes.len(), model: classes }.into());
+            return Err(EvaluateError::ClassCountMismatch {
+                domain: data.domain,
+                data: data.classes.len(),
+                model: classes,
+            }
+            .into());
         }
         let norm = normalisation(&model, &data, params.normalise, ctx);
         let images = DomainData::new(&data, &norm, input_format(&model), ctx.device())?;
@@ -137,7 +164,9 @@ inputs = { model = "source_only", data = "mnistm.val" }
         let predictions = predict(&images, |x| model.cnn.logits(x, false));
         ctx.progress().inc(1);
         let labels = images.labels();
-        let overall = accuracy(&predictions, labels).ok_or_else(|| EvaluateError::NoLabels { domain: data.domain.clone() })?;
+        let overall = accuracy(&predictions, labels).ok_or_else(|| EvaluateError::NoLabels {
+            domain: data.domain.clone(),
+        })?;
         let per_class = per_class_accuracy(&predictions, labels, classes);
 
         let report = Evaluation {
@@ -148,7 +177,10 @@ inputs = { model = "source_only", data = "mnistm.val" }
             confusion: confusion_matrix(&predictions, labels, classes),
         };
         std::fs::create_dir_all(ctx.out_dir())?;
-        std::fs::write(ctx.out_dir().join("evaluation.json"), serde_json::to_vec_pretty(&report)?)?;
+        std::fs::write(
+            ctx.out_dir().join("evaluation.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
 
         let mut metrics = Metrics::from([("accuracy".to_owned(), overall)]);
         for (class, acc) in per_class.iter().enumerate() {
@@ -156,18 +188,27 @@ inputs = { model = "source_only", data = "mnistm.val" }
                 metrics.insert(format!("accuracy.class_{class}"), *acc);
             }
         }
-        let line = format!("evaluate {} model on {}: accuracy {overall:.4} ({} images)", model.meta.method, data.domain, data.len());
+        let line = format!(
+            "evaluate {} model on {}: accuracy {overall:.4} ({} images)",
+            model.meta.method,
+            data.domain,
+            data.len()
+        );
         ctx.log(&line);
-        Ok(StageOutcome { metrics, summary: vec![line], ..Default::default() })
+        Ok(StageOutcome {
+            metrics,
+            summary: vec![line],
+            ..Default::default()
+        })
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::stage::InputArtifact;
     use crate::stages::train_classifier::tests::{context, input, tempdir};
     use crate::stages::train_classifier::TrainClassifierStage;
-    use crate::stage::InputArtifact;
     use crate::training::classifier::tests::banded;
 
     /// Trains a tiny classifier under `root/model` and returns it as an input artifact.
@@ -175,7 +216,10 @@ pub(crate) mod tests {
         let train = banded(60, 3, 16, 4);
         let model_root = root.join("model_root");
         let mut ctx = context(&model_root, vec![input(&model_root, "train", &train)]);
-        let params = crate::stages::train_classifier::tests::params::<TrainClassifierStage>("epochs = 3\nbatch_size = 20\nmodel = { image_size = 16 }").unwrap();
+        let params = crate::stages::train_classifier::tests::params::<TrainClassifierStage>(
+            "epochs = 3\nbatch_size = 20\nmodel = { image_size = 16 }",
+        )
+        .unwrap();
         TrainClassifierStage::run(params, &mut ctx).unwrap();
         let artifact = InputArtifact {
             dir: model_root.join("out"),
@@ -193,10 +237,19 @@ pub(crate) mod tests {
         let model = trained_model(&root);
         let data = banded(40, 1, 20, 9);
         let mut ctx = context(&root, vec![model, input(&root, "data", &data)]);
-        let outcome = EvaluateStage::run(EvaluateParams { normalise: NormaliseWith::Saved }, &mut ctx).unwrap();
+        let outcome = EvaluateStage::run(
+            EvaluateParams {
+                normalise: NormaliseWith::Saved,
+            },
+            &mut ctx,
+        )
+        .unwrap();
         let acc = outcome.metrics["accuracy"];
         assert!((0.0..=1.0).contains(&acc));
-        assert!(outcome.metrics.contains_key("accuracy.class_9"), "{outcome:?}");
+        assert!(
+            outcome.metrics.contains_key("accuracy.class_9"),
+            "{outcome:?}"
+        );
         assert!(root.join("out/evaluation.json").exists());
     }
 }

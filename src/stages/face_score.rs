@@ -41,8 +41,12 @@ impl Stage for FaceScoreStage {
     type Params = FaceScoreParams;
     const KIND: &'static str = "face_score";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Share of images in which a face detector (SeetaFace) finds exactly one face";
-    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("images", "a sample stage, or any stage output holding PNG/JPEG files")]);
+    const ABOUT: &'static str =
+        "Share of images in which a face detector (SeetaFace) finds exactly one face";
+    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required(
+        "images",
+        "a sample stage, or any stage output holding PNG/JPEG files",
+    )]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.digits]
@@ -78,7 +82,11 @@ limit = 1000
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let input = &ctx.input("images")?.dir;
-        let dir = if input.join(IMAGES_DIR).is_dir() { input.join(IMAGES_DIR) } else { input.clone() };
+        let dir = if input.join(IMAGES_DIR).is_dir() {
+            input.join(IMAGES_DIR)
+        } else {
+            input.clone()
+        };
         let mut files = image_files(&dir)?;
         if let Some(limit) = params.limit {
             files.truncate(limit);
@@ -90,9 +98,15 @@ limit = 1000
         }
         let mut outcome = StageOutcome::default();
         outcome.metrics.insert("face_score".into(), score.score);
-        outcome.metrics.insert("faces_one".into(), score.one_face as f64);
-        outcome.metrics.insert("images".into(), score.readable as f64);
-        outcome.metrics.insert("unreadable".into(), score.unreadable.len() as f64);
+        outcome
+            .metrics
+            .insert("faces_one".into(), score.one_face as f64);
+        outcome
+            .metrics
+            .insert("images".into(), score.readable as f64);
+        outcome
+            .metrics
+            .insert("unreadable".into(), score.unreadable.len() as f64);
         outcome.summary.push(format!(
             "face score {:.4}: exactly one face in {} of {} readable images ({} unreadable)",
             score.score,
@@ -111,7 +125,12 @@ fn image_files(dir: &Utf8Path) -> anyhow::Result<Vec<Utf8PathBuf>> {
         .with_context(|| format!("cannot list {dir}"))?
         .filter_map(Result::ok)
         .map(|entry| entry.into_path())
-        .filter(|path| matches!(path.extension().map(str::to_ascii_lowercase).as_deref(), Some("png" | "jpg" | "jpeg")))
+        .filter(|path| {
+            matches!(
+                path.extension().map(str::to_ascii_lowercase).as_deref(),
+                Some("png" | "jpg" | "jpeg")
+            )
+        })
         .collect();
     files.sort();
     Ok(files)

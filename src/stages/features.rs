@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::{Dataset, FeatureSet};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
 use crate::training::setup;
@@ -94,29 +94,50 @@ max_per_domain = 1000
         setup::start(ctx);
         let model = LoadedClassifier::load(&ctx.input("model")?.dir, ctx.device())?;
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
-        let source = subset(setup::load_input(ctx, "source")?, params.max_per_domain, &mut rng);
-        let target = subset(setup::load_input(ctx, "target")?, params.max_per_domain, &mut rng);
+        let source = subset(
+            setup::load_input(ctx, "source")?,
+            params.max_per_domain,
+            &mut rng,
+        );
+        let target = subset(
+            setup::load_input(ctx, "target")?,
+            params.max_per_domain,
+            &mut rng,
+        );
         ctx.start_phase("features", 2);
         let source_rows = extract(&model, &source, ctx, |x| model.source_features(x))?;
         ctx.progress().inc(1);
         let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x, false))?;
         ctx.progress().inc(1);
 
-        let features = Tensor::cat(&[source_rows, target_rows], 0).to_kind(Kind::Float).to_device(tch::Device::Cpu);
+        let features = Tensor::cat(&[source_rows, target_rows], 0)
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu);
         let (n, dim) = (features.size()[0] as usize, features.size()[1] as usize);
         let set = FeatureSet {
             features: Vec::<f32>::try_from(features.flatten(0, -1))?,
             n,
             dim,
-            labels: source.labels.iter().chain(&target.labels).copied().collect(),
-            domains: std::iter::repeat_n(0, source.len()).chain(std::iter::repeat_n(1, target.len())).collect(),
+            labels: source
+                .labels
+                .iter()
+                .chain(&target.labels)
+                .copied()
+                .collect(),
+            domains: std::iter::repeat_n(0, source.len())
+                .chain(std::iter::repeat_n(1, target.len()))
+                .collect(),
             class_names: model.meta.class_names.clone(),
             domain_names: vec![source.domain.clone(), target.domain.clone()],
         };
         set.validate()?;
         set.save(ctx.out_dir())?;
         let metrics = Metrics::from([("n".to_owned(), n as f64), ("dim".to_owned(), dim as f64)]);
-        Ok(StageOutcome { metrics, summary: vec![set.summary()], ..Default::default() })
+        Ok(StageOutcome {
+            metrics,
+            summary: vec![set.summary()],
+            ..Default::default()
+        })
     }
 }
 
@@ -155,7 +176,14 @@ mod tests {
         let model = trained_model(&root);
         let source = banded(30, 3, 16, 1);
         let target = banded(50, 1, 28, 2);
-        let mut ctx = context(&root, vec![model, input(&root, "source", &source), input(&root, "target", &target)]);
+        let mut ctx = context(
+            &root,
+            vec![
+                model,
+                input(&root, "source", &source),
+                input(&root, "target", &target),
+            ],
+        );
         let outcome = FeaturesStage::run(FeaturesParams { max_per_domain: 40 }, &mut ctx).unwrap();
         assert_eq!(outcome.metrics["n"], 70.0);
         let set = FeatureSet::load(&root.join("out")).unwrap();

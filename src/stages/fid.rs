@@ -15,10 +15,12 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use super::fid_stats::{default_batch_size, default_dims, images_of, load_model, statistics, STATS_FILE};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use super::fid_stats::{
+    default_batch_size, default_dims, images_of, load_model, statistics, STATS_FILE,
+};
 use crate::metrics::fid::{frechet_distance, FidStatistics};
 use crate::models::inception::{block_of_dims, FidInception};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 
 /// The `fid` stage kind.
 pub struct FidStage;
@@ -43,11 +45,18 @@ impl Stage for FidStage {
     type Params = FidParams;
     const KIND: &'static str = "fid";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Frechet Inception Distance of two image sets or statistics (as pytorch-fid)";
+    const ABOUT: &'static str =
+        "Frechet Inception Distance of two image sets or statistics (as pytorch-fid)";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::required("a", "images (a folder output, a dataset, a sample stage) or a fid_stats stage"),
+        InputSpec::required(
+            "a",
+            "images (a folder output, a dataset, a sample stage) or a fid_stats stage",
+        ),
         InputSpec::required("b", "the same, for the other set"),
-        InputSpec::optional("weights", "the FID Inception weights (a download stage), instead of `weights`"),
+        InputSpec::optional(
+            "weights",
+            "the FID Inception weights (a download stage), instead of `weights`",
+        ),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -112,17 +121,19 @@ fn side(
     if model.is_none() {
         *model = Some(load_model(ctx, params.weights.as_deref())?);
     }
-    let network = model.as_ref().ok_or_else(|| anyhow::anyhow!("the Inception network did not load"))?;
+    let network = model
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the Inception network did not load"))?;
     statistics(ctx, network, &images, params.dims, params.batch_size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::InputArtifact;
     use crate::stages::fid_stats::tests::images_and_weights;
     use crate::stages::fid_stats::{FidStatsParams, FidStatsStage};
     use crate::stages::train_classifier::tests::{context, tempdir};
-    use crate::stage::InputArtifact;
 
     fn artifact(dir: &Utf8Path) -> InputArtifact {
         InputArtifact {
@@ -141,12 +152,28 @@ mod tests {
         let stats_root = root.join("stats");
         let mut ctx = context(&stats_root, Vec::new());
         std::fs::create_dir_all(ctx.out_dir()).unwrap();
-        let params = FidStatsParams { path: Some(folder.clone()), weights: Some(weights.clone()), dims: 64, batch_size: 3 };
+        let params = FidStatsParams {
+            path: Some(folder.clone()),
+            weights: Some(weights.clone()),
+            dims: 64,
+            batch_size: 3,
+        };
         FidStatsStage::run(params, &mut ctx).unwrap();
-        let inputs = vec![("a".to_owned(), artifact(&folder)), ("b".to_owned(), artifact(&stats_root.join("out")))];
+        let inputs = vec![
+            ("a".to_owned(), artifact(&folder)),
+            ("b".to_owned(), artifact(&stats_root.join("out"))),
+        ];
         let mut ctx = context(&root, inputs);
         std::fs::create_dir_all(ctx.out_dir()).unwrap();
-        let outcome = FidStage::run(FidParams { weights: Some(weights), dims: 64, batch_size: 4 }, &mut ctx).unwrap();
+        let outcome = FidStage::run(
+            FidParams {
+                weights: Some(weights),
+                dims: 64,
+                batch_size: 4,
+            },
+            &mut ctx,
+        )
+        .unwrap();
         assert!(outcome.metrics["fid"].abs() < 1e-6, "{outcome:?}");
     }
 }

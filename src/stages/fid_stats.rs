@@ -28,11 +28,11 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::Dataset;
 use crate::metrics::fid::FidStatistics;
 use crate::metrics::inception_features::{featurise, load_image_set, FeatureKind};
 use crate::models::inception::{block_of_dims, FidInception};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 
 /// The file a `fid_stats` stage writes.
 pub const STATS_FILE: &str = "stats.npz";
@@ -73,8 +73,14 @@ impl Stage for FidStatsStage {
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "pytorch-fid statistics (mu, sigma) of an image set, as stats.npz";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::optional("images", "images (a folder output, a dataset, a sample stage), instead of `path`"),
-        InputSpec::optional("weights", "the FID Inception weights (a download stage), instead of `weights`"),
+        InputSpec::optional(
+            "images",
+            "images (a folder output, a dataset, a sample stage), instead of `path`",
+        ),
+        InputSpec::optional(
+            "weights",
+            "the FID Inception weights (a download stage), instead of `weights`",
+        ),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -110,14 +116,29 @@ batch_size = 50                     # default
         let model = load_model(ctx, params.weights.as_deref())?;
         let stats = statistics(ctx, &model, &images, params.dims, params.batch_size)?;
         stats.write_npz(&ctx.out_dir().join(STATS_FILE))?;
-        let metrics = Metrics::from([("n".to_owned(), images.len() as f64), ("dims".to_owned(), params.dims as f64)]);
-        let summary = vec![format!("{STATS_FILE}: {}-d statistics of {} images", params.dims, images.len())];
-        Ok(StageOutcome { metrics, summary, ..StageOutcome::default() })
+        let metrics = Metrics::from([
+            ("n".to_owned(), images.len() as f64),
+            ("dims".to_owned(), params.dims as f64),
+        ]);
+        let summary = vec![format!(
+            "{STATS_FILE}: {}-d statistics of {} images",
+            params.dims,
+            images.len()
+        )];
+        Ok(StageOutcome {
+            metrics,
+            summary,
+            ..StageOutcome::default()
+        })
     }
 }
 
 /// The images of input `name` or of the folder `path` (exactly one of them).
-pub(super) fn images_of(ctx: &StageContext, name: &str, path: Option<&Utf8Path>) -> anyhow::Result<Dataset> {
+pub(super) fn images_of(
+    ctx: &StageContext,
+    name: &str,
+    path: Option<&Utf8Path>,
+) -> anyhow::Result<Dataset> {
     let source = match (ctx.inputs().get(name), path) {
         (Some(input), None) => input.dir.clone(),
         (None, Some(path)) => path.to_owned(),
@@ -128,13 +149,22 @@ pub(super) fn images_of(ctx: &StageContext, name: &str, path: Option<&Utf8Path>)
         ),
     };
     let images = load_image_set(&source, ctx.progress().clone())?;
-    ctx.log(format!("{}: {} images of {}x{}", source, images.len(), images.shape[2], images.shape[3]));
+    ctx.log(format!(
+        "{}: {} images of {}x{}",
+        source,
+        images.len(),
+        images.shape[2],
+        images.shape[3]
+    ));
     Ok(images)
 }
 
 /// The network from the `weights` input (the weights file in a download stage's output) or the
 /// `weights` parameter.
-pub(super) fn load_model(ctx: &StageContext, param: Option<&Utf8Path>) -> anyhow::Result<FidInception> {
+pub(super) fn load_model(
+    ctx: &StageContext,
+    param: Option<&Utf8Path>,
+) -> anyhow::Result<FidInception> {
     let file = match (ctx.inputs().get("weights"), param) {
         (Some(input), None) => weights_in(&input.dir)?,
         (None, Some(path)) => path.to_owned(),
@@ -160,7 +190,10 @@ fn weights_in(dir: &Utf8Path) -> anyhow::Result<Utf8PathBuf> {
     match found.as_slice() {
         [one] => Ok(one.clone()),
         [] => anyhow::bail!("{dir} holds no weights file (.pth, .pt or .safetensors)"),
-        many => anyhow::bail!("{dir} holds {} weights files; point the `weights` parameter at one", many.len()),
+        many => anyhow::bail!(
+            "{dir} holds {} weights files; point the `weights` parameter at one",
+            many.len()
+        ),
     }
 }
 
@@ -189,7 +222,13 @@ pub(super) fn statistics(
     dims: i64,
     batch_size: usize,
 ) -> anyhow::Result<FidStatistics> {
-    let stats = FidStatistics::of_features(&features(ctx, model, images, batch_size, FeatureKind::Fid { dims })?)?;
+    let stats = FidStatistics::of_features(&features(
+        ctx,
+        model,
+        images,
+        batch_size,
+        FeatureKind::Fid { dims },
+    )?)?;
     if let Some(warning) = stats.few_samples_warning() {
         tracing::warn!(stage = %ctx.name(), "{warning}");
         ctx.log(format!("warning: {warning}"));
@@ -208,7 +247,9 @@ pub(crate) mod tests {
         let folder = root.join("images");
         std::fs::create_dir_all(&folder).unwrap();
         for i in 0..n {
-            let image = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 37) as u8]));
+            let image = image::RgbImage::from_fn(16, 16, |x, y| {
+                image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 37) as u8])
+            });
             image.save(folder.join(format!("{i:03}.png"))).unwrap();
         }
         let weights = root.join("w.safetensors");
@@ -222,7 +263,12 @@ pub(crate) mod tests {
         let (folder, weights) = images_and_weights(&root, 5);
         let mut ctx = context(&root, Vec::new());
         std::fs::create_dir_all(ctx.out_dir()).unwrap();
-        let params = FidStatsParams { path: Some(folder), weights: Some(weights), dims: 64, batch_size: 2 };
+        let params = FidStatsParams {
+            path: Some(folder),
+            weights: Some(weights),
+            dims: 64,
+            batch_size: 2,
+        };
         let outcome = FidStatsStage::run(params, &mut ctx).unwrap();
         assert_eq!(outcome.metrics["n"], 5.0);
         let stats = FidStatistics::read_npz(&root.join("out").join(STATS_FILE)).unwrap();
@@ -234,13 +280,32 @@ pub(crate) mod tests {
         let (_guard, root) = tempdir();
         let (folder, _) = images_and_weights(&root, 2);
         let other = root.join("other.safetensors");
-        Tensor::write_safetensors(&[("conv1.weight", Tensor::zeros([2, 2], tch::kind::FLOAT_CPU))], &other).unwrap();
+        Tensor::write_safetensors(
+            &[("conv1.weight", Tensor::zeros([2, 2], tch::kind::FLOAT_CPU))],
+            &other,
+        )
+        .unwrap();
         let mut ctx = context(&root, Vec::new());
-        let no_images = FidStatsParams { path: None, weights: Some(other.clone()), dims: 64, batch_size: 2 };
-        let err = FidStatsStage::run(no_images, &mut ctx).unwrap_err().to_string();
+        let no_images = FidStatsParams {
+            path: None,
+            weights: Some(other.clone()),
+            dims: 64,
+            batch_size: 2,
+        };
+        let err = FidStatsStage::run(no_images, &mut ctx)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has no images"), "{err}");
-        let wrong = FidStatsParams { path: Some(folder), weights: Some(other), dims: 64, batch_size: 2 };
+        let wrong = FidStatsParams {
+            path: Some(folder),
+            weights: Some(other),
+            dims: 64,
+            batch_size: 2,
+        };
         let err = format!("{:#}", FidStatsStage::run(wrong, &mut ctx).unwrap_err());
-        assert!(err.contains("unexpected: conv1.weight") && err.contains("missing: "), "{err}");
+        assert!(
+            err.contains("unexpected: conv1.weight") && err.contains("missing: "),
+            "{err}"
+        );
     }
 }

@@ -17,9 +17,9 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::fid_stats::{default_batch_size, features, images_of, load_model};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::metrics::inception_features::FeatureKind;
 use crate::metrics::inception_score::{inception_score, SEED, SPLITS};
+use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 
 /// The `inception_score` stage kind.
 pub struct InceptionScoreStage;
@@ -54,8 +54,14 @@ impl Stage for InceptionScoreStage {
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Inception Score of an image set (as torch-fidelity)";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::optional("images", "images (a folder output, a dataset, a sample stage), instead of `path`"),
-        InputSpec::optional("weights", "the FID Inception weights (a download stage), instead of `weights`"),
+        InputSpec::optional(
+            "images",
+            "images (a folder output, a dataset, a sample stage), instead of `path`",
+        ),
+        InputSpec::optional(
+            "weights",
+            "the FID Inception weights (a download stage), instead of `weights`",
+        ),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -87,12 +93,27 @@ splits = 10                         # default
     fn run(params: InceptionScoreParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let images = images_of(ctx, "images", params.path.as_deref())?;
         let model = load_model(ctx, params.weights.as_deref())?;
-        let logits = features(ctx, &model, &images, params.batch_size, FeatureKind::LogitsUnbiased)?;
+        let logits = features(
+            ctx,
+            &model,
+            &images,
+            params.batch_size,
+            FeatureKind::LogitsUnbiased,
+        )?;
         let score = inception_score(&logits, params.splits, SEED)?;
         ctx.log(format!("Inception Score: {} ± {}", score.mean, score.std));
         Ok(StageOutcome {
-            metrics: Metrics::from([("is_mean".to_owned(), score.mean), ("is_std".to_owned(), score.std)]),
-            summary: vec![format!("IS {:.4} ± {:.4} ({} images, {} splits)", score.mean, score.std, images.len(), params.splits)],
+            metrics: Metrics::from([
+                ("is_mean".to_owned(), score.mean),
+                ("is_std".to_owned(), score.std),
+            ]),
+            summary: vec![format!(
+                "IS {:.4} ± {:.4} ({} images, {} splits)",
+                score.mean,
+                score.std,
+                images.len(),
+                params.splits
+            )],
             ..StageOutcome::default()
         })
     }
@@ -109,10 +130,22 @@ mod tests {
         let (_guard, root) = tempdir();
         let (folder, weights) = images_and_weights(&root, 4);
         let mut ctx = context(&root, Vec::new());
-        let params = InceptionScoreParams { path: Some(folder), weights: Some(weights), splits: 2, batch_size: 3 };
+        let params = InceptionScoreParams {
+            path: Some(folder),
+            weights: Some(weights),
+            splits: 2,
+            batch_size: 3,
+        };
         let outcome = InceptionScoreStage::run(params.clone(), &mut ctx).unwrap();
         assert!(outcome.metrics["is_mean"] >= 1.0, "{outcome:?}");
-        let err = InceptionScoreStage::run(InceptionScoreParams { splits: 10, ..params }, &mut ctx).unwrap_err();
+        let err = InceptionScoreStage::run(
+            InceptionScoreParams {
+                splits: 10,
+                ..params
+            },
+            &mut ctx,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("at least 10 images"), "{err}");
     }
 }

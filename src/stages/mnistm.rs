@@ -50,10 +50,10 @@ use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::dataset::output_dir;
 use crate::data::mnistm::{build_range, Photos};
 use crate::data::Dataset;
+use crate::stage::{InputSpec, Inputs, Stage, StageContext, StageOutcome, StageShape};
 
 /// Where BSDS500's train photos are inside the unpacked `BSR_bsds500.tgz`.
 pub const DEFAULT_PHOTOS_SUBDIR: &str = "BSR/BSDS500/data/images/train";
@@ -96,7 +96,14 @@ fn default_domain() -> String {
 
 /// The seed of one split's crop streams: a hash, so train and val never share a stream.
 fn split_seed(seed: u64, split: &str) -> u64 {
-    let hash = blake3::hash(&[b"hwrun.mnistm.".as_slice(), split.as_bytes(), &seed.to_le_bytes()].concat());
+    let hash = blake3::hash(
+        &[
+            b"hwrun.mnistm.".as_slice(),
+            split.as_bytes(),
+            &seed.to_le_bytes(),
+        ]
+        .concat(),
+    );
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&hash.as_bytes()[..8]);
     u64::from_le_bytes(bytes)
@@ -115,9 +122,13 @@ impl Stage for MnistmStage {
     type Params = MnistmParams;
     const KIND: &'static str = "mnistm";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Build MNIST-M: MNIST digits blended into random crops of colour photos (BSDS500)";
+    const ABOUT: &'static str =
+        "Build MNIST-M: MNIST digits blended into random crops of colour photos (BSDS500)";
     const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::required("mnist", "the MNIST digits (a dataset stage of format `idx`)"),
+        InputSpec::required(
+            "mnist",
+            "the MNIST digits (a dataset stage of format `idx`)",
+        ),
         InputSpec::required("photos", "a folder of colour photos (BSDS500 train images)"),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
@@ -202,7 +213,11 @@ fn load_photos(ctx: &StageContext, dir: &Utf8Path) -> anyhow::Result<Photos> {
     let photos = Photos::load(dir, ctx.progress()).with_context(|| {
         format!("reading the photos in {dir} (set `photos_subdir` to the folder of the photos inside input `photos`)")
     })?;
-    ctx.log(format!("decoded {} photos from {dir} in {:.1?}", photos.len(), started.elapsed()));
+    ctx.log(format!(
+        "decoded {} photos from {dir} in {:.1?}",
+        photos.len(),
+        started.elapsed()
+    ));
     Ok(photos)
 }
 
@@ -225,8 +240,17 @@ fn blend_split(
         pixels.extend_from_slice(&part);
         Ok(())
     })?;
-    let dataset = Dataset::new(pixels, [n, 3, h, w], digits.labels.clone(), digits.classes.clone(), &params.domain)?;
-    ctx.log(format!("{split}: blended {n} digits in {:.1?}", started.elapsed()));
+    let dataset = Dataset::new(
+        pixels,
+        [n, 3, h, w],
+        digits.labels.clone(),
+        digits.classes.clone(),
+        &params.domain,
+    )?;
+    ctx.log(format!(
+        "{split}: blended {n} digits in {:.1?}",
+        started.elapsed()
+    ));
     Ok(dataset)
 }
 
@@ -249,7 +273,9 @@ mod tests {
         assert_eq!(params.photos_subdir, DEFAULT_PHOTOS_SUBDIR);
         assert!(params.binarize);
         assert_eq!(params.domain, "mnistm");
-        assert!(Registered::<MnistmStage>::new().check(&table("photos = \"x\"")).is_err());
+        assert!(Registered::<MnistmStage>::new()
+            .check(&table("photos = \"x\""))
+            .is_err());
     }
 
     #[test]
@@ -262,7 +288,13 @@ mod tests {
         assert_ne!(base, canonical("photos_subdir = \".\""));
         assert_ne!(base, canonical("domain = \"mnist_m\""));
         let shape = kind.check(&table("")).unwrap().shape;
-        assert_eq!((shape.outputs, shape.required_inputs), (vec!["train".into(), "val".into()], vec!["mnist".into(), "photos".into()]));
+        assert_eq!(
+            (shape.outputs, shape.required_inputs),
+            (
+                vec!["train".into(), "val".into()],
+                vec!["mnist".into(), "photos".into()]
+            )
+        );
     }
 
     fn input(dir: Utf8PathBuf) -> InputArtifact {
@@ -278,14 +310,29 @@ mod tests {
     /// A fake `dataset` stage output: `n_train` and `n_val` 3x3 greyscale digits.
     fn write_mnist(dir: &Utf8Path, n_train: usize, n_val: usize) {
         for (split, n) in [("train", n_train), ("val", n_val)] {
-            let images = (0..n * 9).map(|v| if v % 4 == 0 { (v % 200) as u8 + 1 } else { 0 }).collect();
+            let images = (0..n * 9)
+                .map(|v| if v % 4 == 0 { (v % 200) as u8 + 1 } else { 0 })
+                .collect();
             let labels = (0..n as i64).map(|i| i % 10).collect();
-            let digits = Dataset::new(images, [n, 1, 3, 3], labels, Dataset::digit_classes(), "mnist").unwrap();
+            let digits = Dataset::new(
+                images,
+                [n, 1, 3, 3],
+                labels,
+                Dataset::digit_classes(),
+                "mnist",
+            )
+            .unwrap();
             digits.save(&dir.join(split)).unwrap();
         }
     }
 
-    fn run(base: &Utf8Path, mnist: &str, text: &str, seed: u64, out: &str) -> anyhow::Result<StageOutcome> {
+    fn run(
+        base: &Utf8Path,
+        mnist: &str,
+        text: &str,
+        seed: u64,
+        out: &str,
+    ) -> anyhow::Result<StageOutcome> {
         let inputs = BTreeMap::from([
             ("mnist".to_owned(), input(base.join(mnist))),
             ("photos".to_owned(), input(base.join("bsr"))),
@@ -300,8 +347,12 @@ mod tests {
         write_mnist(&base.join("mnist"), 12, 5);
         let photos = base.join("bsr").join(DEFAULT_PHOTOS_SUBDIR);
         std::fs::create_dir_all(&photos).unwrap();
-        RgbImage::from_fn(9, 6, |x, y| Rgb([(20 * x) as u8, (30 * y) as u8, 77])).save(photos.join("1.png")).unwrap();
-        RgbImage::from_fn(5, 8, |x, y| Rgb([(x * y) as u8, 255, 9])).save(photos.join("2.jpg")).unwrap();
+        RgbImage::from_fn(9, 6, |x, y| Rgb([(20 * x) as u8, (30 * y) as u8, 77]))
+            .save(photos.join("1.png"))
+            .unwrap();
+        RgbImage::from_fn(5, 8, |x, y| Rgb([(x * y) as u8, 255, 9]))
+            .save(photos.join("2.jpg"))
+            .unwrap();
         (dir, base)
     }
 
@@ -312,14 +363,33 @@ mod tests {
         let train = Dataset::load(&base.join("out/train")).unwrap();
         let val = Dataset::load(&base.join("out/val")).unwrap();
         assert_eq!((train.shape, val.shape), ([12, 3, 3, 3], [5, 3, 3, 3]));
-        assert_eq!((val.labels.clone(), val.domain.as_str()), (vec![0, 1, 2, 3, 4], "mnistm"));
-        assert_eq!((outcome.metrics["train.n"], outcome.metrics["val.n"], outcome.metrics["photos"]), (12.0, 5.0, 2.0));
-        assert_eq!(outcome.summary, [format!("train: {}", train.summary()), format!("val: {}", val.summary())]);
+        assert_eq!(
+            (val.labels.clone(), val.domain.as_str()),
+            (vec![0, 1, 2, 3, 4], "mnistm")
+        );
+        assert_eq!(
+            (
+                outcome.metrics["train.n"],
+                outcome.metrics["val.n"],
+                outcome.metrics["photos"]
+            ),
+            (12.0, 5.0, 2.0)
+        );
+        assert_eq!(
+            outcome.summary,
+            [
+                format!("train: {}", train.summary()),
+                format!("val: {}", val.summary())
+            ]
+        );
 
         run(&base, "mnist", "", 7, "again").unwrap();
         assert_eq!(Dataset::load(&base.join("again/train")).unwrap(), train);
         run(&base, "mnist", "", 8, "other").unwrap();
-        assert_ne!(Dataset::load(&base.join("other/train")).unwrap().images, train.images);
+        assert_ne!(
+            Dataset::load(&base.join("other/train")).unwrap().images,
+            train.images
+        );
     }
 
     #[test]
@@ -327,14 +397,28 @@ mod tests {
         let (_dir, base) = setup();
         let photos = base.join("bsr/flat");
         std::fs::create_dir_all(&photos).unwrap();
-        RgbImage::from_pixel(3, 3, Rgb([200, 10, 0])).save(photos.join("flat.png")).unwrap();
-        run(&base, "mnist", "photos_subdir = \"flat\"\ndomain = \"m\"", 0, "out").unwrap();
+        RgbImage::from_pixel(3, 3, Rgb([200, 10, 0]))
+            .save(photos.join("flat.png"))
+            .unwrap();
+        run(
+            &base,
+            "mnist",
+            "photos_subdir = \"flat\"\ndomain = \"m\"",
+            0,
+            "out",
+        )
+        .unwrap();
         let digits = Dataset::load(&base.join("mnist/val")).unwrap();
         let built = Dataset::load(&base.join("out/val")).unwrap();
         for i in 0..digits.len() {
             let expected: Vec<u8> = [200u8, 10, 0]
                 .iter()
-                .flat_map(|&bg| digits.image(i).iter().map(move |&d| if d > 0 { 255 - bg } else { bg }))
+                .flat_map(|&bg| {
+                    digits
+                        .image(i)
+                        .iter()
+                        .map(move |&d| if d > 0 { 255 - bg } else { bg })
+                })
                 .collect();
             assert_eq!(built.image(i), expected.as_slice(), "image {i}");
         }
@@ -346,6 +430,9 @@ mod tests {
         let err = run(&base, "mnist/train", "", 0, "out").unwrap_err();
         assert!(err.to_string().contains("not `mnist.train`"), "{err}");
         let err = run(&base, "mnist", "photos_subdir = \"nope\"", 0, "out").unwrap_err();
-        assert!(format!("{err:#}").contains("set `photos_subdir`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("set `photos_subdir`"),
+            "{err:#}"
+        );
     }
 }

@@ -20,8 +20,8 @@ pub mod synthetic;
 pub mod train_adda;
 pub mod train_classifier;
 pub mod train_dann;
-pub mod train_gan;
 pub mod train_ddpm;
+pub mod train_gan;
 pub mod tsne;
 
 use crate::stage::{Registered, StageKind, StageRunner};

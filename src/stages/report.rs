@@ -26,9 +26,9 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::report::{collect::collect, html, markdown, TableSpec};
 use crate::stage::StageContext;
 use crate::stage::{Inputs, Stage, StageOutcome};
-use crate::report::{collect::collect, html, markdown, TableSpec};
 
 pub struct ReportStage;
 
@@ -54,8 +54,10 @@ impl Stage for ReportStage {
     type Params = ReportParams;
     const KIND: &'static str = "report";
     const VERSION: u32 = 2;
-    const ABOUT: &'static str = "Write report.md and a self-contained index.html: tables, figures, curves, models";
-    const INPUTS: Inputs = Inputs::Any("the stages to show, each under the section name given here");
+    const ABOUT: &'static str =
+        "Write report.md and a self-contained index.html: tables, figures, curves, models";
+    const INPUTS: Inputs =
+        Inputs::Any("the stages to show, each under the section name given here");
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.mnistm]
@@ -87,14 +89,27 @@ rows = [{ label = "Trained on source", cells = ["src"] }]
 
     fn run(params: ReportParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let out_dir = ctx.out_dir().to_owned();
-        let report = collect(params.title, params.description, &params.tables, ctx.inputs(), &out_dir)?;
+        let report = collect(
+            params.title,
+            params.description,
+            &params.tables,
+            ctx.inputs(),
+            &out_dir,
+        )?;
         let write = |name: &str, text: String| {
             let path = out_dir.join(name);
             std::fs::write(&path, text).with_context(|| format!("cannot write `{path}`"))
         };
         write("report.md", markdown::render(&report))?;
         write("index.html", html::render(&report, &out_dir)?)?;
-        ctx.log(format!("report with {} tables and {} inputs", report.tables.len(), report.sections.len()));
-        Ok(StageOutcome { primary: Some("index.html".to_owned()), ..StageOutcome::default() })
+        ctx.log(format!(
+            "report with {} tables and {} inputs",
+            report.tables.len(),
+            report.sections.len()
+        ));
+        Ok(StageOutcome {
+            primary: Some("index.html".to_owned()),
+            ..StageOutcome::default()
+        })
     }
 }

@@ -9,9 +9,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::{command, download, report};
 use crate::stage::StageContext;
 use crate::stage::{Registered, StageOutcome, StageRunner};
-use super::{command, download, report};
 
 /// Kinds that run inside the `hwrun` process.
 pub fn in_process() -> &'static [&'static dyn StageRunner] {

@@ -96,11 +96,17 @@ impl Sampler for LoadedGenerator {
 /// The sampler of the generative model in `checkpoint`: one arm per family.
 fn sampler(checkpoint: Checkpoint, device: Device) -> anyhow::Result<Box<dyn Sampler>> {
     match checkpoint.meta.model {
-        ModelFamily::Gan(config) => Ok(Box::new(LoadedGenerator::load(checkpoint, config, device)?)),
-        ModelFamily::ContextUnet(_) | ModelFamily::FaceUnet(_) => {
-            Err(checkpoint.wrong_family("a GAN generator (diffusion models sample with `sample_diffusion` or `ddim`)").into())
+        ModelFamily::Gan(config) => {
+            Ok(Box::new(LoadedGenerator::load(checkpoint, config, device)?))
         }
-        ModelFamily::DigitCnn(_) => Err(checkpoint.wrong_family("a generative model (train_gan)").into()),
+        ModelFamily::ContextUnet(_) | ModelFamily::FaceUnet(_) => Err(checkpoint
+            .wrong_family(
+                "a GAN generator (diffusion models sample with `sample_diffusion` or `ddim`)",
+            )
+            .into()),
+        ModelFamily::DigitCnn(_) => Err(checkpoint
+            .wrong_family("a generative model (train_gan)")
+            .into()),
     }
 }
 
@@ -118,8 +124,12 @@ impl Stage for SampleStage {
     type Params = SampleParams;
     const KIND: &'static str = "sample";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Generate images from a trained generator: PNGs, a grid, and a labelled dataset";
-    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("model", "a generative model (a train_gan stage)")]);
+    const ABOUT: &'static str =
+        "Generate images from a trained generator: PNGs, a grid, and a labelled dataset";
+    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required(
+        "model",
+        "a generative model (a train_gan stage)",
+    )]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.digits]
@@ -144,13 +154,29 @@ batch_size = 250
 "#;
 
     fn validate(params: &Self::Params) -> Result<(), ParamError> {
-        ParamError::check((1..=1_000_000).contains(&params.n), "n", "from 1 to 1000000")?;
-        ParamError::check((1..=1_000_000).contains(&params.per_class), "per_class", "from 1 to 1000000")?;
-        ParamError::check((1..=65_536).contains(&params.batch_size), "batch_size", "from 1 to 65536")
+        ParamError::check(
+            (1..=1_000_000).contains(&params.n),
+            "n",
+            "from 1 to 1000000",
+        )?;
+        ParamError::check(
+            (1..=1_000_000).contains(&params.per_class),
+            "per_class",
+            "from 1 to 1000000",
+        )?;
+        ParamError::check(
+            (1..=65_536).contains(&params.batch_size),
+            "batch_size",
+            "from 1 to 65536",
+        )
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { outputs: vec![DATASET_OUTPUT.to_owned()], uses_device: true, ..Default::default() }
+        StageShape {
+            outputs: vec![DATASET_OUTPUT.to_owned()],
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -163,7 +189,9 @@ batch_size = 250
                 .flat_map(|c| (0..params.per_class).map(move |i| (c, format!("{c}_{i:03}.png"))))
                 .unzip()
         } else {
-            (0..params.n).map(|i| (UNLABELLED, format!("{i:04}.png"))).unzip()
+            (0..params.n)
+                .map(|i| (UNLABELLED, format!("{i:04}.png")))
+                .unzip()
         };
         let n = labels.len();
         // All noise up front on the CPU, so the images depend on the seed only, not on the
@@ -178,8 +206,17 @@ batch_size = 250
         ctx.in_chunks("sampling", n, params.batch_size, |range| {
             let (start, len) = (range.start as i64, range.len() as i64);
             let device = ctx.device();
-            let batch_labels = label_tensor.narrow(0, start, len).clamp_min(0).to_device(device);
-            let images = to_unit(&model.generate(&noise.narrow(0, start, len).to_device(device), &batch_labels), Scaling::Symmetric);
+            let batch_labels = label_tensor
+                .narrow(0, start, len)
+                .clamp_min(0)
+                .to_device(device);
+            let images = to_unit(
+                &model.generate(
+                    &noise.narrow(0, start, len).to_device(device),
+                    &batch_labels,
+                ),
+                Scaling::Symmetric,
+            );
             let size = images.size();
             shape = [n, size[1] as usize, size[2] as usize, size[3] as usize];
             for (offset, name) in names[range.clone()].iter().enumerate() {
@@ -196,8 +233,12 @@ batch_size = 250
             let mut repeats = vec![classes];
             repeats.extend(std::iter::repeat_n(1, dims.len() - 1));
             let grid_noise = noise.narrow(0, 0, columns).repeat(&repeats);
-            let grid_labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(columns, 0, None);
-            let images = model.generate(&grid_noise.to_device(ctx.device()), &grid_labels.to_device(ctx.device()));
+            let grid_labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu))
+                .repeat_interleave_self_int(columns, 0, None);
+            let images = model.generate(
+                &grid_noise.to_device(ctx.device()),
+                &grid_labels.to_device(ctx.device()),
+            );
             make_grid(&to_unit(&images, Scaling::Symmetric), columns, 2, 0.0)
         } else {
             let count = GRID_IMAGES.min(n as i64);
@@ -208,17 +249,27 @@ batch_size = 250
         save_png(&grid, &ctx.out_dir().join(GRID_FILE))?;
 
         let meta = model.meta();
-        let domain = params.domain.clone().or_else(|| meta.normalisation.first().map(|n| n.domain.clone())).unwrap_or_else(|| "generated".into());
+        let domain = params
+            .domain
+            .clone()
+            .or_else(|| meta.normalisation.first().map(|n| n.domain.clone()))
+            .unwrap_or_else(|| "generated".into());
         let dataset = Dataset::new(pixels, shape, labels, meta.class_names.clone(), domain)?;
         let mut outcome = StageOutcome::default();
         let caption = if classes > 0 {
-            format!("{classes} classes (rows) x {} noise vectors (columns)", GRID_COLUMNS.min(n as i64))
+            format!(
+                "{classes} classes (rows) x {} noise vectors (columns)",
+                GRID_COLUMNS.min(n as i64)
+            )
         } else {
             format!("the first {} of {n} samples", GRID_IMAGES.min(n as i64))
         };
         outcome.figure(GRID_FILE, caption);
         ctx.save_dataset(DATASET_OUTPUT, &dataset, &mut outcome)?;
-        outcome.summary.insert(0, format!("{n} images from a {} model in {IMAGES_DIR}/", meta.method));
+        outcome.summary.insert(
+            0,
+            format!("{n} images from a {} model in {IMAGES_DIR}/", meta.method),
+        );
         Ok(outcome)
     }
 }
@@ -226,6 +277,9 @@ batch_size = 250
 /// `[C, H, W]` in `[0, 1]` as the dataset's planar u8 pixels, rounded like the PNG
 /// ([`crate::viz::grid::to_bytes`], which interleaves them).
 fn planar_bytes(image: &Tensor) -> Vec<u8> {
-    let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5).clamp(0.0, 255.0).to_kind(Kind::Uint8).to_device(Device::Cpu);
+    let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5)
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .to_device(Device::Cpu);
     Vec::<u8>::try_from(bytes.flatten(0, -1)).unwrap_or_default()
 }

@@ -28,9 +28,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::synthetic::{generate_range, DigitDomain};
 use crate::data::Dataset;
+use crate::stage::{Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 
 /// Images drawn between progress updates and cancellation checks.
 const CHUNK: usize = 10_000;
@@ -78,7 +78,8 @@ impl Stage for SyntheticStage {
     type Params = SyntheticParams;
     const KIND: &'static str = "synthetic";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Draw a procedural digit domain (mnist, mnistm, svhn, usps) as train/val datasets";
+    const ABOUT: &'static str =
+        "Draw a procedural digit domain (mnist, mnistm, svhn, usps) as train/val datasets";
     const INPUTS: Inputs = Inputs::Named(&[]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -91,16 +92,30 @@ n_val = 1000               # default 1000
 
     fn validate(params: &SyntheticParams) -> Result<(), ParamError> {
         // 3x32x32 bytes per image: ten million images is 30 GB, beyond any machine this runs on.
-        ParamError::check(params.n_train.get() <= MAX_IMAGES, "n_train", &format!("at most {MAX_IMAGES}"))?;
-        ParamError::check(params.n_val.get() <= MAX_IMAGES, "n_val", &format!("at most {MAX_IMAGES}"))
+        ParamError::check(
+            params.n_train.get() <= MAX_IMAGES,
+            "n_train",
+            &format!("at most {MAX_IMAGES}"),
+        )?;
+        ParamError::check(
+            params.n_val.get() <= MAX_IMAGES,
+            "n_val",
+            &format!("at most {MAX_IMAGES}"),
+        )
     }
 
     fn shape(_params: &SyntheticParams) -> StageShape {
-        StageShape { outputs: vec!["train".into(), "val".into()], ..StageShape::default() }
+        StageShape {
+            outputs: vec!["train".into(), "val".into()],
+            ..StageShape::default()
+        }
     }
 
     fn run(params: SyntheticParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
-        let splits = [("train", params.n_train, ctx.seed()), ("val", params.n_val, val_seed(ctx.seed()))];
+        let splits = [
+            ("train", params.n_train, ctx.seed()),
+            ("val", params.n_val, val_seed(ctx.seed())),
+        ];
         let mut outcome = StageOutcome::default();
         for (split, n, seed) in splits {
             let dataset = draw(ctx, params.domain, split, n.get(), seed)?;
@@ -111,19 +126,39 @@ n_val = 1000               # default 1000
 }
 
 /// Draws one split in chunks, reporting progress and honouring Ctrl-C between chunks.
-fn draw(ctx: &StageContext, domain: DigitDomain, split: &str, n: usize, seed: u64) -> anyhow::Result<Dataset> {
+fn draw(
+    ctx: &StageContext,
+    domain: DigitDomain,
+    split: &str,
+    n: usize,
+    seed: u64,
+) -> anyhow::Result<Dataset> {
     let started = Instant::now();
     let [c, h, w] = domain.image_shape();
     let mut images = Vec::with_capacity(n * c * h * w);
     let mut labels = Vec::with_capacity(n);
-    ctx.in_chunks(format!("drawing {split} {domain} digits"), n, CHUNK, |range| {
-        let part = generate_range(domain, range, seed);
-        images.extend_from_slice(&part.images);
-        labels.extend_from_slice(&part.labels);
-        Ok(())
-    })?;
-    let dataset = Dataset::new(images, [n, c, h, w], labels, Dataset::digit_classes(), domain.name())?;
-    ctx.log(format!("{split}: drew {n} {domain} images in {:.1?}", started.elapsed()));
+    ctx.in_chunks(
+        format!("drawing {split} {domain} digits"),
+        n,
+        CHUNK,
+        |range| {
+            let part = generate_range(domain, range, seed);
+            images.extend_from_slice(&part.images);
+            labels.extend_from_slice(&part.labels);
+            Ok(())
+        },
+    )?;
+    let dataset = Dataset::new(
+        images,
+        [n, c, h, w],
+        labels,
+        Dataset::digit_classes(),
+        domain.name(),
+    )?;
+    ctx.log(format!(
+        "{split}: drew {n} {domain} images in {:.1?}",
+        started.elapsed()
+    ));
     Ok(dataset)
 }
 
@@ -152,7 +187,9 @@ mod tests {
         let kind = Registered::<SyntheticStage>::new();
         let err = kind.check(&table(r#"domain = "mnist-m""#)).unwrap_err();
         assert!(err.message.contains("mnistm"), "{err}");
-        let err = kind.check(&table("domain = \"usps\"\nn_train = 0")).unwrap_err();
+        let err = kind
+            .check(&table("domain = \"usps\"\nn_train = 0"))
+            .unwrap_err();
         assert_eq!(err.path, vec!["n_train".to_owned()]);
         assert!(kind.check(&table("domain = \"usps\"\nn = 10")).is_err());
     }
@@ -175,7 +212,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = Utf8Path::from_path(dir.path()).unwrap().to_owned();
         let mut ctx = StageContext::detached("digits", out.clone(), BTreeMap::new(), 4);
-        let params: SyntheticParams = toml::from_str("domain = \"mnistm\"\nn_train = 60\nn_val = 30").unwrap();
+        let params: SyntheticParams =
+            toml::from_str("domain = \"mnistm\"\nn_train = 60\nn_val = 30").unwrap();
         let outcome = SyntheticStage::run(params, &mut ctx).unwrap();
 
         let train = Dataset::load(&out.join("train")).unwrap();
@@ -187,6 +225,10 @@ mod tests {
         assert_eq!(outcome.metrics["train.n"], 60.0);
         assert_eq!(outcome.metrics["val.n"], 30.0);
         assert_eq!(outcome.summary.len(), 2);
-        assert!(outcome.summary[0].starts_with("train: mnistm: 60 x [3, 28, 28]"), "{:?}", outcome.summary);
+        assert!(
+            outcome.summary[0].starts_with("train: mnistm: 60 x [3, 28, 28]"),
+            "{:?}",
+            outcome.summary
+        );
     }
 }

@@ -32,7 +32,10 @@ use crate::training::checkpoint::ModelMeta;
 use crate::training::classifier::ClassifierTraining;
 use crate::training::dann::DannData;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
-use crate::training::{train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation, OptimizerSettings};
+use crate::training::{
+    train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation,
+    OptimizerSettings,
+};
 
 /// The `train_adda` stage kind.
 pub struct TrainAddaStage;
@@ -112,7 +115,10 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
 
     fn defaults(_written: &toml::Table) -> toml::Table {
         let mut table = setup::optimizer_defaults("optimizer", paper_optimizer());
-        table.extend(setup::optimizer_defaults("pretrain_optimizer", paper_optimizer()));
+        table.extend(setup::optimizer_defaults(
+            "pretrain_optimizer",
+            paper_optimizer(),
+        ));
         table
     }
 
@@ -124,14 +130,18 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         setup::start(ctx);
         let inputs = load_inputs(&params, ctx)?;
         let val = setup::load_optional(ctx, "val")?;
-        let val_data = || setup::validation_data(val.as_ref(), &inputs.target_norm, inputs.format, ctx);
+        let val_data =
+            || setup::validation_data(val.as_ref(), &inputs.target_norm, inputs.format, ctx);
         let config = params.model.config(inputs.source.classes.len() as i64);
         let device = ctx.device();
 
@@ -139,9 +149,22 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         let source_vs = nn::VarStore::new(device);
         let source_model = DigitCnn::new(&source_vs.root(), config)?;
         let data = DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?;
-        let order = IndexStream::new(inputs.source.len(), inputs.batch, stream_seed(ctx.seed(), SOURCE_STREAM), device);
-        let mut pretraining = ClassifierTraining::new(source_vs, source_model, params.pretrain_optimizer, data, order, val_data()?);
-        let pretrain_plan = LoopPlan::new("pretrain", params.pretrain_epochs, "pretrain_optimizer.lr");
+        let order = IndexStream::new(
+            inputs.source.len(),
+            inputs.batch,
+            stream_seed(ctx.seed(), SOURCE_STREAM),
+            device,
+        );
+        let mut pretraining = ClassifierTraining::new(
+            source_vs,
+            source_model,
+            params.pretrain_optimizer,
+            data,
+            order,
+            val_data()?,
+        );
+        let pretrain_plan =
+            LoopPlan::new("pretrain", params.pretrain_epochs, "pretrain_optimizer.lr");
         let pretrain = train(ctx, &pretrain_plan, &mut pretraining)?;
 
         // Phase 2: discriminator against target encoder, with fresh streams distinct from the
@@ -150,26 +173,54 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         let data = DannData {
             source: DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?,
             target: DomainData::new(&inputs.target, &inputs.target_norm, inputs.format, device)?,
-            source_order: IndexStream::new(inputs.source.len(), inputs.batch, stream_seed(ctx.seed(), SOURCE_STREAM + 10), device),
-            target_order: IndexStream::new(inputs.target.len(), inputs.batch, stream_seed(ctx.seed(), TARGET_STREAM), device),
+            source_order: IndexStream::new(
+                inputs.source.len(),
+                inputs.batch,
+                stream_seed(ctx.seed(), SOURCE_STREAM + 10),
+                device,
+            ),
+            target_order: IndexStream::new(
+                inputs.target.len(),
+                inputs.batch,
+                stream_seed(ctx.seed(), TARGET_STREAM),
+                device,
+            ),
         };
         let mut adaptation = AddaTraining::new(model, params.optimizer, data, val_data()?);
-        let adapt = train(ctx, &LoopPlan::new("adda", params.epochs, "optimizer.lr"), &mut adaptation)?;
+        let adapt = train(
+            ctx,
+            &LoopPlan::new("adda", params.epochs, "optimizer.lr"),
+            &mut adaptation,
+        )?;
 
         let meta = ModelMeta {
             method: "adda".into(),
             model: ModelFamily::DigitCnn(config),
             class_names: inputs.source.classes.clone(),
             normalisation: vec![inputs.source_norm.clone(), inputs.target_norm.clone()],
-            parts: ["feature", "source_feature", "classifier", "discriminator"].map(String::from).to_vec(),
+            parts: ["feature", "source_feature", "classifier", "discriminator"]
+                .map(String::from)
+                .to_vec(),
         };
         let mut history = History::default();
         history.extend_prefixed(&pretrain, "pretrain_");
         history.extend_prefixed(&adapt, "");
         let model = &adaptation.model;
         let stores = [&model.source_vs, &model.target_vs, &model.discriminator_vs];
-        setup::write_model_dir(ctx.out_dir(), &model.named_variables(), &meta, &model.tree(), &stores, &history)?;
-        let headline = format!("{} {} -> {}", Self::KIND, inputs.source.domain, inputs.target.domain);
+        setup::write_model_dir(
+            ctx.out_dir(),
+            &model.named_variables(),
+            &meta,
+            &model.tree(),
+            &stores,
+            &history,
+        )?;
+        let headline = format!(
+            "{} {} -> {}",
+            Self::KIND,
+            inputs.source.domain,
+            inputs.target.domain
+        );
         let mut outcome = setup::outcome(&adapt, &headline, &["disc_acc", "val_acc"]);
         if let Some(acc) = pretrain.last("train_acc") {
             outcome.metrics.insert("pretrain_train_acc".into(), acc);
@@ -184,8 +235,19 @@ fn load_inputs(params: &TrainAddaParams, ctx: &StageContext) -> anyhow::Result<A
     let target = setup::load_input(ctx, "target")?;
     let (source_norm, target_norm) = (Normalisation::of(&source), Normalisation::of(&target));
     let batch = effective_batch(params.batch_size, &[source.len(), target.len()]);
-    ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
-    Ok(AddaInputs { source, target, source_norm, target_norm, format: setup::input_format(&params.model), batch })
+    ctx.log(format!(
+        "source {}; target {}; batch {batch} per domain",
+        source.summary(),
+        target.summary()
+    ));
+    Ok(AddaInputs {
+        source,
+        target,
+        source_norm,
+        target_norm,
+        format: setup::input_format(&params.model),
+        batch,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +261,10 @@ mod tests {
     fn params_default_to_the_paper() {
         let p = params::<TrainAddaStage>("").unwrap();
         let o = p.optimizer;
-        assert_eq!((o.kind, o.lr, o.betas[0], p.batch_size), (OptimizerKind::Adam, 2e-4, 0.5, 128));
+        assert_eq!(
+            (o.kind, o.lr, o.betas[0], p.batch_size),
+            (OptimizerKind::Adam, 2e-4, 0.5, 128)
+        );
         assert_eq!(p.pretrain_optimizer, o);
     }
 
@@ -208,12 +273,26 @@ mod tests {
         let (_guard, root) = tempdir();
         let source = banded(48, 3, 28, 1);
         let target = banded(48, 1, 16, 2);
-        let inputs = vec![input(&root, "source", &source), input(&root, "target", &target), input(&root, "val", &target)];
+        let inputs = vec![
+            input(&root, "source", &source),
+            input(&root, "target", &target),
+            input(&root, "val", &target),
+        ];
         let mut ctx = context(&root, inputs);
-        let p = params::<TrainAddaStage>("epochs = 1\npretrain_epochs = 2\nbatch_size = 16").unwrap();
+        let p =
+            params::<TrainAddaStage>("epochs = 1\npretrain_epochs = 2\nbatch_size = 16").unwrap();
         let outcome = TrainAddaStage::run(p, &mut ctx).unwrap();
-        for key in ["disc_loss", "encoder_loss", "disc_acc", "val_acc", "pretrain_train_acc"] {
-            assert!(outcome.metrics.contains_key(key), "{key} missing: {outcome:?}");
+        for key in [
+            "disc_loss",
+            "encoder_loss",
+            "disc_acc",
+            "val_acc",
+            "pretrain_train_acc",
+        ] {
+            assert!(
+                outcome.metrics.contains_key(key),
+                "{key} missing: {outcome:?}"
+            );
         }
         let history = std::fs::read_to_string(root.join("out/history.json")).unwrap();
         assert!(history.contains("pretrain_train_loss"), "{history}");

@@ -50,10 +50,14 @@ impl Stage for TrainClassifierStage {
     type Params = TrainClassifierParams;
     const KIND: &'static str = "train_classifier";
     const VERSION: u32 = 3;
-    const ABOUT: &'static str = "Train a digit CNN on one labelled domain (source-only / target-only baselines)";
+    const ABOUT: &'static str =
+        "Train a digit CNN on one labelled domain (source-only / target-only baselines)";
     const INPUTS: Inputs = Inputs::Named(&[
         InputSpec::required("train", "a labelled dataset (a dataset stage's `train`)"),
-        InputSpec::optional("val", "a labelled dataset whose accuracy is logged per epoch"),
+        InputSpec::optional(
+            "val",
+            "a labelled dataset whose accuracy is logged per epoch",
+        ),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -86,7 +90,10 @@ schedule = "constant"  # constant | annealed | linear | cosine
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -100,13 +107,26 @@ schedule = "constant"  # constant | annealed | linear | cosine
         let vs = nn::VarStore::new(ctx.device());
         let model = DigitCnn::new(&vs.root(), config)?;
         let batch = effective_batch(params.batch_size, &[train_set.len()]);
-        let order = IndexStream::new(train_set.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), ctx.device());
+        let order = IndexStream::new(
+            train_set.len(),
+            batch,
+            stream_seed(ctx.seed(), SOURCE_STREAM),
+            ctx.device(),
+        );
         let data = DomainData::new(&train_set, &norm, format, ctx.device())?;
         let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx)?;
-        ctx.log(format!("training on {} (batch {batch})", train_set.summary()));
+        ctx.log(format!(
+            "training on {} (batch {batch})",
+            train_set.summary()
+        ));
 
-        let mut training = ClassifierTraining::new(vs, model, params.optimizer, data, order, val_data);
-        let history = train(ctx, &LoopPlan::new("train", params.epochs, "optimizer.lr"), &mut training)?;
+        let mut training =
+            ClassifierTraining::new(vs, model, params.optimizer, data, order, val_data);
+        let history = train(
+            ctx,
+            &LoopPlan::new("train", params.epochs, "optimizer.lr"),
+            &mut training,
+        )?;
 
         let meta = ModelMeta {
             method: "classifier".into(),
@@ -117,8 +137,19 @@ schedule = "constant"  # constant | annealed | linear | cosine
         };
         let tree = ModuleTree::node("DigitCNN", training.model.tree_parts());
         let vs = &training.vs;
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&[vs]), &meta, &tree, &[vs], &history)?;
-        Ok(setup::outcome(&history, &format!("{} on {}", Self::KIND, train_set.domain), &["train_acc", "val_acc"]))
+        setup::write_model_dir(
+            ctx.out_dir(),
+            &named_variables(&[vs]),
+            &meta,
+            &tree,
+            &[vs],
+            &history,
+        )?;
+        Ok(setup::outcome(
+            &history,
+            &format!("{} on {}", Self::KIND, train_set.domain),
+            &["train_acc", "val_acc"],
+        ))
     }
 }
 
@@ -135,7 +166,11 @@ pub(crate) mod tests {
     use crate::training::OptimizerKind;
 
     /// Saves `dataset` under `root/name` and returns it as a stage input.
-    pub fn input(root: &camino::Utf8Path, name: &str, dataset: &Dataset) -> (String, InputArtifact) {
+    pub fn input(
+        root: &camino::Utf8Path,
+        name: &str,
+        dataset: &Dataset,
+    ) -> (String, InputArtifact) {
         let dir = root.join(name);
         dataset.save(&dir).unwrap();
         let artifact = InputArtifact {
@@ -168,14 +203,36 @@ pub(crate) mod tests {
     #[test]
     fn params_have_defaults_and_reject_unknown_keys() {
         let p = params::<TrainClassifierStage>("").unwrap();
-        assert_eq!((p.model.arch, p.batch_size, p.optimizer.kind, p.model.image_size), (Arch::Mnist, 128, OptimizerKind::Adam, 28));
+        assert_eq!(
+            (
+                p.model.arch,
+                p.batch_size,
+                p.optimizer.kind,
+                p.model.image_size
+            ),
+            (Arch::Mnist, 128, OptimizerKind::Adam, 28)
+        );
         assert!(params::<TrainClassifierStage>("epochz = 3").is_err());
         let p = params::<TrainClassifierStage>("[optimizer]\nlr = 0.5").unwrap();
-        assert_eq!((p.optimizer.lr, p.optimizer.kind), (0.5, OptimizerKind::Adam), "a partial table keeps the kind's defaults");
+        assert_eq!(
+            (p.optimizer.lr, p.optimizer.kind),
+            (0.5, OptimizerKind::Adam),
+            "a partial table keeps the kind's defaults"
+        );
         let err = params::<TrainClassifierStage>("[optimizer]\nlr = -1.0").unwrap_err();
         assert_eq!(err.path, ["optimizer", "lr"]);
-        assert_eq!(params::<TrainClassifierStage>("epochs = 0").unwrap_err().path, ["epochs"]);
-        assert_eq!(params::<TrainClassifierStage>("model = { image_size = 4 }").unwrap_err().path, ["model", "image_size"]);
+        assert_eq!(
+            params::<TrainClassifierStage>("epochs = 0")
+                .unwrap_err()
+                .path,
+            ["epochs"]
+        );
+        assert_eq!(
+            params::<TrainClassifierStage>("model = { image_size = 4 }")
+                .unwrap_err()
+                .path,
+            ["model", "image_size"]
+        );
     }
 
     #[test]
@@ -184,14 +241,25 @@ pub(crate) mod tests {
         let train = crate::training::classifier::tests::banded(80, 1, 16, 1);
         let inputs = vec![input(&root, "train", &train), input(&root, "val", &train)];
         let mut ctx = context(&root, inputs);
-        let p = params::<TrainClassifierStage>("epochs = 2\nbatch_size = 16\nmodel = { image_size = 20 }").unwrap();
+        let p = params::<TrainClassifierStage>(
+            "epochs = 2\nbatch_size = 16\nmodel = { image_size = 20 }",
+        )
+        .unwrap();
         let outcome = TrainClassifierStage::run(p, &mut ctx).unwrap();
         assert!(outcome.metrics.contains_key("val_acc"), "{outcome:?}");
-        for file in ["model.safetensors", "model.json", "history.json", "architecture.txt"] {
+        for file in [
+            "model.safetensors",
+            "model.json",
+            "history.json",
+            "architecture.txt",
+        ] {
             assert!(root.join("out").join(file).exists(), "{file} missing");
         }
         let arch = std::fs::read_to_string(root.join("out/architecture.txt")).unwrap();
-        assert!(arch.starts_with("DigitCNN(\n  (feature): Sequential(\n    (conv1): Conv2d(3, 32"), "{arch}");
+        assert!(
+            arch.starts_with("DigitCNN(\n  (feature): Sequential(\n    (conv1): Conv2d(3, 32"),
+            "{arch}"
+        );
     }
 
     #[test]
@@ -200,7 +268,13 @@ pub(crate) mod tests {
         let train = crate::training::classifier::tests::banded(64, 1, 16, 2);
         let mut ctx = context(&root, vec![input(&root, "train", &train)]);
         let text = "epochs = 3\nbatch_size = 16\nmodel = { image_size = 16 }\noptimizer = { kind = \"sgd\", lr = 1e6 }";
-        let err = TrainClassifierStage::run(params::<TrainClassifierStage>(text).unwrap(), &mut ctx).unwrap_err().to_string();
-        assert!(err.contains("became") && err.contains("lower `optimizer.lr`"), "{err}");
+        let err =
+            TrainClassifierStage::run(params::<TrainClassifierStage>(text).unwrap(), &mut ctx)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("became") && err.contains("lower `optimizer.lr`"),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,9 @@ use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::dann::{DannData, DannModel, DannTraining};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
-use crate::training::{train, DomainData, IndexStream, LoopPlan, LrSchedule, Normalisation, OptimizerSettings};
+use crate::training::{
+    train, DomainData, IndexStream, LoopPlan, LrSchedule, Normalisation, OptimizerSettings,
+};
 
 /// The `train_dann` stage kind.
 pub struct TrainDannStage;
@@ -67,11 +69,15 @@ impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
     const VERSION: u32 = 3;
-    const ABOUT: &'static str = "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
+    const ABOUT: &'static str =
+        "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
     const INPUTS: Inputs = Inputs::Named(&[
         InputSpec::required("source", "the labelled source dataset"),
         InputSpec::required("target", "the target dataset (labels unused)"),
-        InputSpec::optional("val", "labelled target images whose accuracy is logged per epoch"),
+        InputSpec::optional(
+            "val",
+            "labelled target images whose accuracy is logged per epoch",
+        ),
     ]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -112,11 +118,18 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
     fn validate(params: &Self::Params) -> Result<(), ParamError> {
         setup::validate_loop(&params.model, params.epochs, params.batch_size)?;
         setup::validate_optimizer("optimizer", &params.optimizer)?;
-        ParamError::check(params.lambda_gamma.is_finite() && params.lambda_gamma > 0.0, "lambda_gamma", "a finite number > 0")
+        ParamError::check(
+            params.lambda_gamma.is_finite() && params.lambda_gamma > 0.0,
+            "lambda_gamma",
+            "a finite number > 0",
+        )
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -135,14 +148,39 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
         let data = DannData {
             source: DomainData::new(&source, &source_norm, format, device)?,
             target: DomainData::new(&target, &target_norm, format, device)?,
-            source_order: IndexStream::new(source.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), device),
-            target_order: IndexStream::new(target.len(), batch, stream_seed(ctx.seed(), TARGET_STREAM), device),
+            source_order: IndexStream::new(
+                source.len(),
+                batch,
+                stream_seed(ctx.seed(), SOURCE_STREAM),
+                device,
+            ),
+            target_order: IndexStream::new(
+                target.len(),
+                batch,
+                stream_seed(ctx.seed(), TARGET_STREAM),
+                device,
+            ),
         };
         let val_data = setup::validation_data(val.as_ref(), &target_norm, format, ctx)?;
-        ctx.log(format!("source {}; target {}; batch {batch} per domain", source.summary(), target.summary()));
+        ctx.log(format!(
+            "source {}; target {}; batch {batch} per domain",
+            source.summary(),
+            target.summary()
+        ));
 
-        let mut training = DannTraining::new(vs, model, params.optimizer, params.lambda_gamma, data, val_data);
-        let history = train(ctx, &LoopPlan::new("dann", params.epochs, "optimizer.lr"), &mut training)?;
+        let mut training = DannTraining::new(
+            vs,
+            model,
+            params.optimizer,
+            params.lambda_gamma,
+            data,
+            val_data,
+        );
+        let history = train(
+            ctx,
+            &LoopPlan::new("dann", params.epochs, "optimizer.lr"),
+            &mut training,
+        )?;
 
         let meta = ModelMeta {
             method: "dann".into(),
@@ -152,9 +190,20 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             parts: vec!["feature".into(), "classifier".into(), "domain".into()],
         };
         let vs = &training.vs;
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&[vs]), &meta, &training.model.tree(), &[vs], &history)?;
+        setup::write_model_dir(
+            ctx.out_dir(),
+            &named_variables(&[vs]),
+            &meta,
+            &training.model.tree(),
+            &[vs],
+            &history,
+        )?;
         let headline = format!("{} {} -> {}", Self::KIND, source.domain, target.domain);
-        Ok(setup::outcome(&history, &headline, &["train_acc", "domain_loss", "val_acc"]))
+        Ok(setup::outcome(
+            &history,
+            &headline,
+            &["train_acc", "domain_loss", "val_acc"],
+        ))
     }
 }
 
@@ -169,9 +218,18 @@ mod tests {
     fn params_default_to_the_paper() {
         let p = params::<TrainDannStage>("").unwrap();
         let o = p.optimizer;
-        assert_eq!((o.kind, o.lr, o.schedule, o.momentum), (OptimizerKind::Sgd, 0.01, LrSchedule::Annealed, 0.9));
-        assert_eq!(params::<TrainDannStage>("lambda_gamma = -1.0").unwrap_err().path, ["lambda_gamma"]);
-        let err = params::<TrainDannStage>("[optimizer]\nkind = \"adam\"\nbetaz = [0.5, 0.9]").unwrap_err();
+        assert_eq!(
+            (o.kind, o.lr, o.schedule, o.momentum),
+            (OptimizerKind::Sgd, 0.01, LrSchedule::Annealed, 0.9)
+        );
+        assert_eq!(
+            params::<TrainDannStage>("lambda_gamma = -1.0")
+                .unwrap_err()
+                .path,
+            ["lambda_gamma"]
+        );
+        let err = params::<TrainDannStage>("[optimizer]\nkind = \"adam\"\nbetaz = [0.5, 0.9]")
+            .unwrap_err();
         assert!(err.message.contains("betaz"), "{err:?}");
         assert_eq!(err.path, ["optimizer", "betaz"]);
     }
@@ -181,12 +239,29 @@ mod tests {
         let (_guard, root) = tempdir();
         let source = banded(64, 3, 28, 1);
         let target = banded(48, 1, 16, 2);
-        let inputs = vec![input(&root, "source", &source), input(&root, "target", &target), input(&root, "val", &target)];
+        let inputs = vec![
+            input(&root, "source", &source),
+            input(&root, "target", &target),
+            input(&root, "val", &target),
+        ];
         let mut ctx = context(&root, inputs);
-        let p = params::<TrainDannStage>("epochs = 2\nbatch_size = 16\noptimizer = { kind = \"adam\", lr = 1e-3 }").unwrap();
+        let p = params::<TrainDannStage>(
+            "epochs = 2\nbatch_size = 16\noptimizer = { kind = \"adam\", lr = 1e-3 }",
+        )
+        .unwrap();
         let outcome = TrainDannStage::run(p, &mut ctx).unwrap();
-        for key in ["train_loss", "class_loss", "domain_loss", "lambda", "lr", "val_acc"] {
-            assert!(outcome.metrics.contains_key(key), "{key} missing: {outcome:?}");
+        for key in [
+            "train_loss",
+            "class_loss",
+            "domain_loss",
+            "lambda",
+            "lr",
+            "val_acc",
+        ] {
+            assert!(
+                outcome.metrics.contains_key(key),
+                "{key} missing: {outcome:?}"
+            );
         }
         let json = std::fs::read_to_string(root.join("out/model.json")).unwrap();
         assert!(json.contains("\"dann\""), "{json}");

@@ -22,7 +22,9 @@ use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::ddpm::{self, symmetric_normalisation, DdpmModel, DdpmTraining};
 use crate::training::setup::{self, SOURCE_STREAM};
-use crate::training::{train, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, OptimizerSettings};
+use crate::training::{
+    train, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, OptimizerSettings,
+};
 
 pub struct TrainDdpmStage;
 
@@ -40,7 +42,10 @@ pub struct DdpmNetParams {
 
 impl Default for DdpmNetParams {
     fn default() -> Self {
-        DdpmNetParams { n_feat: default_n_feat(), image_size: default_image_size() }
+        DdpmNetParams {
+            n_feat: default_n_feat(),
+            image_size: default_image_size(),
+        }
     }
 }
 
@@ -119,7 +124,12 @@ const MAX_N_T: usize = 100_000;
 
 impl TrainDdpmParams {
     pub fn schedule_config(&self) -> ScheduleConfig {
-        ScheduleConfig { n_t: self.n_t, beta_start: self.beta_start, beta_end: self.beta_end, schedule: self.schedule }
+        ScheduleConfig {
+            n_t: self.n_t,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            schedule: self.schedule,
+        }
     }
 }
 
@@ -127,8 +137,10 @@ impl Stage for TrainDdpmStage {
     type Params = TrainDdpmParams;
     const KIND: &'static str = "train_ddpm";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Class-conditional DDPM with classifier-free guidance (ContextUnet noise model)";
-    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("train", "the labelled images to model")]);
+    const ABOUT: &'static str =
+        "Class-conditional DDPM with classifier-free guidance (ContextUnet noise model)";
+    const INPUTS: Inputs =
+        Inputs::Named(&[InputSpec::required("train", "the labelled images to model")]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.digits]
@@ -159,27 +171,57 @@ schedule = "linear"       # decays to 0 by the end
 "#;
 
     fn defaults(_written: &toml::Table) -> toml::Table {
-        setup::optimizer_defaults("optimizer", OptimizerSettings::adam(1e-4, [0.9, 0.999]).with_schedule(LrSchedule::Linear))
+        setup::optimizer_defaults(
+            "optimizer",
+            OptimizerSettings::adam(1e-4, [0.9, 0.999]).with_schedule(LrSchedule::Linear),
+        )
     }
 
     fn validate(p: &Self::Params) -> Result<(), ParamError> {
         ParamError::check((1..=1 << 20).contains(&p.epochs), "epochs", "at least 1")?;
-        ParamError::check((1..=1 << 20).contains(&p.batch_size), "batch_size", "at least 1")?;
-        ParamError::check(p.model.n_feat >= 8 && p.model.n_feat % 8 == 0 && p.model.n_feat <= 4096, "model.n_feat", "a multiple of 8 from 8 to 4096")?;
-        ParamError::check(p.model.image_size >= 4 && p.model.image_size % 4 == 0 && p.model.image_size <= 1024, "model.image_size", "a multiple of 4 from 4 to 1024")?;
+        ParamError::check(
+            (1..=1 << 20).contains(&p.batch_size),
+            "batch_size",
+            "at least 1",
+        )?;
+        ParamError::check(
+            p.model.n_feat >= 8 && p.model.n_feat % 8 == 0 && p.model.n_feat <= 4096,
+            "model.n_feat",
+            "a multiple of 8 from 8 to 4096",
+        )?;
+        ParamError::check(
+            p.model.image_size >= 4 && p.model.image_size % 4 == 0 && p.model.image_size <= 1024,
+            "model.image_size",
+            "a multiple of 4 from 4 to 1024",
+        )?;
         ParamError::check((2..=MAX_N_T).contains(&p.n_t), "n_t", "from 2 to 100000")?;
-        ParamError::check(p.beta_start.is_finite() && p.beta_start > 0.0 && p.beta_start < 1.0, "beta_start", "in (0, 1)")?;
-        ParamError::check(p.beta_end.is_finite() && p.beta_end >= p.beta_start && p.beta_end < 1.0, "beta_end", "in [beta_start, 1)")?;
+        ParamError::check(
+            p.beta_start.is_finite() && p.beta_start > 0.0 && p.beta_start < 1.0,
+            "beta_start",
+            "in (0, 1)",
+        )?;
+        ParamError::check(
+            p.beta_end.is_finite() && p.beta_end >= p.beta_start && p.beta_end < 1.0,
+            "beta_end",
+            "in [beta_start, 1)",
+        )?;
         ParamError::check((0.0..1.0).contains(&p.drop_prob), "drop_prob", "in [0, 1)")?;
         if let Some(decay) = p.ema_decay {
             ParamError::check((0.0..1.0).contains(&decay), "ema_decay", "in [0, 1)")?;
         }
-        ParamError::check(p.grid_guidance.is_finite(), "grid_guidance", "a finite number")?;
+        ParamError::check(
+            p.grid_guidance.is_finite(),
+            "grid_guidance",
+            "a finite number",
+        )?;
         setup::validate_optimizer("optimizer", &p.optimizer)
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -195,14 +237,26 @@ schedule = "linear"       # decays to 0 by the end
         };
         let device = ctx.device();
         let norm = symmetric_normalisation(&dataset.domain, channels);
-        let format = InputFormat { channels: config.channels, image_size: config.image_size };
+        let format = InputFormat {
+            channels: config.channels,
+            image_size: config.image_size,
+        };
         let data = DomainData::new(&dataset, &norm, format, device)?;
         let batch = effective_batch(params.batch_size, &[dataset.len()]);
-        let order = IndexStream::new(dataset.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), device);
+        let order = IndexStream::new(
+            dataset.len(),
+            batch,
+            stream_seed(ctx.seed(), SOURCE_STREAM),
+            device,
+        );
         let model = DdpmModel::new(config, params.ema_decay, device)?;
         let tree = model.net.tree();
         let schedule_config = params.schedule_config();
-        ctx.log(format!("train {}; batch {batch}; n_t {}", dataset.summary(), params.n_t));
+        ctx.log(format!(
+            "train {}; batch {batch}; n_t {}",
+            dataset.summary(),
+            params.n_t
+        ));
         let mut training = DdpmTraining::new(
             model,
             params.optimizer,
@@ -213,8 +267,16 @@ schedule = "linear"       # decays to 0 by the end
             params.grid_guidance,
             ctx.seed(),
         );
-        let every = if params.sample_every == 0 { params.epochs } else { params.sample_every };
-        let history = train(ctx, &LoopPlan::new("ddpm", params.epochs, "optimizer.lr").hook_every(every), &mut training)?;
+        let every = if params.sample_every == 0 {
+            params.epochs
+        } else {
+            params.sample_every
+        };
+        let history = train(
+            ctx,
+            &LoopPlan::new("ddpm", params.epochs, "optimizer.lr").hook_every(every),
+            &mut training,
+        )?;
 
         let (vs, _) = training.model.sampling();
         let meta = ModelMeta {
@@ -222,12 +284,37 @@ schedule = "linear"       # decays to 0 by the end
             model: crate::models::ModelFamily::ContextUnet(config),
             class_names: dataset.classes.clone(),
             normalisation: vec![norm],
-            parts: vec!["init_conv".into(), "down1".into(), "down2".into(), "up0".into(), "up1".into(), "up2".into(), "out".into()],
+            parts: vec![
+                "init_conv".into(),
+                "down1".into(),
+                "down2".into(),
+                "up0".into(),
+                "up1".into(),
+                "up2".into(),
+                "out".into(),
+            ],
         };
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&[vs]), &meta, &tree, &[&training.model.vs], &history)?;
+        setup::write_model_dir(
+            ctx.out_dir(),
+            &named_variables(&[vs]),
+            &meta,
+            &tree,
+            &[&training.model.vs],
+            &history,
+        )?;
         ddpm::write_schedule(ctx.out_dir(), &schedule_config)?;
-        let mut outcome = setup::outcome(&history, &format!("{} {}", Self::KIND, dataset.domain), &["train_loss"]);
-        outcome.figure(ddpm::grid_file(params.epochs), format!("10 samples per class after epoch {} (rows = classes, w = {})", params.epochs, params.grid_guidance));
+        let mut outcome = setup::outcome(
+            &history,
+            &format!("{} {}", Self::KIND, dataset.domain),
+            &["train_loss"],
+        );
+        outcome.figure(
+            ddpm::grid_file(params.epochs),
+            format!(
+                "10 samples per class after epoch {} (rows = classes, w = {})",
+                params.epochs, params.grid_guidance
+            ),
+        );
         Ok(outcome)
     }
 }
@@ -241,10 +328,34 @@ mod tests {
     #[test]
     fn params_default_to_the_reference_and_are_checked() {
         let p = params::<TrainDdpmStage>("").unwrap();
-        assert_eq!((p.n_t, p.batch_size, p.model.n_feat, p.optimizer.lr, p.optimizer.schedule), (400, 256, 128, 1e-4, LrSchedule::Linear));
-        assert_eq!(params::<TrainDdpmStage>("drop_prob = 1.5").unwrap_err().path, ["drop_prob"]);
-        assert_eq!(params::<TrainDdpmStage>("model = { n_feat = 12 }").unwrap_err().path, ["model", "n_feat"]);
-        assert_eq!(params::<TrainDdpmStage>("ema_decay = 1.0").unwrap_err().path, ["ema_decay"]);
+        assert_eq!(
+            (
+                p.n_t,
+                p.batch_size,
+                p.model.n_feat,
+                p.optimizer.lr,
+                p.optimizer.schedule
+            ),
+            (400, 256, 128, 1e-4, LrSchedule::Linear)
+        );
+        assert_eq!(
+            params::<TrainDdpmStage>("drop_prob = 1.5")
+                .unwrap_err()
+                .path,
+            ["drop_prob"]
+        );
+        assert_eq!(
+            params::<TrainDdpmStage>("model = { n_feat = 12 }")
+                .unwrap_err()
+                .path,
+            ["model", "n_feat"]
+        );
+        assert_eq!(
+            params::<TrainDdpmStage>("ema_decay = 1.0")
+                .unwrap_err()
+                .path,
+            ["ema_decay"]
+        );
     }
 
     #[test]

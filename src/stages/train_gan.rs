@@ -29,7 +29,10 @@ use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::gan::{progress_file, GanModel, GanSettings, GanTraining, STRIP_FILE};
 use crate::training::setup::{self, SOURCE_STREAM};
-use crate::training::{train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation, OptimizerSettings};
+use crate::training::{
+    train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation,
+    OptimizerSettings,
+};
 use crate::viz::{curves_png, CurvesPlot, Series};
 
 /// The `train_gan` stage kind.
@@ -175,8 +178,12 @@ impl Stage for TrainGanStage {
     type Params = TrainGanParams;
     const KIND: &'static str = "train_gan";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "Train a GAN (DCGAN, WGAN-GP, spectral norm, ACGAN) with a fixed-noise grid per epoch";
-    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("train", "a dataset (labelled for acgan), e.g. a dataset stage's `train`")]);
+    const ABOUT: &'static str =
+        "Train a GAN (DCGAN, WGAN-GP, spectral norm, ACGAN) with a fixed-noise grid per epoch";
+    const INPUTS: Inputs = Inputs::Named(&[InputSpec::required(
+        "train",
+        "a dataset (labelled for acgan), e.g. a dataset stage's `train`",
+    )]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.digits]
@@ -214,28 +221,70 @@ betas = [0.5, 0.999]
             .and_then(|v| v.clone().try_into::<GanLoss>().ok())
             .unwrap_or_default();
         let optimizer = setup::optimizer_defaults("optimizer", default_optimizer(loss));
-        ["generator", "discriminator"].into_iter().map(|net| (net.to_owned(), toml::Value::Table(optimizer.clone()))).collect()
+        ["generator", "discriminator"]
+            .into_iter()
+            .map(|net| (net.to_owned(), toml::Value::Table(optimizer.clone())))
+            .collect()
     }
 
     fn validate(params: &Self::Params) -> Result<(), ParamError> {
-        ParamError::check((1..=1 << 20).contains(&params.epochs), "epochs", "at least 1")?;
-        ParamError::check((1..=1 << 16).contains(&params.batch_size), "batch_size", "from 1 to 65536")?;
+        ParamError::check(
+            (1..=1 << 20).contains(&params.epochs),
+            "epochs",
+            "at least 1",
+        )?;
+        ParamError::check(
+            (1..=1 << 16).contains(&params.batch_size),
+            "batch_size",
+            "from 1 to 65536",
+        )?;
         let m = &params.model;
-        ParamError::check(crate::models::dcgan::IMAGE_SIZES.contains(&m.image_size), "model.image_size", "28, 32 or 64")?;
+        ParamError::check(
+            crate::models::dcgan::IMAGE_SIZES.contains(&m.image_size),
+            "model.image_size",
+            "28, 32 or 64",
+        )?;
         ParamError::check(matches!(m.channels, 1 | 3), "model.channels", "1 or 3")?;
-        ParamError::check((1..=MAX_WIDTH).contains(&m.z_dim), "model.z_dim", "from 1 to 4096")?;
-        ParamError::check((1..=MAX_WIDTH).contains(&m.ngf), "model.ngf", "from 1 to 4096")?;
-        ParamError::check((1..=MAX_WIDTH).contains(&m.ndf), "model.ndf", "from 1 to 4096")?;
-        ParamError::check((1..=100).contains(&params.n_critic), "n_critic", "from 1 to 100")?;
-        ParamError::check(params.gp_lambda.is_finite() && params.gp_lambda >= 0.0, "gp_lambda", "a number >= 0")?;
-        ParamError::check((0.0..0.5).contains(&params.label_smoothing), "label_smoothing", "in [0, 0.5)")?;
+        ParamError::check(
+            (1..=MAX_WIDTH).contains(&m.z_dim),
+            "model.z_dim",
+            "from 1 to 4096",
+        )?;
+        ParamError::check(
+            (1..=MAX_WIDTH).contains(&m.ngf),
+            "model.ngf",
+            "from 1 to 4096",
+        )?;
+        ParamError::check(
+            (1..=MAX_WIDTH).contains(&m.ndf),
+            "model.ndf",
+            "from 1 to 4096",
+        )?;
+        ParamError::check(
+            (1..=100).contains(&params.n_critic),
+            "n_critic",
+            "from 1 to 100",
+        )?;
+        ParamError::check(
+            params.gp_lambda.is_finite() && params.gp_lambda >= 0.0,
+            "gp_lambda",
+            "a number >= 0",
+        )?;
+        ParamError::check(
+            (0.0..0.5).contains(&params.label_smoothing),
+            "label_smoothing",
+            "in [0, 0.5)",
+        )?;
         ParamError::check(params.sample_every >= 1, "sample_every", "at least 1")?;
         setup::validate_optimizer("generator.optimizer", &params.generator.optimizer)?;
         setup::validate_optimizer("discriminator.optimizer", &params.discriminator.optimizer)
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
-        StageShape { uses_device: true, ..Default::default() }
+        StageShape {
+            uses_device: true,
+            ..Default::default()
+        }
     }
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
@@ -244,15 +293,29 @@ betas = [0.5, 0.999]
         if params.loss == GanLoss::Acgan {
             setup::require_labels(&dataset, "train")?;
         }
-        let config = params.model.config(params.loss, dataset.classes.len() as i64);
+        let config = params
+            .model
+            .config(params.loss, dataset.classes.len() as i64);
         let device = ctx.device();
         let model = GanModel::new(config, device)?;
         let batch = effective_batch(params.batch_size, &[dataset.len()]);
-        ctx.log(format!("train {}; {} loss, batch {batch}", dataset.summary(), params.loss.name()));
+        ctx.log(format!(
+            "train {}; {} loss, batch {batch}",
+            dataset.summary(),
+            params.loss.name()
+        ));
         let norm = symmetric(&dataset);
-        let format = InputFormat { channels: config.channels, image_size: config.image_size };
+        let format = InputFormat {
+            channels: config.channels,
+            image_size: config.image_size,
+        };
         let data = DomainData::new(&dataset, &norm, format, device)?;
-        let order = IndexStream::new(dataset.len(), batch, stream_seed(ctx.seed(), SOURCE_STREAM), device);
+        let order = IndexStream::new(
+            dataset.len(),
+            batch,
+            stream_seed(ctx.seed(), SOURCE_STREAM),
+            device,
+        );
         let settings = GanSettings {
             loss: params.loss,
             n_critic: params.n_critic,
@@ -262,26 +325,48 @@ betas = [0.5, 0.999]
             discriminator: params.discriminator.optimizer,
         };
         let mut training = GanTraining::new(model, settings, data, order);
-        let plan = LoopPlan::new("gan", params.epochs, "generator.optimizer.lr").hook_every(params.sample_every);
+        let plan = LoopPlan::new("gan", params.epochs, "generator.optimizer.lr")
+            .hook_every(params.sample_every);
         let history = train(ctx, &plan, &mut training)?;
 
         let meta = ModelMeta {
             method: params.loss.name().into(),
             model: ModelFamily::Gan(config),
-            class_names: if config.conditional() { dataset.classes.clone() } else { Vec::new() },
+            class_names: if config.conditional() {
+                dataset.classes.clone()
+            } else {
+                Vec::new()
+            },
             normalisation: vec![norm],
             parts: ["generator", "discriminator"].map(String::from).to_vec(),
         };
         let m = &training.model;
         let stores = [&m.generator_vs, &m.discriminator_vs];
-        setup::write_model_dir(ctx.out_dir(), &named_variables(&stores), &meta, &m.tree(), &stores, &history)?;
-        let mut outcome = setup::outcome(&history, &format!("{} {}", Self::KIND, params.loss.name()), &["g_loss", "d_loss", "d_real", "d_fake"]);
+        setup::write_model_dir(
+            ctx.out_dir(),
+            &named_variables(&stores),
+            &meta,
+            &m.tree(),
+            &stores,
+            &history,
+        )?;
+        let mut outcome = setup::outcome(
+            &history,
+            &format!("{} {}", Self::KIND, params.loss.name()),
+            &["g_loss", "d_loss", "d_real", "d_fake"],
+        );
         if let Some(&last) = training.rendered.last() {
-            outcome.figure(progress_file(last), format!("fixed noise after epoch {last}"));
+            outcome.figure(
+                progress_file(last),
+                format!("fixed noise after epoch {last}"),
+            );
         }
         if training.save_strip(ctx.out_dir())? {
             let epochs: Vec<String> = training.rendered.iter().map(usize::to_string).collect();
-            outcome.figure(STRIP_FILE, format!("progress: one row per epoch ({})", epochs.join(", ")));
+            outcome.figure(
+                STRIP_FILE,
+                format!("progress: one row per epoch ({})", epochs.join(", ")),
+            );
         }
         draw_d_outputs(&history, ctx.out_dir())?;
         outcome.figure(D_OUTPUTS_FILE, "D(x) and D(G(z)) per epoch");
@@ -294,15 +379,43 @@ const D_OUTPUTS_FILE: &str = "d_outputs.png";
 /// Mean 0.5 and std 0.5 per channel: pixels in `[0, 1]` become `[-1, 1]`, the generator's range.
 fn symmetric(dataset: &Dataset) -> Normalisation {
     let channels = dataset.shape[1];
-    Normalisation { domain: dataset.domain.clone(), mean: vec![0.5; channels], std: vec![0.5; channels] }
+    Normalisation {
+        domain: dataset.domain.clone(),
+        mean: vec![0.5; channels],
+        std: vec![0.5; channels],
+    }
 }
 
 fn draw_d_outputs(history: &History, out_dir: &camino::Utf8Path) -> anyhow::Result<()> {
-    let column = |key: &str| -> Vec<f64> { history.epochs.iter().map(|e| e.get(key).copied().unwrap_or(f64::NAN)).collect() };
+    let column = |key: &str| -> Vec<f64> {
+        history
+            .epochs
+            .iter()
+            .map(|e| e.get(key).copied().unwrap_or(f64::NAN))
+            .collect()
+    };
     let (real, fake) = (column("d_real"), column("d_fake"));
-    let series = [Series { name: "D(x)", values: &real }, Series { name: "D(G(z))", values: &fake }];
-    let plot = CurvesPlot { title: "discriminator outputs", x_label: "epoch", y_label: "mean output", series: &series };
-    curves_png(&out_dir.join(D_OUTPUTS_FILE), &plot, crate::viz::DEFAULT_SIZE)?;
+    let series = [
+        Series {
+            name: "D(x)",
+            values: &real,
+        },
+        Series {
+            name: "D(G(z))",
+            values: &fake,
+        },
+    ];
+    let plot = CurvesPlot {
+        title: "discriminator outputs",
+        x_label: "epoch",
+        y_label: "mean output",
+        series: &series,
+    };
+    curves_png(
+        &out_dir.join(D_OUTPUTS_FILE),
+        &plot,
+        crate::viz::DEFAULT_SIZE,
+    )?;
     Ok(())
 }
 
@@ -315,11 +428,24 @@ mod tests {
     #[test]
     fn optimizers_default_by_loss() {
         let p = params::<TrainGanStage>("").unwrap();
-        assert_eq!(p.generator.optimizer, OptimizerSettings::adam(2e-4, [0.5, 0.999]));
+        assert_eq!(
+            p.generator.optimizer,
+            OptimizerSettings::adam(2e-4, [0.5, 0.999])
+        );
         assert_eq!((p.batch_size, p.model.z_dim, p.model.ngf), (128, 100, 64));
-        let p = params::<TrainGanStage>("loss = \"wgan_gp\"\n[discriminator.optimizer]\nlr = 3e-4").unwrap();
-        assert_eq!(p.generator.optimizer, OptimizerSettings::adam(1e-4, [0.0, 0.9]));
-        assert_eq!((p.discriminator.optimizer.lr, p.discriminator.optimizer.betas), (3e-4, [0.0, 0.9]));
+        let p = params::<TrainGanStage>("loss = \"wgan_gp\"\n[discriminator.optimizer]\nlr = 3e-4")
+            .unwrap();
+        assert_eq!(
+            p.generator.optimizer,
+            OptimizerSettings::adam(1e-4, [0.0, 0.9])
+        );
+        assert_eq!(
+            (
+                p.discriminator.optimizer.lr,
+                p.discriminator.optimizer.betas
+            ),
+            (3e-4, [0.0, 0.9])
+        );
         let err = params::<TrainGanStage>("model = { z_dim = 0 }").unwrap_err();
         assert!(err.to_string().contains("model.z_dim"), "{err}");
     }
@@ -331,14 +457,27 @@ mod tests {
             let data = banded(32, 1, 28, 1);
             let mut ctx = context(&root, vec![input(&root, "train", &data)]);
             let text = format!("loss = \"{loss}\"\nepochs = 2\nbatch_size = 8\nn_critic = 2\nmodel = {{ image_size = 28, ngf = 4, ndf = 4, z_dim = 8 }}");
-            let outcome = TrainGanStage::run(params::<TrainGanStage>(&text).unwrap(), &mut ctx).unwrap();
+            let outcome =
+                TrainGanStage::run(params::<TrainGanStage>(&text).unwrap(), &mut ctx).unwrap();
             for key in ["g_loss", "d_loss", "d_real", "d_fake"] {
-                assert!(outcome.metrics.contains_key(key), "{loss}: {key} missing: {outcome:?}");
+                assert!(
+                    outcome.metrics.contains_key(key),
+                    "{loss}: {key} missing: {outcome:?}"
+                );
             }
             assert_eq!(outcome.metrics.contains_key("gp"), loss == "wgan_gp");
             assert_eq!(outcome.metrics.contains_key("class_acc"), loss == "acgan");
-            for file in ["progress/epoch_001.png", "progress/epoch_002.png", STRIP_FILE, D_OUTPUTS_FILE, "model.json"] {
-                assert!(root.join("out").join(file).exists(), "{loss}: {file} missing");
+            for file in [
+                "progress/epoch_001.png",
+                "progress/epoch_002.png",
+                STRIP_FILE,
+                D_OUTPUTS_FILE,
+                "model.json",
+            ] {
+                assert!(
+                    root.join("out").join(file).exists(),
+                    "{loss}: {file} missing"
+                );
             }
             assert_eq!(outcome.figures.len(), 3);
         }

@@ -32,10 +32,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::stage::{InputSpec, Inputs, Cancelled, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::data::dataset::UNLABELLED;
 use crate::data::FeatureSet;
 use crate::metrics::{trustworthiness, tsne, Embedding, Init, TsneConfig, TsneError};
+use crate::stage::{
+    Cancelled, InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape,
+};
 use crate::viz::{scatter_png, ScatterPlot, DEFAULT_SIZE};
 
 /// Neighbours considered by the trustworthiness metric.
@@ -94,7 +96,8 @@ impl Stage for TsneStage {
     type Params = TsneParams;
     const KIND: &'static str = "tsne";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "2-D t-SNE of a feature set, plotted by class and by domain, with trustworthiness";
+    const ABOUT: &'static str =
+        "2-D t-SNE of a feature set, plotted by class and by domain, with trustworthiness";
     const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("features", "a features stage")]);
     const EXAMPLE: &'static str = r#"name = "example"
 
@@ -137,9 +140,13 @@ trustworthiness_points = 2000
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let input = &ctx.input("features")?.dir;
-        let all = FeatureSet::load(input).with_context(|| format!("input `features` of stage `{}`", ctx.name()))?;
+        let all = FeatureSet::load(input)
+            .with_context(|| format!("input `features` of stage `{}`", ctx.name()))?;
         if all.n == 0 {
-            anyhow::bail!("input `features` of stage `{}` has no rows: nothing to embed", ctx.name());
+            anyhow::bail!(
+                "input `features` of stage `{}` has no rows: nothing to embed",
+                ctx.name()
+            );
         }
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let set = all.select(&subset(all.n, params.max_points, &mut rng));
@@ -149,15 +156,26 @@ trustworthiness_points = 2000
         write_csv(&out.join("embedding.csv"), &set, &embedding)?;
         plot(out, &set, &embedding, &mut rng)?;
 
-        let mut metrics =
-            Metrics::from([("points".to_owned(), set.n as f64), ("kl_divergence".to_owned(), embedding.kl_divergence)]);
-        let mut line = format!("t-SNE of {} of {} points: KL {:.3}", set.n, all.n, embedding.kl_divergence);
-        if let Some(value) = trustworthiness_on_subset(&set, &embedding, params.trustworthiness_points, &mut rng)? {
+        let mut metrics = Metrics::from([
+            ("points".to_owned(), set.n as f64),
+            ("kl_divergence".to_owned(), embedding.kl_divergence),
+        ]);
+        let mut line = format!(
+            "t-SNE of {} of {} points: KL {:.3}",
+            set.n, all.n, embedding.kl_divergence
+        );
+        if let Some(value) =
+            trustworthiness_on_subset(&set, &embedding, params.trustworthiness_points, &mut rng)?
+        {
             metrics.insert("trustworthiness".to_owned(), value);
             write!(line, ", trustworthiness@{TRUST_K} {value:.4}")?;
         }
         ctx.log(&line);
-        let mut outcome = StageOutcome { metrics, summary: vec![line], ..StageOutcome::default() };
+        let mut outcome = StageOutcome {
+            metrics,
+            summary: vec![line],
+            ..StageOutcome::default()
+        };
         outcome.figure("tsne_by_class.png", "t-SNE by class");
         outcome.figure("tsne_by_domain.png", "t-SNE by domain");
         Ok(outcome)
@@ -189,7 +207,10 @@ fn embed(set: &FeatureSet, params: &TsneParams, ctx: &StageContext) -> anyhow::R
     let result = tsne(&set.features, set.dim, &config, |progress| {
         ctx.progress().inc(1);
         if let Some(kl) = progress.kl_divergence {
-            ctx.log(format!("iteration {}: KL divergence {kl:.4}", progress.iteration));
+            ctx.log(format!(
+                "iteration {}: KL divergence {kl:.4}",
+                progress.iteration
+            ));
         }
         match ctx.check_cancelled() {
             Ok(()) => ControlFlow::Continue(()),
@@ -207,10 +228,20 @@ fn write_csv(path: &Utf8Path, set: &FeatureSet, embedding: &Embedding) -> anyhow
     let mut text = String::from("x,y,label,class,domain,domain_name\n");
     for (i, xy) in embedding.coords.chunks_exact(2).enumerate() {
         let (label, domain) = (set.labels[i], set.domains[i]);
-        let class = usize::try_from(label).ok().and_then(|l| set.class_names.get(l)).map_or("", String::as_str);
-        let domain_name = set.domain_names.get(domain as usize).map_or("", String::as_str);
+        let class = usize::try_from(label)
+            .ok()
+            .and_then(|l| set.class_names.get(l))
+            .map_or("", String::as_str);
+        let domain_name = set
+            .domain_names
+            .get(domain as usize)
+            .map_or("", String::as_str);
         let (class, domain_name) = (csv_field(class), csv_field(domain_name));
-        writeln!(text, "{},{},{label},{class},{domain},{domain_name}", xy[0], xy[1])?;
+        writeln!(
+            text,
+            "{},{},{label},{class},{domain},{domain_name}",
+            xy[0], xy[1]
+        )?;
     }
     std::fs::write(path, text).with_context(|| format!("cannot write {path}"))
 }
@@ -226,20 +257,38 @@ fn csv_field(value: &str) -> String {
 
 /// The two figures. Points are drawn in a seeded random order so that no class or domain
 /// systematically hides another.
-fn plot(out: &Utf8Path, set: &FeatureSet, embedding: &Embedding, rng: &mut ChaCha8Rng) -> anyhow::Result<()> {
+fn plot(
+    out: &Utf8Path,
+    set: &FeatureSet,
+    embedding: &Embedding,
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..set.n).collect();
     order.shuffle(rng);
-    let points: Vec<f32> = order.iter().flat_map(|&i| [embedding.coords[2 * i], embedding.coords[2 * i + 1]]).collect();
+    let points: Vec<f32> = order
+        .iter()
+        .flat_map(|&i| [embedding.coords[2 * i], embedding.coords[2 * i + 1]])
+        .collect();
 
     let (classes, class_names) = class_categories(set);
     let by_class: Vec<usize> = order.iter().map(|&i| classes[i]).collect();
     let title = format!("t-SNE by class ({} points)", set.n);
-    let plot = ScatterPlot { title: &title, points: &points, categories: &by_class, names: &class_names };
+    let plot = ScatterPlot {
+        title: &title,
+        points: &points,
+        categories: &by_class,
+        names: &class_names,
+    };
     scatter_png(&out.join("tsne_by_class.png"), &plot, DEFAULT_SIZE)?;
 
     let by_domain: Vec<usize> = order.iter().map(|&i| set.domains[i] as usize).collect();
     let title = format!("t-SNE by domain ({})", set.domain_names.join(" vs "));
-    let plot = ScatterPlot { title: &title, points: &points, categories: &by_domain, names: &set.domain_names };
+    let plot = ScatterPlot {
+        title: &title,
+        points: &points,
+        categories: &by_domain,
+        names: &set.domain_names,
+    };
     scatter_png(&out.join("tsne_by_domain.png"), &plot, DEFAULT_SIZE)?;
     Ok(())
 }
@@ -247,8 +296,17 @@ fn plot(out: &Utf8Path, set: &FeatureSet, embedding: &Embedding, rng: &mut ChaCh
 /// Category per point for the class plot; unlabelled points get an extra last category.
 fn class_categories(set: &FeatureSet) -> (Vec<usize>, Vec<String>) {
     let unlabelled = set.class_names.len();
-    let categories: Vec<usize> =
-        set.labels.iter().map(|&l| if l == UNLABELLED { unlabelled } else { l as usize }).collect();
+    let categories: Vec<usize> = set
+        .labels
+        .iter()
+        .map(|&l| {
+            if l == UNLABELLED {
+                unlabelled
+            } else {
+                l as usize
+            }
+        })
+        .collect();
     let mut names = set.class_names.clone();
     if categories.contains(&unlabelled) {
         names.push("unlabelled".to_owned());
@@ -268,9 +326,17 @@ fn trustworthiness_on_subset(
     if rows.len() <= 2 * TRUST_K {
         return Ok(None);
     }
-    let features: Vec<f32> = rows.iter().flat_map(|&i| set.row(i).iter().copied()).collect();
-    let coords: Vec<f32> = rows.iter().flat_map(|&i| [embedding.coords[2 * i], embedding.coords[2 * i + 1]]).collect();
-    Ok(Some(trustworthiness(&features, set.dim, &coords, 2, TRUST_K)?))
+    let features: Vec<f32> = rows
+        .iter()
+        .flat_map(|&i| set.row(i).iter().copied())
+        .collect();
+    let coords: Vec<f32> = rows
+        .iter()
+        .flat_map(|&i| [embedding.coords[2 * i], embedding.coords[2 * i + 1]])
+        .collect();
+    Ok(Some(trustworthiness(
+        &features, set.dim, &coords, 2, TRUST_K,
+    )?))
 }
 
 #[cfg(test)]
@@ -309,12 +375,23 @@ mod tests {
     #[test]
     fn parameters_default_and_reject_unknown_keys() {
         let defaults = params("");
-        assert_eq!((defaults.perplexity, defaults.iterations, defaults.max_points), (30.0, 1000, 3000));
+        assert_eq!(
+            (
+                defaults.perplexity,
+                defaults.iterations,
+                defaults.max_points
+            ),
+            (30.0, 1000, 3000)
+        );
         assert_eq!(defaults.init, Init::Pca);
         assert!(toml::from_str::<TsneParams>("perplexty = 5").is_err());
         let kind = Registered::<TsneStage>::new();
-        let a = kind.check(&toml::from_str("perplexity = 20").unwrap()).unwrap();
-        let b = kind.check(&toml::from_str("perplexity = 30").unwrap()).unwrap();
+        let a = kind
+            .check(&toml::from_str("perplexity = 20").unwrap())
+            .unwrap();
+        let b = kind
+            .check(&toml::from_str("perplexity = 30").unwrap())
+            .unwrap();
         assert_ne!(a.canonical, b.canonical);
         assert_eq!(a.shape.required_inputs, vec!["features".to_owned()]);
     }
@@ -341,7 +418,10 @@ mod tests {
         let csv = std::fs::read_to_string(root.join("out/embedding.csv")).unwrap();
         assert_eq!(csv.lines().count(), 121);
         for figure in ["tsne_by_class.png", "tsne_by_domain.png"] {
-            assert_eq!(image::image_dimensions(root.join("out").join(figure)).unwrap(), DEFAULT_SIZE);
+            assert_eq!(
+                image::image_dimensions(root.join("out").join(figure)).unwrap(),
+                DEFAULT_SIZE
+            );
         }
     }
 }

@@ -42,26 +42,44 @@ pub struct AddaModel {
 impl AddaModel {
     /// Adds a target encoder initialised from `source`'s feature extractor and a fresh
     /// discriminator (`discriminator.*`) on `device`.
-    pub fn from_source(source_vs: nn::VarStore, source: DigitCnn, device: Device) -> Result<Self, AddaError> {
+    pub fn from_source(
+        source_vs: nn::VarStore,
+        source: DigitCnn,
+        device: Device,
+    ) -> Result<Self, AddaError> {
         let mut target_vs = nn::VarStore::new(device);
         let target_feature = feature_extractor(&(target_vs.root() / "feature"), &source.config)?;
         target_vs.copy(&source_vs)?;
         let discriminator_vs = nn::VarStore::new(device);
-        let discriminator = DomainClassifier::adda(&(discriminator_vs.root() / "discriminator"), source.feature_dim())?;
-        Ok(AddaModel { source_vs, source, target_vs, target_feature, discriminator_vs, discriminator })
+        let discriminator = DomainClassifier::adda(
+            &(discriminator_vs.root() / "discriminator"),
+            source.feature_dim(),
+        )?;
+        Ok(AddaModel {
+            source_vs,
+            source,
+            target_vs,
+            target_feature,
+            discriminator_vs,
+            discriminator,
+        })
     }
 
     /// Target-domain logits in eval mode: target encoder, then the source classifier.
     pub fn target_logits(&self, xs: &Tensor) -> Tensor {
-        self.source.classifier.forward_t(&self.target_feature.forward_t(xs, false), false)
+        self.source
+            .classifier
+            .forward_t(&self.target_feature.forward_t(xs, false), false)
     }
 
     /// The weights to save: the target encoder as `feature` (so `evaluate` uses it), the source
     /// encoder as `source_feature`, the classifier and the discriminator.
     pub fn named_variables(&self) -> Vec<(String, Tensor)> {
-        let renamed_source = self.source_vs.variables().into_iter().map(|(name, t)| match name.strip_prefix("feature.") {
-            Some(rest) => (format!("{}.{rest}", super::checkpoint::SOURCE_FEATURE), t),
-            None => (name, t),
+        let renamed_source = self.source_vs.variables().into_iter().map(|(name, t)| {
+            match name.strip_prefix("feature.") {
+                Some(rest) => (format!("{}.{rest}", super::checkpoint::SOURCE_FEATURE), t),
+                None => (name, t),
+            }
         });
         let mut all: Vec<(String, Tensor)> = renamed_source
             .chain(self.target_vs.variables())
@@ -75,7 +93,10 @@ impl AddaModel {
         ModuleTree::node(
             "ADDA",
             vec![
-                (super::checkpoint::SOURCE_FEATURE.into(), self.source.feature.tree()),
+                (
+                    super::checkpoint::SOURCE_FEATURE.into(),
+                    self.source.feature.tree(),
+                ),
                 ("feature".into(), self.target_feature.tree()),
                 ("classifier".into(), self.source.classifier.tree()),
                 ("discriminator".into(), self.discriminator.tree()),
@@ -95,10 +116,21 @@ pub struct AddaTraining {
 
 impl AddaTraining {
     /// Both optimizers use `settings`, as in the paper.
-    pub fn new(model: AddaModel, settings: OptimizerSettings, data: DannData, val: Option<DomainData>) -> Self {
+    pub fn new(
+        model: AddaModel,
+        settings: OptimizerSettings,
+        data: DannData,
+        val: Option<DomainData>,
+    ) -> Self {
         let target_optimizer = Optimizer::new(settings, &[&model.target_vs]);
         let discriminator_optimizer = Optimizer::new(settings, &[&model.discriminator_vs]);
-        AddaTraining { model, target_optimizer, discriminator_optimizer, data, val }
+        AddaTraining {
+            model,
+            target_optimizer,
+            discriminator_optimizer,
+            data,
+            val,
+        }
     }
 }
 
@@ -131,24 +163,37 @@ impl TrainingMethod for AddaTraining {
 
         // Inverted labels: the target encoder is rewarded when its features pass as source.
         let fooled = m.discriminator.forward_t(&target_features, true);
-        let encoder_loss = fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
+        let encoder_loss =
+            fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
         self.target_optimizer.backward_step(&encoder_loss, at.p);
 
-        let disc_correct = d_source.argmax(-1, false).eq(SOURCE_DOMAIN).sum(Kind::Float)
-            + d_target.argmax(-1, false).eq(TARGET_DOMAIN).sum(Kind::Float);
+        let disc_correct = d_source
+            .argmax(-1, false)
+            .eq(SOURCE_DOMAIN)
+            .sum(Kind::Float)
+            + d_target
+                .argmax(-1, false)
+                .eq(TARGET_DOMAIN)
+                .sum(Kind::Float);
         let disc_acc = disc_correct / (ns + nt) as f64;
-        Ok(named_scalars(&["disc_loss", "encoder_loss", "disc_acc"], &[&disc_loss, &encoder_loss, &disc_acc]))
+        Ok(named_scalars(
+            &["disc_loss", "encoder_loss", "disc_acc"],
+            &[&disc_loss, &encoder_loss, &disc_acc],
+        ))
     }
 
     fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
-        Ok(val_accuracy(self.val.as_ref(), |x| self.model.target_logits(x)))
+        Ok(val_accuracy(self.val.as_ref(), |x| {
+            self.model.target_logits(x)
+        }))
     }
 
     fn save_state(&self, state: &mut TrainingState) {
         state.add_store("target", &self.model.target_vs);
         state.add_store("discriminator", &self.model.discriminator_vs);
         self.target_optimizer.save_state("target_optimizer", state);
-        self.discriminator_optimizer.save_state("discriminator_optimizer", state);
+        self.discriminator_optimizer
+            .save_state("discriminator_optimizer", state);
         self.data.source_order.save_state("source_order", state);
         self.data.target_order.save_state("target_order", state);
     }
@@ -156,8 +201,10 @@ impl TrainingMethod for AddaTraining {
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
         restore_store(&self.model.target_vs, "target", state)?;
         restore_store(&self.model.discriminator_vs, "discriminator", state)?;
-        self.target_optimizer.load_state("target_optimizer", state)?;
-        self.discriminator_optimizer.load_state("discriminator_optimizer", state)?;
+        self.target_optimizer
+            .load_state("target_optimizer", state)?;
+        self.discriminator_optimizer
+            .load_state("discriminator_optimizer", state)?;
         self.data.source_order.load_state("source_order", state)?;
         self.data.target_order.load_state("target_order", state)
     }
@@ -172,7 +219,12 @@ mod tests {
     fn target_encoder_starts_equal_to_the_source_encoder() {
         tch::manual_seed(3);
         let source_vs = nn::VarStore::new(Device::Cpu);
-        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+        let config = DigitCnnConfig {
+            arch: Arch::Mnist,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
         let source = DigitCnn::new(&source_vs.root(), config).unwrap();
         let model = AddaModel::from_source(source_vs, source, Device::Cpu).unwrap();
         let source_vars = model.source_vs.variables();
@@ -182,8 +234,15 @@ mod tests {
             assert!(value.equal(&source_vars[name]), "{name} differs");
         }
         let x = Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu));
-        assert!(model.target_feature.forward_t(&x, false).equal(&model.source.features(&x, false)));
-        let names: Vec<String> = model.named_variables().into_iter().map(|(n, _)| n).collect();
+        assert!(model
+            .target_feature
+            .forward_t(&x, false)
+            .equal(&model.source.features(&x, false)));
+        let names: Vec<String> = model
+            .named_variables()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(names.contains(&"source_feature.conv1.weight".to_owned()));
         assert!(names.contains(&"discriminator.fc3.bias".to_owned()));
     }

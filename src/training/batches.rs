@@ -50,7 +50,11 @@ impl Normalisation {
             }
         }
         let (mean, std) = histograms.iter().map(moments).unzip();
-        Normalisation { domain: dataset.domain.clone(), mean, std }
+        Normalisation {
+            domain: dataset.domain.clone(),
+            mean,
+            std,
+        }
     }
 }
 
@@ -61,8 +65,17 @@ fn moments(histogram: &[u64; 256]) -> (f64, f64) {
         return (0.0, FLAT_CHANNEL_STD);
     }
     let value = |v: usize| v as f64 / 255.0;
-    let mean = histogram.iter().enumerate().map(|(v, &c)| value(v) * c as f64).sum::<f64>() / count as f64;
-    let var = histogram.iter().enumerate().map(|(v, &c)| (value(v) - mean).powi(2) * c as f64).sum::<f64>()
+    let mean = histogram
+        .iter()
+        .enumerate()
+        .map(|(v, &c)| value(v) * c as f64)
+        .sum::<f64>()
+        / count as f64;
+    let var = histogram
+        .iter()
+        .enumerate()
+        .map(|(v, &c)| (value(v) - mean).powi(2) * c as f64)
+        .sum::<f64>()
         / count as f64;
     let std = var.sqrt();
     (mean, if std > 0.0 { std } else { FLAT_CHANNEL_STD })
@@ -70,10 +83,20 @@ fn moments(histogram: &[u64; 256]) -> (f64, f64) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("dataset `{domain}` has {channels} channels but its normalisation statistics have {stats}")]
-    NormalisationChannels { domain: String, channels: usize, stats: usize },
+    #[error(
+        "dataset `{domain}` has {channels} channels but its normalisation statistics have {stats}"
+    )]
+    NormalisationChannels {
+        domain: String,
+        channels: usize,
+        stats: usize,
+    },
     #[error("dataset `{domain}` has {channels} channels; the model takes {model} and only 1 <-> 3 conversions exist")]
-    Channels { domain: String, channels: usize, model: i64 },
+    Channels {
+        domain: String,
+        channels: usize,
+        model: i64,
+    },
 }
 
 /// The input a model expects: channels and square size.
@@ -98,7 +121,12 @@ pub struct DomainData {
 
 impl DomainData {
     /// Moves `dataset` to `device`, to be normalised with `norm` and converted to `format`.
-    pub fn new(dataset: &Dataset, norm: &Normalisation, format: InputFormat, device: Device) -> Result<Self, BatchError> {
+    pub fn new(
+        dataset: &Dataset,
+        norm: &Normalisation,
+        format: InputFormat,
+        device: Device,
+    ) -> Result<Self, BatchError> {
         let channels = dataset.shape[1] as i64;
         if norm.mean.len() != dataset.shape[1] || norm.std.len() != dataset.shape[1] {
             return Err(BatchError::NormalisationChannels {
@@ -107,14 +135,30 @@ impl DomainData {
                 stats: norm.mean.len(),
             });
         }
-        if !matches!((channels, format.channels), (1, 1) | (3, 3) | (1, 3) | (3, 1)) {
-            return Err(BatchError::Channels { domain: dataset.domain.clone(), channels: dataset.shape[1], model: format.channels });
+        if !matches!(
+            (channels, format.channels),
+            (1, 1) | (3, 3) | (1, 3) | (3, 1)
+        ) {
+            return Err(BatchError::Channels {
+                domain: dataset.domain.clone(),
+                channels: dataset.shape[1],
+                model: format.channels,
+            });
         }
         let per_channel = |values: Vec<f64>| {
-            Tensor::from_slice(&values).to_kind(Kind::Float).reshape([1, channels, 1, 1]).to_device(device)
+            Tensor::from_slice(&values)
+                .to_kind(Kind::Float)
+                .reshape([1, channels, 1, 1])
+                .to_device(device)
         };
         let scale = per_channel(norm.std.iter().map(|s| 1.0 / (255.0 * s)).collect());
-        let shift = per_channel(norm.mean.iter().zip(&norm.std).map(|(m, s)| -m / s).collect());
+        let shift = per_channel(
+            norm.mean
+                .iter()
+                .zip(&norm.std)
+                .map(|(m, s)| -m / s)
+                .collect(),
+        );
         Ok(DomainData {
             images: dataset.images_tensor().to_device(device),
             labels: dataset.labels_tensor().to_device(device),
@@ -157,7 +201,12 @@ impl DomainData {
 
     /// Images `start..start+len` in order, converted like [`DomainData::images`].
     pub fn images_range(&self, start: usize, len: usize) -> Tensor {
-        let x = self.images.narrow(0, start as i64, len as i64).to_kind(Kind::Float) * &self.scale + &self.shift;
+        let x = self
+            .images
+            .narrow(0, start as i64, len as i64)
+            .to_kind(Kind::Float)
+            * &self.scale
+            + &self.shift;
         convert(x, self.format)
     }
 }
@@ -230,13 +279,21 @@ impl IndexStream {
     /// The stream's position (current order, offset in it, generator position) under `name`.
     pub fn save_state(&self, name: &str, state: &mut TrainingState) {
         let word = self.rng.get_word_pos();
-        let cursor = [self.position as i64, (word >> 64) as i64, word as u64 as i64];
+        let cursor = [
+            self.position as i64,
+            (word >> 64) as i64,
+            word as u64 as i64,
+        ];
         state.insert(format!("{name}.order"), Tensor::from_slice(&self.order));
         state.insert(format!("{name}.cursor"), Tensor::from_slice(&cursor));
     }
 
     /// Continues from a position saved by [`IndexStream::save_state`].
-    pub fn load_state(&mut self, name: &str, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+    pub fn load_state(
+        &mut self,
+        name: &str,
+        state: &HashMap<String, Tensor>,
+    ) -> Result<(), StateError> {
         let get = |key: String| state.get(&key).ok_or(StateError::Missing(key));
         let order = Vec::<i64>::try_from(get(format!("{name}.order"))?).unwrap_or_default();
         let cursor = Vec::<i64>::try_from(get(format!("{name}.cursor"))?).unwrap_or_default();
@@ -249,7 +306,8 @@ impl IndexStream {
         }
         self.order = order;
         self.position = cursor[0] as usize;
-        self.rng.set_word_pos(((cursor[1] as u64 as u128) << 64) | cursor[2] as u64 as u128);
+        self.rng
+            .set_word_pos(((cursor[1] as u64 as u128) << 64) | cursor[2] as u64 as u128);
         Ok(())
     }
 }
@@ -261,7 +319,8 @@ pub fn effective_batch(requested: usize, sizes: &[usize]) -> usize {
 
 /// A seed for the data order of one stream (`stream` tells source and target apart).
 pub fn stream_seed(seed: u64, stream: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream)
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(stream)
 }
 
 #[cfg(test)]
@@ -270,7 +329,14 @@ mod tests {
 
     fn dataset(channels: usize, size: usize, pixels: Vec<u8>) -> Dataset {
         let n = pixels.len() / (channels * size * size);
-        Dataset::new(pixels, [n, channels, size, size], vec![0; n], Dataset::digit_classes(), "d").unwrap()
+        Dataset::new(
+            pixels,
+            [n, channels, size, size],
+            vec![0; n],
+            Dataset::digit_classes(),
+            "d",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -286,7 +352,10 @@ mod tests {
     fn batches_are_normalised_and_converted_to_the_model_input() {
         let data = dataset(1, 2, vec![0, 255, 255, 0]);
         let norm = Normalisation::of(&data);
-        let format = InputFormat { channels: 3, image_size: 4 };
+        let format = InputFormat {
+            channels: 3,
+            image_size: 4,
+        };
         let domain = DomainData::new(&data, &norm, format, Device::Cpu).unwrap();
         let x = domain.images(&Tensor::from_slice(&[0i64]));
         assert_eq!(x.size(), [1, 3, 4, 4]);

@@ -43,7 +43,9 @@ pub struct ModelMeta {
 impl ModelMeta {
     /// The saved statistics of `domain` with `channels` channels, if the model was trained on it.
     pub fn normalisation_for(&self, domain: &str, channels: usize) -> Option<&Normalisation> {
-        self.normalisation.iter().find(|n| n.domain == domain && n.mean.len() == channels)
+        self.normalisation
+            .iter()
+            .find(|n| n.domain == domain && n.mean.len() == channels)
     }
 }
 
@@ -54,7 +56,12 @@ pub enum CheckpointError {
     #[error("cannot write model to {path}: {message}")]
     Write { path: Utf8PathBuf, message: String },
     #[error("the model at {path} is a `{found}` ({method}); this stage needs {expected}")]
-    WrongFamily { path: Utf8PathBuf, found: &'static str, method: String, expected: &'static str },
+    WrongFamily {
+        path: Utf8PathBuf,
+        found: &'static str,
+        method: String,
+        expected: &'static str,
+    },
     #[error(transparent)]
     Weights(#[from] WeightsMismatch),
     #[error("model.json describes an invalid model: {0}")]
@@ -69,14 +76,27 @@ pub fn named_variables(stores: &[&nn::VarStore]) -> Vec<(String, Tensor)> {
 }
 
 /// Writes `model.safetensors`, `model.json` and `architecture.txt` into `dir`.
-pub fn save(dir: &Utf8Path, tensors: &[(String, Tensor)], meta: &ModelMeta, architecture: &str) -> Result<(), CheckpointError> {
-    let write_err = |file: &str, message: String| CheckpointError::Write { path: dir.join(file), message };
+pub fn save(
+    dir: &Utf8Path,
+    tensors: &[(String, Tensor)],
+    meta: &ModelMeta,
+    architecture: &str,
+) -> Result<(), CheckpointError> {
+    let write_err = |file: &str, message: String| CheckpointError::Write {
+        path: dir.join(file),
+        message,
+    };
     std::fs::create_dir_all(dir).map_err(|e| write_err("", e.to_string()))?;
-    let cpu: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu))).collect();
-    Tensor::write_safetensors(&cpu, dir.join(WEIGHTS_FILE)).map_err(|e| write_err(WEIGHTS_FILE, e.to_string()))?;
+    let cpu: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&cpu, dir.join(WEIGHTS_FILE))
+        .map_err(|e| write_err(WEIGHTS_FILE, e.to_string()))?;
     let json = serde_json::to_vec_pretty(meta).map_err(|e| write_err(META_FILE, e.to_string()))?;
     std::fs::write(dir.join(META_FILE), json).map_err(|e| write_err(META_FILE, e.to_string()))?;
-    std::fs::write(dir.join(ARCHITECTURE_FILE), architecture).map_err(|e| write_err(ARCHITECTURE_FILE, e.to_string()))
+    std::fs::write(dir.join(ARCHITECTURE_FILE), architecture)
+        .map_err(|e| write_err(ARCHITECTURE_FILE, e.to_string()))
 }
 
 /// A model directory whose description has been read.
@@ -89,10 +109,16 @@ impl Checkpoint {
     /// Reads `dir/model.json`.
     pub fn open(dir: &Utf8Path) -> Result<Self, CheckpointError> {
         let path = dir.join(META_FILE);
-        let read_err = |message: String| CheckpointError::Read { path: path.clone(), message };
+        let read_err = |message: String| CheckpointError::Read {
+            path: path.clone(),
+            message,
+        };
         let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
         let meta = serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?;
-        Ok(Checkpoint { dir: dir.to_owned(), meta })
+        Ok(Checkpoint {
+            dir: dir.to_owned(),
+            meta,
+        })
     }
 
     /// The family's error for a consumer that needs `expected`.
@@ -108,7 +134,10 @@ impl Checkpoint {
     /// Copies the weights into every variable of `vs`; tensors of other parts are ignored.
     pub fn load_weights(&self, vs: &nn::VarStore) -> Result<(), CheckpointError> {
         let path = self.dir.join(WEIGHTS_FILE);
-        let tensors = Tensor::read_safetensors(&path).map_err(|e| CheckpointError::Read { path: path.clone(), message: e.to_string() })?;
+        let tensors = Tensor::read_safetensors(&path).map_err(|e| CheckpointError::Read {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(load_into(vs, tensors, Unexpected::Ignore, path.as_str())?)
     }
 }
@@ -128,7 +157,8 @@ impl LoadedClassifier {
     pub fn load(dir: &Utf8Path, device: Device) -> Result<Self, CheckpointError> {
         let checkpoint = Checkpoint::open(dir)?;
         let ModelFamily::DigitCnn(config) = checkpoint.meta.model.clone() else {
-            return Err(checkpoint.wrong_family("a digit classifier (train_classifier, train_dann, train_adda)"));
+            return Err(checkpoint
+                .wrong_family("a digit classifier (train_classifier, train_dann, train_adda)"));
         };
         let vs = nn::VarStore::new(device);
         let cnn = DigitCnn::new(&vs.root(), config)?;
@@ -138,7 +168,13 @@ impl LoadedClassifier {
             None
         };
         checkpoint.load_weights(&vs)?;
-        Ok(LoadedClassifier { meta: checkpoint.meta, config, cnn, source_feature, _vs: vs })
+        Ok(LoadedClassifier {
+            meta: checkpoint.meta,
+            config,
+            cnn,
+            source_feature,
+            _vs: vs,
+        })
     }
 
     /// Features of `xs` in eval mode with the encoder of the source domain (ADDA's source
@@ -171,7 +207,12 @@ mod tests {
         tch::manual_seed(1);
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8Path::from_path(dir.path()).unwrap();
-        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+        let config = DigitCnnConfig {
+            arch: Arch::Mnist,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let cnn = DigitCnn::new(&vs.root(), config).unwrap();
         save(dir, &named_variables(&[&vs]), &meta(config), "arch").unwrap();
@@ -187,13 +228,23 @@ mod tests {
     fn a_missing_tensor_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let dir = Utf8Path::from_path(dir.path()).unwrap();
-        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 28, classes: 10 };
+        let config = DigitCnnConfig {
+            arch: Arch::Mnist,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let _cnn = DigitCnn::new(&vs.root(), config).unwrap();
-        let tensors: Vec<(String, Tensor)> =
-            named_variables(&[&vs]).into_iter().filter(|(name, _)| name != "classifier.fc3.bias").collect();
+        let tensors: Vec<(String, Tensor)> = named_variables(&[&vs])
+            .into_iter()
+            .filter(|(name, _)| name != "classifier.fc3.bias")
+            .collect();
         save(dir, &tensors, &meta(config), "arch").unwrap();
-        let err = LoadedClassifier::load(dir, Device::Cpu).err().unwrap().to_string();
+        let err = LoadedClassifier::load(dir, Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("missing (1): classifier.fc3.bias"), "{err}");
     }
 }

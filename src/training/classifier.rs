@@ -34,7 +34,14 @@ impl ClassifierTraining {
         val: Option<DomainData>,
     ) -> Self {
         let optimizer = Optimizer::new(settings, &[&vs]);
-        ClassifierTraining { vs, model, optimizer, data, order, val }
+        ClassifierTraining {
+            vs,
+            model,
+            optimizer,
+            data,
+            order,
+            val,
+        }
     }
 }
 
@@ -46,12 +53,20 @@ impl TrainingMethod for ClassifierTraining {
     fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
         let index = self.order.next_batch();
         let (x, y) = (self.data.images(&index), self.data.labels_at(&index));
-        Ok(supervised_step(&self.model, &mut self.optimizer, &x, &y, at.p))
+        Ok(supervised_step(
+            &self.model,
+            &mut self.optimizer,
+            &x,
+            &y,
+            at.p,
+        ))
     }
 
     fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
         let mut record = vec![("lr", self.optimizer.lr())];
-        record.extend(val_accuracy(self.val.as_ref(), |x| self.model.logits(x, false)));
+        record.extend(val_accuracy(self.val.as_ref(), |x| {
+            self.model.logits(x, false)
+        }));
         Ok(record)
     }
 
@@ -69,11 +84,21 @@ impl TrainingMethod for ClassifierTraining {
 }
 
 /// Cross-entropy step on `(x, y)` in training mode at progress `p`: forward, backward, update.
-pub fn supervised_step(model: &DigitCnn, optimizer: &mut Optimizer, x: &Tensor, y: &Tensor, p: f64) -> Scalars {
+pub fn supervised_step(
+    model: &DigitCnn,
+    optimizer: &mut Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    p: f64,
+) -> Scalars {
     let logits = model.logits(x, true);
     let loss = logits.cross_entropy_for_logits(y);
     optimizer.backward_step(&loss, p);
-    let accuracy = logits.argmax(-1, false).eq_tensor(y).to_kind(Kind::Float).mean(Kind::Float);
+    let accuracy = logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
     named_scalars(&["train_loss", "train_acc"], &[&loss, &accuracy])
 }
 
@@ -108,7 +133,14 @@ pub(crate) mod tests {
                 }
             }
         }
-        Dataset::new(images, [n, channels, size, size], labels, Dataset::digit_classes(), "banded").unwrap()
+        Dataset::new(
+            images,
+            [n, channels, size, size],
+            labels,
+            Dataset::digit_classes(),
+            "banded",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -116,17 +148,32 @@ pub(crate) mod tests {
         tch::manual_seed(0);
         let dataset = banded(64, 1, 16, 0);
         let norm = Normalisation::of(&dataset);
-        let format = InputFormat { channels: 3, image_size: 16 };
+        let format = InputFormat {
+            channels: 3,
+            image_size: 16,
+        };
         let data = DomainData::new(&dataset, &norm, format, Device::Cpu).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
-        let config = DigitCnnConfig { arch: Arch::Mnist, channels: 3, image_size: 16, classes: 10 };
+        let config = DigitCnnConfig {
+            arch: Arch::Mnist,
+            channels: 3,
+            image_size: 16,
+            classes: 10,
+        };
         let model = DigitCnn::new(&vs.root(), config).unwrap();
         let order = IndexStream::new(64, 32, 0, Device::Cpu);
         let settings = OptimizerSettings::adam(1e-3, [0.9, 0.999]);
         let mut training = ClassifierTraining::new(vs, model, settings, data, order, None);
-        let at = StepProgress { epoch: 1, step: 1, p: 0.0 };
+        let at = StepProgress {
+            epoch: 1,
+            step: 1,
+            p: 0.0,
+        };
         let first = training.step(at).unwrap()[0].1;
-        let last = (0..40).map(|_| training.step(at).unwrap()[0].1).last().unwrap();
+        let last = (0..40)
+            .map(|_| training.step(at).unwrap()[0].1)
+            .last()
+            .unwrap();
         assert!(last < first * 0.5, "loss {first} -> {last}");
     }
 }

@@ -80,7 +80,14 @@ impl DannTraining {
         val: Option<DomainData>,
     ) -> Self {
         let optimizer = Optimizer::new(settings, &[&vs]);
-        DannTraining { vs, model, optimizer, data, val, lambda_gamma }
+        DannTraining {
+            vs,
+            model,
+            optimizer,
+            data,
+            val,
+            lambda_gamma,
+        }
     }
 }
 
@@ -99,12 +106,23 @@ impl TrainingMethod for DannTraining {
             target: self.data.target.images(&target_index),
         };
         let lambda = dann_lambda(at.p, self.lambda_gamma);
-        Ok(dann_step(&self.model, &mut self.optimizer, &batch, lambda, at.p))
+        Ok(dann_step(
+            &self.model,
+            &mut self.optimizer,
+            &batch,
+            lambda,
+            at.p,
+        ))
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
-        let mut record = vec![("lr", self.optimizer.lr()), ("lambda", dann_lambda(end.p, self.lambda_gamma))];
-        record.extend(val_accuracy(self.val.as_ref(), |x| self.model.cnn.logits(x, false)));
+        let mut record = vec![
+            ("lr", self.optimizer.lr()),
+            ("lambda", dann_lambda(end.p, self.lambda_gamma)),
+        ];
+        record.extend(val_accuracy(self.val.as_ref(), |x| {
+            self.model.cnn.logits(x, false)
+        }));
         Ok(record)
     }
 
@@ -132,21 +150,43 @@ pub struct DannBatch {
 
 /// Forward in training mode, the three losses, backward through the GRL with weight `lambda`,
 /// optimizer step at progress `p`.
-pub fn dann_step(model: &DannModel, optimizer: &mut Optimizer, batch: &DannBatch, lambda: f64, p: f64) -> Scalars {
+pub fn dann_step(
+    model: &DannModel,
+    optimizer: &mut Optimizer,
+    batch: &DannBatch,
+    lambda: f64,
+    p: f64,
+) -> Scalars {
     let (ns, nt) = (batch.source.size()[0], batch.target.size()[0]);
     let device = batch.source.device();
     // (ns + nt, c, h, w) -> (ns + nt, feature_dim): one pass for both domains.
-    let features = model.cnn.features(&Tensor::cat(&[&batch.source, &batch.target], 0), true);
+    let features = model
+        .cnn
+        .features(&Tensor::cat(&[&batch.source, &batch.target], 0), true);
     // Only the labelled source images train the label predictor.
-    let class_logits = model.cnn.classifier.forward_t(&features.narrow(0, 0, ns), true);
+    let class_logits = model
+        .cnn
+        .classifier
+        .forward_t(&features.narrow(0, 0, ns), true);
     let class_loss = class_logits.cross_entropy_for_logits(&batch.labels);
-    let domain_logits = model.domain.forward_t(&reverse_gradient(&features, lambda), true);
+    let domain_logits = model
+        .domain
+        .forward_t(&reverse_gradient(&features, lambda), true);
     let domain_loss = domain_logits
         .narrow(0, 0, ns)
         .cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
-        + domain_logits.narrow(0, ns, nt).cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
+        + domain_logits
+            .narrow(0, ns, nt)
+            .cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
     let loss = &class_loss + &domain_loss;
     optimizer.backward_step(&loss, p);
-    let accuracy = class_logits.argmax(-1, false).eq_tensor(&batch.labels).to_kind(Kind::Float).mean(Kind::Float);
-    named_scalars(&["train_loss", "class_loss", "domain_loss", "train_acc"], &[&loss, &class_loss, &domain_loss, &accuracy])
+    let accuracy = class_logits
+        .argmax(-1, false)
+        .eq_tensor(&batch.labels)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
+    named_scalars(
+        &["train_loss", "class_loss", "domain_loss", "train_acc"],
+        &[&loss, &class_loss, &domain_loss, &accuracy],
+    )
 }

@@ -23,7 +23,11 @@ use crate::viz::grid::{save_grid, to_unit, Scaling};
 
 /// The normalisation to [-1, 1] a diffusion model is trained and sampled in.
 pub fn symmetric_normalisation(domain: &str, channels: usize) -> Normalisation {
-    Normalisation { domain: domain.to_owned(), mean: vec![0.5; channels], std: vec![0.5; channels] }
+    Normalisation {
+        domain: domain.to_owned(),
+        mean: vec![0.5; channels],
+        std: vec![0.5; channels],
+    }
 }
 
 /// A [`ContextUnet`] as the guided noise model of a batch of classes.
@@ -46,7 +50,15 @@ impl GuidedNoiseModel for ConditionalEps<'_> {
 
 /// A batch's loss with every random choice given: MSE between `noise` and the network's
 /// prediction from x_t (`t` `[b]` int64 in 1..=n), classes dropped where `drop` `[b]` is 1.
-pub fn ddpm_loss(net: &ContextUnet, schedule: &NoiseSchedule, x0: &Tensor, labels: &Tensor, t: &Tensor, noise: &Tensor, drop: &Tensor) -> Tensor {
+pub fn ddpm_loss(
+    net: &ContextUnet,
+    schedule: &NoiseSchedule,
+    x0: &Tensor,
+    labels: &Tensor,
+    t: &Tensor,
+    noise: &Tensor,
+    drop: &Tensor,
+) -> Tensor {
     let x_t = ddpm::noised(schedule, x0, t, noise);
     let time = t.to_kind(Kind::Float) / schedule.len() as f64;
     let predicted = net.forward(&x_t, labels, &time, drop, true);
@@ -56,12 +68,33 @@ pub fn ddpm_loss(net: &ContextUnet, schedule: &NoiseSchedule, x0: &Tensor, label
 /// `per_class` samples of each class in `0..classes` (class-major), guided with `w`, from
 /// `noise` `[classes * per_class, C, S, S]`; the stochastic terms are drawn after seeding
 /// libtorch with `seed`.
-pub fn class_samples(net: &ContextUnet, schedule: &NoiseSchedule, labels: &Tensor, noise: &Tensor, w: f64, seed: u64, snapshot_at: &[usize]) -> (Tensor, Vec<(usize, Tensor)>) {
+pub fn class_samples(
+    net: &ContextUnet,
+    schedule: &NoiseSchedule,
+    labels: &Tensor,
+    noise: &Tensor,
+    w: f64,
+    seed: u64,
+    snapshot_at: &[usize],
+) -> (Tensor, Vec<(usize, Tensor)>) {
     tch::manual_seed(seed as i64);
-    let model = ConditionalEps { net, labels: labels.shallow_clone(), n_t: schedule.len() };
+    let model = ConditionalEps {
+        net,
+        labels: labels.shallow_clone(),
+        n_t: schedule.len(),
+    };
     let shape = noise.size();
     let device = noise.device();
-    tch::no_grad(|| ddpm::sample(schedule, &model, noise, w, |_| Tensor::randn(shape.as_slice(), (Kind::Float, device)), snapshot_at))
+    tch::no_grad(|| {
+        ddpm::sample(
+            schedule,
+            &model,
+            noise,
+            w,
+            |_| Tensor::randn(shape.as_slice(), (Kind::Float, device)),
+            snapshot_at,
+        )
+    })
 }
 
 /// The DDPM's weights with an optional moving average.
@@ -73,7 +106,11 @@ pub struct DdpmModel {
 }
 
 impl DdpmModel {
-    pub fn new(config: ContextUnetConfig, ema_decay: Option<f64>, device: Device) -> Result<Self, ModelError> {
+    pub fn new(
+        config: ContextUnetConfig,
+        ema_decay: Option<f64>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
         let vs = nn::VarStore::new(device);
         let net = ContextUnet::new(&vs.root(), config)?;
         let ema = match ema_decay {
@@ -106,7 +143,9 @@ impl DdpmModel {
 
     /// ema = decay ema + (1 - decay) weights; buffers (batch-norm statistics) are copied.
     fn update_ema(&mut self) {
-        let Some((ema_vs, _, decay)) = &self.ema else { return };
+        let Some((ema_vs, _, decay)) = &self.ema else {
+            return;
+        };
         let current = self.vs.variables();
         tch::no_grad(|| {
             for (name, mut average) in ema_vs.variables() {
@@ -158,17 +197,42 @@ impl DdpmTraining {
         let generator_seed = seed.wrapping_add(0x5eed);
         tch::manual_seed(generator_seed as i64);
         let grid_noise = Tensor::randn(
-            [classes * GRID_PER_CLASS, config.channels, config.image_size, config.image_size],
+            [
+                classes * GRID_PER_CLASS,
+                config.channels,
+                config.image_size,
+                config.image_size,
+            ],
             (Kind::Float, model.vs.device()),
         );
-        DdpmTraining { model, optimizer, data, order, schedule, drop_prob, classes, grid_noise, grid_guidance, grid_seed: generator_seed }
+        DdpmTraining {
+            model,
+            optimizer,
+            data,
+            order,
+            schedule,
+            drop_prob,
+            classes,
+            grid_noise,
+            grid_guidance,
+            grid_seed: generator_seed,
+        }
     }
 
     /// Writes the 10-per-class grid (rows = classes) to `path`.
     pub fn save_grid(&self, path: &Utf8Path) -> anyhow::Result<()> {
-        let labels = Tensor::arange(self.classes, (Kind::Int64, self.grid_noise.device())).repeat_interleave_self_int(GRID_PER_CLASS, 0, None);
+        let labels = Tensor::arange(self.classes, (Kind::Int64, self.grid_noise.device()))
+            .repeat_interleave_self_int(GRID_PER_CLASS, 0, None);
         let (_, net) = self.model.sampling();
-        let (images, _) = class_samples(net, &self.schedule, &labels, &self.grid_noise, self.grid_guidance, self.grid_seed, &[]);
+        let (images, _) = class_samples(
+            net,
+            &self.schedule,
+            &labels,
+            &self.grid_noise,
+            self.grid_guidance,
+            self.grid_seed,
+            &[],
+        );
         save_grid(&to_unit(&images, Scaling::Symmetric), GRID_PER_CLASS, path)?;
         Ok(())
     }
@@ -185,10 +249,25 @@ impl TrainingMethod for DdpmTraining {
         let labels = self.data.labels_at(&index);
         let b = x0.size()[0];
         let device = x0.device();
-        let t = Tensor::randint_low(1, self.schedule.len() as i64 + 1, [b], (Kind::Int64, device));
+        let t = Tensor::randint_low(
+            1,
+            self.schedule.len() as i64 + 1,
+            [b],
+            (Kind::Int64, device),
+        );
         let noise = x0.randn_like();
-        let drop = Tensor::rand([b], (Kind::Float, device)).lt(self.drop_prob).to_kind(Kind::Float);
-        let loss = ddpm_loss(&self.model.net, &self.schedule, &x0, &labels, &t, &noise, &drop);
+        let drop = Tensor::rand([b], (Kind::Float, device))
+            .lt(self.drop_prob)
+            .to_kind(Kind::Float);
+        let loss = ddpm_loss(
+            &self.model.net,
+            &self.schedule,
+            &x0,
+            &labels,
+            &t,
+            &noise,
+            &drop,
+        );
         self.optimizer.backward_step(&loss, at.p);
         self.model.update_ema();
         Ok(named_scalars(&["train_loss"], &[&loss]))
@@ -236,9 +315,15 @@ pub enum DdpmFileError {
     Write { path: String, message: String },
 }
 
-pub fn write_schedule(dir: &Utf8Path, config: &crate::diffusion::ScheduleConfig) -> Result<(), DdpmFileError> {
+pub fn write_schedule(
+    dir: &Utf8Path,
+    config: &crate::diffusion::ScheduleConfig,
+) -> Result<(), DdpmFileError> {
     let path = dir.join(SCHEDULE_FILE);
-    let write_err = |message: String| DdpmFileError::Write { path: path.to_string(), message };
+    let write_err = |message: String| DdpmFileError::Write {
+        path: path.to_string(),
+        message,
+    };
     let json = serde_json::to_vec_pretty(config).map_err(|e| write_err(e.to_string()))?;
     std::fs::write(&path, json).map_err(|e| write_err(e.to_string()))
 }
@@ -257,17 +342,33 @@ impl LoadedDdpm {
     pub fn load(dir: &Utf8Path, device: Device) -> anyhow::Result<Self> {
         let checkpoint = super::checkpoint::Checkpoint::open(dir)?;
         let crate::models::ModelFamily::ContextUnet(config) = checkpoint.meta.model.clone() else {
-            return Err(checkpoint.wrong_family("a DDPM noise model (train_ddpm)").into());
+            return Err(checkpoint
+                .wrong_family("a DDPM noise model (train_ddpm)")
+                .into());
         };
         let path = dir.join(SCHEDULE_FILE);
-        let read_err = |message: String| DdpmFileError::Read { path: path.to_string(), message };
+        let read_err = |message: String| DdpmFileError::Read {
+            path: path.to_string(),
+            message,
+        };
         let bytes = std::fs::read(&path).map_err(|e| read_err(e.to_string()))?;
         let schedule = serde_json::from_slice(&bytes).map_err(|e| read_err(e.to_string()))?;
         let vs = nn::VarStore::new(device);
         let net = ContextUnet::new(&vs.root(), config)?;
         checkpoint.load_weights(&vs)?;
-        let domain = checkpoint.meta.normalisation.first().map(|n| n.domain.clone()).unwrap_or_default();
-        Ok(LoadedDdpm { net, schedule, class_names: checkpoint.meta.class_names, domain, _vs: vs })
+        let domain = checkpoint
+            .meta
+            .normalisation
+            .first()
+            .map(|n| n.domain.clone())
+            .unwrap_or_default();
+        Ok(LoadedDdpm {
+            net,
+            schedule,
+            class_names: checkpoint.meta.class_names,
+            domain,
+            _vs: vs,
+        })
     }
 }
 
@@ -277,7 +378,12 @@ mod tests {
 
     #[test]
     fn the_moving_average_follows_the_weights_and_starts_equal() {
-        let config = ContextUnetConfig { channels: 1, n_feat: 8, image_size: 8, classes: 3 };
+        let config = ContextUnetConfig {
+            channels: 1,
+            n_feat: 8,
+            image_size: 8,
+            classes: 3,
+        };
         let mut model = DdpmModel::new(config, Some(0.5), Device::Cpu).unwrap();
         let name = "out.3.bias";
         let (ema_vs, _, _) = model.ema.as_ref().unwrap();

@@ -28,19 +28,31 @@ pub fn accuracy(predictions: &Tensor, labels: &Tensor) -> Option<f64> {
     let labelled = labels.ge(0);
     let count = labelled.sum(Kind::Int64).int64_value(&[]);
     (count > 0).then(|| {
-        let correct = predictions.eq_tensor(labels).logical_and(&labelled).sum(Kind::Int64).int64_value(&[]);
+        let correct = predictions
+            .eq_tensor(labels)
+            .logical_and(&labelled)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
         correct as f64 / count as f64
     })
 }
 
 /// Accuracy of each class `0..classes` (`None` for a class without images).
-pub fn per_class_accuracy(predictions: &Tensor, labels: &Tensor, classes: usize) -> Vec<Option<f64>> {
+pub fn per_class_accuracy(
+    predictions: &Tensor,
+    labels: &Tensor,
+    classes: usize,
+) -> Vec<Option<f64>> {
     (0..classes as i64)
         .map(|class| {
             let mask = labels.eq(class);
             let count = mask.sum(Kind::Int64).int64_value(&[]);
             (count > 0).then(|| {
-                let correct = predictions.eq(class).logical_and(&mask).sum(Kind::Int64).int64_value(&[]);
+                let correct = predictions
+                    .eq(class)
+                    .logical_and(&mask)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
                 correct as f64 / count as f64
             })
         })
@@ -49,7 +61,8 @@ pub fn per_class_accuracy(predictions: &Tensor, labels: &Tensor, classes: usize)
 
 /// `confusion[true][predicted]` counts over labelled images.
 pub fn confusion_matrix(predictions: &Tensor, labels: &Tensor, classes: usize) -> Vec<Vec<u64>> {
-    let predicted = Vec::<i64>::try_from(predictions.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let predicted =
+        Vec::<i64>::try_from(predictions.to_device(tch::Device::Cpu)).unwrap_or_default();
     let truth = Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu)).unwrap_or_default();
     let mut matrix = vec![vec![0u64; classes]; classes];
     for (&t, &p) in truth.iter().zip(&predicted) {
@@ -69,7 +82,10 @@ mod tests {
         let predictions = Tensor::from_slice(&[0i64, 1, 1, 2]);
         let labels = Tensor::from_slice(&[0i64, 1, 0, -1]);
         assert_eq!(accuracy(&predictions, &labels), Some(2.0 / 3.0));
-        assert_eq!(per_class_accuracy(&predictions, &labels, 3), [Some(0.5), Some(1.0), None]);
+        assert_eq!(
+            per_class_accuracy(&predictions, &labels, 3),
+            [Some(0.5), Some(1.0), None]
+        );
         assert_eq!(confusion_matrix(&predictions, &labels, 3)[0], [1, 1, 0]);
     }
 }

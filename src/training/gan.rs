@@ -60,12 +60,25 @@ impl GanModel {
         let generator_vs = nn::VarStore::new(device);
         let generator = Generator::new(&(generator_vs.root() / "generator"), config)?;
         let discriminator_vs = nn::VarStore::new(device);
-        let discriminator = Discriminator::new(&(discriminator_vs.root() / "discriminator"), config)?;
-        Ok(GanModel { config, generator_vs, generator, discriminator_vs, discriminator })
+        let discriminator =
+            Discriminator::new(&(discriminator_vs.root() / "discriminator"), config)?;
+        Ok(GanModel {
+            config,
+            generator_vs,
+            generator,
+            discriminator_vs,
+            discriminator,
+        })
     }
 
     pub fn tree(&self) -> ModuleTree {
-        ModuleTree::node("GAN", vec![("generator".into(), self.generator.tree()), ("discriminator".into(), self.discriminator.tree())])
+        ModuleTree::node(
+            "GAN",
+            vec![
+                ("generator".into(), self.generator.tree()),
+                ("discriminator".into(), self.discriminator.tree()),
+            ],
+        )
     }
 
     /// `[n, z_dim]` standard normal noise from libtorch's generator.
@@ -108,20 +121,31 @@ fn targets(value: f64, like: &Tensor) -> Tensor {
 fn bce(out: &Tensor, target: f64, loss: GanLoss) -> Tensor {
     let t = targets(target, out);
     match loss {
-        GanLoss::Acgan => out.binary_cross_entropy_with_logits::<Tensor>(&t, None, None, tch::Reduction::Mean),
+        GanLoss::Acgan => {
+            out.binary_cross_entropy_with_logits::<Tensor>(&t, None, None, tch::Reduction::Mean)
+        }
         _ => out.binary_cross_entropy::<Tensor>(&t, None, tch::Reduction::Mean),
     }
 }
 
 /// The WGAN-GP penalty `mean((||grad_x_hat D(x_hat)||_2 - 1)^2)` at `x_hat = real + a (fake -
 /// real)`, differentiable in the critic's weights (double backward).
-pub fn gradient_penalty(critic: &Discriminator, real: &Tensor, fake: &Tensor, alpha: &Tensor) -> Tensor {
-    let x_hat = (real + alpha * (fake - real)).detach().set_requires_grad(true);
+pub fn gradient_penalty(
+    critic: &Discriminator,
+    real: &Tensor,
+    fake: &Tensor,
+    alpha: &Tensor,
+) -> Tensor {
+    let x_hat = (real + alpha * (fake - real))
+        .detach()
+        .set_requires_grad(true);
     let out = critic.forward_t(&x_hat, true).adversarial.sum(Kind::Float);
     let grads = Tensor::run_backward(&[&out], &[&x_hat], true, true);
     let b = real.size()[0];
     // (b, c, h, w) -> (b, c*h*w)
-    let norm = grads[0].reshape([b, -1]).norm_scalaropt_dim(2, [1i64], false);
+    let norm = grads[0]
+        .reshape([b, -1])
+        .norm_scalaropt_dim(2, [1i64], false);
     (norm - 1.0).square().mean(Kind::Float)
 }
 
@@ -143,7 +167,11 @@ pub fn discriminator_loss(
     let mean = |t: &Tensor| t.mean(Kind::Float);
     match settings.loss {
         GanLoss::Dcgan => DiscriminatorLoss {
-            loss: bce(&on_real.adversarial, 1.0 - settings.label_smoothing, settings.loss) + bce(&on_fake.adversarial, 0.0, settings.loss),
+            loss: bce(
+                &on_real.adversarial,
+                1.0 - settings.label_smoothing,
+                settings.loss,
+            ) + bce(&on_fake.adversarial, 0.0, settings.loss),
             d_real: mean(&on_real.adversarial),
             d_fake: mean(&on_fake.adversarial),
             gp: None,
@@ -152,13 +180,28 @@ pub fn discriminator_loss(
         GanLoss::WganGp => {
             let gp = gradient_penalty(d, real, fake, alpha);
             let (d_real, d_fake) = (mean(&on_real.adversarial), mean(&on_fake.adversarial));
-            DiscriminatorLoss { loss: &d_fake - &d_real + &gp * settings.gp_lambda, d_real, d_fake, gp: Some(gp), class_acc: None }
+            DiscriminatorLoss {
+                loss: &d_fake - &d_real + &gp * settings.gp_lambda,
+                d_real,
+                d_fake,
+                gp: Some(gp),
+                class_acc: None,
+            }
         }
         GanLoss::Acgan => {
-            let adversarial = bce(&on_real.adversarial, 1.0 - settings.label_smoothing, settings.loss) + bce(&on_fake.adversarial, 0.0, settings.loss);
+            let adversarial = bce(
+                &on_real.adversarial,
+                1.0 - settings.label_smoothing,
+                settings.loss,
+            ) + bce(&on_fake.adversarial, 0.0, settings.loss);
             let (real_logits, fake_logits) = (class_logits(&on_real), class_logits(&on_fake));
-            let class = real_logits.cross_entropy_for_logits(labels) + fake_logits.cross_entropy_for_logits(fake_labels);
-            let acc = real_logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Float).mean(Kind::Float);
+            let class = real_logits.cross_entropy_for_logits(labels)
+                + fake_logits.cross_entropy_for_logits(fake_labels);
+            let acc = real_logits
+                .argmax(-1, false)
+                .eq_tensor(labels)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float);
             DiscriminatorLoss {
                 loss: adversarial + class,
                 d_real: mean(&on_real.adversarial.sigmoid()),
@@ -173,17 +216,28 @@ pub fn discriminator_loss(
 fn class_logits(j: &crate::models::dcgan::Judgement) -> Tensor {
     match &j.class_logits {
         Some(t) => t.shallow_clone(),
-        None => Tensor::zeros([j.adversarial.size()[0], 1], (Kind::Float, j.adversarial.device())),
+        None => Tensor::zeros(
+            [j.adversarial.size()[0], 1],
+            (Kind::Float, j.adversarial.device()),
+        ),
     }
 }
 
 /// The generator's loss on `fake` (generated with `fake_labels`), gradients flowing into G.
-pub fn generator_loss(model: &GanModel, loss: GanLoss, fake: &Tensor, fake_labels: &Tensor) -> Tensor {
+pub fn generator_loss(
+    model: &GanModel,
+    loss: GanLoss,
+    fake: &Tensor,
+    fake_labels: &Tensor,
+) -> Tensor {
     let on_fake = model.discriminator.forward_t(fake, true);
     match loss {
         GanLoss::Dcgan => bce(&on_fake.adversarial, 1.0, loss),
         GanLoss::WganGp => -on_fake.adversarial.mean(Kind::Float),
-        GanLoss::Acgan => bce(&on_fake.adversarial, 1.0, loss) + class_logits(&on_fake).cross_entropy_for_logits(fake_labels),
+        GanLoss::Acgan => {
+            bce(&on_fake.adversarial, 1.0, loss)
+                + class_logits(&on_fake).cross_entropy_for_logits(fake_labels)
+        }
     }
 }
 
@@ -202,16 +256,24 @@ impl FixedBatch {
         if classes > 0 {
             let columns = 10;
             let noise = model.noise(columns, device).repeat([classes, 1]);
-            let labels = Tensor::arange(classes, (Kind::Int64, device)).repeat_interleave_self_int(columns, 0, None);
+            let labels = Tensor::arange(classes, (Kind::Int64, device))
+                .repeat_interleave_self_int(columns, 0, None);
             FixedBatch { noise, labels }
         } else {
-            FixedBatch { noise: model.noise(64, device), labels: Tensor::zeros([64], (Kind::Int64, device)) }
+            FixedBatch {
+                noise: model.noise(64, device),
+                labels: Tensor::zeros([64], (Kind::Int64, device)),
+            }
         }
     }
 
     /// Images per grid row.
     pub fn row(&self, model: &GanModel) -> i64 {
-        if model.config.conditional() { 10 } else { STRIP_WIDTH }
+        if model.config.conditional() {
+            10
+        } else {
+            STRIP_WIDTH
+        }
     }
 }
 
@@ -237,11 +299,26 @@ pub struct GanTraining {
 
 impl GanTraining {
     /// `data` must be scaled to `[-1, 1]`.
-    pub fn new(model: GanModel, settings: GanSettings, data: DomainData, order: IndexStream) -> Self {
+    pub fn new(
+        model: GanModel,
+        settings: GanSettings,
+        data: DomainData,
+        order: IndexStream,
+    ) -> Self {
         let g_optimizer = Optimizer::new(settings.generator, &[&model.generator_vs]);
         let d_optimizer = Optimizer::new(settings.discriminator, &[&model.discriminator_vs]);
         let fixed = FixedBatch::new(&model, model.generator_vs.device());
-        GanTraining { model, settings, g_optimizer, d_optimizer, data, order, fixed, strip: None, rendered: Vec::new() }
+        GanTraining {
+            model,
+            settings,
+            g_optimizer,
+            d_optimizer,
+            data,
+            order,
+            fixed,
+            strip: None,
+            rendered: Vec::new(),
+        }
     }
 
     fn critic_steps(&self) -> usize {
@@ -261,9 +338,15 @@ impl GanTraining {
 
     /// Renders the fixed batch into `progress/epoch_NNN.png` and keeps its first row.
     fn render(&mut self, epoch: usize, out_dir: &Utf8Path) -> anyhow::Result<()> {
-        let images = to_unit(&generate(&self.model.generator, &self.fixed.noise, &self.fixed.labels), Scaling::Symmetric);
+        let images = to_unit(
+            &generate(&self.model.generator, &self.fixed.noise, &self.fixed.labels),
+            Scaling::Symmetric,
+        );
         let row = self.fixed.row(&self.model);
-        save_png(&make_grid(&images, row, 2, 0.0), &out_dir.join(progress_file(epoch)))?;
+        save_png(
+            &make_grid(&images, row, 2, 0.0),
+            &out_dir.join(progress_file(epoch)),
+        )?;
         let first = images.narrow(0, 0, row.min(images.size()[0]));
         self.strip = Some(match &self.strip {
             Some(strip) => Tensor::cat(&[strip, &first], 0),
@@ -275,8 +358,13 @@ impl GanTraining {
 
     /// Writes the progress strip (one row per rendered epoch, oldest on top).
     pub fn save_strip(&self, out_dir: &Utf8Path) -> anyhow::Result<bool> {
-        let Some(strip) = &self.strip else { return Ok(false) };
-        save_png(&make_grid(strip, self.fixed.row(&self.model), 2, 0.0), &out_dir.join(STRIP_FILE))?;
+        let Some(strip) = &self.strip else {
+            return Ok(false);
+        };
+        save_png(
+            &make_grid(strip, self.fixed.row(&self.model), 2, 0.0),
+            &out_dir.join(STRIP_FILE),
+        )?;
         Ok(true)
     }
 }
@@ -306,16 +394,29 @@ impl TrainingMethod for GanTraining {
                 tch::no_grad(|| self.model.generator.forward_t(&z, Some(&fake_labels), true))
             };
             let alpha = Tensor::rand([b, 1, 1, 1], (Kind::Float, device));
-            let d = discriminator_loss(&self.model, &self.settings, &real, &labels, &fake.detach(), &fake_labels, &alpha);
+            let d = discriminator_loss(
+                &self.model,
+                &self.settings,
+                &real,
+                &labels,
+                &fake.detach(),
+                &fake_labels,
+                &alpha,
+            );
             self.d_optimizer.backward_step(&d.loss, at.p);
             last = Some((d, fake, fake_labels));
         }
-        let Some((d, fake, fake_labels)) = last else { anyhow::bail!("no discriminator step ran") };
+        let Some((d, fake, fake_labels)) = last else {
+            anyhow::bail!("no discriminator step ran")
+        };
         let (fake, fake_labels) = if steps == 1 {
             (fake, fake_labels)
         } else {
             let (z, labels) = self.fake_inputs(fake.size()[0], fake.device());
-            (self.model.generator.forward_t(&z, Some(&labels), true), labels)
+            (
+                self.model.generator.forward_t(&z, Some(&labels), true),
+                labels,
+            )
         };
         let g_loss = generator_loss(&self.model, self.settings.loss, &fake, &fake_labels);
         self.g_optimizer.backward_step(&g_loss, at.p);
@@ -348,7 +449,10 @@ impl TrainingMethod for GanTraining {
         self.order.save_state("order", state);
         state.insert("fixed.noise", self.fixed.noise.shallow_clone());
         state.insert("fixed.labels", self.fixed.labels.shallow_clone());
-        state.insert("rendered", Tensor::from_slice(&self.rendered.iter().map(|&e| e as i64).collect::<Vec<_>>()));
+        state.insert(
+            "rendered",
+            Tensor::from_slice(&self.rendered.iter().map(|&e| e as i64).collect::<Vec<_>>()),
+        );
         if let Some(strip) = &self.strip {
             state.insert("strip", strip.shallow_clone());
         }
@@ -361,10 +465,18 @@ impl TrainingMethod for GanTraining {
         self.d_optimizer.load_state("d_optimizer", state)?;
         self.order.load_state("order", state)?;
         let device = self.model.generator_vs.device();
-        let get = |key: &str| state.get(key).ok_or_else(|| StateError::Missing(key.to_owned()));
+        let get = |key: &str| {
+            state
+                .get(key)
+                .ok_or_else(|| StateError::Missing(key.to_owned()))
+        };
         self.fixed.noise = get("fixed.noise")?.to_device(device);
         self.fixed.labels = get("fixed.labels")?.to_device(device);
-        self.rendered = Vec::<i64>::try_from(get("rendered")?).unwrap_or_default().into_iter().map(|e| e as usize).collect();
+        self.rendered = Vec::<i64>::try_from(get("rendered")?)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e as usize)
+            .collect();
         self.strip = state.get("strip").map(|t| t.to_device(device));
         Ok(())
     }
@@ -379,11 +491,19 @@ pub struct LoadedGenerator {
 
 impl LoadedGenerator {
     /// Rebuilds the generator of a `train_gan` checkpoint and loads its weights on `device`.
-    pub fn load(checkpoint: super::checkpoint::Checkpoint, config: GanConfig, device: Device) -> Result<Self, super::checkpoint::CheckpointError> {
+    pub fn load(
+        checkpoint: super::checkpoint::Checkpoint,
+        config: GanConfig,
+        device: Device,
+    ) -> Result<Self, super::checkpoint::CheckpointError> {
         let vs = nn::VarStore::new(device);
         let generator = Generator::new(&(vs.root() / "generator"), config)?;
         checkpoint.load_weights(&vs)?;
-        Ok(LoadedGenerator { meta: checkpoint.meta, generator, _vs: vs })
+        Ok(LoadedGenerator {
+            meta: checkpoint.meta,
+            generator,
+            _vs: vs,
+        })
     }
 }
 
@@ -394,7 +514,17 @@ mod tests {
 
     fn model(loss: GanLoss) -> GanModel {
         let classes = if loss == GanLoss::Acgan { 10 } else { 0 };
-        let config = GanConfig { preset: GanPreset::Dcgan, loss, image_size: 28, channels: 1, z_dim: 8, ngf: 4, ndf: 4, spectral_norm: false, classes };
+        let config = GanConfig {
+            preset: GanPreset::Dcgan,
+            loss,
+            image_size: 28,
+            channels: 1,
+            z_dim: 8,
+            ngf: 4,
+            ndf: 4,
+            spectral_norm: false,
+            classes,
+        };
         GanModel::new(config, Device::Cpu).unwrap()
     }
 
@@ -408,7 +538,10 @@ mod tests {
         let alpha = Tensor::rand([4, 1, 1, 1], (Kind::Float, Device::Cpu));
         let gp = gradient_penalty(&m.discriminator, &real, &fake, &alpha);
         assert!(gp.double_value(&[]) >= 0.0);
-        assert!(gp.requires_grad(), "the penalty must be differentiable in the critic");
+        assert!(
+            gp.requires_grad(),
+            "the penalty must be differentiable in the critic"
+        );
     }
 
     #[test]
@@ -417,9 +550,20 @@ mod tests {
         let m = model(GanLoss::Acgan);
         let fixed = FixedBatch::new(&m, Device::Cpu);
         assert_eq!(fixed.noise.size(), [100, 8]);
-        assert_eq!(Vec::<i64>::try_from(&fixed.labels.narrow(0, 9, 2)).unwrap(), [0, 1]);
-        assert!(fixed.noise.get(0).equal(&fixed.noise.get(10)), "columns share their noise");
-        let g_loss = generator_loss(&m, GanLoss::Acgan, &generate(&m.generator, &fixed.noise, &fixed.labels), &fixed.labels);
+        assert_eq!(
+            Vec::<i64>::try_from(&fixed.labels.narrow(0, 9, 2)).unwrap(),
+            [0, 1]
+        );
+        assert!(
+            fixed.noise.get(0).equal(&fixed.noise.get(10)),
+            "columns share their noise"
+        );
+        let g_loss = generator_loss(
+            &m,
+            GanLoss::Acgan,
+            &generate(&m.generator, &fixed.noise, &fixed.labels),
+            &fixed.labels,
+        );
         assert!(g_loss.double_value(&[]).is_finite());
     }
 }

@@ -96,7 +96,12 @@ impl OptimizerSettings {
 
     /// Adam with `betas`, constant schedule.
     pub fn adam(lr: f64, betas: [f64; 2]) -> Self {
-        OptimizerSettings { kind: OptimizerKind::Adam, betas, momentum: 0.0, ..Self::sgd(lr, 0.0) }
+        OptimizerSettings {
+            kind: OptimizerKind::Adam,
+            betas,
+            momentum: 0.0,
+            ..Self::sgd(lr, 0.0)
+        }
     }
 
     pub fn with_schedule(self, schedule: LrSchedule) -> Self {
@@ -165,7 +170,13 @@ impl Optimizer {
     /// An optimizer over `params`.
     pub fn over(settings: OptimizerSettings, params: Vec<(String, Tensor)>) -> Self {
         let moments = params.iter().map(|_| Moments::default()).collect();
-        Optimizer { settings, params, moments, steps: 0, lr: settings.lr }
+        Optimizer {
+            settings,
+            params,
+            moments,
+            steps: 0,
+            lr: settings.lr,
+        }
     }
 
     pub fn settings(&self) -> &OptimizerSettings {
@@ -207,7 +218,9 @@ impl Optimizer {
                 }
                 match s.kind {
                     OptimizerKind::Sgd => sgd_update(param, grad, moments, lr, &s),
-                    OptimizerKind::Adam | OptimizerKind::Adamw => adam_update(param, grad, moments, lr, step, &s),
+                    OptimizerKind::Adam | OptimizerKind::Adamw => {
+                        adam_update(param, grad, moments, lr, step, &s)
+                    }
                 }
             }
         });
@@ -231,15 +244,25 @@ impl Optimizer {
     }
 
     /// Restores what [`Optimizer::save_state`] saved.
-    pub fn load_state(&mut self, prefix: &str, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
-        let steps = state.get(&format!("{prefix}.step")).ok_or_else(|| StateError::Missing(format!("{prefix}.step")))?;
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        state: &HashMap<String, Tensor>,
+    ) -> Result<(), StateError> {
+        let steps = state
+            .get(&format!("{prefix}.step"))
+            .ok_or_else(|| StateError::Missing(format!("{prefix}.step")))?;
         self.steps = steps.int64_value(&[]);
         let (first, second) = match self.settings.kind {
             OptimizerKind::Sgd => ("momentum_buffer", "unused"),
             _ => ("exp_avg", "exp_avg_sq"),
         };
         for ((name, param), moments) in self.params.iter().zip(&mut self.moments) {
-            let take = |key: &str| state.get(&format!("{prefix}.{name}.{key}")).map(|t| t.to_device(param.device()));
+            let take = |key: &str| {
+                state
+                    .get(&format!("{prefix}.{name}.{key}"))
+                    .map(|t| t.to_device(param.device()))
+            };
             moments.first = take(first);
             moments.second = take(second);
         }
@@ -249,8 +272,18 @@ impl Optimizer {
 
 /// `torch.optim.SGD`: `d = g + wd p`; with momentum `buf = m buf + d` (the first `buf = d`);
 /// `p -= lr buf`.
-fn sgd_update(param: &mut Tensor, grad: Tensor, moments: &mut Moments, lr: f64, s: &OptimizerSettings) {
-    let direction = if s.weight_decay != 0.0 { grad + &*param * s.weight_decay } else { grad };
+fn sgd_update(
+    param: &mut Tensor,
+    grad: Tensor,
+    moments: &mut Moments,
+    lr: f64,
+    s: &OptimizerSettings,
+) {
+    let direction = if s.weight_decay != 0.0 {
+        grad + &*param * s.weight_decay
+    } else {
+        grad
+    };
     let direction = if s.momentum != 0.0 {
         let buffer = match moments.first.take() {
             Some(buffer) => buffer * s.momentum + direction,
@@ -265,7 +298,14 @@ fn sgd_update(param: &mut Tensor, grad: Tensor, moments: &mut Moments, lr: f64, 
 }
 
 /// `torch.optim.Adam` / `AdamW` (single-tensor path, no amsgrad).
-fn adam_update(param: &mut Tensor, grad: Tensor, moments: &mut Moments, lr: f64, step: i64, s: &OptimizerSettings) {
+fn adam_update(
+    param: &mut Tensor,
+    grad: Tensor,
+    moments: &mut Moments,
+    lr: f64,
+    step: i64,
+    s: &OptimizerSettings,
+) {
     let [beta1, beta2] = s.betas;
     let grad = match s.kind {
         OptimizerKind::Adamw => {
@@ -280,7 +320,9 @@ fn adam_update(param: &mut Tensor, grad: Tensor, moments: &mut Moments, lr: f64,
     let mut exp_avg = moments.first.take().unwrap_or_else(|| grad.zeros_like());
     let mut exp_avg_sq = moments.second.take().unwrap_or_else(|| grad.zeros_like());
     let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-    let _ = exp_avg_sq.g_mul_scalar_(beta2).g_add_(&(&grad * (1.0 - beta2) * &grad));
+    let _ = exp_avg_sq
+        .g_mul_scalar_(beta2)
+        .g_add_(&(&grad * (1.0 - beta2) * &grad));
     let bias_correction1 = 1.0 - beta1.powi(step as i32);
     let bias_correction2_sqrt = (1.0 - beta2.powi(step as i32)).sqrt();
     let denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + s.eps;
@@ -314,7 +356,11 @@ mod tests {
             opt.backward_step(&loss, 0.0);
         }
         let expected = 1.0 - 2.0 * 0.1 / (1.0 + 1e-8);
-        assert!((w.double_value(&[0]) - expected).abs() < 1e-6, "{}", w.double_value(&[0]));
+        assert!(
+            (w.double_value(&[0]) - expected).abs() < 1e-6,
+            "{}",
+            w.double_value(&[0])
+        );
         assert!((w.double_value(&[1]) - (1.0 + 0.2)).abs() < 1e-6);
     }
 
@@ -323,7 +369,10 @@ mod tests {
         let run = |split: bool| {
             let vs = nn::VarStore::new(Device::Cpu);
             let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
-            let settings = OptimizerSettings { weight_decay: 0.01, ..OptimizerSettings::sgd(0.1, 0.9) };
+            let settings = OptimizerSettings {
+                weight_decay: 0.01,
+                ..OptimizerSettings::sgd(0.1, 0.9)
+            };
             let mut opt = Optimizer::new(settings, &[&vs]);
             let mut state = TrainingState::default();
             for i in 0..6 {
@@ -338,16 +387,38 @@ mod tests {
             }
             Vec::<f32>::try_from(&w).unwrap()
         };
-        assert_eq!(run(false), run(true), "a restored optimizer continues exactly");
+        assert_eq!(
+            run(false),
+            run(true),
+            "a restored optimizer continues exactly"
+        );
         assert!(run(false)[0] < 1.0);
     }
 
     #[test]
     fn out_of_range_settings_name_the_key() {
-        assert_eq!(OptimizerSettings::adam(-1.0, ADAM_BETAS).out_of_range().map(|(k, _)| k), Some("lr"));
-        assert_eq!(OptimizerSettings::adam(f64::NAN, ADAM_BETAS).out_of_range().map(|(k, _)| k), Some("lr"));
-        assert_eq!(OptimizerSettings::adam(1e-3, [0.5, 1.0]).out_of_range().map(|(k, _)| k), Some("betas"));
-        assert_eq!(OptimizerSettings::adam(1e-3, ADAM_BETAS).out_of_range(), None);
+        assert_eq!(
+            OptimizerSettings::adam(-1.0, ADAM_BETAS)
+                .out_of_range()
+                .map(|(k, _)| k),
+            Some("lr")
+        );
+        assert_eq!(
+            OptimizerSettings::adam(f64::NAN, ADAM_BETAS)
+                .out_of_range()
+                .map(|(k, _)| k),
+            Some("lr")
+        );
+        assert_eq!(
+            OptimizerSettings::adam(1e-3, [0.5, 1.0])
+                .out_of_range()
+                .map(|(k, _)| k),
+            Some("betas")
+        );
+        assert_eq!(
+            OptimizerSettings::adam(1e-3, ADAM_BETAS).out_of_range(),
+            None
+        );
         let table = OptimizerSettings::sgd(0.01, 0.9).to_table();
         assert_eq!(table["kind"].as_str(), Some("sgd"));
     }

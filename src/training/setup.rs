@@ -25,7 +25,11 @@ pub const TARGET_STREAM: u64 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("input `{input}` ({domain}) has {count} unlabelled images; this stage needs every {input} image labelled")]
-    Unlabelled { input: String, domain: String, count: usize },
+    Unlabelled {
+        input: String,
+        domain: String,
+        count: usize,
+    },
     #[error("input `{input}` ({domain}) is empty")]
     Empty { input: String, domain: String },
 }
@@ -52,26 +56,47 @@ pub fn optimizer_defaults(key: &str, settings: OptimizerSettings) -> toml::Table
 }
 
 /// Plan-time checks of the loop and network parameters every digit training stage has.
-pub fn validate_loop(model: &DigitCnnParams, epochs: usize, batch_size: usize) -> Result<(), ParamError> {
+pub fn validate_loop(
+    model: &DigitCnnParams,
+    epochs: usize,
+    batch_size: usize,
+) -> Result<(), ParamError> {
     ParamError::check((1..=MAX_EPOCHS).contains(&epochs), "epochs", "at least 1")?;
-    ParamError::check((1..=MAX_BATCH).contains(&batch_size), "batch_size", "at least 1")?;
+    ParamError::check(
+        (1..=MAX_BATCH).contains(&batch_size),
+        "batch_size",
+        "at least 1",
+    )?;
     ParamError::check(matches!(model.channels, 1 | 3), "model.channels", "1 or 3")?;
     let min = model.arch.min_image_size();
-    let expected = format!("from {min} (the smallest input of `{}`) to {MAX_IMAGE_SIZE}", model.arch.name());
-    ParamError::check((min..=MAX_IMAGE_SIZE).contains(&model.image_size), "model.image_size", &expected)
+    let expected = format!(
+        "from {min} (the smallest input of `{}`) to {MAX_IMAGE_SIZE}",
+        model.arch.name()
+    );
+    ParamError::check(
+        (min..=MAX_IMAGE_SIZE).contains(&model.image_size),
+        "model.image_size",
+        &expected,
+    )
 }
 
 /// Plan-time checks of the optimizer table `key`.
 pub fn validate_optimizer(key: &str, settings: &OptimizerSettings) -> Result<(), ParamError> {
     match settings.out_of_range() {
-        Some((field, expected)) => Err(ParamError::out_of_range(&format!("{key}.{field}"), expected)),
+        Some((field, expected)) => Err(ParamError::out_of_range(
+            &format!("{key}.{field}"),
+            expected,
+        )),
         None => Ok(()),
     }
 }
 
 /// The input a network of `model` takes.
 pub fn input_format(model: &DigitCnnParams) -> InputFormat {
-    InputFormat { channels: model.channels, image_size: model.image_size }
+    InputFormat {
+        channels: model.channels,
+        image_size: model.image_size,
+    }
 }
 
 /// Seeds libtorch from the recipe seed (so weights initialise reproducibly) and sets the CPU
@@ -84,9 +109,14 @@ pub fn start(ctx: &StageContext) {
 /// Loads the dataset of input `name`.
 pub fn load_input(ctx: &StageContext, name: &str) -> anyhow::Result<Dataset> {
     let dir = &ctx.input(name)?.dir;
-    let dataset = Dataset::load(dir).with_context(|| format!("input `{name}` of stage `{}`", ctx.name()))?;
+    let dataset =
+        Dataset::load(dir).with_context(|| format!("input `{name}` of stage `{}`", ctx.name()))?;
     if dataset.is_empty() {
-        return Err(SetupError::Empty { input: name.into(), domain: dataset.domain }.into());
+        return Err(SetupError::Empty {
+            input: name.into(),
+            domain: dataset.domain,
+        }
+        .into());
     }
     Ok(dataset)
 }
@@ -106,7 +136,11 @@ pub fn require_labels(dataset: &Dataset, input: &str) -> Result<(), SetupError> 
     if count == 0 {
         Ok(())
     } else {
-        Err(SetupError::Unlabelled { input: input.into(), domain: dataset.domain.clone(), count })
+        Err(SetupError::Unlabelled {
+            input: input.into(),
+            domain: dataset.domain.clone(),
+            count,
+        })
     }
 }
 
@@ -123,7 +157,10 @@ pub fn validation_data(
     let norm = if val.domain == norm.domain && val.shape[1] == norm.mean.len() {
         norm
     } else {
-        ctx.log(format!("validation set `{}` is not of domain `{}`: normalising it with its own statistics", val.domain, norm.domain));
+        ctx.log(format!(
+            "validation set `{}` is not of domain `{}`: normalising it with its own statistics",
+            val.domain, norm.domain
+        ));
         own = Normalisation::of(val);
         &own
     };
@@ -131,7 +168,10 @@ pub fn validation_data(
 }
 
 /// Accuracy of `logits` on `val` as an epoch-record entry (nothing without a validation set).
-pub fn val_accuracy(val: Option<&DomainData>, logits: impl Fn(&Tensor) -> Tensor) -> Vec<(&'static str, f64)> {
+pub fn val_accuracy(
+    val: Option<&DomainData>,
+    logits: impl Fn(&Tensor) -> Tensor,
+) -> Vec<(&'static str, f64)> {
     val.and_then(|data| evaluation::accuracy(&evaluation::predict(data, logits), data.labels()))
         .map(|acc| vec![("val_acc", acc)])
         .unwrap_or_default()
@@ -157,10 +197,23 @@ pub fn outcome(history: &History, headline: &str, keys: &[&str]) -> StageOutcome
     let metrics: Metrics = history
         .epochs
         .last()
-        .map(|record| record.iter().filter(|(k, _)| k.as_str() != "epoch").map(|(k, v)| (k.clone(), *v)).collect())
+        .map(|record| {
+            record
+                .iter()
+                .filter(|(k, _)| k.as_str() != "epoch")
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        })
         .unwrap_or_default();
-    let shown: Vec<String> = keys.iter().filter_map(|k| metrics.get(*k).map(|v| format!("{k} {v:.4}"))).collect();
-    StageOutcome { metrics, summary: vec![format!("{headline}: {}", shown.join(", "))], ..Default::default() }
+    let shown: Vec<String> = keys
+        .iter()
+        .filter_map(|k| metrics.get(*k).map(|v| format!("{k} {v:.4}")))
+        .collect();
+    StageOutcome {
+        metrics,
+        summary: vec![format!("{headline}: {}", shown.join(", "))],
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -169,7 +222,14 @@ mod tests {
 
     #[test]
     fn unlabelled_training_images_are_refused() {
-        let d = Dataset::new(vec![0; 8], [2, 1, 2, 2], vec![0, UNLABELLED], Dataset::digit_classes(), "faces").unwrap();
+        let d = Dataset::new(
+            vec![0; 8],
+            [2, 1, 2, 2],
+            vec![0, UNLABELLED],
+            Dataset::digit_classes(),
+            "faces",
+        )
+        .unwrap();
         let err = require_labels(&d, "source").unwrap_err();
         assert!(err.to_string().contains("1 unlabelled"), "{err}");
     }

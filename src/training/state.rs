@@ -13,9 +13,17 @@ pub enum StateError {
     #[error("the checkpoint has no tensor `{0}`")]
     Missing(String),
     #[error("tensor `{name}` of the checkpoint has shape {found:?}, the run expects {expected:?}")]
-    Shape { name: String, found: Vec<i64>, expected: Vec<i64> },
+    Shape {
+        name: String,
+        found: Vec<i64>,
+        expected: Vec<i64>,
+    },
     #[error("cannot {action} checkpoint {path}: {message}")]
-    Io { action: &'static str, path: String, message: String },
+    Io {
+        action: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 /// Named tensors, in insertion order.
@@ -26,7 +34,13 @@ pub struct TrainingState {
 
 impl Clone for TrainingState {
     fn clone(&self) -> Self {
-        TrainingState { tensors: self.tensors.iter().map(|(n, t)| (n.clone(), t.copy())).collect() }
+        TrainingState {
+            tensors: self
+                .tensors
+                .iter()
+                .map(|(n, t)| (n.clone(), t.copy()))
+                .collect(),
+        }
     }
 }
 
@@ -50,27 +64,47 @@ impl TrainingState {
 
     /// Writes the state to `path` (safetensors, on the CPU).
     pub fn save(&self, path: &Utf8Path) -> Result<(), StateError> {
-        let cpu: Vec<(&str, Tensor)> = self.tensors.iter().map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu))).collect();
-        Tensor::write_safetensors(&cpu, path)
-            .map_err(|e| StateError::Io { action: "write", path: path.to_string(), message: e.to_string() })
+        let cpu: Vec<(&str, Tensor)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+            .collect();
+        Tensor::write_safetensors(&cpu, path).map_err(|e| StateError::Io {
+            action: "write",
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads a state written by [`TrainingState::save`].
     pub fn load(path: &Utf8Path) -> Result<HashMap<String, Tensor>, StateError> {
-        let tensors = Tensor::read_safetensors(path)
-            .map_err(|e| StateError::Io { action: "read", path: path.to_string(), message: e.to_string() })?;
+        let tensors = Tensor::read_safetensors(path).map_err(|e| StateError::Io {
+            action: "read",
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
         Ok(tensors.into_iter().collect())
     }
 }
 
 /// Copies every variable of `vs` from `state` (saved by [`TrainingState::add_store`] under
 /// `prefix`).
-pub fn restore_store(vs: &nn::VarStore, prefix: &str, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
+pub fn restore_store(
+    vs: &nn::VarStore,
+    prefix: &str,
+    state: &HashMap<String, Tensor>,
+) -> Result<(), StateError> {
     for (name, mut var) in vs.variables() {
         let key = format!("{prefix}.{name}");
-        let saved = state.get(&key).ok_or_else(|| StateError::Missing(key.clone()))?;
+        let saved = state
+            .get(&key)
+            .ok_or_else(|| StateError::Missing(key.clone()))?;
         if saved.size() != var.size() {
-            return Err(StateError::Shape { name: key, found: saved.size(), expected: var.size() });
+            return Err(StateError::Shape {
+                name: key,
+                found: saved.size(),
+                expected: var.size(),
+            });
         }
         tch::no_grad(|| var.copy_(saved));
     }

@@ -11,7 +11,9 @@ pub fn use_physical_cores() {
 /// Physical cores from `/proc/cpuinfo` (distinct `physical id`/`core id` pairs), or the logical
 /// CPU count where that file is missing or says nothing.
 pub fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
         return logical;
     };
@@ -27,7 +29,9 @@ fn count_cores(cpuinfo: &str) -> usize {
     let mut cores = BTreeSet::new();
     let mut package = "";
     for line in cpuinfo.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         match key.trim() {
             "physical id" => package = value.trim(),
             "core id" => {

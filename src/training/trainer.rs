@@ -38,18 +38,34 @@ pub struct LoopPlan {
 impl LoopPlan {
     /// `epochs` epochs of `phase`, the hook and a checkpoint after every epoch.
     pub fn new(phase: impl Into<String>, epochs: usize, lr_param: &'static str) -> Self {
-        LoopPlan { phase: phase.into(), epochs, hook_every: 1, checkpoint_every: 1, lr_param }
+        LoopPlan {
+            phase: phase.into(),
+            epochs,
+            hook_every: 1,
+            checkpoint_every: 1,
+            lr_param,
+        }
     }
 
     pub fn hook_every(self, hook_every: usize) -> Self {
-        LoopPlan { hook_every: hook_every.max(1), ..self }
+        LoopPlan {
+            hook_every: hook_every.max(1),
+            ..self
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainingError {
     #[error("{phase}: `{scalar}` became {value} at epoch {epoch} step {step}; lower `{lr_param}`")]
-    Diverged { phase: String, scalar: &'static str, value: f64, epoch: usize, step: usize, lr_param: &'static str },
+    Diverged {
+        phase: String,
+        scalar: &'static str,
+        value: f64,
+        epoch: usize,
+        step: usize,
+        lr_param: &'static str,
+    },
     #[error("cannot write {path}: {message}")]
     Write { path: String, message: String },
 }
@@ -63,7 +79,9 @@ pub struct History {
 impl History {
     /// The last epoch's value of `key`.
     pub fn last(&self, key: &str) -> Option<f64> {
-        self.epochs.last().and_then(|record| record.get(key).copied())
+        self.epochs
+            .last()
+            .and_then(|record| record.get(key).copied())
     }
 
     /// Appends the epochs of `other` with their keys prefixed (`pretrain_`; `""` keeps them),
@@ -98,9 +116,17 @@ const PROGRESS_FILE: &str = "progress.json";
 
 /// Runs `method` for `plan.epochs` epochs (or what remains after a checkpoint) and returns the
 /// history of all epochs.
-pub fn train(ctx: &StageContext, plan: &LoopPlan, method: &mut dyn TrainingMethod) -> anyhow::Result<History> {
+pub fn train(
+    ctx: &StageContext,
+    plan: &LoopPlan,
+    method: &mut dyn TrainingMethod,
+) -> anyhow::Result<History> {
     let checkpoints = ctx.checkpoint_dir().map(|dir| dir.join(&plan.phase));
-    let (mut history, done) = match checkpoints.as_deref().map(|dir| resume(dir, method)).transpose()? {
+    let (mut history, done) = match checkpoints
+        .as_deref()
+        .map(|dir| resume(dir, method))
+        .transpose()?
+    {
         Some(Some((history, epoch))) => {
             ctx.log(format!("{}: resumed at epoch {epoch}", plan.phase));
             (history, epoch)
@@ -111,12 +137,19 @@ pub fn train(ctx: &StageContext, plan: &LoopPlan, method: &mut dyn TrainingMetho
     let total = plan.epochs * steps_per_epoch;
     for epoch in done + 1..=plan.epochs {
         tch::manual_seed(epoch_seed(ctx.seed(), &plan.phase, epoch));
-        ctx.start_phase(format!("{} epoch {epoch}/{}", plan.phase, plan.epochs), steps_per_epoch as u64);
+        ctx.start_phase(
+            format!("{} epoch {epoch}/{}", plan.phase, plan.epochs),
+            steps_per_epoch as u64,
+        );
         let mut sums = EpochSums::default();
         for step in 1..=steps_per_epoch {
             ctx.check_cancelled()?;
             let done_steps = (epoch - 1) * steps_per_epoch + step - 1;
-            let at = StepProgress { epoch, step, p: super::schedule::progress(done_steps, total) };
+            let at = StepProgress {
+                epoch,
+                step,
+                p: super::schedule::progress(done_steps, total),
+            };
             let scalars = method.step(at)?;
             check_finite(plan, &scalars, at)?;
             sums.add(&scalars);
@@ -130,7 +163,12 @@ pub fn train(ctx: &StageContext, plan: &LoopPlan, method: &mut dyn TrainingMetho
             periodic: epoch % plan.hook_every == 0 || epoch == plan.epochs,
         };
         let mut record = sums.means(epoch);
-        record.extend(method.end_epoch(end)?.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        record.extend(
+            method
+                .end_epoch(end)?
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
         ctx.log(epoch_line(plan, epoch, &record));
         history.epochs.push(record);
         if let Some(dir) = &checkpoints {
@@ -144,9 +182,16 @@ pub fn train(ctx: &StageContext, plan: &LoopPlan, method: &mut dyn TrainingMetho
 
 /// The history and epoch of the checkpoint in `dir`, with `method` restored from it; `None`
 /// when there is no usable checkpoint.
-fn resume(dir: &Utf8Path, method: &mut dyn TrainingMethod) -> anyhow::Result<Option<(History, usize)>> {
-    let Ok(bytes) = std::fs::read(dir.join(PROGRESS_FILE)) else { return Ok(None) };
-    let Ok(progress) = serde_json::from_slice::<Progress>(&bytes) else { return Ok(None) };
+fn resume(
+    dir: &Utf8Path,
+    method: &mut dyn TrainingMethod,
+) -> anyhow::Result<Option<(History, usize)>> {
+    let Ok(bytes) = std::fs::read(dir.join(PROGRESS_FILE)) else {
+        return Ok(None);
+    };
+    let Ok(progress) = serde_json::from_slice::<Progress>(&bytes) else {
+        return Ok(None);
+    };
     let state = TrainingState::load(&dir.join(STATE_FILE))?;
     method.load_state(&state)?;
     Ok(Some((progress.history, progress.epoch)))
@@ -154,28 +199,54 @@ fn resume(dir: &Utf8Path, method: &mut dyn TrainingMethod) -> anyhow::Result<Opt
 
 /// Writes the checkpoint into a fresh directory and renames it over the previous one, so a
 /// kill during the write leaves the previous checkpoint intact.
-fn save_checkpoint(dir: &Utf8Path, method: &dyn TrainingMethod, epoch: usize, history: &History) -> anyhow::Result<()> {
+fn save_checkpoint(
+    dir: &Utf8Path,
+    method: &dyn TrainingMethod,
+    epoch: usize,
+    history: &History,
+) -> anyhow::Result<()> {
     let parent = dir.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent).map_err(|e| TrainingError::Write { path: parent.to_string(), message: e.to_string() })?;
+    std::fs::create_dir_all(parent).map_err(|e| TrainingError::Write {
+        path: parent.to_string(),
+        message: e.to_string(),
+    })?;
     let fresh = Utf8PathBuf::from(format!("{dir}.new"));
     let _ = std::fs::remove_dir_all(&fresh);
-    std::fs::create_dir_all(&fresh).map_err(|e| TrainingError::Write { path: fresh.to_string(), message: e.to_string() })?;
+    std::fs::create_dir_all(&fresh).map_err(|e| TrainingError::Write {
+        path: fresh.to_string(),
+        message: e.to_string(),
+    })?;
     let mut state = TrainingState::default();
     method.save_state(&mut state);
     state.save(&fresh.join(STATE_FILE))?;
-    write_json(&fresh.join(PROGRESS_FILE), &Progress { epoch, history: history.clone() })?;
+    write_json(
+        &fresh.join(PROGRESS_FILE),
+        &Progress {
+            epoch,
+            history: history.clone(),
+        },
+    )?;
     let old = Utf8PathBuf::from(format!("{dir}.old"));
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| TrainingError::Write { path: dir.to_string(), message: e.to_string() })?;
+        std::fs::rename(dir, &old).map_err(|e| TrainingError::Write {
+            path: dir.to_string(),
+            message: e.to_string(),
+        })?;
     }
-    std::fs::rename(&fresh, dir).map_err(|e| TrainingError::Write { path: dir.to_string(), message: e.to_string() })?;
+    std::fs::rename(&fresh, dir).map_err(|e| TrainingError::Write {
+        path: dir.to_string(),
+        message: e.to_string(),
+    })?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
 fn write_json(path: &Utf8Path, value: &impl Serialize) -> Result<(), TrainingError> {
-    let write_err = |message: String| TrainingError::Write { path: path.to_string(), message };
+    let write_err = |message: String| TrainingError::Write {
+        path: path.to_string(),
+        message,
+    };
     let json = serde_json::to_vec_pretty(value).map_err(|e| write_err(e.to_string()))?;
     std::fs::write(path, json).map_err(|e| write_err(e.to_string()))
 }
@@ -193,7 +264,10 @@ fn epoch_seed(seed: u64, phase: &str, epoch: usize) -> i64 {
 
 /// Reads scalar tensors in one transfer (one device sync per step instead of one per value).
 pub fn read_scalars(values: &[&Tensor]) -> Vec<f64> {
-    let stacked: Vec<Tensor> = values.iter().map(|t| t.detach().to_kind(Kind::Double).reshape([1])).collect();
+    let stacked: Vec<Tensor> = values
+        .iter()
+        .map(|t| t.detach().to_kind(Kind::Double).reshape([1]))
+        .collect();
     Vec::<f64>::try_from(Tensor::cat(&stacked, 0).to_device(Device::Cpu)).unwrap_or_default()
 }
 
@@ -243,9 +317,17 @@ impl EpochSums {
 }
 
 fn epoch_line(plan: &LoopPlan, epoch: usize, record: &BTreeMap<String, f64>) -> String {
-    let values: Vec<String> =
-        record.iter().filter(|(k, _)| k.as_str() != "epoch").map(|(k, v)| format!("{k} {v:.4}")).collect();
-    format!("{} epoch {epoch}/{}: {}", plan.phase, plan.epochs, values.join(" "))
+    let values: Vec<String> = record
+        .iter()
+        .filter(|(k, _)| k.as_str() != "epoch")
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    format!(
+        "{} epoch {epoch}/{}: {}",
+        plan.phase,
+        plan.epochs,
+        values.join(" ")
+    )
 }
 
 #[cfg(test)]
@@ -269,17 +351,27 @@ mod tests {
         fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
             self.steps += 1;
             self.ps.push(at.p);
-            let loss = if self.nan_at == Some((at.epoch, at.step)) { f64::NAN } else { at.step as f64 };
+            let loss = if self.nan_at == Some((at.epoch, at.step)) {
+                f64::NAN
+            } else {
+                at.step as f64
+            };
             Ok(vec![("train_loss", loss)])
         }
         fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
-            Ok(vec![("val_acc", 0.25), ("periodic", end.periodic as i64 as f64)])
+            Ok(vec![
+                ("val_acc", 0.25),
+                ("periodic", end.periodic as i64 as f64),
+            ])
         }
         fn save_state(&self, state: &mut TrainingState) {
             state.insert("steps", Tensor::from(self.steps));
         }
         fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
-            self.steps = state.get("steps").ok_or_else(|| StateError::Missing("steps".into()))?.int64_value(&[]);
+            self.steps = state
+                .get("steps")
+                .ok_or_else(|| StateError::Missing("steps".into()))?
+                .int64_value(&[]);
             Ok(())
         }
     }
@@ -287,14 +379,19 @@ mod tests {
     fn ctx(checkpoints: Option<Utf8PathBuf>) -> (tempfile::TempDir, StageContext) {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-        let ctx = StageContext::detached("t", path, Default::default(), 0).with_checkpoint_dir(checkpoints);
+        let ctx = StageContext::detached("t", path, Default::default(), 0)
+            .with_checkpoint_dir(checkpoints);
         (dir, ctx)
     }
 
     #[test]
     fn averages_per_epoch_and_runs_the_hook_periodically() {
         let (_dir, ctx) = ctx(None);
-        let mut counter = Counter { steps: 0, ps: vec![], nan_at: None };
+        let mut counter = Counter {
+            steps: 0,
+            ps: vec![],
+            nan_at: None,
+        };
         let plan = LoopPlan::new("train", 3, "optimizer.lr").hook_every(2);
         let history = train(&ctx, &plan, &mut counter).unwrap();
         assert_eq!(history.epochs.len(), 3);
@@ -308,9 +405,21 @@ mod tests {
     #[test]
     fn a_nan_names_epoch_step_and_parameter() {
         let (_dir, ctx) = ctx(None);
-        let mut counter = Counter { steps: 0, ps: vec![], nan_at: Some((2, 3)) };
-        let err = train(&ctx, &LoopPlan::new("train", 2, "optimizer.lr"), &mut counter).unwrap_err();
-        assert_eq!(err.to_string(), "train: `train_loss` became NaN at epoch 2 step 3; lower `optimizer.lr`");
+        let mut counter = Counter {
+            steps: 0,
+            ps: vec![],
+            nan_at: Some((2, 3)),
+        };
+        let err = train(
+            &ctx,
+            &LoopPlan::new("train", 2, "optimizer.lr"),
+            &mut counter,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "train: `train_loss` became NaN at epoch 2 step 3; lower `optimizer.lr`"
+        );
     }
 
     #[test]
@@ -318,9 +427,17 @@ mod tests {
         let checkpoints = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(checkpoints.path().to_owned()).unwrap();
         let (_out, ctx) = ctx(Some(dir));
-        let mut first = Counter { steps: 0, ps: vec![], nan_at: None };
+        let mut first = Counter {
+            steps: 0,
+            ps: vec![],
+            nan_at: None,
+        };
         train(&ctx, &LoopPlan::new("train", 2, "lr"), &mut first).unwrap();
-        let mut second = Counter { steps: 0, ps: vec![], nan_at: None };
+        let mut second = Counter {
+            steps: 0,
+            ps: vec![],
+            nan_at: None,
+        };
         let history = train(&ctx, &LoopPlan::new("train", 3, "lr"), &mut second).unwrap();
         assert_eq!(second.steps, 9, "restored 6 steps, ran the third epoch");
         assert_eq!(second.ps.len(), 3);

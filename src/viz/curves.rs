@@ -24,7 +24,11 @@ pub struct CurvesPlot<'a> {
 }
 
 /// Draws `plot` into a `size` (width, height) PNG at `path`, creating its directory.
-pub fn curves_png(path: &Utf8Path, plot: &CurvesPlot<'_>, size: (u32, u32)) -> Result<(), VizError> {
+pub fn curves_png(
+    path: &Utf8Path,
+    plot: &CurvesPlot<'_>,
+    size: (u32, u32),
+) -> Result<(), VizError> {
     let (epochs, y_range) = extent(path, plot)?;
     font::ensure_registered()?;
     create_parent(path)?;
@@ -60,9 +64,15 @@ pub fn curves_png(path: &Utf8Path, plot: &CurvesPlot<'_>, size: (u32, u32)) -> R
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
             .map_err(|e| draw_error(path, e))?
             .label(series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
         chart
-            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, colour.filled())),
+            )
             .map_err(|e| draw_error(path, e))?;
     }
     chart
@@ -77,10 +87,24 @@ pub fn curves_png(path: &Utf8Path, plot: &CurvesPlot<'_>, size: (u32, u32)) -> R
 }
 
 /// The number of epochs and the padded value range over all finite values.
-fn extent(path: &Utf8Path, plot: &CurvesPlot<'_>) -> Result<(usize, std::ops::Range<f64>), VizError> {
-    let epochs = plot.series.iter().map(|s| s.values.len()).max().unwrap_or(0);
-    let finite = plot.series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
-    let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+fn extent(
+    path: &Utf8Path,
+    plot: &CurvesPlot<'_>,
+) -> Result<(usize, std::ops::Range<f64>), VizError> {
+    let epochs = plot
+        .series
+        .iter()
+        .map(|s| s.values.len())
+        .max()
+        .unwrap_or(0);
+    let finite = plot
+        .series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite());
+    let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
     if epochs == 0 || low > high {
         return Err(VizError::Data {
             path: path.to_owned(),
@@ -101,16 +125,38 @@ mod tests {
         let path = Utf8Path::from_path(dir.path()).unwrap().join("curves.png");
         let loss: Vec<f64> = (0..10).map(|e| 2.0 / (1.0 + e as f64)).collect();
         let accuracy: Vec<f64> = (0..10).map(|e| 1.0 - 0.8 / (1.0 + e as f64)).collect();
-        let series = [Series { name: "train loss", values: &loss }, Series { name: "val accuracy", values: &accuracy }];
-        let plot = CurvesPlot { title: "Training", x_label: "epoch", y_label: "value", series: &series };
+        let series = [
+            Series {
+                name: "train loss",
+                values: &loss,
+            },
+            Series {
+                name: "val accuracy",
+                values: &accuracy,
+            },
+        ];
+        let plot = CurvesPlot {
+            title: "Training",
+            x_label: "epoch",
+            y_label: "value",
+            series: &series,
+        };
         curves_png(&path, &plot, (800, 500)).unwrap();
         assert_eq!(image::image_dimensions(&path).unwrap(), (800, 500));
     }
 
     #[test]
     fn refuses_series_without_finite_values() {
-        let series = [Series { name: "loss", values: &[f64::NAN] }];
-        let plot = CurvesPlot { title: "t", x_label: "x", y_label: "y", series: &series };
+        let series = [Series {
+            name: "loss",
+            values: &[f64::NAN],
+        }];
+        let plot = CurvesPlot {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            series: &series,
+        };
         assert!(curves_png(Utf8Path::new("unused.png"), &plot, (10, 10)).is_err());
     }
 }

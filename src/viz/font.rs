@@ -14,8 +14,9 @@ pub(super) const FAMILY: &str = "sans-serif";
 /// Registers the font with plotters once per process.
 pub(super) fn ensure_registered() -> Result<(), VizError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = REGISTERED
-        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, ttf_noto_sans::REGULAR).is_ok());
+    let ok = REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FAMILY, FontStyle::Normal, ttf_noto_sans::REGULAR).is_ok()
+    });
     if *ok {
         Ok(())
     } else {

@@ -32,7 +32,11 @@ pub fn to_unit(images: &Tensor, scaling: Scaling) -> Tensor {
             let low = flat.amin(&[1i64][..], true).reshape([n, 1, 1, 1]);
             let high = flat.amax(&[1i64][..], true).reshape([n, 1, 1, 1]);
             let scaled = (&batched - &low) / (high - &low).clamp_min(1e-12);
-            if images.dim() == 3 { scaled.squeeze_dim(0) } else { scaled }
+            if images.dim() == 3 {
+                scaled.squeeze_dim(0)
+            } else {
+                scaled
+            }
         }
     }
 }
@@ -40,9 +44,14 @@ pub fn to_unit(images: &Tensor, scaling: Scaling) -> Tensor {
 /// `[C, H, W]` in `[0, 1]` -> interleaved u8 pixels as torchvision's `save_image` rounds them:
 /// `trunc(clamp(x * 255 + 0.5, 0, 255))`.
 pub fn to_bytes(image: &Tensor) -> Vec<u8> {
-    let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5).clamp(0.0, 255.0).to_kind(Kind::Uint8);
+    let bytes = (image.to_kind(Kind::Float) * 255.0 + 0.5)
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8);
     // (c, h, w) -> (h, w, c)
-    let interleaved = bytes.permute([1, 2, 0]).contiguous().to_device(tch::Device::Cpu);
+    let interleaved = bytes
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(tch::Device::Cpu);
     Vec::<u8>::try_from(interleaved.flatten(0, -1)).unwrap_or_default()
 }
 
@@ -54,24 +63,40 @@ pub fn save_png(image: &Tensor, path: &Utf8Path) -> Result<(), VizError> {
     let colour = match channels {
         1 => image::ExtendedColorType::L8,
         3 => image::ExtendedColorType::Rgb8,
-        other => return Err(VizError::Data { path: path.to_owned(), message: format!("{other} channels; PNG needs 1 or 3") }),
+        other => {
+            return Err(VizError::Data {
+                path: path.to_owned(),
+                message: format!("{other} channels; PNG needs 1 or 3"),
+            })
+        }
     };
-    image::save_buffer(path, &to_bytes(image), width, height, colour).map_err(|e| draw_error(path, e))
+    image::save_buffer(path, &to_bytes(image), width, height, colour)
+        .map_err(|e| draw_error(path, e))
 }
 
 /// torchvision's `make_grid(images, nrow, padding, pad_value)`: `[N, C, H, W]` -> `[C, H', W']`
 /// with `nrow` images per row; greyscale images become three channels, like torchvision's.
 pub fn make_grid(images: &Tensor, nrow: i64, padding: i64, pad_value: f64) -> Tensor {
-    let images = if images.size()[1] == 1 { images.repeat([1, 3, 1, 1]) } else { images.shallow_clone() };
+    let images = if images.size()[1] == 1 {
+        images.repeat([1, 3, 1, 1])
+    } else {
+        images.shallow_clone()
+    };
     let size = images.size();
     let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
     let columns = nrow.min(n).max(1);
     let rows = (n + columns - 1) / columns;
     let (cell_h, cell_w) = (h + padding, w + padding);
-    let grid = Tensor::full([c, rows * cell_h + padding, columns * cell_w + padding], pad_value, (images.kind(), images.device()));
+    let grid = Tensor::full(
+        [c, rows * cell_h + padding, columns * cell_w + padding],
+        pad_value,
+        (images.kind(), images.device()),
+    );
     for index in 0..n {
         let (row, column) = (index / columns, index % columns);
-        grid.narrow(1, row * cell_h + padding, h).narrow(2, column * cell_w + padding, w).copy_(&images.get(index));
+        grid.narrow(1, row * cell_h + padding, h)
+            .narrow(2, column * cell_w + padding, w)
+            .copy_(&images.get(index));
     }
     grid
 }
@@ -94,7 +119,11 @@ mod tests {
         assert_eq!(grid.size(), [3, 14, 12]);
         assert_eq!(grid.double_value(&[0, 2, 2]), 1.0);
         assert_eq!(grid.double_value(&[0, 0, 0]), 0.0);
-        assert_eq!(grid.double_value(&[0, 10, 7]), 0.0, "the sixth cell stays padding");
+        assert_eq!(
+            grid.double_value(&[0, 10, 7]),
+            0.0,
+            "the sixth cell stays padding"
+        );
     }
 
     #[test]
@@ -103,6 +132,9 @@ mod tests {
         assert_eq!(to_bytes(&image), [0, 128, 255, 255]);
         let images = Tensor::from_slice(&[-2.0f32, 2.0, 10.0, 20.0]).reshape([2, 1, 1, 2]);
         let unit = to_unit(&images, Scaling::MinMax);
-        assert_eq!(Vec::<f32>::try_from(unit.flatten(0, -1)).unwrap(), [0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(unit.flatten(0, -1)).unwrap(),
+            [0.0, 1.0, 0.0, 1.0]
+        );
     }
 }

@@ -46,13 +46,18 @@ pub enum VizError {
 
 /// Wraps a plotters error (whose type depends on the backend) with the figure's path.
 fn draw_error(path: &camino::Utf8Path, err: impl std::fmt::Display) -> VizError {
-    VizError::Draw { path: path.to_owned(), message: err.to_string() }
+    VizError::Draw {
+        path: path.to_owned(),
+        message: err.to_string(),
+    }
 }
 
 /// Creates the directory a figure goes into.
 fn create_parent(path: &camino::Utf8Path) -> Result<(), VizError> {
     match path.parent() {
-        Some(parent) if !parent.as_str().is_empty() => std::fs::create_dir_all(parent).map_err(|e| draw_error(path, e)),
+        Some(parent) if !parent.as_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|e| draw_error(path, e))
+        }
         _ => Ok(()),
     }
 }

@@ -20,11 +20,13 @@ pub const WORKER_BINARY: &str = "hwrun-torch";
 /// Where the worker is: `HWRUN_WORKER`, or next to the running `hwrun`.
 pub fn worker_path() -> anyhow::Result<Utf8PathBuf> {
     if let Some(path) = std::env::var_os("HWRUN_WORKER") {
-        return Utf8PathBuf::from_path_buf(path.into()).map_err(|p| anyhow::anyhow!("HWRUN_WORKER `{}` is not UTF-8", p.display()));
+        return Utf8PathBuf::from_path_buf(path.into())
+            .map_err(|p| anyhow::anyhow!("HWRUN_WORKER `{}` is not UTF-8", p.display()));
     }
     let exe = std::env::current_exe().context("cannot locate the running hwrun binary")?;
     let path = exe.with_file_name(WORKER_BINARY);
-    let path = Utf8PathBuf::from_path_buf(path).map_err(|p| anyhow::anyhow!("`{}` is not UTF-8", p.display()))?;
+    let path = Utf8PathBuf::from_path_buf(path)
+        .map_err(|p| anyhow::anyhow!("`{}` is not UTF-8", p.display()))?;
     anyhow::ensure!(
         path.exists(),
         "cannot find the `{WORKER_BINARY}` worker at `{path}`: build both binaries with `make build` (or set HWRUN_WORKER)"
@@ -47,7 +49,13 @@ pub fn run_in_worker(
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             Ok(())
         });
     }
@@ -64,13 +72,20 @@ pub fn run_in_worker(
     request_json.push(b'\n');
     // Kept open until the worker is done: the worker stops when it closes (see `serve`).
     let mut stdin = child.stdin.take().context("worker stdin")?;
-    stdin.write_all(&request_json).and_then(|()| stdin.flush()).context("cannot send the stage request")?;
+    stdin
+        .write_all(&request_json)
+        .and_then(|()| stdin.flush())
+        .context("cannot send the stage request")?;
     let events = follow_stdout(&mut child)?;
     let stderr = forward_stderr(&mut child, printer.clone());
     let mut last = None;
     loop {
         match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(WorkerEvent::Progress { message, position, length }) => {
+            Ok(WorkerEvent::Progress {
+                message,
+                position,
+                length,
+            }) => {
                 if let Some(length) = length {
                     bar.set_length(length);
                 }
@@ -93,9 +108,13 @@ pub fn run_in_worker(
     let _ = stderr.join();
     match last {
         Some(WorkerEvent::Done { outcome, device }) => Ok((outcome, device)),
-        Some(WorkerEvent::Failed { cancelled: true, .. }) => Err(Cancelled.into()),
+        Some(WorkerEvent::Failed {
+            cancelled: true, ..
+        }) => Err(Cancelled.into()),
         Some(WorkerEvent::Failed { error, .. }) => Err(anyhow::anyhow!(error)),
-        _ => bail!("the worker process died ({status}) before the stage finished; its log may say why"),
+        _ => bail!(
+            "the worker process died ({status}) before the stage finished; its log may say why"
+        ),
     }
 }
 
@@ -114,7 +133,10 @@ impl Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&pid| pid != self.0);
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&pid| pid != self.0);
     }
 }
 

@@ -16,9 +16,10 @@ use super::DeviceRequest;
 use crate::cli::args::FidArgs;
 use crate::error::exit_code;
 use crate::metrics::fid::{frechet_distance, FidStatistics};
-use crate::metrics::inception_features::{featurise_all, load_image_set, FeatureKind, ImageSetError};
+use crate::metrics::inception_features::{
+    featurise_all, load_image_set, FeatureKind, ImageSetError,
+};
 use crate::models::inception::{block_of_dims, FidInception, WEIGHTS_FILE, WEIGHTS_URL};
-
 
 #[derive(Debug, Parser)]
 #[command(name = "hwrun-torch fid")]
@@ -52,14 +53,22 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
 fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
     let args = &cmd.args;
     block_of_dims(args.dims)?;
-    let inputs = if args.save_stats { &args.paths[..1] } else { &args.paths[..] };
+    let inputs = if args.save_stats {
+        &args.paths[..1]
+    } else {
+        &args.paths[..]
+    };
     for path in inputs {
         if !path.exists() {
             bail!("invalid path: {path} does not exist");
         }
     }
-    let request = DeviceRequest::parse(&cmd.device)
-        .with_context(|| format!("unknown device `{}`: use `cpu`, `cuda` or `cuda:N`", cmd.device))?;
+    let request = DeviceRequest::parse(&cmd.device).with_context(|| {
+        format!(
+            "unknown device `{}`: use `cpu`, `cuda` or `cuda:N`",
+            cmd.device
+        )
+    })?;
     let device = resolve(request)?;
     let mut model = None;
     if args.save_stats {
@@ -89,18 +98,25 @@ fn statistics_of(
     if path.extension() == Some("npz") {
         return Ok(FidStatistics::read_npz(path)?);
     }
-    let images = load_image_set(path, ProgressBar::hidden()).with_context(|| format!("reading the images of {path}"))?;
+    let images = load_image_set(path, ProgressBar::hidden())
+        .with_context(|| format!("reading the images of {path}"))?;
     if model.is_none() {
         let weights = weights_path(cmd.args.weights.as_deref())?;
         *model = Some(FidInception::load(&weights, device)?);
     }
-    let network = model.as_ref().context("the Inception network did not load")?;
+    let network = model
+        .as_ref()
+        .context("the Inception network did not load")?;
     let bar = ProgressBar::new(images.len() as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, eta {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} images, eta {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(path.to_string());
-    let kind = FeatureKind::Fid { dims: cmd.args.dims };
+    let kind = FeatureKind::Fid {
+        dims: cmd.args.dims,
+    };
     let features = featurise_all(network, &images, cmd.args.batch_size, kind, |done| {
         bar.set_position(done as u64);
         Ok::<(), ImageSetError>(())
@@ -118,12 +134,16 @@ fn weights_path(given: Option<&Utf8Path>) -> anyhow::Result<Utf8PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_owned());
     }
-    let torch_home = std::env::var("TORCH_HOME").map(Utf8PathBuf::from).or_else(|_| {
-        let cache = std::env::var("XDG_CACHE_HOME")
-            .map(Utf8PathBuf::from)
-            .or_else(|_| std::env::var("HOME").map(|home| Utf8PathBuf::from(home).join(".cache")))?;
-        Ok::<_, std::env::VarError>(cache.join("torch"))
-    });
+    let torch_home = std::env::var("TORCH_HOME")
+        .map(Utf8PathBuf::from)
+        .or_else(|_| {
+            let cache = std::env::var("XDG_CACHE_HOME")
+                .map(Utf8PathBuf::from)
+                .or_else(|_| {
+                    std::env::var("HOME").map(|home| Utf8PathBuf::from(home).join(".cache"))
+                })?;
+            Ok::<_, std::env::VarError>(cache.join("torch"))
+        });
     let default = torch_home.map(|home| home.join("hub").join("checkpoints").join(WEIGHTS_FILE));
     match default {
         Ok(path) if path.is_file() => Ok(path),

@@ -24,7 +24,11 @@ impl DeviceRequest {
             "auto" => Some(DeviceRequest::Auto),
             "cpu" => Some(DeviceRequest::Cpu),
             "cuda" => Some(DeviceRequest::Cuda(0)),
-            other => other.strip_prefix("cuda:")?.parse().ok().map(DeviceRequest::Cuda),
+            other => other
+                .strip_prefix("cuda:")?
+                .parse()
+                .ok()
+                .map(DeviceRequest::Cuda),
         }
     }
 }
@@ -61,9 +65,16 @@ pub struct StageRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
     /// The stage's progress bar changed.
-    Progress { message: String, position: u64, length: Option<u64> },
+    Progress {
+        message: String,
+        position: u64,
+        length: Option<u64>,
+    },
     /// The stage succeeded; `device` is where it ran.
-    Done { outcome: StageOutcome, device: String },
+    Done {
+        outcome: StageOutcome,
+        device: String,
+    },
     /// The stage failed (or stopped because it was cancelled).
     Failed { error: String, cancelled: bool },
 }
@@ -82,7 +93,11 @@ mod tests {
 
     #[test]
     fn events_are_tagged_json_lines() {
-        let line = serde_json::to_string(&WorkerEvent::Failed { error: "x".into(), cancelled: false }).unwrap();
+        let line = serde_json::to_string(&WorkerEvent::Failed {
+            error: "x".into(),
+            cancelled: false,
+        })
+        .unwrap();
         assert_eq!(line, r#"{"event":"failed","error":"x","cancelled":false}"#);
     }
 }

@@ -34,7 +34,12 @@ pub fn main() -> i32 {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HWRUN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }
 
 /// Set by `hwrun` on its workers: its pid, to detect that it died before the worker started.
@@ -70,7 +75,10 @@ fn describe_cuda() -> String {
 }
 
 fn verbose() -> bool {
-    std::env::var(VERBOSE_ENV).ok().and_then(|v| v.parse::<u8>().ok()).is_some_and(|v| v >= 2)
+    std::env::var(VERBOSE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u8>().ok())
+        .is_some_and(|v| v >= 2)
 }
 
 /// Makes sure no worker outlives `hwrun`: the kernel kills it when its parent dies
@@ -80,9 +88,17 @@ fn die_with_parent() {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
     #[cfg(target_os = "linux")]
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
-    let expected = std::env::var(PARENT_PID_ENV).ok().and_then(|pid| pid.parse::<i32>().ok());
+    let expected = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
     // SAFETY: getppid has no preconditions.
     if expected.is_some_and(|pid| pid != unsafe { libc::getppid() }) {
         exit_now("hwrun-torch: the hwrun process that started this worker is gone");
@@ -113,12 +129,20 @@ fn watch_parent(mut stdin: impl Read + Send + 'static) {
 fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
     let mut stdin = BufReader::new(std::io::stdin());
     let mut text = String::new();
-    stdin.read_line(&mut text).context("cannot read the stage request")?;
+    stdin
+        .read_line(&mut text)
+        .context("cannot read the stage request")?;
     watch_parent(stdin);
-    let request: StageRequest = serde_json::from_str(&text).context("malformed stage request (hwrun bug)")?;
-    let runner = runners::find(&request.kind)
-        .with_context(|| format!("this hwrun-torch does not know stage kind `{}`: rebuild with `make build`", request.kind))?;
-    let params: toml::Table = toml::from_str(&request.params).context("malformed stage parameters (hwrun bug)")?;
+    let request: StageRequest =
+        serde_json::from_str(&text).context("malformed stage request (hwrun bug)")?;
+    let runner = runners::find(&request.kind).with_context(|| {
+        format!(
+            "this hwrun-torch does not know stage kind `{}`: rebuild with `make build`",
+            request.kind
+        )
+    })?;
+    let params: toml::Table =
+        toml::from_str(&request.params).context("malformed stage parameters (hwrun bug)")?;
     let device = resolve(request.device)?;
     let log_file = std::fs::OpenOptions::new()
         .append(true)
@@ -141,7 +165,10 @@ fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
     let result = runners::run_catching(runner, &params, &mut ctx);
     reporter.stop();
     let outcome = result?;
-    Ok(WorkerEvent::Done { outcome, device: device_name(device) })
+    Ok(WorkerEvent::Done {
+        outcome,
+        device: device_name(device),
+    })
 }
 
 /// Turns the user's device request into a device, failing if CUDA was asked for and is absent.
@@ -150,7 +177,11 @@ pub(crate) fn resolve(request: DeviceRequest) -> anyhow::Result<tch::Device> {
         DeviceRequest::Auto => Ok(tch::Device::cuda_if_available()),
         DeviceRequest::Cpu => Ok(tch::Device::Cpu),
         DeviceRequest::Cuda(index) => {
-            let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+            let available = if tch::Cuda::is_available() {
+                tch::Cuda::device_count() as usize
+            } else {
+                0
+            };
             anyhow::ensure!(
                 index < available,
                 "device `cuda:{index}` is not available ({available} CUDA device(s) found); use `--device cpu`"
@@ -192,7 +223,11 @@ impl ProgressReporter {
             while !flag.load(Ordering::SeqCst) {
                 let state = (bar.message(), bar.position(), bar.length());
                 if last.as_ref() != Some(&state) {
-                    emit(&WorkerEvent::Progress { message: state.0.clone(), position: state.1, length: state.2 });
+                    emit(&WorkerEvent::Progress {
+                        message: state.0.clone(),
+                        position: state.1,
+                        length: state.2,
+                    });
                     last = Some(state);
                 }
                 std::thread::sleep(Duration::from_millis(100));

@@ -28,7 +28,10 @@ pub struct Server {
 impl Server {
     /// Serves at most `connections` connections, one request each, calling `respond` with the
     /// connection's index and the request head.
-    pub fn start(connections: usize, respond: impl Fn(usize, &str, &mut TcpStream) + Send + 'static) -> Server {
+    pub fn start(
+        connections: usize,
+        respond: impl Fn(usize, &str, &mut TcpStream) + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -38,17 +41,24 @@ impl Server {
         thread::spawn(move || {
             let deadline = Instant::now() + SERVER_LIFETIME;
             let mut served = 0;
-            while served < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
+            while served < connections
+                && Instant::now() < deadline
+                && !stopped.load(Ordering::Relaxed)
+            {
                 match listener.accept() {
                     Ok((mut stream, _)) => {
                         stream.set_nonblocking(false).unwrap();
-                        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
                         let head = read_head(&mut stream);
                         seen.lock().unwrap().push(head.clone());
                         respond(served, &head, &mut stream);
                         served += 1;
                     }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
                     Err(_) => break,
                 }
             }
@@ -90,7 +100,9 @@ fn read_head(stream: &mut TcpStream) -> String {
 pub fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
     })
 }
 
@@ -103,28 +115,51 @@ pub fn send(stream: &mut TcpStream, status: &str, headers: &[String], body: &[u8
     }
     head.push_str("\r\n");
     // The client may already have hung up (e.g. after a timeout); that is fine here.
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).and_then(|()| stream.flush());
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .and_then(|()| stream.flush());
 }
 
 /// Answers 200 with the whole `body`.
 pub fn send_full(stream: &mut TcpStream, body: &[u8]) {
-    send(stream, "200 OK", &[format!("Content-Length: {}", body.len())], body);
+    send(
+        stream,
+        "200 OK",
+        &[format!("Content-Length: {}", body.len())],
+        body,
+    );
 }
 
 /// Announces the whole body, sends only its first half and closes the connection.
 pub fn send_cut(stream: &mut TcpStream, body: &[u8]) {
-    send(stream, "200 OK", &[format!("Content-Length: {}", body.len())], &body[..body.len() / 2]);
+    send(
+        stream,
+        "200 OK",
+        &[format!("Content-Length: {}", body.len())],
+        &body[..body.len() / 2],
+    );
     let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Answers a `Range: bytes=N-` request with 206 and the rest of `body`.
 pub fn send_range(stream: &mut TcpStream, head: &str, body: &[u8]) {
     let start: usize = header(head, "range")
-        .and_then(|range| range.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+        .and_then(|range| {
+            range
+                .strip_prefix("bytes=")?
+                .strip_suffix('-')?
+                .parse()
+                .ok()
+        })
         .expect("the resumed request carries `Range: bytes=N-`");
     let headers = [
         format!("Content-Length: {}", body.len() - start),
-        format!("Content-Range: bytes {start}-{}/{}", body.len() - 1, body.len()),
+        format!(
+            "Content-Range: bytes {start}-{}/{}",
+            body.len() - 1,
+            body.len()
+        ),
     ];
     send(stream, "206 Partial Content", &headers, &body[start..]);
 }

@@ -12,7 +12,9 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
-        Project { dir: tempfile::tempdir().expect("temp dir") }
+        Project {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -36,7 +38,11 @@ impl Project {
     /// `hwrun <args>` in the project directory with the project's cache.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hwrun"));
-        command.args(args).current_dir(self.path()).env("HWRUN_CACHE", self.cache()).env_remove("RUST_LOG");
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("HWRUN_CACHE", self.cache())
+            .env_remove("RUST_LOG");
         command
     }
 
@@ -49,8 +55,12 @@ impl Project {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let output = self.hwrun(&all);
-        let json = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|err| panic!("hwrun {args:?} printed no JSON ({err}):\n{}", stderr(&output)));
+        let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "hwrun {args:?} printed no JSON ({err}):\n{}",
+                stderr(&output)
+            )
+        });
         (output.status.code(), json)
     }
 
@@ -65,7 +75,11 @@ impl Project {
 /// Stage `name`'s row in a run summary or a plan.
 pub fn stage<'a>(json: &'a Value, name: &str) -> &'a Value {
     let rows = json.get("stages").unwrap_or(json);
-    rows.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no stage `{name}` in {json}"))
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage `{name}` in {json}"))
 }
 
 /// Names of the stages a summary says ran, sorted.

@@ -16,9 +16,17 @@ pub const CELEBA_SIZE: u32 = 64;
 
 /// Reads the JPEGs of `dir` as `size x size` RGB faces (first `options.limit` by file name); the
 /// geometry and channels of `options` are replaced by the CelebA recipe.
-pub fn load_celeba(dir: &Utf8Path, size: u32, domain: &str, options: &ReadOptions) -> Result<Dataset, FormatError> {
+pub fn load_celeba(
+    dir: &Utf8Path,
+    size: u32,
+    domain: &str,
+    options: &ReadOptions,
+) -> Result<Dataset, FormatError> {
     let options = ReadOptions {
-        geometry: Geometry { resize: Some(Size::Side(size)), center_crop: Some(Size::Side(size)) },
+        geometry: Geometry {
+            resize: Some(Size::Side(size)),
+            center_crop: Some(Size::Side(size)),
+        },
         channels: Some(3),
         ..options.clone()
     };
@@ -35,7 +43,9 @@ mod tests {
         let path = Utf8Path::from_path(dir.path()).unwrap();
         // 178x218 like CelebA: top 100 rows black, the rest white; the centered crop of the
         // 64x78 resize starts 7 rows down, so the top row is dark and the bottom row light.
-        let face = image::RgbImage::from_fn(178, 218, |_, y| image::Rgb([if y < 100 { 0 } else { 255 }; 3]));
+        let face = image::RgbImage::from_fn(178, 218, |_, y| {
+            image::Rgb([if y < 100 { 0 } else { 255 }; 3])
+        });
         face.save(path.join("000001.jpg")).unwrap();
         let data = load_celeba(path, CELEBA_SIZE, "celeba", &ReadOptions::default()).unwrap();
         assert_eq!(data.shape, [1, 3, 64, 64]);

@@ -26,16 +26,35 @@ pub fn load_idx(
 ) -> Result<Dataset, FormatError> {
     let image_bytes = read_maybe_compressed(images)?;
     let label_bytes = read_maybe_compressed(labels)?;
-    let (dims, pixels) = parse(&image_bytes, images, IMAGES_MAGIC, "IDX u8 images with 3 dimensions")?;
-    let (label_dims, label_data) = parse(&label_bytes, labels, LABELS_MAGIC, "IDX u8 labels with 1 dimension")?;
+    let (dims, pixels) = parse(
+        &image_bytes,
+        images,
+        IMAGES_MAGIC,
+        "IDX u8 images with 3 dimensions",
+    )?;
+    let (label_dims, label_data) = parse(
+        &label_bytes,
+        labels,
+        LABELS_MAGIC,
+        "IDX u8 labels with 1 dimension",
+    )?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if label_dims[0] != n {
-        return Err(FormatError::CountMismatch { path: labels.to_owned(), images: n, labels: label_dims[0] });
+        return Err(FormatError::CountMismatch {
+            path: labels.to_owned(),
+            images: n,
+            labels: label_dims[0],
+        });
     }
     let keep = limited(n, options);
     let labels_out = check_labels(&label_data[..keep], labels, classes.len())?;
-    let dataset =
-        Dataset::new(pixels[..keep * rows * cols].to_vec(), [keep, 1, rows, cols], labels_out, classes, domain)?;
+    let dataset = Dataset::new(
+        pixels[..keep * rows * cols].to_vec(),
+        [keep, 1, rows, cols],
+        labels_out,
+        classes,
+        domain,
+    )?;
     finish(dataset, options, images)
 }
 
@@ -51,15 +70,26 @@ fn parse<'a>(
         expected: expected as u64,
         found: bytes.len() as u64,
     };
-    let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let word = |i: usize| {
+        bytes
+            .get(4 * i..4 * i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let found = word(0).ok_or_else(|| truncated(4))?;
     if found != magic {
-        return Err(FormatError::BadMagic { path: path.to_owned(), expected: magic, found, what });
+        return Err(FormatError::BadMagic {
+            path: path.to_owned(),
+            expected: magic,
+            found,
+            what,
+        });
     }
     let ndims = (magic & 0xff) as usize;
     let header = 4 * (1 + ndims);
-    let dims: Vec<usize> =
-        (1..=ndims).map(|i| word(i).map(|d| d as usize)).collect::<Option<_>>().ok_or_else(|| truncated(header))?;
+    let dims: Vec<usize> = (1..=ndims)
+        .map(|i| word(i).map(|d| d as usize))
+        .collect::<Option<_>>()
+        .ok_or_else(|| truncated(header))?;
     let expected = header + dims.iter().product::<usize>();
     if bytes.len() < expected {
         return Err(truncated(expected));
@@ -104,9 +134,18 @@ mod tests {
 
     /// Three 2x3 images with pixel value 10 * image + position, labels 7, 0, 9.
     fn write_pair(dir: &Utf8Path, compress: bool) -> (Utf8PathBuf, Utf8PathBuf) {
-        let pixels: Vec<u8> = (0..3).flat_map(|i| (0..6).map(move |p| 10 * i + p)).collect();
-        let (images, labels) = (idx(IMAGES_MAGIC, &[3, 2, 3], &pixels), idx(LABELS_MAGIC, &[3], &[7, 0, 9]));
-        let (images, labels) = if compress { (gzip(&images), gzip(&labels)) } else { (images, labels) };
+        let pixels: Vec<u8> = (0..3)
+            .flat_map(|i| (0..6).map(move |p| 10 * i + p))
+            .collect();
+        let (images, labels) = (
+            idx(IMAGES_MAGIC, &[3, 2, 3], &pixels),
+            idx(LABELS_MAGIC, &[3], &[7, 0, 9]),
+        );
+        let (images, labels) = if compress {
+            (gzip(&images), gzip(&labels))
+        } else {
+            (images, labels)
+        };
         let (ip, lp) = (dir.join("images-idx3-ubyte"), dir.join("labels-idx1-ubyte"));
         std::fs::write(&ip, images).unwrap();
         std::fs::write(&lp, labels).unwrap();
@@ -119,7 +158,11 @@ mod tests {
         (dir, path)
     }
 
-    fn load(images: &Utf8Path, labels: &Utf8Path, options: &ReadOptions) -> Result<Dataset, FormatError> {
+    fn load(
+        images: &Utf8Path,
+        labels: &Utf8Path,
+        options: &ReadOptions,
+    ) -> Result<Dataset, FormatError> {
         load_idx(images, labels, Dataset::digit_classes(), "mnist", options)
     }
 
@@ -139,8 +182,16 @@ mod tests {
     fn limit_and_channels_apply() {
         let (_dir, path) = tmp();
         let (images, labels) = write_pair(&path, true);
-        let data =
-            load(&images, &labels, &ReadOptions { limit: Some(2), channels: Some(3), ..Default::default() }).unwrap();
+        let data = load(
+            &images,
+            &labels,
+            &ReadOptions {
+                limit: Some(2),
+                channels: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(data.shape, [2, 3, 2, 3]);
         assert_eq!(data.image(1)[12..], [10, 11, 12, 13, 14, 15]);
     }
@@ -164,10 +215,17 @@ mod tests {
         let bytes = std::fs::read(&images).unwrap();
         std::fs::write(&images, &bytes[..bytes.len() - 1]).unwrap();
         let err = load(&images, &labels, &ReadOptions::default()).unwrap_err();
-        assert!(err.to_string().ends_with("is truncated: expected 34 bytes, found 33"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("is truncated: expected 34 bytes, found 33"),
+            "{err}"
+        );
         std::fs::write(&images, &bytes[..6]).unwrap();
         let err = load(&images, &labels, &ReadOptions::default()).unwrap_err();
-        assert!(err.to_string().ends_with("expected 16 bytes, found 6"), "{err}");
+        assert!(
+            err.to_string().ends_with("expected 16 bytes, found 6"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -176,7 +234,11 @@ mod tests {
         let (images, labels) = write_pair(&path, false);
         std::fs::write(&labels, idx(LABELS_MAGIC, &[3], &[1, 12, 2])).unwrap();
         let err = load(&images, &labels, &ReadOptions::default()).unwrap_err();
-        assert!(err.to_string().ends_with("item 1: label 12 is outside 0..10"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("item 1: label 12 is outside 0..10"),
+            "{err}"
+        );
         std::fs::write(&labels, idx(LABELS_MAGIC, &[2], &[1, 2])).unwrap();
         let err = load(&images, &labels, &ReadOptions::default()).unwrap_err();
         assert!(err.to_string().ends_with("3 images but 2 labels"), "{err}");

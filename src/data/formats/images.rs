@@ -18,13 +18,21 @@ pub(super) struct Decoded {
 }
 
 /// Decodes `files` in parallel, advancing `options.progress` once per file.
-pub(super) fn decode_all(files: &[Utf8PathBuf], options: &ReadOptions) -> Result<Decoded, FormatError> {
+pub(super) fn decode_all(
+    files: &[Utf8PathBuf],
+    options: &ReadOptions,
+) -> Result<Decoded, FormatError> {
     options.progress.set_length(files.len() as u64);
     let Some((first_path, rest)) = files.split_first() else {
-        return Ok(Decoded { pixels: Vec::new(), shape: [0, options.channels.unwrap_or(3), 0, 0] });
+        return Ok(Decoded {
+            pixels: Vec::new(),
+            shape: [0, options.channels.unwrap_or(3), 0, 0],
+        });
     };
     let first = open(first_path, options)?;
-    let channels = options.channels.unwrap_or(if first.color().has_color() { 3 } else { 1 });
+    let channels = options
+        .channels
+        .unwrap_or(if first.color().has_color() { 3 } else { 1 });
     let spec = [channels, first.height() as usize, first.width() as usize];
     let per_image = spec.iter().product::<usize>();
     let mut pixels = vec![0; per_image * files.len()];
@@ -43,19 +51,33 @@ pub(super) fn decode_all(files: &[Utf8PathBuf], options: &ReadOptions) -> Result
         .collect();
     // The first failing file in source order, so the message does not depend on thread timing.
     results.into_iter().collect::<Result<(), _>>()?;
-    Ok(Decoded { pixels, shape: [files.len(), spec[0], spec[1], spec[2]] })
+    Ok(Decoded {
+        pixels,
+        shape: [files.len(), spec[0], spec[1], spec[2]],
+    })
 }
 
 /// Reads, decodes and reshapes one file.
 fn open(path: &Utf8Path, options: &ReadOptions) -> Result<DynamicImage, FormatError> {
     let bytes = std::fs::read(path).map_err(io_error(path))?;
-    let image =
-        image::load_from_memory(&bytes).map_err(|source| FormatError::Decode { path: path.to_owned(), source })?;
-    options.geometry.apply(image).map_err(|source| FormatError::Transform { path: path.to_owned(), source })
+    let image = image::load_from_memory(&bytes).map_err(|source| FormatError::Decode {
+        path: path.to_owned(),
+        source,
+    })?;
+    options
+        .geometry
+        .apply(image)
+        .map_err(|source| FormatError::Transform {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn to_chw(image: DynamicImage, channels: usize, path: &Utf8Path) -> Result<Vec<u8>, FormatError> {
-    transforms::image_to_chw(image, channels).map_err(|source| FormatError::Transform { path: path.to_owned(), source })
+    transforms::image_to_chw(image, channels).map_err(|source| FormatError::Transform {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// One image as `[C, H, W]` bytes, checked against the size `spec` of `reference`.

@@ -46,17 +46,36 @@ pub enum MatError {
     #[error("not a MATLAB 5 MAT-file: expected endian indicator `IM` or `MI` at bytes 126..128, found {found:?} (MATLAB 7.3 files are HDF5: save with `-v7` instead)")]
     NotMat5 { found: String },
     #[error("truncated: the element at byte {offset} needs {expected} bytes, found {found}")]
-    Truncated { offset: usize, expected: usize, found: usize },
+    Truncated {
+        offset: usize,
+        expected: usize,
+        found: usize,
+    },
     #[error("cannot decompress the element at byte {offset}: {message}")]
     Decompress { offset: usize, message: String },
     #[error("expected {expected} at byte {offset} of a matrix, found data type {found}")]
-    UnexpectedElement { offset: usize, expected: &'static str, found: u32 },
+    UnexpectedElement {
+        offset: usize,
+        expected: &'static str,
+        found: u32,
+    },
     #[error("variable `{name}`: unsupported data type {data_type} for numbers")]
     UnsupportedType { name: String, data_type: u32 },
-    #[error("variable `{name}`: {found} bytes of data type {data_type} do not fill dimensions {dims:?}")]
-    SizeMismatch { name: String, dims: Vec<usize>, data_type: u32, found: usize },
+    #[error(
+        "variable `{name}`: {found} bytes of data type {data_type} do not fill dimensions {dims:?}"
+    )]
+    SizeMismatch {
+        name: String,
+        dims: Vec<usize>,
+        data_type: u32,
+        found: usize,
+    },
     #[error("variable `{name}`: value {value} at index {index} is not an integer in 0..=255")]
-    NotU8 { name: String, index: usize, value: f64 },
+    NotU8 {
+        name: String,
+        index: usize,
+        value: f64,
+    },
 }
 
 /// One numeric variable: its name, MATLAB dimensions and real part as stored.
@@ -102,17 +121,26 @@ fn endian(bytes: &[u8]) -> Result<Endian, MatError> {
     match bytes.get(HEADER_LEN - 2..HEADER_LEN) {
         Some(b"IM") => Ok(Endian::Little),
         Some(b"MI") => Ok(Endian::Big),
-        Some(other) => Err(MatError::NotMat5 { found: String::from_utf8_lossy(other).into_owned() }),
-        None => Err(MatError::Truncated { offset: 0, expected: HEADER_LEN, found: bytes.len() }),
+        Some(other) => Err(MatError::NotMat5 {
+            found: String::from_utf8_lossy(other).into_owned(),
+        }),
+        None => Err(MatError::Truncated {
+            offset: 0,
+            expected: HEADER_LEN,
+            found: bytes.len(),
+        }),
     }
 }
 
 fn read_u32(buf: &[u8], offset: usize, endian: Endian) -> Result<u32, MatError> {
-    let b: [u8; 4] = buf.get(offset..offset + 4).and_then(|s| s.try_into().ok()).ok_or(MatError::Truncated {
-        offset,
-        expected: 4,
-        found: buf.len().saturating_sub(offset),
-    })?;
+    let b: [u8; 4] = buf
+        .get(offset..offset + 4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(MatError::Truncated {
+            offset,
+            expected: 4,
+            found: buf.len().saturating_sub(offset),
+        })?;
     Ok(match endian {
         Endian::Little => u32::from_le_bytes(b),
         Endian::Big => u32::from_be_bytes(b),
@@ -127,20 +155,39 @@ fn element(buf: &[u8], offset: usize, endian: Endian) -> Result<Element, MatErro
         (word & 0xffff, offset + 4, len, offset + TAG_LEN)
     } else {
         let len = read_u32(buf, offset + 4, endian)? as usize;
-        let padded = if word == MI_COMPRESSED { len } else { len.div_ceil(TAG_LEN) * TAG_LEN };
+        let padded = if word == MI_COMPRESSED {
+            len
+        } else {
+            len.div_ceil(TAG_LEN) * TAG_LEN
+        };
         (word, offset + TAG_LEN, len, offset + TAG_LEN + padded)
     };
     if start + len > buf.len() {
-        return Err(MatError::Truncated { offset, expected: start + len - offset, found: buf.len() - offset });
+        return Err(MatError::Truncated {
+            offset,
+            expected: start + len - offset,
+            found: buf.len() - offset,
+        });
     }
-    Ok(Element { data_type, data: start..start + len, next })
+    Ok(Element {
+        data_type,
+        data: start..start + len,
+        next,
+    })
 }
 
-fn compressed_matrix(zlib: &[u8], offset: usize, endian: Endian) -> Result<Option<MatArray>, MatError> {
+fn compressed_matrix(
+    zlib: &[u8],
+    offset: usize,
+    endian: Endian,
+) -> Result<Option<MatArray>, MatError> {
     let mut inner = Vec::with_capacity(zlib.len() * 2);
     flate2::read::ZlibDecoder::new(zlib)
         .read_to_end(&mut inner)
-        .map_err(|e| MatError::Decompress { offset, message: e.to_string() })?;
+        .map_err(|e| MatError::Decompress {
+            offset,
+            message: e.to_string(),
+        })?;
     let element = element(&inner, 0, endian)?;
     if element.data_type != MI_MATRIX {
         return Ok(None);
@@ -154,17 +201,30 @@ fn compressed_matrix(zlib: &[u8], offset: usize, endian: Endian) -> Result<Optio
     Ok(Some(array.with_data(inner)))
 }
 
-fn expect(element: &Element, data_type: u32, what: &'static str, offset: usize) -> Result<(), MatError> {
+fn expect(
+    element: &Element,
+    data_type: u32,
+    what: &'static str,
+    offset: usize,
+) -> Result<(), MatError> {
     if element.data_type == data_type {
         Ok(())
     } else {
-        Err(MatError::UnexpectedElement { offset, expected: what, found: element.data_type })
+        Err(MatError::UnexpectedElement {
+            offset,
+            expected: what,
+            found: element.data_type,
+        })
     }
 }
 
 /// Parses a matrix's sub-elements in `buf[range]`; `None` for non-numeric classes. Returns the
 /// array without data and the range of its real part.
-fn matrix(buf: &[u8], range: Range<usize>, endian: Endian) -> Result<Option<(MatArray, Range<usize>)>, MatError> {
+fn matrix(
+    buf: &[u8],
+    range: Range<usize>,
+    endian: Endian,
+) -> Result<Option<(MatArray, Range<usize>)>, MatError> {
     let body = &buf[..range.end];
     let flags = element(body, range.start, endian)?;
     expect(&flags, MI_UINT32, "array flags (miUINT32)", range.start)?;
@@ -184,9 +244,18 @@ fn matrix(buf: &[u8], range: Range<usize>, endian: Endian) -> Result<Option<(Mat
         return Ok(None);
     }
     let real = element(body, name_el.next, endian)?;
-    let array = MatArray { name, dims, class, data_type: real.data_type, data: Vec::new(), endian };
-    let size = type_size(real.data_type)
-        .ok_or_else(|| MatError::UnsupportedType { name: array.name.clone(), data_type: real.data_type })?;
+    let array = MatArray {
+        name,
+        dims,
+        class,
+        data_type: real.data_type,
+        data: Vec::new(),
+        endian,
+    };
+    let size = type_size(real.data_type).ok_or_else(|| MatError::UnsupportedType {
+        name: array.name.clone(),
+        data_type: real.data_type,
+    })?;
     if real.data.len() != array.len() * size {
         return Err(MatError::SizeMismatch {
             name: array.name,
@@ -225,7 +294,10 @@ impl MatArray {
     /// The values as f64, column-major.
     pub fn to_f64(&self) -> Vec<f64> {
         let size = type_size(self.data_type).unwrap_or(1);
-        self.data.chunks_exact(size).map(|b| self.value(b)).collect()
+        self.data
+            .chunks_exact(size)
+            .map(|b| self.value(b))
+            .collect()
     }
 
     /// One stored value: normalised to little-endian in 8 bytes, then read as its data type.
@@ -263,7 +335,11 @@ impl MatArray {
                 if value.fract() == 0.0 && (0.0..=255.0).contains(&value) {
                     Ok(value as u8)
                 } else {
-                    Err(MatError::NotU8 { name: self.name.clone(), index, value })
+                    Err(MatError::NotU8 {
+                        name: self.name.clone(),
+                        index,
+                        value,
+                    })
                 }
             })
             .collect()
@@ -287,7 +363,9 @@ mod tests {
 
     /// The small data element form: count and type in one word, data in the next 4 bytes.
     fn small(data_type: u32, data: &[u8]) -> Vec<u8> {
-        let mut out = ((data.len() as u32) << 16 | data_type).to_le_bytes().to_vec();
+        let mut out = ((data.len() as u32) << 16 | data_type)
+            .to_le_bytes()
+            .to_vec();
         out.extend_from_slice(data);
         out.resize(8, 0);
         out
@@ -295,8 +373,18 @@ mod tests {
 
     fn matrix_el(class: u8, dims: &[i32], name: &str, real: Vec<u8>) -> Vec<u8> {
         let mut body = el(MI_UINT32, &[class, 0, 0, 0, 0, 0, 0, 0]);
-        body.extend(el(MI_INT32, &dims.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<_>>()));
-        body.extend(if name.len() <= 4 { small(MI_INT8, name.as_bytes()) } else { el(MI_INT8, name.as_bytes()) });
+        body.extend(el(
+            MI_INT32,
+            &dims
+                .iter()
+                .flat_map(|d| d.to_le_bytes())
+                .collect::<Vec<_>>(),
+        ));
+        body.extend(if name.len() <= 4 {
+            small(MI_INT8, name.as_bytes())
+        } else {
+            el(MI_INT8, name.as_bytes())
+        });
         body.extend(real);
         el(MI_MATRIX, &body)
     }
@@ -326,38 +414,68 @@ mod tests {
         let x = matrix_el(9, &[2, 3], "X", el(MI_UINT8, &[1, 2, 3, 4, 5, 6]));
         // A double array stored compactly as uint8 in a small element, as MATLAB does.
         let y = matrix_el(6, &[1, 2], "y", small(MI_UINT8, &[10, 3]));
-        let labels = matrix_el(6, &[1, 1], "long_name", el(MI_DOUBLE, &2.5f64.to_le_bytes()));
+        let labels = matrix_el(
+            6,
+            &[1, 1],
+            "long_name",
+            el(MI_DOUBLE, &2.5f64.to_le_bytes()),
+        );
         let arrays = parse(&file(&[x, compressed(&y), compressed(&labels)])).unwrap();
         assert_eq!(arrays.len(), 3);
-        assert_eq!((arrays[0].name.as_str(), arrays[0].dims.clone()), ("X", vec![2, 3]));
+        assert_eq!(
+            (arrays[0].name.as_str(), arrays[0].dims.clone()),
+            ("X", vec![2, 3])
+        );
         assert_eq!(arrays[0].clone().into_u8().unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(arrays[1].to_f64(), vec![10.0, 3.0]);
         assert_eq!(arrays[2].name, "long_name");
         assert_eq!(arrays[2].to_f64(), vec![2.5]);
-        assert!(matches!(arrays[2].clone().into_u8(), Err(MatError::NotU8 { index: 0, .. })));
+        assert!(matches!(
+            arrays[2].clone().into_u8(),
+            Err(MatError::NotU8 { index: 0, .. })
+        ));
     }
 
     #[test]
     fn skips_non_numeric_arrays() {
         let chars = matrix_el(4, &[1, 2], "s", small(16, b"hi"));
-        let arrays = parse(&file(&[chars, matrix_el(9, &[1, 1], "n", small(MI_UINT8, &[7]))])).unwrap();
-        assert_eq!(arrays.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["n"]);
+        let arrays = parse(&file(&[
+            chars,
+            matrix_el(9, &[1, 1], "n", small(MI_UINT8, &[7])),
+        ]))
+        .unwrap();
+        assert_eq!(
+            arrays.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["n"]
+        );
     }
 
     #[test]
     fn rejects_other_files_and_truncation() {
         assert!(matches!(parse(&[0; 200]), Err(MatError::NotMat5 { .. })));
         assert!(matches!(parse(b"short"), Err(MatError::Truncated { .. })));
-        let bytes = file(&[matrix_el(9, &[2, 3], "X", el(MI_UINT8, &[1, 2, 3, 4, 5, 6]))]);
+        let bytes = file(&[matrix_el(
+            9,
+            &[2, 3],
+            "X",
+            el(MI_UINT8, &[1, 2, 3, 4, 5, 6]),
+        )]);
         let err = parse(&bytes[..bytes.len() - 9]).unwrap_err();
-        assert!(matches!(err, MatError::Truncated { offset: 128, .. }), "{err}");
+        assert!(
+            matches!(err, MatError::Truncated { offset: 128, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejects_data_that_does_not_fill_the_dimensions() {
         let bytes = file(&[matrix_el(9, &[2, 3], "X", el(MI_UINT8, &[1, 2, 3]))]);
         let err = parse(&bytes).unwrap_err();
-        assert!(err.to_string().contains("3 bytes of data type 2 do not fill dimensions [2, 3]"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("3 bytes of data type 2 do not fill dimensions [2, 3]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,30 +23,60 @@ pub struct NpyArray {
 #[derive(Debug, thiserror::Error)]
 pub enum NpzError {
     #[error("cannot read {path}: {source}")]
-    Io { path: Utf8PathBuf, source: std::io::Error },
+    Io {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a numpy .npz archive: {message}")]
     Zip { path: Utf8PathBuf, message: String },
     #[error("{path}: array `{name}`: {problem}")]
-    Array { path: Utf8PathBuf, name: String, problem: String },
-    #[error("{path} has no array `{name}` (it has: {found}); FID statistics hold `mu` and `sigma`")]
-    MissingArray { path: Utf8PathBuf, name: String, found: String },
+    Array {
+        path: Utf8PathBuf,
+        name: String,
+        problem: String,
+    },
+    #[error(
+        "{path} has no array `{name}` (it has: {found}); FID statistics hold `mu` and `sigma`"
+    )]
+    MissingArray {
+        path: Utf8PathBuf,
+        name: String,
+        found: String,
+    },
     #[error("cannot write {path}: {message}")]
     Write { path: Utf8PathBuf, message: String },
 }
 
 /// Reads every array of an `.npz` archive, by name (without `.npy`).
 pub fn read_npz(path: &Utf8Path) -> Result<BTreeMap<String, NpyArray>, NpzError> {
-    let zip_error = |message: String| NpzError::Zip { path: path.to_owned(), message };
-    let file = std::fs::File::open(path).map_err(|source| NpzError::Io { path: path.to_owned(), source })?;
+    let zip_error = |message: String| NpzError::Zip {
+        path: path.to_owned(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|source| NpzError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| zip_error(e.to_string()))?;
     let mut arrays = BTreeMap::new();
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(|e| zip_error(e.to_string()))?;
-        let name = entry.name().strip_suffix(".npy").unwrap_or(entry.name()).to_owned();
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|e| zip_error(e.to_string()))?;
+        let name = entry
+            .name()
+            .strip_suffix(".npy")
+            .unwrap_or(entry.name())
+            .to_owned();
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| zip_error(format!("entry `{name}`: {e}")))?;
-        let array = parse_npy(&bytes)
-            .map_err(|problem| NpzError::Array { path: path.to_owned(), name: name.clone(), problem })?;
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| zip_error(format!("entry `{name}`: {e}")))?;
+        let array = parse_npy(&bytes).map_err(|problem| NpzError::Array {
+            path: path.to_owned(),
+            name: name.clone(),
+            problem,
+        })?;
         arrays.insert(name, array);
     }
     Ok(arrays)
@@ -59,18 +89,28 @@ pub fn take_array(
     path: &Utf8Path,
 ) -> Result<NpyArray, NpzError> {
     let found = arrays.keys().cloned().collect::<Vec<_>>().join(", ");
-    arrays.remove(name).ok_or_else(|| NpzError::MissingArray { path: path.to_owned(), name: name.to_owned(), found })
+    arrays.remove(name).ok_or_else(|| NpzError::MissingArray {
+        path: path.to_owned(),
+        name: name.to_owned(),
+        found,
+    })
 }
 
 /// Writes `arrays` as a deflated `.npz` archive of little-endian f8 `.npy` files.
 pub fn write_npz(path: &Utf8Path, arrays: &[(&str, &NpyArray)]) -> Result<(), NpzError> {
-    let write_error = |message: String| NpzError::Write { path: path.to_owned(), message };
+    let write_error = |message: String| NpzError::Write {
+        path: path.to_owned(),
+        message,
+    };
     let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     for (name, array) in arrays {
-        zip.start_file(format!("{name}.npy"), options).map_err(|e| write_error(e.to_string()))?;
-        zip.write_all(&npy_bytes(array)).map_err(|e| write_error(e.to_string()))?;
+        zip.start_file(format!("{name}.npy"), options)
+            .map_err(|e| write_error(e.to_string()))?;
+        zip.write_all(&npy_bytes(array))
+            .map_err(|e| write_error(e.to_string()))?;
     }
     let mut inner = zip.finish().map_err(|e| write_error(e.to_string()))?;
     inner.flush().map_err(|e| write_error(e.to_string()))
@@ -80,7 +120,13 @@ pub fn write_npz(path: &Utf8Path, arrays: &[(&str, &NpyArray)]) -> Result<(), Np
 pub fn npy_bytes(array: &NpyArray) -> Vec<u8> {
     let shape = match array.shape.as_slice() {
         [one] => format!("({one},)"),
-        dims => format!("({})", dims.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+        dims => format!(
+            "({})",
+            dims.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
     // numpy pads with spaces so that magic + version + length + header is a multiple of 64.
@@ -106,14 +152,20 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     let major = bytes[MAGIC.len()];
     let (header_len, start) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         other => return Err(format!(".npy format version {other} is not supported")),
     };
-    let header = bytes.get(start..start + header_len).ok_or("the header is cut off")?;
+    let header = bytes
+        .get(start..start + header_len)
+        .ok_or("the header is cut off")?;
     let header = std::str::from_utf8(header).map_err(|_| "the header is not text")?;
     let descr = header_value(header, "descr").ok_or("the header has no `descr`")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")? == "True";
+    let fortran =
+        header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")? == "True";
     let shape = parse_shape(header_value(header, "shape").ok_or("the header has no `shape`")?)?;
     let count: usize = shape.iter().product();
     let payload = &bytes[start + header_len..];
@@ -123,7 +175,11 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
         other => return Err(format!("dtype `{other}` is not supported (expected little-endian float64 `<f8` or float32 `<f4`)")),
     };
     if payload.len() < count * width {
-        return Err(format!("truncated: {count} values of {width} bytes need {} bytes, found {}", count * width, payload.len()));
+        return Err(format!(
+            "truncated: {count} values of {width} bytes need {} bytes, found {}",
+            count * width,
+            payload.len()
+        ));
     }
     let data: Vec<f64> = payload[..count * width]
         .chunks_exact(width)
@@ -132,16 +188,26 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
             _ => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
         })
         .collect();
-    let data = if fortran { fortran_to_c(&data, &shape) } else { data };
+    let data = if fortran {
+        fortran_to_c(&data, &shape)
+    } else {
+        data
+    };
     Ok(NpyArray { shape, data })
 }
 
 /// The text of `key`'s value in a header dict like `{'descr': '<f8', 'shape': (3, 4), }`.
 fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let quoted = [format!("'{key}'"), format!("\"{key}\"")];
-    let at = quoted.iter().find_map(|q| header.find(q.as_str()).map(|i| i + q.len()))?;
+    let at = quoted
+        .iter()
+        .find_map(|q| header.find(q.as_str()).map(|i| i + q.len()))?;
     let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
     Some(rest[..end].trim())
 }
 
@@ -189,23 +255,37 @@ mod tests {
     fn writes_and_reads_back_an_archive() {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8Path::from_path(dir.path()).unwrap().join("stats.npz");
-        let mu = NpyArray { shape: vec![3], data: vec![1.0, -2.5, 1e-300] };
-        let sigma = NpyArray { shape: vec![3, 3], data: (0..9).map(f64::from).collect() };
+        let mu = NpyArray {
+            shape: vec![3],
+            data: vec![1.0, -2.5, 1e-300],
+        };
+        let sigma = NpyArray {
+            shape: vec![3, 3],
+            data: (0..9).map(f64::from).collect(),
+        };
         write_npz(&path, &[("mu", &mu), ("sigma", &sigma)]).unwrap();
         let mut arrays = read_npz(&path).unwrap();
         assert_eq!(take_array(&mut arrays, "mu", &path).unwrap(), mu);
         assert_eq!(take_array(&mut arrays, "sigma", &path).unwrap(), sigma);
-        let missing = take_array(&mut arrays, "mu", &path).unwrap_err().to_string();
+        let missing = take_array(&mut arrays, "mu", &path)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("no array `mu`"), "{missing}");
     }
 
     #[test]
     fn headers_are_padded_like_numpys() {
-        let bytes = npy_bytes(&NpyArray { shape: vec![2, 2], data: vec![0.0; 4] });
+        let bytes = npy_bytes(&NpyArray {
+            shape: vec![2, 2],
+            data: vec![0.0; 4],
+        });
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);
         let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-        assert!(header.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }"), "{header}");
+        assert!(
+            header.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }"),
+            "{header}"
+        );
         assert!(header.ends_with(" \n"), "{header:?}");
     }
 
@@ -221,7 +301,13 @@ mod tests {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         let array = parse_npy(&bytes).unwrap();
-        assert_eq!(array, NpyArray { shape: vec![2, 3], data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0] });
+        assert_eq!(
+            array,
+            NpyArray {
+                shape: vec![2, 3],
+                data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+            }
+        );
     }
 
     #[test]
@@ -231,8 +317,13 @@ mod tests {
         bytes.extend_from_slice(&[1, 0]);
         bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
         bytes.extend_from_slice(header.as_bytes());
-        assert!(parse_npy(&bytes).unwrap_err().contains("`<i8` is not supported"));
-        let mut cut = npy_bytes(&NpyArray { shape: vec![4], data: vec![1.0; 4] });
+        assert!(parse_npy(&bytes)
+            .unwrap_err()
+            .contains("`<i8` is not supported"));
+        let mut cut = npy_bytes(&NpyArray {
+            shape: vec![4],
+            data: vec![1.0; 4],
+        });
         cut.truncate(cut.len() - 3);
         assert!(parse_npy(&cut).unwrap_err().contains("truncated"));
     }

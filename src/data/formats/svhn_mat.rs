@@ -17,21 +17,45 @@ use crate::data::Dataset;
 const ZERO_LABEL: f64 = 10.0;
 
 /// Reads `X` and `y` of an SVHN `.mat` file.
-pub fn load_svhn_mat(path: &Utf8Path, domain: &str, options: &ReadOptions) -> Result<Dataset, FormatError> {
+pub fn load_svhn_mat(
+    path: &Utf8Path,
+    domain: &str,
+    options: &ReadOptions,
+) -> Result<Dataset, FormatError> {
     let bytes = read_maybe_compressed(path)?;
-    let mut arrays = mat5::parse(&bytes).map_err(|source| FormatError::Mat { path: path.to_owned(), source })?;
+    let mut arrays = mat5::parse(&bytes).map_err(|source| FormatError::Mat {
+        path: path.to_owned(),
+        source,
+    })?;
     drop(bytes);
     let x = take(&mut arrays, "X", path)?;
     let y = take(&mut arrays, "y", path)?;
     let [height, width, channels, n] = image_dims(&x, path)?;
     if y.len() != n {
-        return Err(FormatError::CountMismatch { path: path.to_owned(), images: n, labels: y.len() });
+        return Err(FormatError::CountMismatch {
+            path: path.to_owned(),
+            images: n,
+            labels: y.len(),
+        });
     }
     let keep = limited(n, options);
     let labels = labels(&y.to_f64()[..keep], path)?;
-    let column_major = x.into_u8().map_err(|source| FormatError::Mat { path: path.to_owned(), source })?;
-    let pixels = to_planar(&column_major[..keep * height * width * channels], height, width);
-    let dataset = Dataset::new(pixels, [keep, channels, height, width], labels, Dataset::digit_classes(), domain)?;
+    let column_major = x.into_u8().map_err(|source| FormatError::Mat {
+        path: path.to_owned(),
+        source,
+    })?;
+    let pixels = to_planar(
+        &column_major[..keep * height * width * channels],
+        height,
+        width,
+    );
+    let dataset = Dataset::new(
+        pixels,
+        [keep, channels, height, width],
+        labels,
+        Dataset::digit_classes(),
+        domain,
+    )?;
     finish(dataset, options, path)
 }
 
@@ -56,7 +80,10 @@ fn image_dims(x: &MatArray, path: &Utf8Path) -> Result<[usize; 4], FormatError> 
         _ => Err(FormatError::MatVariable {
             path: path.to_owned(),
             name: x.name.clone(),
-            problem: format!("has dimensions {:?}, expected [height, width, 1 or 3 channels, N]", x.dims),
+            problem: format!(
+                "has dimensions {:?}, expected [height, width, 1 or 3 channels, N]",
+                x.dims
+            ),
         }),
     }
 }
@@ -83,13 +110,15 @@ fn labels(raw: &[f64], path: &Utf8Path) -> Result<Vec<i64>, FormatError> {
 fn to_planar(column_major: &[u8], height: usize, width: usize) -> Vec<u8> {
     let plane = height * width;
     let mut out = vec![0; column_major.len()];
-    out.par_chunks_mut(plane).zip(column_major.par_chunks(plane)).for_each(|(dst, src)| {
-        for col in 0..width {
-            for row in 0..height {
-                dst[row * width + col] = src[col * height + row];
+    out.par_chunks_mut(plane)
+        .zip(column_major.par_chunks(plane))
+        .for_each(|(dst, src)| {
+            for col in 0..width {
+                for row in 0..height {
+                    dst[row * width + col] = src[col * height + row];
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -109,7 +138,10 @@ mod tests {
         let path = Utf8Path::new("train_32x32.mat");
         assert_eq!(labels(&[10.0, 1.0, 9.0], path).unwrap(), vec![0, 1, 9]);
         let err = labels(&[3.0, 0.0], path).unwrap_err();
-        assert!(err.to_string().contains("y[1]: label 0 is outside 1..=10"), "{err}");
+        assert!(
+            err.to_string().contains("y[1]: label 0 is outside 1..=10"),
+            "{err}"
+        );
         assert!(labels(&[2.5], path).is_err());
     }
 }

@@ -19,11 +19,19 @@ const PIXELS: usize = SIDE * SIDE;
 const TOLERANCE: f64 = 1e-6;
 
 /// Reads a USPS libsvm file.
-pub fn load_usps_libsvm(path: &Utf8Path, domain: &str, options: &ReadOptions) -> Result<Dataset, FormatError> {
+pub fn load_usps_libsvm(
+    path: &Utf8Path,
+    domain: &str,
+    options: &ReadOptions,
+) -> Result<Dataset, FormatError> {
     let bytes = read_maybe_compressed(path)?;
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<(usize, &str)> =
-        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
     let keep = limited(lines.len(), options);
     let mut pixels = Vec::with_capacity(keep * PIXELS);
     let mut labels = Vec::with_capacity(keep);
@@ -32,19 +40,36 @@ pub fn load_usps_libsvm(path: &Utf8Path, domain: &str, options: &ReadOptions) ->
         labels.push(label);
         pixels.extend_from_slice(&image);
     }
-    let dataset = Dataset::new(pixels, [keep, 1, SIDE, SIDE], labels, Dataset::digit_classes(), domain)?;
+    let dataset = Dataset::new(
+        pixels,
+        [keep, 1, SIDE, SIDE],
+        labels,
+        Dataset::digit_classes(),
+        domain,
+    )?;
     finish(dataset, options, path)
 }
 
 fn syntax(path: &Utf8Path, line: usize, expected: &str, found: &str) -> FormatError {
-    FormatError::Syntax { path: path.to_owned(), line, expected: expected.to_owned(), found: found.to_owned() }
+    FormatError::Syntax {
+        path: path.to_owned(),
+        line,
+        expected: expected.to_owned(),
+        found: found.to_owned(),
+    }
 }
 
 /// One line to its digit and pixels.
-fn parse_line(text: &str, line: usize, path: &Utf8Path) -> Result<(i64, [u8; PIXELS]), FormatError> {
+fn parse_line(
+    text: &str,
+    line: usize,
+    path: &Utf8Path,
+) -> Result<(i64, [u8; PIXELS]), FormatError> {
     let mut fields = text.split_whitespace();
     let label_text = fields.next().unwrap_or_default();
-    let label = label_text.parse::<f64>().map_err(|_| syntax(path, line, "a numeric label", label_text))?;
+    let label = label_text
+        .parse::<f64>()
+        .map_err(|_| syntax(path, line, "a numeric label", label_text))?;
     if label.fract() != 0.0 || !(1.0..=10.0).contains(&label) {
         return Err(FormatError::LabelOutOfRange {
             path: path.to_owned(),
@@ -55,8 +80,14 @@ fn parse_line(text: &str, line: usize, path: &Utf8Path) -> Result<(i64, [u8; PIX
     }
     let mut image = [0u8; PIXELS];
     for field in fields {
-        let (index, value) = parse_pair(field)
-            .ok_or_else(|| syntax(path, line, "`index:value` with index in 1..=256 and value in [-1, 1]", field))?;
+        let (index, value) = parse_pair(field).ok_or_else(|| {
+            syntax(
+                path,
+                line,
+                "`index:value` with index in 1..=256 and value in [-1, 1]",
+                field,
+            )
+        })?;
         image[index - 1] = value;
     }
     Ok((label as i64 - 1, image))
@@ -65,7 +96,10 @@ fn parse_line(text: &str, line: usize, path: &Utf8Path) -> Result<(i64, [u8; PIX
 fn parse_pair(field: &str) -> Option<(usize, u8)> {
     let (index, value) = field.split_once(':')?;
     let index: usize = index.parse().ok().filter(|i| (1..=PIXELS).contains(i))?;
-    let value: f64 = value.parse().ok().filter(|v: &f64| v.abs() <= 1.0 + TOLERANCE)?;
+    let value: f64 = value
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.abs() <= 1.0 + TOLERANCE)?;
     Some((index, to_u8(value)))
 }
 
@@ -84,7 +118,9 @@ mod tests {
 
     /// Two lines: digit 0 (label 10) with pixel 1 white and pixel 256 at 0; digit 4 all given.
     fn text() -> String {
-        let full: Vec<String> = (1..=256).map(|i| format!("{i}:{}", if i % 2 == 0 { "1" } else { "-1" })).collect();
+        let full: Vec<String> = (1..=256)
+            .map(|i| format!("{i}:{}", if i % 2 == 0 { "1" } else { "-1" }))
+            .collect();
         format!("10 1:1 256:0.0\n5 {}\n", full.join(" "))
     }
 
@@ -117,8 +153,15 @@ mod tests {
     fn limit_reads_the_first_lines() {
         let (_dir, dir) = tmp();
         std::fs::write(dir.join("usps"), text()).unwrap();
-        let data =
-            load_usps_libsvm(&dir.join("usps"), "usps", &ReadOptions { limit: Some(1), ..Default::default() }).unwrap();
+        let data = load_usps_libsvm(
+            &dir.join("usps"),
+            "usps",
+            &ReadOptions {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(data.labels, vec![9]);
     }
 
@@ -141,6 +184,9 @@ mod tests {
 
     #[test]
     fn maps_values_to_bytes() {
-        assert_eq!((to_u8(-1.0), to_u8(1.0), to_u8(0.0), to_u8(1.0000001)), (0, 255, 128, 255));
+        assert_eq!(
+            (to_u8(-1.0), to_u8(1.0), to_u8(0.0), to_u8(1.0000001)),
+            (0, 255, 128, 255)
+        );
     }
 }

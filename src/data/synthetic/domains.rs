@@ -133,7 +133,12 @@ fn svhn_digits<R: Rng>(digit: u8, rng: &mut R) -> Vec<f32> {
             canvas.draw(&strokes, &ink);
         }
     }
-    blur(&mut canvas.data, SVHN_SIDE, SVHN_SIDE, rng.random_range(0.2..1.1));
+    blur(
+        &mut canvas.data,
+        SVHN_SIDE,
+        SVHN_SIDE,
+        rng.random_range(0.2..1.1),
+    );
     canvas.data
 }
 
@@ -149,8 +154,17 @@ fn svhn_colours<R: Rng>(rng: &mut R) -> (Rgb, Rgb) {
         (false, true) => false,
         (false, false) => base < 0.5,
     };
-    let target = if lighter { base + contrast } else { base - contrast }.clamp(0.0, 1.0);
-    let bright = hsv(rng.random_range(0.0..1.0), 0.8 * rng.random::<f32>().powi(2), 1.0);
+    let target = if lighter {
+        base + contrast
+    } else {
+        base - contrast
+    }
+    .clamp(0.0, 1.0);
+    let bright = hsv(
+        rng.random_range(0.0..1.0),
+        0.8 * rng.random::<f32>().powi(2),
+        1.0,
+    );
     (background, with_luma(bright, target))
 }
 
@@ -167,7 +181,13 @@ fn with_luma(colour: Rgb, target: f32) -> Rgb {
 
 /// Scales strokes uniformly to fit `max_width x max_height`, stretches them sideways by
 /// `stretch` (never beyond `max_width`) and centres them on `centre`. Returns the width.
-fn fit(strokes: &mut [Stroke], max_width: f32, max_height: f32, stretch: f32, centre: Point) -> f32 {
+fn fit(
+    strokes: &mut [Stroke],
+    max_width: f32,
+    max_height: f32,
+    stretch: f32,
+    centre: Point,
+) -> f32 {
     let Some((lo, hi)) = bounds(strokes) else {
         return 0.0;
     };

@@ -57,7 +57,11 @@ pub const PRINTED: HandStyle = HandStyle {
 /// The strokes of `digit` (taken modulo 10) in a random variant, jittered and warped.
 pub fn draw_digit<R: Rng>(digit: u8, style: &HandStyle, rng: &mut R) -> Vec<Stroke> {
     let mut strokes = {
-        let mut pen = Pen { rng: &mut *rng, jitter: style.jitter, strokes: Vec::new() };
+        let mut pen = Pen {
+            rng: &mut *rng,
+            jitter: style.jitter,
+            strokes: Vec::new(),
+        };
         pen.digit(digit % 10);
         pen.strokes
     };
@@ -70,7 +74,10 @@ pub fn bounds(strokes: &[Stroke]) -> Option<(Point, Point)> {
     let mut points = strokes.iter().flatten();
     let first = *points.next()?;
     Some(points.fold((first, first), |(lo, hi), p| {
-        ([lo[0].min(p[0]), lo[1].min(p[1])], [hi[0].max(p[0]), hi[1].max(p[1])])
+        (
+            [lo[0].min(p[0]), lo[1].min(p[1])],
+            [hi[0].max(p[0]), hi[1].max(p[1])],
+        )
     }))
 }
 
@@ -101,7 +108,10 @@ impl<R: Rng> Pen<'_, R> {
     }
 
     fn jittered(&mut self, x: f32, y: f32) -> Point {
-        [x + normal(self.rng, self.jitter), y + normal(self.rng, self.jitter)]
+        [
+            x + normal(self.rng, self.jitter),
+            y + normal(self.rng, self.jitter),
+        ]
     }
 
     fn last(&self) -> Option<Point> {
@@ -420,7 +430,10 @@ mod tests {
             for _ in 0..50 {
                 let strokes = draw_digit(digit, &HANDWRITTEN, &mut rng);
                 let (lo, hi) = bounds(&strokes).expect("a digit has points");
-                assert!(hi[1] - lo[1] > 0.6, "digit {digit} too short: {lo:?} {hi:?}");
+                assert!(
+                    hi[1] - lo[1] > 0.6,
+                    "digit {digit} too short: {lo:?} {hi:?}"
+                );
                 assert!(lo[0] > -1.0 && hi[0] < 1.0 && lo[1] > -0.5 && hi[1] < 1.5);
             }
         }

@@ -53,8 +53,12 @@ pub enum DigitDomain {
 pub struct UnknownDomain(pub String);
 
 impl DigitDomain {
-    pub const ALL: [DigitDomain; 4] =
-        [DigitDomain::Mnist, DigitDomain::Mnistm, DigitDomain::Svhn, DigitDomain::Usps];
+    pub const ALL: [DigitDomain; 4] = [
+        DigitDomain::Mnist,
+        DigitDomain::Mnistm,
+        DigitDomain::Svhn,
+        DigitDomain::Usps,
+    ];
 
     /// The recipe name, also used as the dataset's domain.
     pub fn name(self) -> &'static str {
@@ -140,7 +144,10 @@ impl Streams {
             hasher.update(purpose.as_bytes());
             *hasher.finalize().as_bytes()
         };
-        Streams { images: key("images"), labels: key("labels") }
+        Streams {
+            images: key("images"),
+            labels: key("labels"),
+        }
     }
 
     fn image_rng(&self, index: usize) -> ChaCha8Rng {
@@ -220,7 +227,10 @@ mod tests {
     #[test]
     fn a_prefix_does_not_depend_on_n() {
         let long = generate(DigitDomain::Svhn, 40, 1);
-        assert_eq!(generate(DigitDomain::Svhn, 25, 1), long.select(&(0..25).collect::<Vec<_>>()));
+        assert_eq!(
+            generate(DigitDomain::Svhn, 25, 1),
+            long.select(&(0..25).collect::<Vec<_>>())
+        );
         let tail = generate_range(DigitDomain::Svhn, 25..40, 1);
         assert_eq!(tail, long.select(&(25..40).collect::<Vec<_>>()));
     }
@@ -246,7 +256,11 @@ mod tests {
         assert!(counts.iter().all(|&c| c == 100 || c == 101), "{counts:?}");
         assert_eq!(counts.iter().sum::<usize>(), 1005);
         let first_block: Vec<i64> = dataset.labels[..10].to_vec();
-        assert_ne!(first_block, (0..10).collect::<Vec<_>>(), "labels should be shuffled");
+        assert_ne!(
+            first_block,
+            (0..10).collect::<Vec<_>>(),
+            "labels should be shuffled"
+        );
     }
 
     #[test]
@@ -263,9 +277,15 @@ mod tests {
         for i in 0..dataset.len() {
             let image = dataset.image(i);
             let corners = [0, 27, 27 * 28, 28 * 28 - 1];
-            assert!(corners.iter().all(|&p| image[p] == 0), "image {i} has a lit corner");
+            assert!(
+                corners.iter().all(|&p| image[p] == 0),
+                "image {i} has a lit corner"
+            );
             let ink = image.iter().filter(|&&v| v > 128).count();
-            assert!((30..400).contains(&ink), "image {i} has {ink} bright pixels");
+            assert!(
+                (30..400).contains(&ink),
+                "image {i} has {ink} bright pixels"
+            );
             assert_eq!(image.iter().max(), Some(&255));
         }
     }
@@ -287,8 +307,18 @@ mod tests {
     /// so timings stay meaningful while other builds share the machine.
     fn cpu_seconds() -> f64 {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (ticks(11) + ticks(12)) / 100.0
     }
 
@@ -299,7 +329,11 @@ mod tests {
             let (start, cpu) = (std::time::Instant::now(), cpu_seconds());
             let dataset = generate(domain, 100_000, 0);
             let wall = start.elapsed().as_secs_f64();
-            println!("{domain}: {} images in {wall:.2}s wall, {:.2}s CPU", dataset.len(), cpu_seconds() - cpu);
+            println!(
+                "{domain}: {} images in {wall:.2}s wall, {:.2}s CPU",
+                dataset.len(),
+                cpu_seconds() - cpu
+            );
         }
     }
 
@@ -321,7 +355,11 @@ mod tests {
                     for x in 0..w * scale {
                         let p = (y / scale) * w + x / scale;
                         let rgb: Vec<u8> = (0..3).map(|ch| image[(ch % c) * h * w + p]).collect();
-                        grid.put_pixel((gx + x) as u32, (gy + y) as u32, image::Rgb([rgb[0], rgb[1], rgb[2]]));
+                        grid.put_pixel(
+                            (gx + x) as u32,
+                            (gy + y) as u32,
+                            image::Rgb([rgb[0], rgb[1], rgb[2]]),
+                        );
                     }
                 }
             }

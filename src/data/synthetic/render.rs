@@ -27,7 +27,11 @@ pub struct Ink {
 
 impl Canvas {
     pub fn new(width: usize, height: usize) -> Self {
-        Canvas { width, height, data: vec![0.0; width * height] }
+        Canvas {
+            width,
+            height,
+            data: vec![0.0; width * height],
+        }
     }
 
     /// Draws every stroke; overlapping ink keeps the maximum coverage.
@@ -39,7 +43,13 @@ impl Canvas {
                 1 => self.segment(stroke[0], stroke[0], radii[0], radii[0], ink.softness),
                 _ => {
                     for i in 1..stroke.len() {
-                        self.segment(stroke[i - 1], stroke[i], radii[i - 1], radii[i], ink.softness);
+                        self.segment(
+                            stroke[i - 1],
+                            stroke[i],
+                            radii[i - 1],
+                            radii[i],
+                            ink.softness,
+                        );
                     }
                 }
             }
@@ -72,7 +82,11 @@ impl Canvas {
             };
             for x in xs..xe {
                 let px = x as f32 + 0.5 - a[0];
-                let t = if len2 > 0.0 { ((px * dx + py * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+                let t = if len2 > 0.0 {
+                    ((px * dx + py * dy) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 let (ex, ey) = (px - t * dx, py - t * dy);
                 let distance2 = ex * ex + ey * ey;
                 // Most of the box is out of reach: skip the square root there.
@@ -121,8 +135,9 @@ pub fn blur(plane: &mut [f32], width: usize, height: usize, sigma: f32) {
 
 fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     let radius = (2.5 * sigma).ceil() as i32;
-    let weights: Vec<f32> =
-        (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let weights: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let total: f32 = weights.iter().sum();
     weights.into_iter().map(|w| w / total).collect()
 }
@@ -130,7 +145,15 @@ fn gaussian_kernel(sigma: f32) -> Vec<f32> {
 /// 1-D convolution along lines of `len` samples spaced `step` apart; `lines` lines spaced
 /// `line_step` apart. Each line is first copied with its edge values repeated, so the inner loop
 /// needs no bounds clamping.
-fn convolve(src: &[f32], dst: &mut [f32], len: usize, lines: usize, kernel: &[f32], step: usize, line_step: usize) {
+fn convolve(
+    src: &[f32],
+    dst: &mut [f32],
+    len: usize,
+    lines: usize,
+    kernel: &[f32],
+    step: usize,
+    line_step: usize,
+) {
     let radius = kernel.len() / 2;
     let mut padded = vec![0.0; len + 2 * radius];
     for line in 0..lines {
@@ -150,7 +173,12 @@ fn convolve(src: &[f32], dst: &mut [f32], len: usize, lines: usize, kernel: &[f3
 mod tests {
     use super::*;
 
-    const INK: Ink = Ink { radius: 1.5, softness: 1.0, pressure: 0.0, phase: 0.0 };
+    const INK: Ink = Ink {
+        radius: 1.5,
+        softness: 1.0,
+        pressure: 0.0,
+        phase: 0.0,
+    };
 
     #[test]
     fn a_line_covers_its_centre_and_fades_at_the_edge() {
@@ -176,7 +204,10 @@ mod tests {
                 let distance = (p[0] - t * d[0]).hypot(p[1] - t * d[1]);
                 let expected = (INK.radius - distance + 0.5).clamp(0.0, 1.0);
                 let found = canvas.data[y * 12 + x];
-                assert!((found - expected).abs() < 1e-5, "({x}, {y}): {found} vs {expected}");
+                assert!(
+                    (found - expected).abs() < 1e-5,
+                    "({x}, {y}): {found} vs {expected}"
+                );
             }
         }
     }

@@ -53,7 +53,13 @@ fn lerp(a: f32, b: f32, t: f32) -> f32 {
 
 /// Fractal noise: octaves of value noise, each twice as fine and half as strong, rescaled to
 /// span `[0, 1]`.
-pub fn fbm<R: Rng>(rng: &mut R, width: usize, height: usize, cells: usize, octaves: u32) -> Vec<f32> {
+pub fn fbm<R: Rng>(
+    rng: &mut R,
+    width: usize,
+    height: usize,
+    cells: usize,
+    octaves: u32,
+) -> Vec<f32> {
     let mut total = vec![0.0; width * height];
     let mut amplitude = 1.0;
     for octave in 0..octaves {
@@ -68,7 +74,9 @@ pub fn fbm<R: Rng>(rng: &mut R, width: usize, height: usize, cells: usize, octav
 }
 
 fn normalise(values: &mut [f32]) {
-    let (lo, hi) = values.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let span = (hi - lo).max(1e-6);
     for v in values {
         *v = (*v - lo) / span;
@@ -79,13 +87,21 @@ fn normalise(values: &mut [f32]) {
 pub fn random_colour<R: Rng>(rng: &mut R) -> Rgb {
     // Skewed towards muted colours, as in photographs.
     let saturation = 0.85 * rng.random::<f32>().powf(1.5);
-    hsv(rng.random_range(0.0..1.0), saturation, rng.random_range(0.08..1.0))
+    hsv(
+        rng.random_range(0.0..1.0),
+        saturation,
+        rng.random_range(0.08..1.0),
+    )
 }
 
 /// A paint colour for walls and plates: mostly greys, whites, browns and dark tones.
 pub fn paint_colour<R: Rng>(rng: &mut R) -> Rgb {
     let saturation = 0.75 * rng.random::<f32>().powi(2);
-    hsv(rng.random_range(0.0..1.0), saturation, rng.random_range(0.1..0.95))
+    hsv(
+        rng.random_range(0.0..1.0),
+        saturation,
+        rng.random_range(0.1..0.95),
+    )
 }
 
 /// HSV (all in `[0, 1]`) to RGB.
@@ -111,7 +127,11 @@ pub fn luma(c: Rgb) -> f32 {
 }
 
 fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [lerp(a[0], b[0], t), lerp(a[1], b[1], t), lerp(a[2], b[2], t)]
+    [
+        lerp(a[0], b[0], t),
+        lerp(a[1], b[1], t),
+        lerp(a[2], b[2], t),
+    ]
 }
 
 /// Piecewise-linear colour ramp through `palette` for `t` in `[0, 1]`.
@@ -172,11 +192,17 @@ fn blobs<R: Rng>(rng: &mut R, width: usize, height: usize) -> Vec<Rgb> {
     let mut image = noise_scene(rng, width, height);
     for _ in 0..rng.random_range(2..7) {
         let colour = random_colour(rng);
-        let centre = [rng.random_range(0.0..width as f32), rng.random_range(0.0..height as f32)];
+        let centre = [
+            rng.random_range(0.0..width as f32),
+            rng.random_range(0.0..height as f32),
+        ];
         let radius = rng.random_range(2.0..width as f32 * 0.5);
         let hardness = rng.random_range(0.5..4.0);
         for (i, pixel) in image.iter_mut().enumerate() {
-            let (dx, dy) = ((i % width) as f32 - centre[0], (i / width) as f32 - centre[1]);
+            let (dx, dy) = (
+                (i % width) as f32 - centre[0],
+                (i / width) as f32 - centre[1],
+            );
             let d = (dx * dx + dy * dy).sqrt();
             let alpha = ((radius - d) * hardness / radius.max(1.0) + 0.5).clamp(0.0, 1.0);
             *pixel = mix(*pixel, colour, alpha);

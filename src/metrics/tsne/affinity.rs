@@ -43,8 +43,14 @@ pub(super) fn nearest_neighbours(data: &[f32], dim: usize, k: usize) -> Neighbou
         .collect();
     Neighbours {
         k,
-        indices: rows.iter().flat_map(|r| r.iter().map(|&(_, j)| j)).collect(),
-        sq_distances: rows.iter().flat_map(|r| r.iter().map(|&(d, _)| d)).collect(),
+        indices: rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&(_, j)| j))
+            .collect(),
+        sq_distances: rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&(d, _)| d))
+            .collect(),
     }
 }
 
@@ -65,7 +71,10 @@ pub(super) fn conditional_probabilities(neighbours: &Neighbours, perplexity: f64
 /// probabilities are unchanged, and the exponentials no longer underflow for large distances.
 pub(super) fn calibrate_row(sq_distances: &[f32], target: f64, out: &mut [f64]) {
     let nearest = sq_distances.iter().copied().fold(f32::INFINITY, f32::min);
-    let shifted: Vec<f64> = sq_distances.iter().map(|&d| f64::from(d - nearest)).collect();
+    let shifted: Vec<f64> = sq_distances
+        .iter()
+        .map(|&d| f64::from(d - nearest))
+        .collect();
     let (mut beta, mut beta_min, mut beta_max) = (1.0, f64::NEG_INFINITY, f64::INFINITY);
     for _ in 0..SEARCH_STEPS {
         let entropy = gaussian_row(&shifted, beta, out);
@@ -76,10 +85,18 @@ pub(super) fn calibrate_row(sq_distances: &[f32], target: f64, out: &mut [f64]) 
         // Too much entropy means the kernel is too wide: raise the precision.
         if excess > 0.0 {
             beta_min = beta;
-            beta = if beta_max.is_infinite() { beta * 2.0 } else { (beta + beta_max) / 2.0 };
+            beta = if beta_max.is_infinite() {
+                beta * 2.0
+            } else {
+                (beta + beta_max) / 2.0
+            };
         } else {
             beta_max = beta;
-            beta = if beta_min.is_infinite() { beta / 2.0 } else { (beta + beta_min) / 2.0 };
+            beta = if beta_min.is_infinite() {
+                beta / 2.0
+            } else {
+                (beta + beta_min) / 2.0
+            };
         }
     }
 }
@@ -120,7 +137,11 @@ pub(super) fn joint_probabilities(neighbours: &Neighbours, conditional: &[f64]) 
     }
     entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let total: f64 = entries.iter().map(|e| e.2).sum();
-    let mut matrix = SparseMatrix { row_start: vec![0; n + 1], columns: Vec::new(), values: Vec::new() };
+    let mut matrix = SparseMatrix {
+        row_start: vec![0; n + 1],
+        columns: Vec::new(),
+        values: Vec::new(),
+    };
     let mut previous = None;
     for (row, column, value) in entries {
         match matrix.values.last_mut() {
@@ -144,7 +165,10 @@ mod tests {
     use super::*;
 
     fn entropy(p: &[f64]) -> f64 {
-        -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
+        -p.iter()
+            .filter(|&&v| v > 0.0)
+            .map(|&v| v * v.ln())
+            .sum::<f64>()
     }
 
     #[test]
@@ -154,7 +178,10 @@ mod tests {
             let mut p = vec![0.0; distances.len()];
             calibrate_row(&distances, perplexity.ln(), &mut p);
             assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-            assert!((entropy(&p) - perplexity.ln()).abs() < 1e-4, "perplexity {perplexity}");
+            assert!(
+                (entropy(&p) - perplexity.ln()).abs() < 1e-4,
+                "perplexity {perplexity}"
+            );
         }
     }
 
@@ -174,7 +201,10 @@ mod tests {
         assert!((p.values.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         let get = |i: usize, j: u32| {
             let range = p.row_start[i]..p.row_start[i + 1];
-            p.columns[range.clone()].iter().position(|&c| c == j).map(|k| p.values[range.start + k])
+            p.columns[range.clone()]
+                .iter()
+                .position(|&c| c == j)
+                .map(|k| p.values[range.start + k])
         };
         for i in 0..6 {
             for e in p.row_start[i]..p.row_start[i + 1] {

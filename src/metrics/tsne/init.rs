@@ -16,7 +16,10 @@ const ROW_CHUNK: usize = 256;
 
 /// `[n, 2]` Gaussian noise with standard deviation 1e-4.
 pub(super) fn random(n: usize, seed: u64) -> Vec<f64> {
-    gaussian(2 * n, seed).into_iter().map(|v| v * INITIAL_STD).collect()
+    gaussian(2 * n, seed)
+        .into_iter()
+        .map(|v| v * INITIAL_STD)
+        .collect()
 }
 
 /// `[n, 2]` projections on the two leading principal axes, scaled to std 1e-4 on the first.
@@ -39,7 +42,10 @@ pub(super) fn pca(data: &[f32], dim: usize, seed: u64) -> Vec<f64> {
     if !(std > 0.0) {
         return random(n, seed);
     }
-    embedding.into_iter().map(|v| v / std * INITIAL_STD).collect()
+    embedding
+        .into_iter()
+        .map(|v| v / std * INITIAL_STD)
+        .collect()
 }
 
 /// Standard normal samples by the Box-Muller transform.
@@ -99,10 +105,12 @@ fn back_project(data: &[f32], dim: usize, mean: &[f64], projected: &[f64]) -> Ve
             partial
         })
         .collect();
-    partials.into_iter().fold(vec![0.0; 2 * dim], |mut total, partial| {
-        total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
-        total
-    })
+    partials
+        .into_iter()
+        .fold(vec![0.0; 2 * dim], |mut total, partial| {
+            total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
+            total
+        })
 }
 
 /// Gram-Schmidt on the two columns; a degenerate column is replaced by a unit axis.
@@ -110,7 +118,9 @@ fn orthonormalise(basis: &mut [f64], dim: usize) {
     let (b0, b1) = basis.split_at_mut(dim);
     normalise(b0, 0);
     let overlap: f64 = b0.iter().zip(b1.iter()).map(|(a, b)| a * b).sum();
-    b1.iter_mut().zip(b0.iter()).for_each(|(b, a)| *b -= overlap * a);
+    b1.iter_mut()
+        .zip(b0.iter())
+        .for_each(|(b, a)| *b -= overlap * a);
     normalise(b1, 1);
 }
 
@@ -119,7 +129,10 @@ fn normalise(column: &mut [f64], fallback_axis: usize) {
     if norm > 1e-300 {
         column.iter_mut().for_each(|v| *v /= norm);
     } else {
-        column.iter_mut().enumerate().for_each(|(i, v)| *v = f64::from(u8::from(i == fallback_axis)));
+        column
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = f64::from(u8::from(i == fallback_axis)));
     }
 }
 
@@ -137,7 +150,10 @@ fn principal_rotation(points: Vec<f64>) -> Vec<f64> {
     }
     let angle = 0.5 * (2.0 * b).atan2(a - c);
     let (sin, cos) = angle.sin_cos();
-    points.chunks_exact(2).flat_map(|p| [p[0] * cos + p[1] * sin, -p[0] * sin + p[1] * cos]).collect()
+    points
+        .chunks_exact(2)
+        .flat_map(|p| [p[0] * cos + p[1] * sin, -p[0] * sin + p[1] * cos])
+        .collect()
 }
 
 fn column_mean(points: &[f64], axis: usize) -> f64 {
@@ -148,7 +164,12 @@ fn column_mean(points: &[f64], axis: usize) -> f64 {
 fn column_std(points: &[f64], axis: usize) -> f64 {
     let mean = column_mean(points, axis);
     let n = (points.len() / 2).max(1) as f64;
-    (points.chunks_exact(2).map(|p| (p[axis] - mean).powi(2)).sum::<f64>() / n).sqrt()
+    (points
+        .chunks_exact(2)
+        .map(|p| (p[axis] - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
 }
 
 #[cfg(test)]
@@ -162,7 +183,12 @@ mod tests {
         let data: Vec<f32> = (0..100)
             .flat_map(|i| {
                 let t = i as f64 - 50.0;
-                [t + 0.1 * noise[3 * i], t + 0.1 * noise[3 * i + 1], 0.1 * noise[3 * i + 2]].map(|v| v as f32)
+                [
+                    t + 0.1 * noise[3 * i],
+                    t + 0.1 * noise[3 * i + 1],
+                    0.1 * noise[3 * i + 2],
+                ]
+                .map(|v| v as f32)
             })
             .collect();
         let embedding = pca(&data, 3, 0);

@@ -99,7 +99,9 @@ pub struct Embedding {
 pub enum TsneError {
     #[error("t-SNE input has {len} values, not a multiple of the feature dimension {dim}")]
     InputShape { len: usize, dim: usize },
-    #[error("t-SNE input value {value} in row {row} is not finite: check the features for NaN/inf")]
+    #[error(
+        "t-SNE input value {value} in row {row} is not finite: check the features for NaN/inf"
+    )]
     InputNotFinite { row: usize, value: f32 },
     #[error("t-SNE perplexity {perplexity} must be positive and below the number of points ({n}): lower it or use more points")]
     PerplexityOutOfRange { perplexity: f64, n: usize },
@@ -125,37 +127,59 @@ pub fn tsne(
         Init::Pca => init::pca(data, dim, config.seed),
         Init::Random => init::random(n, config.seed),
     };
-    let learning_rate = config.learning_rate.unwrap_or((n as f64 / config.early_exaggeration / 4.0).max(50.0));
+    let learning_rate = config
+        .learning_rate
+        .unwrap_or((n as f64 / config.early_exaggeration / 4.0).max(50.0));
     let mut descent = Descent::new(2 * n);
     let mut gradient = vec![0.0; 2 * n];
     for iteration in 0..config.iterations {
         let exploring = iteration < config.exaggeration_iterations;
-        let exaggeration = if exploring { config.early_exaggeration } else { 1.0 };
+        let exaggeration = if exploring {
+            config.early_exaggeration
+        } else {
+            1.0
+        };
         let z = compute_gradient(&p, &y, exaggeration, config.theta, &mut gradient);
         let momentum = if exploring { 0.5 } else { 0.8 };
         descent.step(&mut y, &gradient, momentum, learning_rate);
         let done = iteration + 1;
         let report = done % REPORT_EVERY == 0 || done == config.iterations;
-        let progress = TsneProgress { iteration: done, kl_divergence: report.then(|| kl_divergence(&p, &y, z)) };
+        let progress = TsneProgress {
+            iteration: done,
+            kl_divergence: report.then(|| kl_divergence(&p, &y, z)),
+        };
         if on_progress(progress).is_break() {
             return Err(TsneError::Stopped { iteration: done });
         }
     }
     let z = compute_gradient(&p, &y, 1.0, config.theta, &mut gradient);
-    Ok(Embedding { coords: y.iter().map(|&v| v as f32).collect(), n, kl_divergence: kl_divergence(&p, &y, z) })
+    Ok(Embedding {
+        coords: y.iter().map(|&v| v as f32).collect(),
+        n,
+        kl_divergence: kl_divergence(&p, &y, z),
+    })
 }
 
 /// Checks shape, values and settings; returns the number of points.
 fn validate(data: &[f32], dim: usize, config: &TsneConfig) -> Result<usize, TsneError> {
     if dim == 0 || data.len() % dim != 0 {
-        return Err(TsneError::InputShape { len: data.len(), dim });
+        return Err(TsneError::InputShape {
+            len: data.len(),
+            dim,
+        });
     }
     if let Some(position) = data.iter().position(|v| !v.is_finite()) {
-        return Err(TsneError::InputNotFinite { row: position / dim, value: data[position] });
+        return Err(TsneError::InputNotFinite {
+            row: position / dim,
+            value: data[position],
+        });
     }
     let n = data.len() / dim;
     if !(config.perplexity > 0.0 && config.perplexity < n as f64) {
-        return Err(TsneError::PerplexityOutOfRange { perplexity: config.perplexity, n });
+        return Err(TsneError::PerplexityOutOfRange {
+            perplexity: config.perplexity,
+            n,
+        });
     }
     if !(0.0..=1.0).contains(&config.theta) {
         return Err(TsneError::ThetaOutOfRange(config.theta));
@@ -176,7 +200,13 @@ fn input_affinities(data: &[f32], dim: usize, n: usize, perplexity: f64) -> Spar
 
 /// The gradient of KL(P || Q) at `y` with P multiplied by `exaggeration`, into `gradient`;
 /// returns Q's normalisation `Z = sum_{i != j} 1 / (1 + |y_i - y_j|^2)`.
-fn compute_gradient(p: &SparseMatrix, y: &[f64], exaggeration: f64, theta: f64, gradient: &mut [f64]) -> f64 {
+fn compute_gradient(
+    p: &SparseMatrix,
+    y: &[f64],
+    exaggeration: f64,
+    theta: f64,
+    gradient: &mut [f64],
+) -> f64 {
     let tree = QuadTree::build(y);
     let forces: Vec<([f64; 2], [f64; 2], f64)> = (0..y.len() / 2)
         .into_par_iter()
@@ -235,13 +265,26 @@ struct Descent {
 
 impl Descent {
     fn new(len: usize) -> Self {
-        Descent { update: vec![0.0; len], gains: vec![1.0; len] }
+        Descent {
+            update: vec![0.0; len],
+            gains: vec![1.0; len],
+        }
     }
 
     fn step(&mut self, y: &mut [f64], gradient: &[f64], momentum: f64, learning_rate: f64) {
-        for (((value, update), gain), &grad) in y.iter_mut().zip(&mut self.update).zip(&mut self.gains).zip(gradient) {
+        for (((value, update), gain), &grad) in y
+            .iter_mut()
+            .zip(&mut self.update)
+            .zip(&mut self.gains)
+            .zip(gradient)
+        {
             // A gradient against the running update means we are moving the right way: speed up.
-            *gain = if *update * grad < 0.0 { *gain + 0.2 } else { *gain * 0.8 }.max(MIN_GAIN);
+            *gain = if *update * grad < 0.0 {
+                *gain + 0.2
+            } else {
+                *gain * 0.8
+            }
+            .max(MIN_GAIN);
             *update = momentum * *update - learning_rate * *gain * grad;
             *value += *update;
         }
@@ -261,7 +304,10 @@ mod tests {
         for (i, chunk) in noise.chunks_exact(5).take(3 * per).enumerate() {
             let cluster = i % 3;
             data.extend(
-                chunk.iter().enumerate().map(|(axis, v)| (v * 1e4 + if axis == cluster { 10.0 } else { 0.0 }) as f32),
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(axis, v)| (v * 1e4 + if axis == cluster { 10.0 } else { 0.0 }) as f32),
             );
             labels.push(cluster);
         }
@@ -269,7 +315,11 @@ mod tests {
     }
 
     fn small(seed: u64) -> TsneConfig {
-        TsneConfig { perplexity: 10.0, seed, ..TsneConfig::default() }
+        TsneConfig {
+            perplexity: 10.0,
+            seed,
+            ..TsneConfig::default()
+        }
     }
 
     #[test]
@@ -284,44 +334,77 @@ mod tests {
             let nearest = (0..first.n)
                 .filter(|&j| j != i)
                 .min_by(|&a, &b| {
-                    let d = |j: usize| (y[2 * i] - y[2 * j]).powi(2) + (y[2 * i + 1] - y[2 * j + 1]).powi(2);
+                    let d = |j: usize| {
+                        (y[2 * i] - y[2 * j]).powi(2) + (y[2 * i + 1] - y[2 * j + 1]).powi(2)
+                    };
                     d(a).total_cmp(&d(b))
                 })
                 .unwrap();
             assert_eq!(labels[nearest], labels[i], "point {i}");
         }
-        assert!(first.kl_divergence > 0.0 && first.kl_divergence < 2.0, "{}", first.kl_divergence);
+        assert!(
+            first.kl_divergence > 0.0 && first.kl_divergence < 2.0,
+            "{}",
+            first.kl_divergence
+        );
     }
 
     #[test]
     fn barnes_hut_gradient_is_close_to_exact() {
         let (data, _) = blobs(100);
         let p = input_affinities(&data, 5, 300, 10.0);
-        let y = init::random(300, 5).iter().map(|v| v * 1e4).collect::<Vec<_>>();
+        let y = init::random(300, 5)
+            .iter()
+            .map(|v| v * 1e4)
+            .collect::<Vec<_>>();
         let (mut exact, mut approx) = (vec![0.0; 600], vec![0.0; 600]);
         compute_gradient(&p, &y, 1.0, 0.0, &mut exact);
         compute_gradient(&p, &y, 1.0, 0.5, &mut approx);
         let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>().sqrt();
         let diff: Vec<f64> = exact.iter().zip(&approx).map(|(a, b)| a - b).collect();
-        assert!(norm(&diff) < 0.05 * norm(&exact), "{} vs {}", norm(&diff), norm(&exact));
+        assert!(
+            norm(&diff) < 0.05 * norm(&exact),
+            "{} vs {}",
+            norm(&diff),
+            norm(&exact)
+        );
     }
 
     #[test]
     fn rejects_bad_settings_and_can_be_stopped() {
         let (data, _) = blobs(4);
-        let err = tsne(&data, 5, &TsneConfig::default(), |_| ControlFlow::Continue(())).unwrap_err();
-        assert_eq!(err, TsneError::PerplexityOutOfRange { perplexity: 30.0, n: 12 });
-        let stopped = tsne(&data, 5, &TsneConfig { perplexity: 3.0, ..TsneConfig::default() }, |progress| {
-            if progress.iteration == 3 {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+        let err = tsne(&data, 5, &TsneConfig::default(), |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            TsneError::PerplexityOutOfRange {
+                perplexity: 30.0,
+                n: 12
             }
-        });
+        );
+        let stopped = tsne(
+            &data,
+            5,
+            &TsneConfig {
+                perplexity: 3.0,
+                ..TsneConfig::default()
+            },
+            |progress| {
+                if progress.iteration == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
         assert_eq!(stopped.unwrap_err(), TsneError::Stopped { iteration: 3 });
         let nan = [0.0, f32::NAN, 1.0, 2.0];
         assert!(matches!(
-            tsne(&nan, 2, &TsneConfig::default(), |_| ControlFlow::Continue(())),
+            tsne(&nan, 2, &TsneConfig::default(), |_| ControlFlow::Continue(
+                ()
+            )),
             Err(TsneError::InputNotFinite { row: 0, .. })
         ));
     }

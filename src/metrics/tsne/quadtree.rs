@@ -24,7 +24,14 @@ struct Cell {
 
 impl Cell {
     fn empty(centre: [f64; 2], half_width: f64) -> Self {
-        Cell { centre, half_width, mass_centre: [0.0; 2], count: 0, first_child: LEAF, position: [0.0; 2] }
+        Cell {
+            centre,
+            half_width,
+            mass_centre: [0.0; 2],
+            count: 0,
+            first_child: LEAF,
+            position: [0.0; 2],
+        }
     }
 
     fn add(&mut self, point: [f64; 2]) {
@@ -63,7 +70,9 @@ impl QuadTree {
             return QuadTree { nodes: Vec::new() };
         }
         let (centre, half_width) = bounding_square(points);
-        let mut builder = Builder { cells: Vec::with_capacity(2 * points.len()) };
+        let mut builder = Builder {
+            cells: Vec::with_capacity(2 * points.len()),
+        };
         builder.cells.push(Cell::empty(centre, half_width));
         for point in points.chunks_exact(2) {
             builder.insert([point[0], point[1]]);
@@ -85,7 +94,14 @@ impl QuadTree {
         (force, kernel_sum)
     }
 
-    fn accumulate(&self, index: usize, point: [f64; 2], theta2: f64, force: &mut [f64; 2], kernel_sum: &mut f64) {
+    fn accumulate(
+        &self,
+        index: usize,
+        point: [f64; 2],
+        theta2: f64,
+        force: &mut [f64; 2],
+        kernel_sum: &mut f64,
+    ) {
         let node = &self.nodes[index];
         let dx = point[0] - node.mass_centre[0];
         let dy = point[1] - node.mass_centre[1];
@@ -139,7 +155,10 @@ impl Builder {
         for quadrant in 0..4u32 {
             let dx = if quadrant & 1 == 1 { quarter } else { -quarter };
             let dy = if quadrant & 2 == 2 { quarter } else { -quarter };
-            self.cells.push(Cell::empty([parent.centre[0] + dx, parent.centre[1] + dy], quarter));
+            self.cells.push(Cell::empty(
+                [parent.centre[0] + dx, parent.centre[1] + dy],
+                quarter,
+            ));
         }
         let child = &mut self.cells[(first + parent.quadrant(parent.position)) as usize];
         child.position = parent.position;
@@ -168,8 +187,10 @@ impl Builder {
         if first == LEAF {
             return;
         }
-        let children: Vec<usize> =
-            (first..first + 4).map(|c| c as usize).filter(|&c| self.cells[c].count > 0).collect();
+        let children: Vec<usize> = (first..first + 4)
+            .map(|c| c as usize)
+            .filter(|&c| self.cells[c].count > 0)
+            .collect();
         let start = nodes.len();
         nodes[at].first_child = start as u32;
         nodes[at].children = children.len() as u32;
@@ -232,7 +253,10 @@ mod tests {
             let (want_force, want_sum) = exact(&points, point);
             assert!((sum - want_sum).abs() < 1e-9 * want_sum);
             for axis in 0..2 {
-                assert!((force[axis] - want_force[axis]).abs() < 1e-9, "{force:?} vs {want_force:?}");
+                assert!(
+                    (force[axis] - want_force[axis]).abs() < 1e-9,
+                    "{force:?} vs {want_force:?}"
+                );
             }
         }
     }

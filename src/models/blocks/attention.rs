@@ -37,7 +37,8 @@ impl Module for SelfAttention {
         let parts = qkv.reshape([b, 3, c, h * w]).unbind(1);
         let (q, k, v) = (&parts[0], &parts[1], &parts[2]);
         // (b, hw_q, c) x (b, c, hw_k) -> (b, hw_q, hw_k), softmax over the keys
-        let weights = (q.transpose(1, 2).matmul(k) / (self.channels as f64).sqrt()).softmax(-1, Kind::Float);
+        let weights =
+            (q.transpose(1, 2).matmul(k) / (self.channels as f64).sqrt()).softmax(-1, Kind::Float);
         // (b, c, hw_k) x (b, hw_k, hw_q) -> (b, c, hw_q) -> (b, c, h, w)
         let attended = v.matmul(&weights.transpose(1, 2)).reshape([b, c, h, w]);
         self.out.forward_t(&attended, train) + xs
@@ -46,7 +47,11 @@ impl Module for SelfAttention {
     fn tree(&self) -> ModuleTree {
         ModuleTree::node(
             "SelfAttention",
-            vec![("norm".into(), self.norm.tree()), ("qkv".into(), self.qkv.tree()), ("out".into(), self.out.tree())],
+            vec![
+                ("norm".into(), self.norm.tree()),
+                ("qkv".into(), self.qkv.tree()),
+                ("out".into(), self.out.tree()),
+            ],
         )
     }
 }

@@ -26,7 +26,16 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A stride-1, unpadded convolution with bias and PyTorch's initialisation.
     pub fn new(in_channels: i64, out_channels: i64, kernel: i64) -> Self {
-        ConvSpec { in_channels, out_channels, kernel, stride: 1, padding: 0, bias: true, init: Init::Pytorch, spectral_norm: false }
+        ConvSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: 0,
+            bias: true,
+            init: Init::Pytorch,
+            spectral_norm: false,
+        }
     }
 
     pub fn stride(self, stride: i64) -> Self {
@@ -46,7 +55,10 @@ impl ConvSpec {
     }
 
     pub fn spectral_norm(self, spectral_norm: bool) -> Self {
-        ConvSpec { spectral_norm, ..self }
+        ConvSpec {
+            spectral_norm,
+            ..self
+        }
     }
 
     /// Output side of a convolution over `side` pixels.
@@ -79,14 +91,22 @@ impl ConvSpec {
 
     /// The weight (plain or spectrally normalised) of shape `shape`, whose PyTorch fan-in is
     /// `fan_in` and whose outputs run along `output_dim`, and the bias.
-    fn variables(&self, path: &nn::Path, shape: [i64; 4], fan_in: i64, output_dim: usize) -> (Weight, Option<Tensor>) {
+    fn variables(
+        &self,
+        path: &nn::Path,
+        shape: [i64; 4],
+        fan_in: i64,
+        output_dim: usize,
+    ) -> (Weight, Option<Tensor>) {
         let init = self.init.conv_weight(fan_in);
         let weight = if self.spectral_norm {
             Weight::Spectral(SpectralNorm::new(path, &shape, init, output_dim))
         } else {
             Weight::Plain(path.var("weight", &shape, init))
         };
-        let bias = self.bias.then(|| path.var("bias", &[self.out_channels], self.init.bias(fan_in)));
+        let bias = self
+            .bias
+            .then(|| path.var("bias", &[self.out_channels], self.init.bias(fan_in)));
         (weight, bias)
     }
 }
@@ -100,8 +120,14 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn new(path: &nn::Path, spec: ConvSpec) -> Self {
-        let shape = [spec.out_channels, spec.in_channels, spec.kernel, spec.kernel];
-        let (weight, bias) = spec.variables(path, shape, spec.in_channels * spec.kernel * spec.kernel, 0);
+        let shape = [
+            spec.out_channels,
+            spec.in_channels,
+            spec.kernel,
+            spec.kernel,
+        ];
+        let (weight, bias) =
+            spec.variables(path, shape, spec.in_channels * spec.kernel * spec.kernel, 0);
         Conv2d { spec, weight, bias }
     }
 }
@@ -109,7 +135,14 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let s = &self.spec;
-        xs.conv2d(&self.weight.get(train), self.bias.as_ref(), [s.stride; 2], [s.padding; 2], [1, 1], 1)
+        xs.conv2d(
+            &self.weight.get(train),
+            self.bias.as_ref(),
+            [s.stride; 2],
+            [s.padding; 2],
+            [1, 1],
+            1,
+        )
     }
 
     fn tree(&self) -> ModuleTree {
@@ -126,9 +159,19 @@ pub struct ConvTranspose2d {
 
 impl ConvTranspose2d {
     pub fn new(path: &nn::Path, spec: ConvSpec) -> Self {
-        let shape = [spec.in_channels, spec.out_channels, spec.kernel, spec.kernel];
+        let shape = [
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel,
+            spec.kernel,
+        ];
         // PyTorch's fan-in of a transposed conv's weight is its dim 1 (the output channels).
-        let (weight, bias) = spec.variables(path, shape, spec.out_channels * spec.kernel * spec.kernel, 1);
+        let (weight, bias) = spec.variables(
+            path,
+            shape,
+            spec.out_channels * spec.kernel * spec.kernel,
+            1,
+        );
         ConvTranspose2d { spec, weight, bias }
     }
 }
@@ -136,7 +179,15 @@ impl ConvTranspose2d {
 impl Module for ConvTranspose2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let s = &self.spec;
-        xs.conv_transpose2d(&self.weight.get(train), self.bias.as_ref(), [s.stride; 2], [s.padding; 2], [0, 0], 1, [1, 1])
+        xs.conv_transpose2d(
+            &self.weight.get(train),
+            self.bias.as_ref(),
+            [s.stride; 2],
+            [s.padding; 2],
+            [0, 0],
+            1,
+            [1, 1],
+        )
     }
 
     fn tree(&self) -> ModuleTree {
@@ -157,13 +208,19 @@ mod tests {
         let x = Tensor::zeros([2, 3, 16, 16], (Kind::Float, Device::Cpu));
         let y = down.forward_t(&x, false);
         assert_eq!(y.size(), [2, 8, spec.conv_output(16), 8]);
-        assert_eq!(down.tree().to_string(), "Conv2d(3, 8, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False)");
+        assert_eq!(
+            down.tree().to_string(),
+            "Conv2d(3, 8, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False)"
+        );
         let up_spec = ConvSpec::new(8, 3, 4).stride(2).padding(1);
         let up = ConvTranspose2d::new(&(vs.root() / "up"), up_spec);
         assert_eq!(up.forward_t(&y, false).size(), [2, 3, 16, 16]);
         assert_eq!(up_spec.transposed_output(8), 16);
         let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["down.weight", "up.bias", "up.weight"]);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["down.weight", "up.bias", "up.weight"]
+        );
         assert_eq!(vs.variables()["up.weight"].size(), [8, 3, 4, 4]);
     }
 }

@@ -26,7 +26,10 @@ impl Init {
     pub fn conv_weight(self, fan_in: i64) -> nn::Init {
         match self {
             Init::Pytorch => uniform_fan_in(fan_in),
-            Init::Dcgan => nn::Init::Randn { mean: 0.0, stdev: DCGAN_STD },
+            Init::Dcgan => nn::Init::Randn {
+                mean: 0.0,
+                stdev: DCGAN_STD,
+            },
         }
     }
 
@@ -44,12 +47,18 @@ impl Init {
     pub fn norm_weight(self) -> nn::Init {
         match self {
             Init::Pytorch => nn::Init::Const(1.0),
-            Init::Dcgan => nn::Init::Randn { mean: 1.0, stdev: DCGAN_STD },
+            Init::Dcgan => nn::Init::Randn {
+                mean: 1.0,
+                stdev: DCGAN_STD,
+            },
         }
     }
 }
 
 fn uniform_fan_in(fan_in: i64) -> nn::Init {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    nn::Init::Uniform { lo: -bound, up: bound }
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }

@@ -26,7 +26,13 @@ impl Linear {
         Self::build(path, in_features, out_features, init, true)
     }
 
-    fn build(path: &nn::Path, in_features: i64, out_features: i64, init: Init, spectral: bool) -> Self {
+    fn build(
+        path: &nn::Path,
+        in_features: i64,
+        out_features: i64,
+        init: Init,
+        spectral: bool,
+    ) -> Self {
         let shape = [out_features, in_features];
         let weight_init = init.linear_weight(in_features);
         let weight = if spectral {
@@ -35,7 +41,12 @@ impl Linear {
             Weight::Plain(path.var("weight", &shape, weight_init))
         };
         let bias = Some(path.var("bias", &[out_features], init.bias(in_features)));
-        Linear { in_features, out_features, weight, bias }
+        Linear {
+            in_features,
+            out_features,
+            weight,
+            bias,
+        }
     }
 }
 

@@ -44,7 +44,9 @@ impl Module for Nonlinearity {
     fn tree(&self) -> ModuleTree {
         ModuleTree::leaf(match self {
             Nonlinearity::Relu => "ReLU()".to_owned(),
-            Nonlinearity::LeakyRelu(slope) => format!("LeakyReLU(negative_slope={})", py_float(*slope)),
+            Nonlinearity::LeakyRelu(slope) => {
+                format!("LeakyReLU(negative_slope={})", py_float(*slope))
+            }
             Nonlinearity::Silu => "SiLU()".to_owned(),
             Nonlinearity::Gelu => "GELU(approximate='none')".to_owned(),
             Nonlinearity::Tanh => "Tanh()".to_owned(),
@@ -70,7 +72,11 @@ impl Module for Dropout {
     }
 
     fn tree(&self) -> ModuleTree {
-        let name = if self.channels { "Dropout2d" } else { "Dropout" };
+        let name = if self.channels {
+            "Dropout2d"
+        } else {
+            "Dropout"
+        };
         ModuleTree::leaf(format!("{name}(p={}, inplace=False)", py_float(self.p)))
     }
 }

@@ -50,7 +50,11 @@ impl BatchNorm {
             bias: path.var("bias", &[features], nn::Init::Const(0.0)),
             running_mean: path.zeros_no_train("running_mean", &[features]),
             running_var: path.ones_no_train("running_var", &[features]),
-            batches_tracked: path.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, device)), false),
+            batches_tracked: path.add(
+                "num_batches_tracked",
+                Tensor::zeros([], (Kind::Int64, device)),
+                false,
+            ),
         }
     }
 }
@@ -110,11 +114,22 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        xs.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps, false)
+        xs.group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            false,
+        )
     }
 
     fn tree(&self) -> ModuleTree {
-        ModuleTree::leaf(format!("GroupNorm({}, {}, eps={}, affine=True)", self.groups, self.channels, py_float(self.eps)))
+        ModuleTree::leaf(format!(
+            "GroupNorm({}, {}, eps={}, affine=True)",
+            self.groups,
+            self.channels,
+            py_float(self.eps)
+        ))
     }
 }
 
@@ -140,13 +155,26 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        xs.layer_norm(&self.shape, Some(&self.weight), Some(&self.bias), self.eps, false)
+        xs.layer_norm(
+            &self.shape,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            false,
+        )
     }
 
     fn tree(&self) -> ModuleTree {
         let dims: Vec<String> = self.shape.iter().map(i64::to_string).collect();
-        let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-        ModuleTree::leaf(format!("LayerNorm({tuple}, eps={}, elementwise_affine=True)", py_float(self.eps)))
+        let tuple = if dims.len() == 1 {
+            format!("({},)", dims[0])
+        } else {
+            format!("({})", dims.join(", "))
+        };
+        ModuleTree::leaf(format!(
+            "LayerNorm({tuple}, eps={}, elementwise_affine=True)",
+            py_float(self.eps)
+        ))
     }
 }
 
@@ -169,9 +197,18 @@ mod tests {
         let bn = BatchNorm::new_2d(&(vs.root() / "bn"), 8, 1e-3, Init::Pytorch);
         let _ = bn.forward_t(&x, true);
         assert_eq!(vs.variables()["bn.num_batches_tracked"].int64_value(&[]), 1);
-        assert_eq!(gn.tree().to_string(), "GroupNorm(4, 8, eps=1e-05, affine=True)");
-        assert_eq!(ln.tree().to_string(), "LayerNorm((8, 5, 5), eps=1e-05, elementwise_affine=True)");
-        assert_eq!(bn.tree().to_string(), "BatchNorm2d(8, eps=0.001, momentum=0.1, affine=True, track_running_stats=True)");
+        assert_eq!(
+            gn.tree().to_string(),
+            "GroupNorm(4, 8, eps=1e-05, affine=True)"
+        );
+        assert_eq!(
+            ln.tree().to_string(),
+            "LayerNorm((8, 5, 5), eps=1e-05, elementwise_affine=True)"
+        );
+        assert_eq!(
+            bn.tree().to_string(),
+            "BatchNorm2d(8, eps=0.001, momentum=0.1, affine=True, track_running_stats=True)"
+        );
         assert_eq!(vs.trainable_variables().len(), 6);
     }
 }

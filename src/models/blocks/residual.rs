@@ -52,10 +52,18 @@ impl ResBlock {
     /// `[b, ci, h, w]` and the time embedding `[b, time_dim]` -> `[b, co, h, w]`.
     pub fn forward_with_time(&self, xs: &Tensor, temb: &Tensor, train: bool) -> Tensor {
         let silu = Nonlinearity::Silu;
-        let h = self.conv1.forward_t(&silu.apply(&self.norm1.forward_t(xs, train)), train);
+        let h = self
+            .conv1
+            .forward_t(&silu.apply(&self.norm1.forward_t(xs, train)), train);
         // (b, co) -> (b, co, 1, 1), broadcast over the pixels
-        let h = h + self.time.forward_t(&silu.apply(temb), train).unsqueeze(-1).unsqueeze(-1);
-        let h = silu.apply(&self.norm2.forward_t(&h, train)).dropout(self.dropout, train);
+        let h = h + self
+            .time
+            .forward_t(&silu.apply(temb), train)
+            .unsqueeze(-1)
+            .unsqueeze(-1);
+        let h = silu
+            .apply(&self.norm2.forward_t(&h, train))
+            .dropout(self.dropout, train);
         let h = self.conv2.forward_t(&h, train);
         match &self.skip {
             Some(skip) => h + skip.forward_t(xs, train),
@@ -64,7 +72,13 @@ impl ResBlock {
     }
 
     pub fn tree(&self) -> ModuleTree {
-        let time = ModuleTree::node("Sequential", vec![("0".into(), Nonlinearity::Silu.tree()), ("1".into(), self.time.tree())]);
+        let time = ModuleTree::node(
+            "Sequential",
+            vec![
+                ("0".into(), Nonlinearity::Silu.tree()),
+                ("1".into(), self.time.tree()),
+            ],
+        );
         let mut children = vec![
             ("norm1".into(), self.norm1.tree()),
             ("conv1".into(), self.conv1.tree()),

@@ -32,10 +32,20 @@ impl Sequential {
 
 impl Module for Sequential {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.blocks.iter().fold(xs.shallow_clone(), |x, (_, block)| block.forward_t(&x, train))
+        self.blocks
+            .iter()
+            .fold(xs.shallow_clone(), |x, (_, block)| {
+                block.forward_t(&x, train)
+            })
     }
 
     fn tree(&self) -> ModuleTree {
-        ModuleTree::node("Sequential", self.blocks.iter().map(|(name, block)| (name.clone(), block.tree())).collect())
+        ModuleTree::node(
+            "Sequential",
+            self.blocks
+                .iter()
+                .map(|(name, block)| (name.clone(), block.tree()))
+                .collect(),
+        )
     }
 }

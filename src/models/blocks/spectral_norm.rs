@@ -27,14 +27,37 @@ impl SpectralNorm {
     pub fn new(path: &nn::Path, shape: &[i64], init: nn::Init, dim: usize) -> Self {
         let weight_orig = path.var("weight_orig", shape, init);
         let (rows, cols) = matrix_shape(shape, dim);
-        let u = path.var("weight_u", &[rows], nn::Init::Randn { mean: 0.0, stdev: 1.0 }).set_requires_grad(false);
-        let v = path.var("weight_v", &[cols], nn::Init::Randn { mean: 0.0, stdev: 1.0 }).set_requires_grad(false);
+        let u = path
+            .var(
+                "weight_u",
+                &[rows],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .set_requires_grad(false);
+        let v = path
+            .var(
+                "weight_v",
+                &[cols],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .set_requires_grad(false);
         tch::no_grad(|| {
             let (mut u_, mut v_) = (u.shallow_clone(), v.shallow_clone());
             u_.copy_(&normalize(&u));
             v_.copy_(&normalize(&v));
         });
-        SpectralNorm { weight_orig, u, v, dim }
+        SpectralNorm {
+            weight_orig,
+            u,
+            v,
+            dim,
+        }
     }
 
     /// The normalised weight; in training, after one power iteration that updates `u` and `v`.
@@ -61,7 +84,11 @@ impl SpectralNorm {
 
     /// `weight_orig` as `(out, -1)`.
     fn matrix(&self) -> Tensor {
-        let w = if self.dim == 0 { self.weight_orig.shallow_clone() } else { self.weight_orig.transpose(0, self.dim as i64) };
+        let w = if self.dim == 0 {
+            self.weight_orig.shallow_clone()
+        } else {
+            self.weight_orig.transpose(0, self.dim as i64)
+        };
         let rows = w.size()[0];
         w.reshape([rows, -1])
     }
@@ -102,13 +129,32 @@ mod tests {
     fn power_iteration_converges_to_the_largest_singular_value() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let sn = SpectralNorm::new(&vs.root(), &[6, 4, 3, 3], nn::Init::Randn { mean: 0.0, stdev: 1.0 }, 0);
+        let sn = SpectralNorm::new(
+            &vs.root(),
+            &[6, 4, 3, 3],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+            0,
+        );
         for _ in 0..200 {
             let _ = sn.weight(true);
         }
-        let largest_singular = |m: &Tensor| m.tr().mm(m).linalg_eigvalsh("L").max().sqrt().double_value(&[]);
+        let largest_singular = |m: &Tensor| {
+            m.tr()
+                .mm(m)
+                .linalg_eigvalsh("L")
+                .max()
+                .sqrt()
+                .double_value(&[])
+        };
         let largest = largest_singular(&sn.matrix().detach());
-        assert!((sn.sigma() - largest).abs() < 1e-3 * largest, "{} vs {largest}", sn.sigma());
+        assert!(
+            (sn.sigma() - largest).abs() < 1e-3 * largest,
+            "{} vs {largest}",
+            sn.sigma()
+        );
         let w = sn.weight(false);
         let normalised = largest_singular(&w.reshape([6, -1]));
         assert!((normalised - 1.0).abs() < 1e-3, "{normalised}");

@@ -17,7 +17,8 @@ impl SinusoidalEmbedding {
     /// An embedding of width `dim` (even).
     pub fn new(path: &nn::Path, dim: i64) -> Self {
         let half = dim / 2;
-        let exponents = Tensor::arange_start_step(0, dim, 2, (Kind::Float, path.device())) / dim as f64;
+        let exponents =
+            Tensor::arange_start_step(0, dim, 2, (Kind::Float, path.device())) / dim as f64;
         let inv_freq = (exponents * -(10000f64.ln())).exp();
         debug_assert_eq!(inv_freq.size(), [half]);
         let inv_freq = path.add("inv_freq", inv_freq, false);

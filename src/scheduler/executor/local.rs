@@ -39,7 +39,10 @@ impl Compute for LocalExecutor {
                     Some(log),
                 )
                 .with_checkpoint_dir(Some(work.checkpoint_dir.clone()));
-                Ok((runners::run_catching(runner, &job.param_table()?, &mut ctx)?, "cpu".to_owned()))
+                Ok((
+                    runners::run_catching(runner, &job.param_table()?, &mut ctx)?,
+                    "cpu".to_owned(),
+                ))
             }
             None => {
                 let request = StageRequest {

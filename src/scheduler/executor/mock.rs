@@ -39,7 +39,10 @@ impl MockExecutor {
 
     /// A mock where the stages labelled `labels` fail.
     pub fn failing(labels: &[&str]) -> MockExecutor {
-        MockExecutor { failing: labels.iter().map(|s| s.to_string()).collect(), ..MockExecutor::default() }
+        MockExecutor {
+            failing: labels.iter().map(|s| s.to_string()).collect(),
+            ..MockExecutor::default()
+        }
     }
 
     /// The stages run so far, in order.
@@ -81,27 +84,46 @@ impl Compute for MockExecutor {
             .inputs
             .iter()
             .map(|i| {
-                let artifact = inputs.get(&i.name).with_context(|| format!("input `{}` was not resolved", i.name))?;
-                anyhow::ensure!(artifact.dir.exists(), "input `{}` points at missing `{}`", i.name, artifact.dir);
+                let artifact = inputs
+                    .get(&i.name)
+                    .with_context(|| format!("input `{}` was not resolved", i.name))?;
+                anyhow::ensure!(
+                    artifact.dir.exists(),
+                    "input `{}` points at missing `{}`",
+                    i.name,
+                    artifact.dir
+                );
                 Ok((i.name.clone(), artifact.stage.clone(), i.output.clone()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(MockRun {
-            stage: job.label.clone(),
-            kind: job.kind.clone(),
-            inputs: seen,
-        });
-        anyhow::ensure!(!self.failing.contains(&job.label), "mock failure of `{}`", job.label);
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(MockRun {
+                stage: job.label.clone(),
+                kind: job.kind.clone(),
+                inputs: seen,
+            });
+        anyhow::ensure!(
+            !self.failing.contains(&job.label),
+            "mock failure of `{}`",
+            job.label
+        );
         let text = format!(
             "placeholder written by hwrun's mock executor for stage `{}` (kind `{}`); nothing was computed\n",
             job.label, job.kind
         );
-        let dirs = std::iter::once(work.out_dir.clone()).chain(job.outputs.iter().map(|o| work.out_dir.join(o)));
+        let dirs = std::iter::once(work.out_dir.clone())
+            .chain(job.outputs.iter().map(|o| work.out_dir.join(o)));
         for dir in dirs {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{dir}`"))?;
-            std::fs::write(dir.join(PLACEHOLDER_FILE), &text).with_context(|| format!("cannot write into `{dir}`"))?;
+            std::fs::write(dir.join(PLACEHOLDER_FILE), &text)
+                .with_context(|| format!("cannot write into `{dir}`"))?;
         }
-        let outcome = StageOutcome { summary: vec![format!("{}: placeholder (mock executor)", job.label)], ..Default::default() };
+        let outcome = StageOutcome {
+            summary: vec![format!("{}: placeholder (mock executor)", job.label)],
+            ..Default::default()
+        };
         Ok((outcome, "mock".to_owned()))
     }
 }
@@ -122,15 +144,39 @@ mod tests {
 
     const QUICKSTART: &str = include_str!("../../../recipes/quickstart.toml");
 
-    fn run(mock: &MockExecutor, text: &str, cache: &Cache, keep_going: bool) -> crate::scheduler::RunSummary {
-        let recipe = recipe::load(RecipeSource::Text { name: "test.toml", text }, &[]).map_err(|e| e.error).unwrap();
+    fn run(
+        mock: &MockExecutor,
+        text: &str,
+        cache: &Cache,
+        keep_going: bool,
+    ) -> crate::scheduler::RunSummary {
+        let recipe = recipe::load(
+            RecipeSource::Text {
+                name: "test.toml",
+                text,
+            },
+            &[],
+        )
+        .map_err(|e| e.error)
+        .unwrap();
         let plan = Plan::build(recipe, &mut StatCache::default()).unwrap();
         let statuses = assess(&plan, cache);
         // One at a time, so the order is deterministic.
-        let options = RunOptions { jobs: 1, keep_going, device: DeviceRequest::Cpu };
+        let options = RunOptions {
+            jobs: 1,
+            keep_going,
+            device: DeviceRequest::Cpu,
+        };
         let printer = Printer::new(OutputMode::Quiet);
         let cancel = CancelToken::default();
-        let env = RunEnv { plan: &plan, statuses: &statuses, cache, options: &options, printer: &printer, cancel: &cancel };
+        let env = RunEnv {
+            plan: &plan,
+            statuses: &statuses,
+            cache,
+            options: &options,
+            printer: &printer,
+            cancel: &cancel,
+        };
         mock.execute(&env).unwrap()
     }
 
@@ -150,18 +196,35 @@ mod tests {
         let summary = run(&mock, QUICKSTART, &cache, false);
         assert!(summary.succeeded(), "{summary:?}");
         assert_eq!(summary.count(StageResult::Ran), 27);
-        let snapshot_path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/scheduler/executor/snapshots/quickstart.txt");
+        let snapshot_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/scheduler/executor/snapshots/quickstart.txt"
+        );
         let transcript = mock.transcript();
         if std::env::var_os("HWRUN_UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(snapshot_path, &transcript).unwrap();
         }
         let expected = std::fs::read_to_string(snapshot_path).unwrap();
-        assert_eq!(transcript, expected, "the quickstart DAG changed; see the test's doc to update the snapshot");
+        assert_eq!(
+            transcript, expected,
+            "the quickstart DAG changed; see the test's doc to update the snapshot"
+        );
         // Every output is a declared placeholder, and a second run finds everything cached.
         let report = summary.stages.iter().find(|s| s.name == "report").unwrap();
-        let placeholder = std::fs::read_to_string(report.output.as_ref().unwrap().join(PLACEHOLDER_FILE)).unwrap();
-        assert!(placeholder.contains("nothing was computed"), "{placeholder}");
-        assert_eq!(cache.lookup(&crate::cache::CacheKey::from_hex(&report.key).unwrap()).unwrap().device, "mock");
+        let placeholder =
+            std::fs::read_to_string(report.output.as_ref().unwrap().join(PLACEHOLDER_FILE))
+                .unwrap();
+        assert!(
+            placeholder.contains("nothing was computed"),
+            "{placeholder}"
+        );
+        assert_eq!(
+            cache
+                .lookup(&crate::cache::CacheKey::from_hex(&report.key).unwrap())
+                .unwrap()
+                .device,
+            "mock"
+        );
         let again = MockExecutor::new();
         let second = run(&again, QUICKSTART, &cache, false);
         assert_eq!(second.count(StageResult::Cached), 27);
@@ -173,7 +236,14 @@ mod tests {
         let (_tmp, cache) = cache();
         let mock = MockExecutor::failing(&["dann_svhn"]);
         let summary = run(&mock, QUICKSTART, &cache, true);
-        let result = |name: &str| summary.stages.iter().find(|s| s.name == name).unwrap().result;
+        let result = |name: &str| {
+            summary
+                .stages
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .result
+        };
         assert_eq!(result("dann_svhn"), StageResult::Failed);
         for dependent in ["dann_on_svhn", "features_svhn", "tsne_svhn", "report"] {
             assert_eq!(result(dependent), StageResult::Skipped, "{dependent}");

@@ -72,31 +72,60 @@ pub enum SlurmConfigError {
 impl SlurmConfig {
     /// Reads `[slurm]` from a recipe's root table; absent: all defaults. `stage_names` are the
     /// recipe's stages, which the per-stage tables must name.
-    pub fn from_recipe(root: &Table, stage_names: &[&str]) -> Result<SlurmConfig, SlurmConfigError> {
-        let Some(value) = root.get("slurm") else { return Ok(SlurmConfig::default()) };
-        let Value::Table(table) = value else { return Err(SlurmConfigError::NotATable) };
+    pub fn from_recipe(
+        root: &Table,
+        stage_names: &[&str],
+    ) -> Result<SlurmConfig, SlurmConfigError> {
+        let Some(value) = root.get("slurm") else {
+            return Ok(SlurmConfig::default());
+        };
+        let Value::Table(table) = value else {
+            return Err(SlurmConfigError::NotATable);
+        };
         let mut table = table.clone();
-        let invalid = |table: &str, message: String| SlurmConfigError::Invalid { table: table.to_owned(), message };
+        let invalid = |table: &str, message: String| SlurmConfigError::Invalid {
+            table: table.to_owned(),
+            message,
+        };
         let hwrun = match table.remove("hwrun") {
             None => None,
             Some(Value::String(path)) => Some(Utf8PathBuf::from(path)),
-            Some(other) => return Err(invalid("", format!("`hwrun` must be a path, found {}", other.type_str()))),
+            Some(other) => {
+                return Err(invalid(
+                    "",
+                    format!("`hwrun` must be a path, found {}", other.type_str()),
+                ))
+            }
         };
         let mut stages = BTreeMap::new();
         if let Some(value) = table.remove("stages") {
             let Value::Table(per_stage) = value else {
-                return Err(invalid(".stages", "must be a table of tables by stage name".to_owned()));
+                return Err(invalid(
+                    ".stages",
+                    "must be a table of tables by stage name".to_owned(),
+                ));
             };
             for (stage, value) in per_stage {
                 if !stage_names.contains(&stage.as_str()) {
-                    return Err(SlurmConfigError::StageUnknown { stage, known: stage_names.join(", ") });
+                    return Err(SlurmConfigError::StageUnknown {
+                        stage,
+                        known: stage_names.join(", "),
+                    });
                 }
-                let resources = value.try_into().map_err(|e: toml::de::Error| invalid(&format!(".stages.{stage}"), e.message().to_owned()))?;
+                let resources = value.try_into().map_err(|e: toml::de::Error| {
+                    invalid(&format!(".stages.{stage}"), e.message().to_owned())
+                })?;
                 stages.insert(stage, resources);
             }
         }
-        let defaults = Value::Table(table).try_into().map_err(|e: toml::de::Error| invalid("", e.message().to_owned()))?;
-        Ok(SlurmConfig { defaults, stages, hwrun })
+        let defaults = Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid("", e.message().to_owned()))?;
+        Ok(SlurmConfig {
+            defaults,
+            stages,
+            hwrun,
+        })
     }
 
     /// What the jobs of `stage` ask for: its overrides over the defaults.
@@ -158,22 +187,38 @@ mod tests {
             "[slurm]\npartition = \"cpu\"\ntime = \"10:00\"\ngpus = true\n[slurm.stages.train]\ntime = \"2:00:00\"\npartition = \"gpu\"\n",
         )
         .unwrap();
-        assert_eq!(config.resources("train").sbatch_args(true), ["--partition=gpu", "--time=2:00:00", "--gres=gpu:1"]);
-        assert_eq!(config.resources("eval").sbatch_args(false), ["--partition=cpu", "--time=10:00"]);
+        assert_eq!(
+            config.resources("train").sbatch_args(true),
+            ["--partition=gpu", "--time=2:00:00", "--gres=gpu:1"]
+        );
+        assert_eq!(
+            config.resources("eval").sbatch_args(false),
+            ["--partition=cpu", "--time=10:00"]
+        );
     }
 
     #[test]
     fn gpus_only_when_the_cluster_has_them() {
         let config = config("[slurm]\ncpus_per_task = 2\n").unwrap();
-        assert_eq!(config.resources("train").sbatch_args(true), ["--cpus-per-task=2"]);
+        assert_eq!(
+            config.resources("train").sbatch_args(true),
+            ["--cpus-per-task=2"]
+        );
     }
 
     #[test]
     fn mistakes_are_named() {
-        let error = config("[slurm]\npartiton = \"x\"\n").unwrap_err().to_string();
+        let error = config("[slurm]\npartiton = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("partiton"), "{error}");
-        let error = config("[slurm.stages.trian]\ntime = \"1:00\"\n").unwrap_err().to_string();
-        assert!(error.contains("trian") && error.contains("train, eval"), "{error}");
+        let error = config("[slurm.stages.trian]\ntime = \"1:00\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("trian") && error.contains("train, eval"),
+            "{error}"
+        );
         assert!(config("").unwrap() == SlurmConfig::default());
     }
 }

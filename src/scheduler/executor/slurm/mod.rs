@@ -77,18 +77,33 @@ impl SlurmExecutor {
         for node in plan.graph.node_indices() {
             if run.statuses[node.index()].status == Status::Run {
                 let stage = &plan.graph[node];
-                groups.entry((stage.decl, stage.shape.uses_device)).or_default().push(node);
+                groups
+                    .entry((stage.decl, stage.shape.uses_device))
+                    .or_default()
+                    .push(node);
             }
         }
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let run_id = format!("{unix}-{}", std::process::id());
         let mut record = SubmissionRecord::new(&plan.recipe.name, run_id.clone());
         let mut by_node = BTreeMap::new();
         if groups.is_empty() {
-            return Ok(Submission { record, by_node, job_dir: None, seconds: started.elapsed().as_secs_f64() });
+            return Ok(Submission {
+                record,
+                by_node,
+                job_dir: None,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
         let job_dir = run.cache.root().join("tmp").join("slurm").join(&run_id);
-        let log_dir = run.cache.root().join("slurm").join("logs").join(sanitize(&plan.recipe.name));
+        let log_dir = run
+            .cache
+            .root()
+            .join("slurm")
+            .join("logs")
+            .join(sanitize(&plan.recipe.name));
         for dir in [&job_dir, &log_dir] {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{dir}`"))?;
         }
@@ -102,9 +117,17 @@ impl SlurmExecutor {
         let mut job_of: HashMap<NodeIndex, String> = HashMap::new();
         for ((decl, uses_device), nodes) in &groups {
             let name = &plan.recipe.stages[*decl].name;
-            let tasks = nodes.iter().map(|&node| StageJob::of(plan, node)).collect::<anyhow::Result<Vec<_>>>()?;
+            let tasks = nodes
+                .iter()
+                .map(|&node| StageJob::of(plan, node))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let job_file = job_dir.join(format!("{}.json", sanitize(name)));
-            let file = JobFile { cache: run.cache.root().to_owned(), device: run.options.device, retries: self.retries, tasks };
+            let file = JobFile {
+                cache: run.cache.root().to_owned(),
+                device: run.options.device,
+                retries: self.retries,
+                tasks,
+            };
             write_json(&job_file, &file)?;
             let dependencies: BTreeSet<&String> = nodes
                 .iter()
@@ -115,7 +138,10 @@ impl SlurmExecutor {
             let pattern = if array { "%A_%a" } else { "%j" };
             let mut args = vec![
                 format!("--job-name=hwrun:{}:{name}", plan.recipe.name),
-                format!("--output={}", log_dir.join(format!("{}-{pattern}.out", sanitize(name)))),
+                format!(
+                    "--output={}",
+                    log_dir.join(format!("{}-{pattern}.out", sanitize(name)))
+                ),
                 "--open-mode=append".to_owned(),
             ];
             if array {
@@ -131,7 +157,12 @@ impl SlurmExecutor {
                 args.push("--requeue".to_owned());
             }
             args.extend(self.config.resources(name).sbatch_args(*uses_device));
-            args.extend([script.to_string(), hwrun.to_string(), "run-job".to_owned(), job_file.to_string()]);
+            args.extend([
+                script.to_string(),
+                hwrun.to_string(),
+                "run-job".to_owned(),
+                job_file.to_string(),
+            ]);
             let id = match queue::sbatch(&args) {
                 Ok(id) => id,
                 Err(error) => {
@@ -143,10 +174,19 @@ impl SlurmExecutor {
             };
             tracing::debug!("submitted `{name}` as job {id} ({} task(s))", nodes.len());
             for (index, &node) in nodes.iter().enumerate() {
-                let job = if array { format!("{id}_{index}") } else { id.clone() };
+                let job = if array {
+                    format!("{id}_{index}")
+                } else {
+                    id.clone()
+                };
                 let log = log_dir.join(format!("{}-{job}.out", sanitize(name)));
                 by_node.insert(node, record.stages.len());
-                record.stages.push(SubmittedStage { label: plan.graph[node].label.clone(), key: plan.graph[node].key.hex(), job, log });
+                record.stages.push(SubmittedStage {
+                    label: plan.graph[node].label.clone(),
+                    key: plan.graph[node].key.hex(),
+                    job,
+                    log,
+                });
                 job_of.insert(node, id.clone());
             }
             record.jobs.push(id);
@@ -158,7 +198,12 @@ impl SlurmExecutor {
             record.stages.len(),
             record.jobs.len()
         ));
-        Ok(Submission { record, by_node, job_dir: Some(job_dir), seconds })
+        Ok(Submission {
+            record,
+            by_node,
+            job_dir: Some(job_dir),
+            seconds,
+        })
     }
 
     /// Polls the submitted jobs until each finished, failed or was skipped.
@@ -177,7 +222,8 @@ impl SlurmExecutor {
                 if let Err(error) = queue::scancel(&jobs) {
                     run.printer.warn(&format!("{error:#}"));
                 }
-                run.printer.status(&format!("cancelled Slurm job(s) {}", jobs.join(", ")));
+                run.printer
+                    .status(&format!("cancelled Slurm job(s) {}", jobs.join(", ")));
                 break;
             }
             let states = match queue::squeue(&record.jobs) {
@@ -187,7 +233,8 @@ impl SlurmExecutor {
                 }
                 Err(error) => {
                     poll_errors += 1;
-                    run.printer.warn(&format!("{error:#} (try {poll_errors} of 5)"));
+                    run.printer
+                        .warn(&format!("{error:#} (try {poll_errors} of 5)"));
                     if poll_errors >= 5 {
                         stopped_by = Some(format!("squeue kept failing: {error:#}"));
                         break;
@@ -203,29 +250,51 @@ impl SlurmExecutor {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let accounted = if forgotten.is_empty() { None } else { queue::sacct(&forgotten) };
+            let accounted = if forgotten.is_empty() {
+                None
+            } else {
+                queue::sacct(&forgotten)
+            };
             let mut changed = false;
             for (node, index) in unfinished.clone() {
                 let submitted = &record.stages[index];
-                let job_state = states.get(&submitted.job).or_else(|| accounted.as_ref()?.get(&submitted.job));
+                let job_state = states
+                    .get(&submitted.job)
+                    .or_else(|| accounted.as_ref()?.get(&submitted.job));
                 let stage = &plan.graph[node];
                 let report = match classify(run.cache, &stage.key, job_state) {
                     StageState::Pending => continue,
                     StageState::Running => {
                         if announced.insert(node) {
-                            run.printer.status(&format!("running {} (job {})", stage.label, submitted.job));
+                            run.printer.status(&format!(
+                                "running {} (job {})",
+                                stage.label, submitted.job
+                            ));
                         }
                         continue;
                     }
                     StageState::Done(manifest) => {
-                        run.printer.status(&format!("✓ {} {:.1}s (job {})", stage.label, manifest.wall_time_s, submitted.job));
-                        StageReport::finished(stage, run.cache, &manifest, StageResult::Ran, manifest.wall_time_s)
+                        run.printer.status(&format!(
+                            "✓ {} {:.1}s (job {})",
+                            stage.label, manifest.wall_time_s, submitted.job
+                        ));
+                        StageReport::finished(
+                            stage,
+                            run.cache,
+                            &manifest,
+                            StageResult::Ran,
+                            manifest.wall_time_s,
+                        )
                     }
                     StageState::DependencyFailed => {
                         let reason = plan
                             .inputs_of(node)
                             .into_iter()
-                            .find(|(_, input)| results.get(input).is_some_and(|r| r.result != StageResult::Ran))
+                            .find(|(_, input)| {
+                                results
+                                    .get(input)
+                                    .is_some_and(|r| r.result != StageResult::Ran)
+                            })
                             .map_or("an input's job failed".to_owned(), |(_, input)| {
                                 format!("input `{}` failed", plan.graph[input].label)
                             });
@@ -233,7 +302,8 @@ impl SlurmExecutor {
                     }
                     StageState::Failed(what) | StageState::Unknown(what) => {
                         let error = failure_message(submitted, &what);
-                        run.printer.status(&format!("✗ {} failed: {error}", stage.label));
+                        run.printer
+                            .status(&format!("✗ {} failed: {error}", stage.label));
                         if !run.options.keep_going && stopped_by.is_none() {
                             stopped_by = Some(stage.label.clone());
                         }
@@ -241,13 +311,23 @@ impl SlurmExecutor {
                     }
                 };
                 changed = true;
-                results.insert(node, StageReport { job: Some(submitted.job.clone()), ..report });
+                results.insert(
+                    node,
+                    StageReport {
+                        job: Some(submitted.job.clone()),
+                        ..report
+                    },
+                );
                 unfinished.remove(&node);
             }
             if stopped_by.is_some() {
                 break;
             }
-            delay = if changed { POLL_FIRST } else { (delay * 3 / 2).min(POLL_MAX) };
+            delay = if changed {
+                POLL_FIRST
+            } else {
+                (delay * 3 / 2).min(POLL_MAX)
+            };
             if !unfinished.is_empty() {
                 sleep_unless_cancelled(delay, run);
             }
@@ -276,25 +356,48 @@ impl SlurmExecutor {
                 }
                 let stage = &plan.graph[node];
                 match (submission.by_node.get(&node), run.cache.lookup(&stage.key)) {
-                    (None, Some(manifest)) => StageReport::finished(stage, run.cache, &manifest, StageResult::Cached, 0.0),
+                    (None, Some(manifest)) => {
+                        StageReport::finished(stage, run.cache, &manifest, StageResult::Cached, 0.0)
+                    }
                     (Some(&index), Some(manifest)) => StageReport {
                         job: Some(record.stages[index].job.clone()),
-                        ..StageReport::finished(stage, run.cache, &manifest, StageResult::Ran, manifest.wall_time_s)
+                        ..StageReport::finished(
+                            stage,
+                            run.cache,
+                            &manifest,
+                            StageResult::Ran,
+                            manifest.wall_time_s,
+                        )
                     },
-                    (None, None) => StageReport::failed(stage, 0.0, "its cache entry disappeared after planning".to_owned()),
-                    (Some(&index), None) => {
-                        StageReport { job: Some(record.stages[index].job.clone()), ..StageReport::skipped(stage, &why_not) }
-                    }
+                    (None, None) => StageReport::failed(
+                        stage,
+                        0.0,
+                        "its cache entry disappeared after planning".to_owned(),
+                    ),
+                    (Some(&index), None) => StageReport {
+                        job: Some(record.stages[index].job.clone()),
+                        ..StageReport::skipped(stage, &why_not)
+                    },
                 }
             })
             .collect();
-        RunSummary { recipe: plan.recipe.name.clone(), stages, interrupted: run.cancel.is_cancelled() }
+        RunSummary {
+            recipe: plan.recipe.name.clone(),
+            stages,
+            interrupted: run.cancel.is_cancelled(),
+        }
     }
 }
 
 /// The jobs (arrays by their id) that still have unfinished stages.
-fn unfinished_jobs(record: &SubmissionRecord, unfinished: &BTreeMap<NodeIndex, usize>) -> Vec<String> {
-    let jobs: BTreeSet<&str> = unfinished.values().map(|&i| top_job(&record.stages[i].job)).collect();
+fn unfinished_jobs(
+    record: &SubmissionRecord,
+    unfinished: &BTreeMap<NodeIndex, usize>,
+) -> Vec<String> {
+    let jobs: BTreeSet<&str> = unfinished
+        .values()
+        .map(|&i| top_job(&record.stages[i].job))
+        .collect();
     jobs.into_iter().map(str::to_owned).collect()
 }
 
@@ -317,13 +420,23 @@ fn detached_summary(run: &RunEnv<'_>, submission: &Submission) -> RunSummary {
                     }
                 }
                 None => match run.cache.lookup(&stage.key) {
-                    Some(manifest) => StageReport::finished(stage, run.cache, &manifest, StageResult::Cached, 0.0),
-                    None => StageReport::failed(stage, 0.0, "its cache entry disappeared after planning".to_owned()),
+                    Some(manifest) => {
+                        StageReport::finished(stage, run.cache, &manifest, StageResult::Cached, 0.0)
+                    }
+                    None => StageReport::failed(
+                        stage,
+                        0.0,
+                        "its cache entry disappeared after planning".to_owned(),
+                    ),
                 },
             }
         })
         .collect();
-    RunSummary { recipe: plan.recipe.name.clone(), stages, interrupted: false }
+    RunSummary {
+        recipe: plan.recipe.name.clone(),
+        stages,
+        interrupted: false,
+    }
 }
 
 /// Where a submitted stage is, from the cache and its job's state.
@@ -346,14 +459,21 @@ pub fn classify(cache: &Cache, key: &CacheKey, job: Option<&JobState>) -> StageS
         _ => match (cache.lookup(key), job) {
             (Some(manifest), _) => StageState::Done(Box::new(manifest)),
             (None, Some(JobState::DependencyFailed)) => StageState::DependencyFailed,
-            (None, Some(JobState::Failed { state, reason })) if reason.is_empty() || reason == "None" => {
+            (None, Some(JobState::Failed { state, reason }))
+                if reason.is_empty() || reason == "None" =>
+            {
                 StageState::Failed(state.clone())
             }
-            (None, Some(JobState::Failed { state, reason })) => StageState::Failed(format!("{state} ({reason})")),
-            (None, Some(JobState::Completed)) => {
-                StageState::Failed("COMPLETED, but its cache entry is missing (is the cache on a shared filesystem?)".to_owned())
+            (None, Some(JobState::Failed { state, reason })) => {
+                StageState::Failed(format!("{state} ({reason})"))
             }
-            (None, _) => StageState::Unknown("left the queue without producing its cache entry".to_owned()),
+            (None, Some(JobState::Completed)) => StageState::Failed(
+                "COMPLETED, but its cache entry is missing (is the cache on a shared filesystem?)"
+                    .to_owned(),
+            ),
+            (None, _) => {
+                StageState::Unknown("left the queue without producing its cache entry".to_owned())
+            }
         },
     }
 }
@@ -369,7 +489,10 @@ pub fn failure_message(submitted: &SubmittedStage, what: &str) -> String {
 
 fn last_error_line(log: &Utf8Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines().rev().find(|l| l.starts_with("error")).map(|l| l.trim().to_owned())
+    text.lines()
+        .rev()
+        .find(|l| l.starts_with("error"))
+        .map(|l| l.trim().to_owned())
 }
 
 /// `123` of `123_4`.
@@ -386,5 +509,6 @@ fn sleep_unless_cancelled(delay: Duration, run: &RunEnv<'_>) {
 
 fn current_exe() -> anyhow::Result<Utf8PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running hwrun binary")?;
-    Utf8PathBuf::from_path_buf(exe).map_err(|p| anyhow::anyhow!("the hwrun binary's path `{}` is not UTF-8", p.display()))
+    Utf8PathBuf::from_path_buf(exe)
+        .map_err(|p| anyhow::anyhow!("the hwrun binary's path `{}` is not UTF-8", p.display()))
 }

@@ -15,7 +15,10 @@ pub enum JobState {
     /// Cancelled by Slurm because a dependency failed (`--kill-on-invalid-dep`).
     DependencyFailed,
     /// Failed, cancelled, timed out, out of memory, node failure...: Slurm's state and reason.
-    Failed { state: String, reason: String },
+    Failed {
+        state: String,
+        reason: String,
+    },
 }
 
 impl JobState {
@@ -24,12 +27,15 @@ impl JobState {
         // sacct writes `CANCELLED by 0`.
         let state = state.split_whitespace().next().unwrap_or_default();
         match state {
-            "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESIZING" | "SUSPENDED"
-            | "RESV_DEL_HOLD" | "SPECIAL_EXIT" => JobState::Pending,
+            "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+            | "RESIZING" | "SUSPENDED" | "RESV_DEL_HOLD" | "SPECIAL_EXIT" => JobState::Pending,
             "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" => JobState::Running,
             "COMPLETED" => JobState::Completed,
             "CANCELLED" if reason == "DependencyNeverSatisfied" => JobState::DependencyFailed,
-            other => JobState::Failed { state: other.to_owned(), reason: reason.to_owned() },
+            other => JobState::Failed {
+                state: other.to_owned(),
+                reason: reason.to_owned(),
+            },
         }
     }
 }
@@ -66,7 +72,12 @@ pub fn sbatch(args: &[String]) -> anyhow::Result<String> {
     }
     // `--parsable` prints `id` or `id;cluster`.
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let id = stdout.trim().split(';').next().unwrap_or_default().to_owned();
+    let id = stdout
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     anyhow::ensure!(
         !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()),
         "sbatch printed `{}` instead of a job id",
@@ -114,7 +125,10 @@ pub fn sacct(job_ids: &[String]) -> Option<HashMap<String, JobState>> {
         format!("--jobs={}", job_ids.join(",")),
     ];
     let output = run("sacct", &args).ok()?;
-    output.status.success().then(|| parse_lines(&String::from_utf8_lossy(&output.stdout)))
+    output
+        .status
+        .success()
+        .then(|| parse_lines(&String::from_utf8_lossy(&output.stdout)))
 }
 
 fn parse_lines(text: &str) -> HashMap<String, JobState> {
@@ -136,7 +150,11 @@ pub fn scancel(job_ids: &[String]) -> anyhow::Result<()> {
     }
     let output = run("scancel", job_ids).context("cannot cancel the submitted jobs")?;
     // A job that finished meanwhile needs no cancelling.
-    if !output.status.success() && !said(&output).lines().all(|l| l.contains("already completing or completed")) {
+    if !output.status.success()
+        && !said(&output)
+            .lines()
+            .all(|l| l.contains("already completing or completed"))
+    {
         bail!("scancel failed ({}): {}", output.status, said(&output));
     }
     Ok(())
@@ -155,7 +173,19 @@ mod tests {
         assert_eq!(states["2_0"], JobState::Running);
         assert_eq!(states["2_1"], JobState::Pending);
         assert_eq!(states["3"], JobState::DependencyFailed);
-        assert_eq!(states["4"], JobState::Failed { state: "FAILED".into(), reason: "NonZeroExitCode".into() });
-        assert_eq!(JobState::parse("CANCELLED by 0", ""), JobState::Failed { state: "CANCELLED".into(), reason: String::new() });
+        assert_eq!(
+            states["4"],
+            JobState::Failed {
+                state: "FAILED".into(),
+                reason: "NonZeroExitCode".into()
+            }
+        );
+        assert_eq!(
+            JobState::parse("CANCELLED by 0", ""),
+            JobState::Failed {
+                state: "CANCELLED".into(),
+                reason: String::new()
+            }
+        );
     }
 }

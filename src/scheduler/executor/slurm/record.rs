@@ -50,7 +50,9 @@ impl SubmissionRecord {
         SubmissionRecord {
             recipe: recipe.to_owned(),
             run_id,
-            submitted_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            submitted_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             jobs: Vec::new(),
             stages: Vec::new(),
         }
@@ -60,7 +62,11 @@ impl SubmissionRecord {
     pub fn load(cache: &Cache, recipe: &str) -> anyhow::Result<Option<SubmissionRecord>> {
         let path = record_path(cache, recipe);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("malformed submission record `{path}`"))?)),
+            Ok(text) => {
+                Ok(Some(serde_json::from_str(&text).with_context(|| {
+                    format!("malformed submission record `{path}`")
+                })?))
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error).with_context(|| format!("cannot read `{path}`")),
         }
@@ -78,7 +84,11 @@ impl SubmissionRecord {
 }
 
 fn record_path(cache: &Cache, recipe: &str) -> Utf8PathBuf {
-    cache.root().join("slurm").join("submissions").join(format!("{}.json", sanitize(recipe)))
+    cache
+        .root()
+        .join("slurm")
+        .join("submissions")
+        .join(format!("{}.json", sanitize(recipe)))
 }
 
 /// Writes `value` as JSON to `path` through a temporary file and a rename.
@@ -87,11 +97,20 @@ pub fn write_json(path: &Utf8Path, value: &impl Serialize) -> anyhow::Result<()>
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create `{parent}`"))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?).with_context(|| format!("cannot write `{tmp}`"))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("cannot write `{tmp}`"))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{path}`"))
 }
 
 /// A name safe as one path component, and in Slurm's `--output` pattern (no `%`).
 pub fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
