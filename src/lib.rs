@@ -6,6 +6,7 @@
 //! in [`stages`], one file each; they build on [`data`] (datasets and their formats),
 //! [`download`], [`models`], [`metrics`], [`viz`] and [`report`].
 
+pub mod accel;
 pub mod cache;
 pub mod cli;
 pub mod data;

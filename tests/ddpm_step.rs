@@ -47,7 +47,7 @@ fn one_training_step_matches_pytorch() {
     let schedule = NoiseSchedule::linear(n_t as usize, 1e-4, 0.02);
     let mut optimizer = Optimizer::new(OptimizerSettings::adam(1e-3, [0.9, 0.999]), &[&vs]);
     let loss = ddpm_loss(&net, &schedule, &x0, &labels, &t, &noise, &drop);
-    optimizer.backward_step(&loss, 0.0);
+    optimizer.backward_step(&loss, 0.0).unwrap();
     let mut out: Vec<(String, Tensor)> = vec![("loss".into(), loss.detach().reshape([1]))];
     out.extend(
         named_variables(&[&vs])

@@ -118,7 +118,7 @@ fn classifier_logits_and_gradients_match_pytorch() {
     .unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.logits(&x, true));
-    let stats = supervised_step(&model, &mut frozen_optimizer(&vs), &x, &y, 0.0);
+    let stats = supervised_step(&model, &mut frozen_optimizer(&vs), &x, &y, 0.0).unwrap();
     write_rust_side(&dir, &vs, &logits, stats[0].1, vec![]);
     compare("classifier", &dir, vs.trainable_variables().len());
 }
@@ -144,7 +144,7 @@ fn dann_step_gradients_match_pytorch() {
     Tensor::write_safetensors(&tensors, dir.join("batch.safetensors")).unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.cnn.logits(&batch.source, true));
-    let stats = dann_step(&model, &mut frozen_optimizer(&vs), &batch, lambda, 0.0);
+    let stats = dann_step(&model, &mut frozen_optimizer(&vs), &batch, lambda, 0.0).unwrap();
     write_rust_side(&dir, &vs, &logits, stats[0].1, vec![]);
     compare("dann", &dir, vs.trainable_variables().len());
 }

@@ -159,13 +159,14 @@ impl TrainingMethod for AddaTraining {
         let d_target = m.discriminator.forward_t(&target_features.detach(), true);
         let disc_loss = d_source.cross_entropy_for_logits(&source_labels)
             + d_target.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
-        self.discriminator_optimizer.backward_step(&disc_loss, at.p);
+        self.discriminator_optimizer
+            .backward_step(&disc_loss, at.p)?;
 
         // Inverted labels: the target encoder is rewarded when its features pass as source.
         let fooled = m.discriminator.forward_t(&target_features, true);
         let encoder_loss =
             fooled.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, nt, device));
-        self.target_optimizer.backward_step(&encoder_loss, at.p);
+        self.target_optimizer.backward_step(&encoder_loss, at.p)?;
 
         let disc_correct = d_source
             .argmax(-1, false)

@@ -53,13 +53,7 @@ impl TrainingMethod for ClassifierTraining {
     fn step(&mut self, at: StepProgress) -> anyhow::Result<Scalars> {
         let index = self.order.next_batch();
         let (x, y) = (self.data.images(&index), self.data.labels_at(&index));
-        Ok(supervised_step(
-            &self.model,
-            &mut self.optimizer,
-            &x,
-            &y,
-            at.p,
-        ))
+        supervised_step(&self.model, &mut self.optimizer, &x, &y, at.p)
     }
 
     fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
@@ -90,16 +84,19 @@ pub fn supervised_step(
     x: &Tensor,
     y: &Tensor,
     p: f64,
-) -> Scalars {
+) -> anyhow::Result<Scalars> {
     let logits = model.logits(x, true);
     let loss = logits.cross_entropy_for_logits(y);
-    optimizer.backward_step(&loss, p);
+    optimizer.backward_step(&loss, p)?;
     let accuracy = logits
         .argmax(-1, false)
         .eq_tensor(y)
         .to_kind(Kind::Float)
         .mean(Kind::Float);
-    named_scalars(&["train_loss", "train_acc"], &[&loss, &accuracy])
+    Ok(named_scalars(
+        &["train_loss", "train_acc"],
+        &[&loss, &accuracy],
+    ))
 }
 
 /// Labels as they go into a cross-entropy loss: `value` repeated `n` times.

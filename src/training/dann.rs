@@ -106,13 +106,7 @@ impl TrainingMethod for DannTraining {
             target: self.data.target.images(&target_index),
         };
         let lambda = dann_lambda(at.p, self.lambda_gamma);
-        Ok(dann_step(
-            &self.model,
-            &mut self.optimizer,
-            &batch,
-            lambda,
-            at.p,
-        ))
+        dann_step(&self.model, &mut self.optimizer, &batch, lambda, at.p)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
@@ -156,7 +150,7 @@ pub fn dann_step(
     batch: &DannBatch,
     lambda: f64,
     p: f64,
-) -> Scalars {
+) -> anyhow::Result<Scalars> {
     let (ns, nt) = (batch.source.size()[0], batch.target.size()[0]);
     let device = batch.source.device();
     // (ns + nt, c, h, w) -> (ns + nt, feature_dim): one pass for both domains.
@@ -179,14 +173,14 @@ pub fn dann_step(
             .narrow(0, ns, nt)
             .cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
     let loss = &class_loss + &domain_loss;
-    optimizer.backward_step(&loss, p);
+    optimizer.backward_step(&loss, p)?;
     let accuracy = class_logits
         .argmax(-1, false)
         .eq_tensor(&batch.labels)
         .to_kind(Kind::Float)
         .mean(Kind::Float);
-    named_scalars(
+    Ok(named_scalars(
         &["train_loss", "class_loss", "domain_loss", "train_acc"],
         &[&loss, &class_loss, &domain_loss, &accuracy],
-    )
+    ))
 }

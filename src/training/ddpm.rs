@@ -268,7 +268,7 @@ impl TrainingMethod for DdpmTraining {
             &noise,
             &drop,
         );
-        self.optimizer.backward_step(&loss, at.p);
+        self.optimizer.backward_step(&loss, at.p)?;
         self.model.update_ema();
         Ok(named_scalars(&["train_loss"], &[&loss]))
     }

@@ -403,7 +403,7 @@ impl TrainingMethod for GanTraining {
                 &fake_labels,
                 &alpha,
             );
-            self.d_optimizer.backward_step(&d.loss, at.p);
+            self.d_optimizer.backward_step(&d.loss, at.p)?;
             last = Some((d, fake, fake_labels));
         }
         let Some((d, fake, fake_labels)) = last else {
@@ -419,7 +419,7 @@ impl TrainingMethod for GanTraining {
             )
         };
         let g_loss = generator_loss(&self.model, self.settings.loss, &fake, &fake_labels);
-        self.g_optimizer.backward_step(&g_loss, at.p);
+        self.g_optimizer.backward_step(&g_loss, at.p)?;
 
         let mut names = vec!["g_loss", "d_loss", "d_real", "d_fake"];
         let mut values = vec![&g_loss, &d.loss, &d.d_real, &d.d_fake];

@@ -12,6 +12,8 @@ use tch::{nn, Device, Tensor};
 pub enum StateError {
     #[error("the checkpoint has no tensor `{0}`")]
     Missing(String),
+    #[error("the checkpoint's optimizer state does not fit this run: {0}")]
+    Optimizer(#[from] crate::accel::AccelError),
     #[error("tensor `{name}` of the checkpoint has shape {found:?}, the run expects {expected:?}")]
     Shape {
         name: String,
