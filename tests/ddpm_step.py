@@ -1,7 +1,7 @@
 # TeaPearce's ContextUnet (Conditional_Diffusion_MNIST), written from its description with its
 # state_dict names, and one DDPM training step: reads the weights and the batch written by
 # tests/ddpm_step.rs (x0, labels, t, noise, drop), takes one Adam step, prints the differences
-# to hwrun's loss and updated weights. benches/diffusion.py imports `ContextUnet` from here.
+# to hwrun's loss and updated weights. benches/models.py imports `ContextUnet` from here.
 import json
 import sys
 

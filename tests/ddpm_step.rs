@@ -52,7 +52,7 @@ fn one_training_step_matches_pytorch() {
     out.extend(
         named_variables(&[&vs])
             .into_iter()
-            .map(|(n, v)| (format!("after.{n}"), v.detach())),
+            .map(|(n, v)| (format!("after.{n}"), v.detach().contiguous())),
     );
     Tensor::write_safetensors(&out, dir.join("rust.safetensors")).unwrap();
 

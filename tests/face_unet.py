@@ -1,6 +1,6 @@
 # The course's face UNet written in PyTorch from FACE_UNET.md's table (not from hwrun's code), at
 # a reduced width: random weights, a batch, its output. Usage: face_unet.py OUT_DIR BASE GROUPS SIZE
-# (benches/diffusion.py imports `UNet` from here for the full-size timing.)
+# (benches/models.py imports `UNet` from here for the full-size timing.)
 import math
 import sys
 

@@ -87,6 +87,19 @@ impl InferenceMode {
     }
 }
 
+/// Runs `f` in inference mode (as under `torch.inference_mode()`), or under `no_grad` when
+/// libtorch refuses to enter it: the values are the same either way, only autograd's
+/// bookkeeping differs. The results are inference tensors: no backward may use them.
+pub fn inference<T>(f: impl FnOnce() -> T) -> T {
+    match InferenceMode::new() {
+        Ok(_mode) => f(),
+        Err(error) => {
+            tracing::warn!("{error}; running without gradients instead");
+            tch::no_grad(f)
+        }
+    }
+}
+
 /// Autocast on one device type while alive, as `torch.autocast(device, dtype)`: eligible ops
 /// (matmul, linear, convolutions, ...) compute in `dtype` from fp32 weights, precision-sensitive
 /// ones (losses, softmax, norms) stay fp32. End it before `backward()`; the backward replays the

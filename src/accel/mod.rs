@@ -36,7 +36,7 @@ pub mod ops;
 pub mod precision;
 
 pub use fused_adam::{AdamConfig, FusedAdam};
-pub use guards::{Autocast, InferenceMode};
+pub use guards::{inference, Autocast, InferenceMode};
 pub use memory_format::MemoryFormat;
 pub use precision::{allow_tf32, cudnn_benchmark, set_allow_tf32, set_cudnn_benchmark, Precision};
 

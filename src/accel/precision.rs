@@ -10,7 +10,9 @@ use super::{ffi, AccelError, Autocast};
 /// Weights, optimizer state and losses stay fp32 either way; `bf16` runs the forward pass under
 /// bf16 autocast. Stages whose numbers must match reference tools (FID, IS, parity tests) stay
 /// `fp32`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in float32.

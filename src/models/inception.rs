@@ -581,7 +581,8 @@ impl FidInception {
     /// resize to 299, `2x - 1`, then the outputs of blocks `0..=last` (after each block's
     /// pooling; block 3 is `[N, 2048, 1, 1]`).
     pub fn forward(&self, x: &Tensor, last: usize) -> Vec<Tensor> {
-        let _guard = tch::no_grad_guard();
+        // Inference mode where libtorch allows it, no gradients in any case.
+        let _guard = (tch::no_grad_guard(), crate::accel::InferenceMode::new());
         let x = x.to_device(self.device).to_kind(Kind::Float);
         let x = x.upsample_bilinear2d([INPUT_SIZE, INPUT_SIZE], false, None, None);
         let x = channels_last(&(x * 2.0 - 1.0));
@@ -617,7 +618,8 @@ impl FidInception {
     /// from `ToTensor()` input): `[N, dims]` f32.
     pub fn fid_features(&self, images: &Tensor, dims: i64) -> Result<Tensor, InceptionError> {
         let block = block_of_dims(dims)?;
-        let _guard = tch::no_grad_guard();
+        // Inference mode where libtorch allows it, no gradients in any case.
+        let _guard = (tch::no_grad_guard(), crate::accel::InferenceMode::new());
         let x = images.to_device(self.device).to_kind(Kind::Float) / 255.0;
         let output = self
             .forward(&x, block)
@@ -631,7 +633,8 @@ impl FidInception {
 
     /// torch-fidelity's `logits_unbiased` of u8 images `[N, 3, H, W]`: `[N, 1008]` f32.
     pub fn logits_unbiased(&self, images: &Tensor) -> Tensor {
-        let _guard = tch::no_grad_guard();
+        // Inference mode where libtorch allows it, no gradients in any case.
+        let _guard = (tch::no_grad_guard(), crate::accel::InferenceMode::new());
         let x = images.to_device(self.device).to_kind(Kind::Float);
         let x = resize_like_tensorflow1(&x, INPUT_SIZE, INPUT_SIZE);
         let x = channels_last(&((x - 128.0) / 128.0));

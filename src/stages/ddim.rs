@@ -510,6 +510,8 @@ fn load_model(
             let unet = FaceUnet::new(&vs.root(), params.face_unet)?;
             load_file_strict(&vs, path)
                 .context("`unet` is not the course's face UNet (UNet.pt)")?;
+            // oneDNN's native layout: no reorder of weights and activations in every conv.
+            crate::accel::memory_format::vars_to_channels_last(&vs)?;
             let schedule = NoiseSchedule::linear(params.n_t, params.beta_start, params.beta_end);
             Ok(NoiseModel::Face {
                 unet,
@@ -617,7 +619,7 @@ fn chains(
         let x = noises.narrow(0, range.start as i64, range.len() as i64);
         let shape = x.size();
         let device = x.device();
-        let sample = tch::no_grad(|| {
+        let sample = crate::accel::inference(|| {
             ddim.sample(
                 &x,
                 eta,

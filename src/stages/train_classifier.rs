@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+use crate::accel::Precision;
 use crate::models::summary::ModuleTree;
 use crate::models::{DigitCnn, DigitCnnParams};
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
@@ -39,6 +40,10 @@ pub struct TrainClassifierParams {
     /// Passes over the training set.
     #[serde(default = "setup::default_epochs")]
     pub epochs: usize,
+    /// `fp32`, or `bf16`: steps under bf16 autocast on fp32 master weights (faster where the
+    /// convolutions are large enough to gain from bf16; compare with `make bench`).
+    #[serde(default)]
+    pub precision: Precision,
     /// Images per step (capped at the training set's size).
     #[serde(default = "setup::default_batch_size")]
     pub batch_size: usize,
@@ -49,7 +54,7 @@ pub struct TrainClassifierParams {
 impl Stage for TrainClassifierStage {
     type Params = TrainClassifierParams;
     const KIND: &'static str = "train_classifier";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str =
         "Train a digit CNN on one labelled domain (source-only / target-only baselines)";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -124,7 +129,7 @@ schedule = "constant"  # constant | annealed | linear | cosine
             ClassifierTraining::new(vs, model, params.optimizer, data, order, val_data);
         let history = train(
             ctx,
-            &LoopPlan::new("train", params.epochs, "optimizer.lr"),
+            &LoopPlan::new("train", params.epochs, "optimizer.lr").precision(params.precision),
             &mut training,
         )?;
 

@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::accel::Precision;
 use crate::diffusion::{BetaSchedule, ScheduleConfig};
 use crate::models::ContextUnetConfig;
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
@@ -84,6 +85,10 @@ pub struct TrainDdpmParams {
     /// Passes over the training set.
     #[serde(default = "setup::default_epochs")]
     pub epochs: usize,
+    /// `fp32`, or `bf16`: steps under bf16 autocast on fp32 master weights (faster where the
+    /// convolutions are large enough to gain from bf16; compare with `make bench`).
+    #[serde(default)]
+    pub precision: Precision,
     /// Images per step.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -136,7 +141,7 @@ impl TrainDdpmParams {
 impl Stage for TrainDdpmStage {
     type Params = TrainDdpmParams;
     const KIND: &'static str = "train_ddpm";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "Class-conditional DDPM with classifier-free guidance (ContextUnet noise model)";
     const INPUTS: Inputs =
@@ -274,7 +279,9 @@ schedule = "linear"       # decays to 0 by the end
         };
         let history = train(
             ctx,
-            &LoopPlan::new("ddpm", params.epochs, "optimizer.lr").hook_every(every),
+            &LoopPlan::new("ddpm", params.epochs, "optimizer.lr")
+                .hook_every(every)
+                .precision(params.precision),
             &mut training,
         )?;
 

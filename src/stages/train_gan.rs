@@ -22,6 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::accel::Precision;
 use crate::data::Dataset;
 use crate::models::{GanConfig, GanLoss, GanPreset, ModelFamily};
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
@@ -131,6 +132,10 @@ pub struct TrainGanParams {
     /// Passes over the training set.
     #[serde(default = "setup::default_epochs")]
     pub epochs: usize,
+    /// `fp32`, or `bf16`: steps under bf16 autocast on fp32 master weights (faster where the
+    /// convolutions are large enough to gain from bf16; compare with `make bench`).
+    #[serde(default)]
+    pub precision: Precision,
     /// Real images per discriminator step (capped at the dataset's size).
     #[serde(default = "setup::default_batch_size")]
     pub batch_size: usize,
@@ -177,7 +182,7 @@ const MAX_WIDTH: i64 = 4096;
 impl Stage for TrainGanStage {
     type Params = TrainGanParams;
     const KIND: &'static str = "train_gan";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "Train a GAN (DCGAN, WGAN-GP, spectral norm, ACGAN) with a fixed-noise grid per epoch";
     const INPUTS: Inputs = Inputs::Named(&[InputSpec::required(
@@ -326,7 +331,8 @@ betas = [0.5, 0.999]
         };
         let mut training = GanTraining::new(model, settings, data, order);
         let plan = LoopPlan::new("gan", params.epochs, "generator.optimizer.lr")
-            .hook_every(params.sample_every);
+            .hook_every(params.sample_every)
+            .precision(params.precision);
         let history = train(ctx, &plan, &mut training)?;
 
         let meta = ModelMeta {

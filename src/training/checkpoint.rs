@@ -89,7 +89,7 @@ pub fn save(
     std::fs::create_dir_all(dir).map_err(|e| write_err("", e.to_string()))?;
     let cpu: Vec<(&str, Tensor)> = tensors
         .iter()
-        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu).contiguous()))
         .collect();
     Tensor::write_safetensors(&cpu, dir.join(WEIGHTS_FILE))
         .map_err(|e| write_err(WEIGHTS_FILE, e.to_string()))?;

@@ -85,7 +85,7 @@ pub fn class_samples(
     };
     let shape = noise.size();
     let device = noise.device();
-    tch::no_grad(|| {
+    crate::accel::inference(|| {
         ddpm::sample(
             schedule,
             &model,

@@ -7,9 +7,9 @@ use super::batches::DomainData;
 /// Images per inference chunk.
 pub const EVAL_BATCH: usize = 512;
 
-/// Applies `forward` (images -> rows) to all images in order, without gradients; `[N, ...]`.
+/// Applies `forward` (images -> rows) to all images in order, in inference mode; `[N, ...]`.
 pub fn map_all(data: &DomainData, forward: impl Fn(&Tensor) -> Tensor) -> Tensor {
-    tch::no_grad(|| {
+    crate::accel::inference(|| {
         let chunks: Vec<Tensor> = (0..data.len())
             .step_by(EVAL_BATCH)
             .map(|start| forward(&data.images_range(start, EVAL_BATCH.min(data.len() - start))))

@@ -277,9 +277,9 @@ impl FixedBatch {
     }
 }
 
-/// Generated images in `[-1, 1]`, in eval mode without gradients.
+/// Generated images in `[-1, 1]`, in eval and inference mode.
 pub fn generate(generator: &Generator, noise: &Tensor, labels: &Tensor) -> Tensor {
-    tch::no_grad(|| generator.forward_t(noise, Some(labels), false))
+    crate::accel::inference(|| generator.forward_t(noise, Some(labels), false))
 }
 
 /// GAN training: the networks, their optimizers, the data stream and the fixed batch.
@@ -561,7 +561,8 @@ mod tests {
         let g_loss = generator_loss(
             &m,
             GanLoss::Acgan,
-            &generate(&m.generator, &fixed.noise, &fixed.labels),
+            &m.generator
+                .forward_t(&fixed.noise, Some(&fixed.labels), false),
             &fixed.labels,
         );
         assert!(g_loss.double_value(&[]).is_finite());

@@ -161,9 +161,16 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// An optimizer over the trainable variables of `stores`, in name order. Convert the
-    /// variables' memory format before: the moments take the layout of their parameter now.
+    /// An optimizer over the trainable variables of `stores`, in name order. The stores' 4-D
+    /// weights are laid out channels-last first, oneDNN's and cuDNN's native convolution layout
+    /// (the same values; conv outputs, gradients and the moments then stay channels-last, and no
+    /// convolution reorders its operands on each call).
     pub fn new(settings: OptimizerSettings, stores: &[&nn::VarStore]) -> Self {
+        for vs in stores {
+            if let Err(error) = accel::memory_format::vars_to_channels_last(vs) {
+                tracing::warn!("{error}; training with contiguous weights");
+            }
+        }
         let mut params: Vec<(String, Tensor)> = stores
             .iter()
             .flat_map(|vs| vs.variables())

@@ -69,7 +69,7 @@ impl TrainingState {
         let cpu: Vec<(&str, Tensor)> = self
             .tensors
             .iter()
-            .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu)))
+            .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu).contiguous()))
             .collect();
         Tensor::write_safetensors(&cpu, path).map_err(|e| StateError::Io {
             action: "write",

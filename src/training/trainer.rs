@@ -19,6 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::state::TrainingState;
+use crate::accel::Precision;
 use crate::stage::StageContext;
 
 /// How many epochs, what to call the phase, how often to run the hook and to checkpoint.
@@ -33,6 +34,8 @@ pub struct LoopPlan {
     pub checkpoint_every: usize,
     /// The parameter to lower when a loss diverges (`optimizer.lr`, `pretrain_optimizer.lr`).
     pub lr_param: &'static str,
+    /// The steps' compute precision (`bf16`: under autocast, on fp32 master weights).
+    pub precision: Precision,
 }
 
 impl LoopPlan {
@@ -44,7 +47,12 @@ impl LoopPlan {
             hook_every: 1,
             checkpoint_every: 1,
             lr_param,
+            precision: Precision::Fp32,
         }
+    }
+
+    pub fn precision(self, precision: Precision) -> Self {
+        LoopPlan { precision, ..self }
     }
 
     pub fn hook_every(self, hook_every: usize) -> Self {
@@ -150,7 +158,10 @@ pub fn train(
                 step,
                 p: super::schedule::progress(done_steps, total),
             };
-            let scalars = method.step(at)?;
+            let scalars = {
+                let _autocast = plan.precision.autocast(ctx.device())?;
+                method.step(at)?
+            };
             check_finite(plan, &scalars, at)?;
             sums.add(&scalars);
             ctx.progress().inc(1);

@@ -1,0 +1,463 @@
+//! `make bench`'s model table: every model family's training step (or forward pass) through
+//! hwrun's real code, in fp32 and under bf16 autocast, against PyTorch eager fp32 and PyTorch's
+//! best CPU configuration (bf16 autocast + channels-last + fused Adam + inference mode;
+//! `benches/models.py`), all measured in this one run at the same thread count, plus the
+//! machine's GEMM peak.
+//!
+//! hwrun's columns run what the stages run: the training methods' `step` (batch gather, input
+//! scaling, forwards, losses, backwards, fused Adam, scalars read back) with weights laid out
+//! channels-last by the optimizer, inside the autocast scope the training loop opens for
+//! `precision = "bf16"`; sampling and features in inference mode. Rows:
+//!
+//! - GEMM: a 2048x2048 matmul (the GFLOP/s column is its rate: the machine's peak);
+//! - DANN CNN step, batch 128 per domain, 3x28x28, Adam 1e-3;
+//! - DCGAN 64x64 step, batch 128 (the tutorial's G and D, Adam 2e-4 betas (0.5, 0.999));
+//! - WGAN-GP step at 64x64, batch 64: 5 critic updates with the gradient penalty + 1 generator
+//!   update;
+//! - ContextUnet DDPM step, n_feat 128, batch 256, 28x28;
+//! - the course's face UNet, one forward pass at 256x256;
+//! - FID features (2048-d) of `HWRUN_BENCH_FID_IMAGES` (default 200) random 64x64 images in
+//!   batches of 50 (fp32 on both sides: FID numbers must match pytorch-fid's; hwrun's bf16
+//!   column is empty).
+//!
+//! Times are milliseconds per step (lower is better); the ratio is the faster of PyTorch's two
+//! configurations over the faster of hwrun's two (above 1 = hwrun faster): on a CPU without AMX
+//! bf16 autocast can be slower than fp32 on both sides. `HWRUN_BENCH_STEPS` multiplies the timed steps.
+//! `HWRUN_BENCH_ROWS` (comma-separated row names) limits the table to some rows.
+//! With CUDA, the same rows run on the GPU too (`cuda` in the row name).
+
+use std::process::Command;
+use std::time::Instant;
+
+use hwrun::accel::{inference, Precision};
+use hwrun::data::Dataset;
+use hwrun::diffusion::NoiseSchedule;
+use hwrun::models::inception::{expected_entries, FidInception};
+use hwrun::models::{
+    Arch, ContextUnetConfig, DigitCnnConfig, FaceUnet, FaceUnetConfig, GanConfig, GanLoss,
+    GanPreset,
+};
+use hwrun::training::dann::{DannData, DannModel, DannTraining};
+use hwrun::training::ddpm::{symmetric_normalisation, DdpmModel, DdpmTraining};
+use hwrun::training::gan::{GanModel, GanSettings, GanTraining};
+use hwrun::training::schedule::LAMBDA_GAMMA;
+use hwrun::training::{
+    threads, DomainData, IndexStream, InputFormat, Normalisation, OptimizerSettings, StepProgress,
+    TrainingMethod,
+};
+use rand::{Rng, SeedableRng};
+use tch::{nn, Device, Kind, Tensor};
+
+const GEMM_N: i64 = 2048;
+const AT: StepProgress = StepProgress {
+    epoch: 1,
+    step: 1,
+    p: 0.5,
+};
+
+/// Timed steps and warm-up steps of one row.
+#[derive(Clone, Copy)]
+struct Steps {
+    timed: usize,
+    warmup: usize,
+}
+
+/// Mean milliseconds per call of `step` after the warm-up.
+fn time_ms(steps: Steps, mut step: impl FnMut()) -> f64 {
+    for _ in 0..steps.warmup {
+        step();
+    }
+    let start = Instant::now();
+    for _ in 0..steps.timed {
+        step();
+    }
+    start.elapsed().as_secs_f64() * 1e3 / steps.timed as f64
+}
+
+/// A training method's step as the training loop takes it at `precision`.
+fn training_ms(
+    method: &mut dyn TrainingMethod,
+    precision: Precision,
+    device: Device,
+    steps: Steps,
+) -> f64 {
+    time_ms(steps, || {
+        let _autocast = precision.autocast(device).expect("autocast");
+        let scalars = method.step(AT).expect("step runs");
+        assert!(scalars.iter().all(|(_, v)| v.is_finite()), "{scalars:?}");
+    })
+}
+
+/// `benches/models.py ROW CONFIG`'s milliseconds, or `None` with the reason on stderr.
+fn pytorch_ms(row: &str, config: &str, threads: i32, steps: Steps, images: usize) -> Option<f64> {
+    let python = std::env::var_os("VIRTUAL_ENV")
+        .map(|venv| std::path::PathBuf::from(venv).join("bin/python"))
+        .unwrap_or_else(|| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/models.py");
+    let output = Command::new(&python)
+        .args([script, row, config, "--threads", &threads.to_string()])
+        .args([
+            "--steps",
+            &steps.timed.to_string(),
+            "--warmup",
+            &steps.warmup.to_string(),
+        ])
+        .args(["--images", &images.to_string()])
+        .output();
+    match output {
+        Ok(o) if o.status.success() => {
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()?["ms"].as_f64()
+        }
+        Ok(o) => {
+            eprintln!(
+                "PyTorch {row} {config} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot run {}: {e} (set VIRTUAL_ENV to the torch venv)",
+                python.display()
+            );
+            None
+        }
+    }
+}
+
+fn random_dataset(n: usize, size: usize, classes: bool, seed: u64) -> Dataset {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let images: Vec<u8> = (0..n * 3 * size * size).map(|_| rng.random()).collect();
+    let (labels, names) = if classes {
+        (
+            (0..n).map(|_| rng.random_range(0..10)).collect(),
+            Dataset::digit_classes(),
+        )
+    } else {
+        (vec![-1; n], Vec::new())
+    };
+    Dataset::new(images, [n, 3, size, size], labels, names, "random").expect("valid dataset")
+}
+
+fn domain_data(dataset: &Dataset, norm: &Normalisation, size: i64, device: Device) -> DomainData {
+    DomainData::new(
+        dataset,
+        norm,
+        InputFormat {
+            channels: 3,
+            image_size: size,
+        },
+        device,
+    )
+    .expect("data converts")
+}
+
+fn dann(device: Device) -> DannTraining {
+    tch::manual_seed(0);
+    let config = DigitCnnConfig {
+        arch: Arch::Mnist,
+        channels: 3,
+        image_size: 28,
+        classes: 10,
+    };
+    let vs = nn::VarStore::new(device);
+    let model = DannModel::new(&vs.root(), config).expect("model builds");
+    let (n, batch) = (4096, 128);
+    let domain = |seed| {
+        let dataset = random_dataset(n, 28, true, seed);
+        domain_data(&dataset, &Normalisation::of(&dataset), 28, device)
+    };
+    let data = DannData {
+        source: domain(1),
+        target: domain(2),
+        source_order: IndexStream::new(n, batch, 1, device),
+        target_order: IndexStream::new(n, batch, 2, device),
+    };
+    DannTraining::new(
+        vs,
+        model,
+        OptimizerSettings::adam(1e-3, [0.9, 0.999]),
+        LAMBDA_GAMMA,
+        data,
+        None,
+    )
+}
+
+fn gan(loss: GanLoss, device: Device) -> GanTraining {
+    tch::manual_seed(0);
+    let (n, batch) = (512, if loss == GanLoss::WganGp { 64 } else { 128 });
+    let config = GanConfig {
+        preset: GanPreset::Dcgan,
+        loss,
+        image_size: 64,
+        channels: 3,
+        z_dim: 100,
+        ngf: 64,
+        ndf: 64,
+        spectral_norm: false,
+        classes: 0,
+    };
+    let model = GanModel::new(config, device).expect("model builds");
+    let norm = Normalisation {
+        domain: "random".into(),
+        mean: vec![0.5; 3],
+        std: vec![0.5; 3],
+    };
+    let data = domain_data(&random_dataset(n, 64, false, 1), &norm, 64, device);
+    let adam = match loss {
+        GanLoss::WganGp => OptimizerSettings::adam(1e-4, [0.0, 0.9]),
+        _ => OptimizerSettings::adam(2e-4, [0.5, 0.999]),
+    };
+    let settings = GanSettings {
+        loss,
+        n_critic: 5,
+        gp_lambda: 10.0,
+        label_smoothing: 0.0,
+        generator: adam,
+        discriminator: adam,
+    };
+    GanTraining::new(model, settings, data, IndexStream::new(n, batch, 1, device))
+}
+
+fn ddpm(device: Device) -> DdpmTraining {
+    tch::manual_seed(0);
+    let (n, batch) = (4096, 256);
+    let config = ContextUnetConfig {
+        channels: 3,
+        n_feat: 128,
+        image_size: 28,
+        classes: 10,
+    };
+    let data = domain_data(
+        &random_dataset(n, 28, true, 1),
+        &symmetric_normalisation("random", 3),
+        28,
+        device,
+    );
+    let model = DdpmModel::new(config, None, device).expect("model builds");
+    DdpmTraining::new(
+        model,
+        OptimizerSettings::adam(1e-4, [0.9, 0.999]),
+        data,
+        IndexStream::new(n, batch, 1, device),
+        NoiseSchedule::linear(400, 1e-4, 0.02),
+        0.1,
+        2.0,
+        0,
+    )
+}
+
+fn face_unet_ms(precision: Precision, device: Device, steps: Steps) -> f64 {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let unet = FaceUnet::new(&vs.root(), FaceUnetConfig::COURSE).expect("model builds");
+    hwrun::accel::memory_format::vars_to_channels_last(&vs).expect("channels-last");
+    let x = Tensor::randn([1, 3, 256, 256], (Kind::Float, device));
+    let t = Tensor::from_slice(&[981.0f32]).to_device(device);
+    time_ms(steps, || {
+        let _autocast = precision.autocast(device).expect("autocast");
+        let _ = inference(|| unet.forward(&x, &t).sum(Kind::Float).double_value(&[]));
+    })
+}
+
+/// hwrun's FID features of `images` random images, with random weights of the right shapes.
+fn fid_ms(images: usize, device: Device, steps: Steps) -> f64 {
+    tch::manual_seed(0);
+    // Random weights of the right names and shapes (positive variances for the batch norms).
+    let weights = expected_entries()
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu));
+            let t = if name.ends_with("running_var") || name.ends_with("bn.weight") {
+                t + 0.5
+            } else {
+                (t - 0.5) * 0.1
+            };
+            (name, t)
+        })
+        .collect();
+    let model = FidInception::from_tensors(weights, device).expect("model builds");
+    let data = Tensor::randint(256, [images as i64, 3, 64, 64], (Kind::Uint8, device));
+    time_ms(steps, || {
+        for start in (0..images as i64).step_by(50) {
+            let batch = data.narrow(0, start, 50.min(images as i64 - start));
+            let _ = model.fid_features(&batch, 2048).expect("features");
+        }
+    })
+}
+
+fn gemm_ms(kind: Kind, device: Device, steps: Steps) -> f64 {
+    tch::manual_seed(0);
+    let a = Tensor::randn([GEMM_N, GEMM_N], (Kind::Float, device)).to_kind(kind);
+    let b = Tensor::randn([GEMM_N, GEMM_N], (Kind::Float, device)).to_kind(kind);
+    time_ms(steps, || {
+        let _ = a.matmul(&b).sum(Kind::Float).double_value(&[]);
+    })
+}
+
+struct Row {
+    name: String,
+    hwrun_fp32: f64,
+    hwrun_bf16: Option<f64>,
+    pytorch_eager: Option<f64>,
+    pytorch_best: Option<f64>,
+}
+
+/// The faster of two times, either of which may be missing.
+fn fastest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.into_iter().chain(b).reduce(f64::min)
+}
+
+impl Row {
+    fn hwrun_best(&self) -> f64 {
+        self.hwrun_bf16
+            .map_or(self.hwrun_fp32, |bf16| bf16.min(self.hwrun_fp32))
+    }
+
+    /// PyTorch's faster configuration: its "best" one is not faster on every CPU (bf16 needs
+    /// AMX or large GEMMs to beat fp32).
+    fn pytorch_fastest(&self) -> Option<f64> {
+        fastest(self.pytorch_eager, self.pytorch_best)
+    }
+}
+
+fn print_table(rows: &[Row], threads: i32) {
+    let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
+    println!("\nms per step ({threads} threads; lower is better)\n");
+    println!("| row | hwrun fp32 | hwrun bf16 | PyTorch eager fp32 | PyTorch best CPU config | PyTorch's faster / hwrun's faster |");
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        let ratio = row.pytorch_fastest().map_or_else(
+            || "n/a".to_owned(),
+            |p| format!("**{:.2}x**", p / row.hwrun_best()),
+        );
+        println!(
+            "| {} | {} | {} | {} | {} | {ratio} |",
+            row.name,
+            cell(Some(row.hwrun_fp32)),
+            cell(row.hwrun_bf16),
+            cell(row.pytorch_eager),
+            cell(row.pytorch_best),
+        );
+    }
+}
+
+fn main() {
+    let scale: usize = std::env::var("HWRUN_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let images: usize = std::env::var("HWRUN_BENCH_FID_IMAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let only: Option<Vec<String>> = std::env::var("HWRUN_BENCH_ROWS")
+        .ok()
+        .map(|rows| rows.split(',').map(str::to_owned).collect());
+    let wanted = |row: &str| {
+        only.as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| r == row))
+    };
+    threads::use_physical_cores();
+    let threads = tch::get_num_threads();
+    let steps = |timed: usize, warmup: usize| Steps {
+        timed: timed * scale,
+        warmup,
+    };
+    let device = Device::Cpu;
+    println!("models: hwrun vs PyTorch, {threads} threads, CPU");
+    if tch::Cuda::is_available() {
+        println!("(CUDA is available: this table is the CPU's; the GPU rows are not written yet)");
+    } else {
+        println!("(no CUDA device: the GPU table is skipped)");
+    }
+    let mut rows = Vec::new();
+    let pytorch = |row: &str, steps: Steps| {
+        (
+            pytorch_ms(row, "eager", threads, steps, images),
+            pytorch_ms(row, "best", threads, steps, images),
+        )
+    };
+    let mut add =
+        |name: &str, fp32: f64, bf16: Option<f64>, (eager, best): (Option<f64>, Option<f64>)| {
+            println!("  {name} measured");
+            rows.push(Row {
+                name: name.to_owned(),
+                hwrun_fp32: fp32,
+                hwrun_bf16: bf16,
+                pytorch_eager: eager,
+                pytorch_best: best,
+            });
+        };
+    if wanted("gemm") {
+        let s = steps(10, 2);
+        add(
+            "GEMM 2048x2048",
+            gemm_ms(Kind::Float, device, s),
+            Some(gemm_ms(Kind::BFloat16, device, s)),
+            pytorch("gemm", s),
+        );
+    }
+    type Build = fn(Device) -> Box<dyn TrainingMethod>;
+    let training_rows: [(&str, &str, Steps, Build); 4] = [
+        (
+            "dann",
+            "DANN CNN step, batch 128 per domain",
+            steps(20, 3),
+            |d| Box::new(dann(d)),
+        ),
+        ("dcgan", "DCGAN 64x64 step, batch 128", steps(3, 2), |d| {
+            Box::new(gan(GanLoss::Dcgan, d))
+        }),
+        (
+            "wgan_gp",
+            "WGAN-GP step (5 critic + 1 G), 64x64, batch 64",
+            steps(2, 1),
+            |d| Box::new(gan(GanLoss::WganGp, d)),
+        ),
+        (
+            "ddpm",
+            "ContextUnet DDPM step, n_feat 128, batch 256",
+            steps(3, 2),
+            |d| Box::new(ddpm(d)),
+        ),
+    ];
+    for (row, name, s, build) in training_rows {
+        if wanted(row) {
+            let fp32 = training_ms(build(device).as_mut(), Precision::Fp32, device, s);
+            let bf16 = training_ms(build(device).as_mut(), Precision::Bf16, device, s);
+            add(name, fp32, Some(bf16), pytorch(row, s));
+        }
+    }
+    if wanted("face_unet") {
+        let s = steps(1, 1);
+        let fp32 = face_unet_ms(Precision::Fp32, device, s);
+        let bf16 = face_unet_ms(Precision::Bf16, device, s);
+        add(
+            "face UNet forward, 256x256",
+            fp32,
+            Some(bf16),
+            pytorch("face_unet", s),
+        );
+    }
+    if wanted("fid") {
+        let s = steps(1, 1);
+        add(
+            &format!("FID features of {images} images"),
+            fid_ms(images, device, s),
+            None,
+            pytorch("fid", s),
+        );
+    }
+    print_table(&rows, threads);
+    if let Some(gemm) = rows.iter().find(|r| r.name.starts_with("GEMM")) {
+        let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
+        let bf16 = gemm
+            .hwrun_bf16
+            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0}", rate(ms)));
+        println!(
+            "\nGEMM peak (hwrun): fp32 {:.0} GFLOP/s, bf16 {bf16} GFLOP/s",
+            rate(gemm.hwrun_fp32)
+        );
+    }
+}
