@@ -65,7 +65,7 @@ fn write_rust_side(
     let trainable = named_variables(&[vs])
         .into_iter()
         .filter(|(_, t)| t.requires_grad());
-    out.extend(trainable.map(|(name, t)| (format!("grad.{name}"), t.grad())));
+    out.extend(trainable.map(|(name, t)| (format!("grad.{name}"), t.grad().contiguous())));
     out.extend(extra);
     Tensor::write_safetensors(&out, dir.join("rust.safetensors")).unwrap();
 }

@@ -144,6 +144,12 @@ fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
     let params: toml::Table =
         toml::from_str(&request.params).context("malformed stage parameters (hwrun bug)")?;
     let device = resolve(request.device)?;
+    if device.is_cuda() {
+        // Shapes repeat from step to step: let cuDNN time its algorithms once and keep the
+        // fastest, as PyTorch's `torch.backends.cudnn.benchmark = True`. TF32 stays off, so
+        // fp32 stages compute in fp32 on every device.
+        crate::accel::set_cudnn_benchmark(true)?;
+    }
     let log_file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
