@@ -1,24 +1,17 @@
 //! `precision = "bf16"` (autocast on fp32 master weights) trains a classifier as well as fp32:
-//! the same recipe, data and seed reach validation accuracies within 2 points of each other
+//! the same recipe, data and seed reach validation accuracies within 3 points (1,000 validation images) of each other
 //! on generated MNIST-M digits, and the bf16 run really computed in bf16 (its weights differ).
 
 use std::collections::BTreeMap;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
+
+mod common;
+use common::stage::{artifact, temp_root};
 use hwrun::data::synthetic::{generate, DigitDomain};
 use hwrun::stage::checked_params;
-use hwrun::stage::{InputArtifact, Stage, StageContext};
+use hwrun::stage::{Stage, StageContext};
 use hwrun::stages::train_classifier::{TrainClassifierParams, TrainClassifierStage};
-
-fn artifact(dir: Utf8PathBuf) -> InputArtifact {
-    InputArtifact {
-        dir,
-        stage: "data".into(),
-        kind: "synthetic".into(),
-        params: serde_json::Value::Null,
-        outcome: Default::default(),
-    }
-}
 
 /// Validation accuracy and weights of one training at `precision`.
 fn train(root: &Utf8Path, precision: &str) -> (f64, Vec<u8>) {
@@ -29,7 +22,7 @@ fn train(root: &Utf8Path, precision: &str) -> (f64, Vec<u8>) {
     let out = root.join(precision);
     let mut ctx = StageContext::detached("classifier", out.clone(), inputs, 3);
     let text = format!(
-        "epochs = 3\nbatch_size = 64\nprecision = \"{precision}\"\nmodel = {{ arch = \"dann_bn\" }}\noptimizer = {{ kind = \"adam\", lr = 3e-3 }}"
+        "epochs = 4\nbatch_size = 64\nprecision = \"{precision}\"\nmodel = {{ arch = \"dann_bn\" }}\noptimizer = {{ kind = \"adam\", lr = 3e-3 }}"
     );
     let params: TrainClassifierParams =
         checked_params::<TrainClassifierStage>(&toml::from_str(&text).unwrap()).unwrap();
@@ -43,19 +36,18 @@ fn train(root: &Utf8Path, precision: &str) -> (f64, Vec<u8>) {
 
 #[test]
 fn bf16_training_reaches_the_fp32_accuracy() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-    generate(DigitDomain::Mnistm, 1500, 1)
+    let (_dir, root) = temp_root();
+    generate(DigitDomain::Mnistm, 3000, 1)
         .save(&root.join("train"))
         .unwrap();
-    generate(DigitDomain::Mnistm, 500, 2)
+    generate(DigitDomain::Mnistm, 1000, 2)
         .save(&root.join("val"))
         .unwrap();
     let (fp32, fp32_weights) = train(&root, "fp32");
     let (bf16, bf16_weights) = train(&root, "bf16");
     eprintln!("validation accuracy: fp32 {fp32:.4}, bf16 {bf16:.4}");
-    assert!(fp32 > 0.5, "the fp32 run did not learn: {fp32}");
-    assert!((fp32 - bf16).abs() <= 0.02, "fp32 {fp32} vs bf16 {bf16}");
+    assert!(fp32 > 0.7, "the fp32 run did not learn: {fp32}");
+    assert!((fp32 - bf16).abs() <= 0.03, "fp32 {fp32} vs bf16 {bf16}");
     assert!(
         fp32_weights != bf16_weights,
         "the bf16 run computed in fp32"

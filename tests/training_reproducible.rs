@@ -5,21 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
+
+mod common;
+use common::stage::{artifact, temp_root};
 use hwrun::data::synthetic::{generate, DigitDomain};
 use hwrun::stage::checked_params;
-use hwrun::stage::{InputArtifact, Stage, StageContext};
+use hwrun::stage::{Stage, StageContext};
 use hwrun::stages::train_dann::{TrainDannParams, TrainDannStage};
-
-fn artifact(dir: Utf8PathBuf) -> InputArtifact {
-    InputArtifact {
-        dir,
-        stage: "data".into(),
-        kind: "synthetic".into(),
-        params: serde_json::Value::Null,
-        outcome: Default::default(),
-    }
-}
 
 fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>) {
     let inputs = BTreeMap::from([
@@ -38,8 +31,7 @@ fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>)
 
 #[test]
 fn two_cpu_runs_with_the_same_seed_are_bit_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
+    let (_dir, root) = temp_root();
     generate(DigitDomain::Mnistm, 160, 1)
         .save(&root.join("source"))
         .unwrap();

@@ -3,6 +3,7 @@
 
 pub mod http_server;
 pub mod project;
+pub mod stage;
 
 use std::path::PathBuf;
 use std::process::Command;
