@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
 use super::fid_stats::{
-    default_batch_size, default_dims, images_of, load_model, statistics, statistics_of,
-    STATS_FILE, WEIGHTS_INPUT,
+    default_batch_size, default_dims, images_of, load_model, statistics, statistics_of, STATS_FILE,
+    WEIGHTS_INPUT,
 };
 use crate::data::Dataset;
 use crate::metrics::fid::{frechet_distance, FidStatistics};
@@ -313,11 +313,7 @@ mod tests {
             let dir = root.join(format!("run{}", a.len() * a.shape[1]));
             let mut ctx = context(
                 &dir,
-                vec![
-                    model.clone(),
-                    input(&dir, "a", a),
-                    input(&dir, "b", &same),
-                ],
+                vec![model.clone(), input(&dir, "a", a), input(&dir, "b", &same)],
             );
             std::fs::create_dir_all(ctx.out_dir()).unwrap();
             FidStage::run(params, &mut ctx)
@@ -335,7 +331,10 @@ mod tests {
             ..classifier(None)
         };
         let err = run(&same, inception).unwrap_err();
-        assert!(err.to_string().contains("features = \"classifier\""), "{err}");
+        assert!(
+            err.to_string().contains("features = \"classifier\""),
+            "{err}"
+        );
         let stats_dir = root.join("stats");
         std::fs::create_dir_all(&stats_dir).unwrap();
         std::fs::write(stats_dir.join(STATS_FILE), b"").unwrap();

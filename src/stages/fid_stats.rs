@@ -84,10 +84,7 @@ impl Stage for FidStatsStage {
     const KIND: &'static str = "fid_stats";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "pytorch-fid statistics (mu, sigma) of an image set, as stats.npz";
-    const INPUTS: Inputs = Inputs::Named(&[
-        IMAGES_INPUT,
-        WEIGHTS_INPUT,
-    ]);
+    const INPUTS: Inputs = Inputs::Named(&[IMAGES_INPUT, WEIGHTS_INPUT]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.inception_weights]
@@ -233,7 +230,10 @@ pub(super) fn statistics(
 }
 
 /// FID statistics of feature rows `[N, D]`, warning when there are too few for the dimension.
-pub(super) fn statistics_of(ctx: &StageContext, features: &Tensor) -> anyhow::Result<FidStatistics> {
+pub(super) fn statistics_of(
+    ctx: &StageContext,
+    features: &Tensor,
+) -> anyhow::Result<FidStatistics> {
     let stats = FidStatistics::of_features(features)?;
     if let Some(warning) = stats.few_samples_warning() {
         tracing::warn!(stage = %ctx.name(), "{warning}");

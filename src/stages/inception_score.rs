@@ -55,10 +55,7 @@ impl Stage for InceptionScoreStage {
     const KIND: &'static str = "inception_score";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Inception Score of an image set (as torch-fidelity)";
-    const INPUTS: Inputs = Inputs::Named(&[
-        IMAGES_INPUT,
-        WEIGHTS_INPUT,
-    ]);
+    const INPUTS: Inputs = Inputs::Named(&[IMAGES_INPUT, WEIGHTS_INPUT]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.inception_weights]

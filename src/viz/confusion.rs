@@ -148,7 +148,9 @@ mod tests {
     #[test]
     fn draws_a_matrix_and_refuses_a_ragged_one() {
         let dir = tempfile::tempdir().unwrap();
-        let path = Utf8Path::from_path(dir.path()).unwrap().join("c/confusion.png");
+        let path = Utf8Path::from_path(dir.path())
+            .unwrap()
+            .join("c/confusion.png");
         let names: Vec<String> = ["0", "1", "2"].iter().map(|s| s.to_string()).collect();
         let counts = vec![vec![5, 1, 0], vec![0, 6, 0], vec![2, 0, 0]];
         let plot = ConfusionPlot {
