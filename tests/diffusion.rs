@@ -1,13 +1,15 @@
 //! The diffusion stages end to end through the binary: a tiny conditional DDPM on synthetic
 //! digits (n_feat 16, n_t 20, one epoch), sampled with and without guidance (100 images per
 //! class, the grids, the reverse-process strip), the samples scored by a digit classifier with
-//! `evaluate`, and DDIM (eta grid, interpolation) on the same model; then bad input.
+//! `evaluate`, and DDIM (eta grid, interpolation) on the same model; then bad input, among it
+//! noise `.pt` files written by `torch.save`, one of the wrong shape.
 
 mod common;
 
 use std::path::Path;
 
 use common::project::{stage, stderr, Project};
+use common::run_python;
 
 const RECIPE: &str = r#"name = "tiny_diffusion"
 seed = 0
@@ -120,4 +122,38 @@ fn a_tiny_ddpm_samples_every_class_and_is_scored() {
         output.status.code() != Some(0) && text.contains("steps") && text.contains("20"),
         "{text}"
     );
+
+    // Noise files from torch.save: the model's 28x28 ones are used, a 20x20 one is refused
+    // with its path and both shapes, and the failed stage leaves no cache entry.
+    let noise = project.path().join("noise");
+    std::fs::create_dir_all(&noise).unwrap();
+    let write_noise = |name: &str, side: u32| {
+        run_python(
+            "import sys, torch; torch.manual_seed(0); \
+             torch.save(torch.randn(1, 3, int(sys.argv[2]), int(sys.argv[2])), sys.argv[1])",
+            &[noise.join(name).to_str().unwrap(), &side.to_string()],
+        )
+    };
+    for name in ["00.pt", "01.pt", "02.pt", "03.pt"] {
+        write_noise(name, 28);
+    }
+    let with_noise = RECIPE.replace("n_noises = 4", "noise_dir = \"noise\"");
+    let recipe = project.write("noise.toml", &with_noise);
+    let summary = project.run_json_ok(&["--device", "cpu", recipe.to_str().unwrap()]);
+    assert_eq!(stage(&summary, "ddim")["result"], "ran");
+    write_noise("02.pt", 20);
+    let (code, summary) = project.run_json(&["--device", "cpu", recipe.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    let ddim = stage(&summary, "ddim");
+    assert_eq!(ddim["result"], "failed", "{summary}");
+    let error = ddim["error"].as_str().unwrap();
+    assert!(
+        error.contains("noise/02.pt")
+            && error.contains("[1, 3, 20, 20]")
+            && error.contains("expected [1, 3, S, S] with S 28"),
+        "{error}"
+    );
+    let plan = project.hwrun(&["plan", "--json", recipe.to_str().unwrap()]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(stage(&plan, "ddim")["status"], "run", "{plan}");
 }

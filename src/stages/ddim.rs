@@ -582,8 +582,12 @@ fn load_noises(
             && shape[0] == 1
             && shape[1] == channels
             && shape[2] == shape[3]
-            && shape[2] % 32 == 0
-            && side.map_or(true, |s| s == shape[2]);
+            // A model of one image size (a train_ddpm model) fixes the side; the face UNet
+            // takes any multiple of 32, the same in every file.
+            && match (fixed, side) {
+                (Some(s), _) | (None, Some(s)) => s == shape[2],
+                (None, None) => shape[2] % 32 == 0,
+            };
         let Some(tensor) = tensor.filter(|_| ok) else {
             let size = side.map_or("a multiple of 32, equal in every file".to_string(), |s| {
                 s.to_string()

@@ -8,8 +8,12 @@
 //! is logged) or always with the dataset's own (`normalise = "data"`), and converted to the
 //! model's input size and channels like during training.
 //!
-//! Inputs: `model` (a training stage's output), `data` (a dataset). Output: `evaluation.json`
-//! (accuracy, per-class accuracy, confusion matrix `[true][predicted]`, image count). Metrics:
+//! It is also the digit-accuracy evaluator of generated digits: a `sample` or `sample_diffusion`
+//! output is a dataset labelled by the conditioning class of each `{class}_{idx:03}.png`.
+//!
+//! Inputs: `model` (a training stage's output), `data` (a dataset). Outputs: `evaluation.json`
+//! (accuracy, per-class accuracy, confusion matrix `[true][predicted]`, image count) and the
+//! confusion matrix as a figure (`confusion.png`, shown in the report). Metrics:
 //! `accuracy` and `accuracy.class_0`, `accuracy.class_1`, ... (by class index). Unlabelled
 //! images are skipped; a dataset without labels is an error.
 //!
@@ -28,6 +32,10 @@ use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
 use crate::training::setup;
 use crate::training::{DomainData, InputFormat, Normalisation};
+use crate::viz::{confusion_png, ConfusionPlot};
+
+/// The confusion-matrix figure an `evaluate` stage writes.
+pub const CONFUSION_FILE: &str = "confusion.png";
 
 /// The `evaluate` stage kind.
 pub struct EvaluateStage;
@@ -110,7 +118,7 @@ pub(crate) fn input_format(model: &LoadedClassifier) -> InputFormat {
 impl Stage for EvaluateStage {
     type Params = EvaluateParams;
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "Accuracy of a trained digit model on a dataset, overall and per class";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -181,6 +189,20 @@ inputs = { model = "source_only", data = "mnistm.val" }
             ctx.out_dir().join("evaluation.json"),
             serde_json::to_vec_pretty(&report)?,
         )?;
+        let title = format!("{} on {}: accuracy {overall:.3}", ctx.name(), data.domain);
+        confusion_png(
+            &ctx.out_dir().join(CONFUSION_FILE),
+            &ConfusionPlot {
+                title: &title,
+                counts: &report.confusion,
+                class_names: &model.meta.class_names,
+            },
+        )?;
+        let mut outcome = StageOutcome::default();
+        outcome.figure(
+            CONFUSION_FILE,
+            "confusion matrix: rows = true class, columns = predicted, row-normalised shading",
+        );
 
         let mut metrics = Metrics::from([("accuracy".to_owned(), overall)]);
         for (class, acc) in per_class.iter().enumerate() {
@@ -195,11 +217,9 @@ inputs = { model = "source_only", data = "mnistm.val" }
             data.len()
         );
         ctx.log(&line);
-        Ok(StageOutcome {
-            metrics,
-            summary: vec![line],
-            ..Default::default()
-        })
+        outcome.metrics = metrics;
+        outcome.summary = vec![line];
+        Ok(outcome)
     }
 }
 
@@ -251,5 +271,7 @@ pub(crate) mod tests {
             "{outcome:?}"
         );
         assert!(root.join("out/evaluation.json").exists());
+        assert!(root.join("out").join(CONFUSION_FILE).is_file());
+        assert_eq!(outcome.figures[0].file, CONFUSION_FILE);
     }
 }

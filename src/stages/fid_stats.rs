@@ -34,6 +34,18 @@ use crate::metrics::inception_features::{featurise, load_image_set, FeatureKind}
 use crate::models::inception::{block_of_dims, FidInception};
 use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 
+/// The optional images input of the kinds that featurise one image set.
+pub(super) const IMAGES_INPUT: InputSpec = InputSpec::optional(
+    "images",
+    "images (a folder output, a dataset, a sample stage), instead of `path`",
+);
+
+/// The optional Inception weights input of the kinds that featurise with Inception.
+pub(super) const WEIGHTS_INPUT: InputSpec = InputSpec::optional(
+    "weights",
+    "the FID Inception weights (a download stage), instead of `weights`",
+);
+
 /// The file a `fid_stats` stage writes.
 pub const STATS_FILE: &str = "stats.npz";
 
@@ -72,16 +84,7 @@ impl Stage for FidStatsStage {
     const KIND: &'static str = "fid_stats";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "pytorch-fid statistics (mu, sigma) of an image set, as stats.npz";
-    const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::optional(
-            "images",
-            "images (a folder output, a dataset, a sample stage), instead of `path`",
-        ),
-        InputSpec::optional(
-            "weights",
-            "the FID Inception weights (a download stage), instead of `weights`",
-        ),
-    ]);
+    const INPUTS: Inputs = Inputs::Named(&[IMAGES_INPUT, WEIGHTS_INPUT]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.inception_weights]
@@ -222,13 +225,16 @@ pub(super) fn statistics(
     dims: i64,
     batch_size: usize,
 ) -> anyhow::Result<FidStatistics> {
-    let stats = FidStatistics::of_features(&features(
-        ctx,
-        model,
-        images,
-        batch_size,
-        FeatureKind::Fid { dims },
-    )?)?;
+    let rows = features(ctx, model, images, batch_size, FeatureKind::Fid { dims })?;
+    statistics_of(ctx, &rows)
+}
+
+/// FID statistics of feature rows `[N, D]`, warning when there are too few for the dimension.
+pub(super) fn statistics_of(
+    ctx: &StageContext,
+    features: &Tensor,
+) -> anyhow::Result<FidStatistics> {
+    let stats = FidStatistics::of_features(features)?;
     if let Some(warning) = stats.few_samples_warning() {
         tracing::warn!(stage = %ctx.name(), "{warning}");
         ctx.log(format!("warning: {warning}"));

@@ -16,10 +16,12 @@
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
-use super::fid_stats::{default_batch_size, features, images_of, load_model};
+use super::fid_stats::{
+    default_batch_size, features, images_of, load_model, IMAGES_INPUT, WEIGHTS_INPUT,
+};
 use crate::metrics::inception_features::FeatureKind;
 use crate::metrics::inception_score::{inception_score, SEED, SPLITS};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 
 /// The `inception_score` stage kind.
 pub struct InceptionScoreStage;
@@ -53,16 +55,7 @@ impl Stage for InceptionScoreStage {
     const KIND: &'static str = "inception_score";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "Inception Score of an image set (as torch-fidelity)";
-    const INPUTS: Inputs = Inputs::Named(&[
-        InputSpec::optional(
-            "images",
-            "images (a folder output, a dataset, a sample stage), instead of `path`",
-        ),
-        InputSpec::optional(
-            "weights",
-            "the FID Inception weights (a download stage), instead of `weights`",
-        ),
-    ]);
+    const INPUTS: Inputs = Inputs::Named(&[IMAGES_INPUT, WEIGHTS_INPUT]);
     const EXAMPLE: &'static str = r#"name = "example"
 
 [stages.inception_weights]

@@ -1,11 +1,13 @@
-//! Figures: scatter plots (t-SNE embeddings) and training curves, written as PNG with an
+//! Figures: scatter plots (t-SNE embeddings), training curves and confusion matrices, written as PNG with an
 //! embedded font so they render the same on any machine, and generated images and their grids.
 
+pub mod confusion;
 pub mod curves;
 mod font;
 pub mod grid;
 pub mod scatter;
 
+pub use confusion::{confusion_png, ConfusionPlot};
 pub use curves::{curves_png, CurvesPlot, Series};
 pub use scatter::{scatter_png, ScatterPlot};
 
