@@ -10,7 +10,8 @@
    <out>/curves.png (per-epoch target val accuracy of both, one panel per pair).
 
 Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
-"0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"), FIDELITY_PAIRS (default both).
+"0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_PAIRS (default
+both), FIDELITY_EPOCHS (default 20, the recipes'; fewer for a smoke run).
 Finished runs are reused: the port's by their JSON files, hwrun's by its cache.
 """
 
@@ -73,13 +74,17 @@ def frame(data):
         )
 
 
+EPOCHS = int(os.environ.get("FIDELITY_EPOCHS", "20"))
+
+
 def port(out, data, source, target, method, seed):
-    path = out / "port" / f"{source}_{target}_{method}_s{seed}.json"
+    path = out / "port" / f"{source}_{target}_{method}_e{EPOCHS}_s{seed}.json"
     if not path.exists():
         log(f"port {method} {source} -> {target} seed {seed}")
         subprocess.run(
             [sys.executable, str(HERE / "dann_port.py"), "--data", str(data), "--source", source,
-             "--target", target, "--method", method, "--seed", str(seed), "--out", str(path)],
+             "--target", target, "--method", method, "--seed", str(seed), "--epochs", str(EPOCHS),
+             "--out", str(path)],
             check=True,
         )
     return json.loads(path.read_text())
@@ -91,7 +96,9 @@ def hwrun(out, data, recipe, seed, sets=()):
     args = [binary, "--cache-dir", str(out / "cache"), "--results-dir", str(out / "results"), "--json",
             "--device", "cpu", "run", str(REPO / recipe), "--set", f"vars.data_root={data}",
             "--set", f"seed={seed}", "--set", "defaults.features.max_per_domain=100",
-            "--set", "defaults.tsne.max_points=200"]
+            "--set", "defaults.tsne.max_points=200",
+            "--set", f"defaults.train_dann.epochs={EPOCHS}",
+            "--set", f"defaults.train_classifier.epochs={EPOCHS}"]
     for s in sets:
         args += ["--set", s]
     done = subprocess.run(args, check=True, capture_output=True, text=True)
@@ -166,7 +173,7 @@ def main():
     (out / "results.json").write_text(json.dumps({"runs": runs, "ablation": ablation}, indent=1))
 
     lines = [f"# hwrun vs the PyTorch DANN port on real digits (seeds {seeds})", "",
-             "Accuracy on the target's validation images after 20 epochs (mean ± std over seeds).", ""]
+             f"Accuracy on the target's validation images after {EPOCHS} epochs (mean ± std over seeds).", ""]
     for name in pairs:
         lines += [f"| {PAIRS[name][3]} | source only | DANN | target only | DANN - source only |",
                   "|---|---|---|---|---|"]
