@@ -134,7 +134,7 @@ def figure(out, pairs, runs):
                     continue  # hwrun's source-only logs the source's val set, not the target's
                 n = min(len(c) for c in curves)
                 mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
-                ax.plot(range(1, n + 1), mean, style, color=colour, label=f"{who} {method}")
+                ax.plot(range(1, n + 1), mean, style, marker=".", color=colour, label=f"{who} {method}")
         ax.set_title(f"{PAIRS[name][3]}: target val accuracy")
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 1)
@@ -188,7 +188,7 @@ def main():
               "|---|" + "---|" * len(pairs)]
     for label, sets in ABLATION:
         change = label + (f" (`{' '.join(sets)}`)" if sets else "")
-        lines.append(f"| {change} | " + " | ".join(mean_std(ablation[n][label]) for n in pairs) + " |")
+        lines.append(f"| {change} | " + " | ".join(mean_std(ablation[n].get(label, [])) for n in pairs) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     figure(out, pairs, runs)
     print("\n".join(lines))
