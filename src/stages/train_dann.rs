@@ -11,6 +11,12 @@
 //! optimizer defaults are the paper's (SGD, momentum 0.9, lr 0.01, annealed); the popular PyTorch
 //! port uses `optimizer = { kind = "adam", lr = 1e-3, schedule = "constant" }`.
 //!
+//! Batch norm: by default the two batches go through the network in two passes (`forward =
+//! "per_domain"`, as the port), so each batch-norm batch holds one domain; on real MNIST ->
+//! MNIST-M this is what lets DANN adapt (0.90 vs 0.74 with `"joint"`, README). `bn_stats =
+//! "target"` re-estimates the batch-norm statistics on the target after training, for domains
+//! too far apart for the running mixture of both (the quickstart's).
+//!
 //! Inputs: `source` (labelled), `target` (labels unused), optionally `val` (labelled target
 //! images; its accuracy through the label path is logged per epoch as `val_acc`). Each training
 //! set is normalised with its own per-channel mean/std (both saved in `model.json`; `val` uses the
