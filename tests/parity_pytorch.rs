@@ -15,7 +15,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::models::{Arch, DigitCnn, DigitCnnConfig};
 use hwrun::training::checkpoint::named_variables;
 use hwrun::training::classifier::supervised_step;
-use hwrun::training::dann::{dann_step, DannBatch, DannModel};
+use hwrun::training::dann::{dann_step, DannBatch, DannForward, DannModel};
 use hwrun::training::{Optimizer, OptimizerSettings};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -144,7 +144,14 @@ fn dann_step_gradients_match_pytorch() {
     Tensor::write_safetensors(&tensors, dir.join("batch.safetensors")).unwrap();
     write_weights(&dir, &vs);
     let logits = tch::no_grad(|| model.cnn.logits(&batch.source, true));
-    let stats = dann_step(&model, &mut frozen_optimizer(&vs), &batch, lambda, 0.0).unwrap();
+    let stats = dann_step(
+        &model,
+        &mut frozen_optimizer(&vs),
+        &batch,
+        (lambda, DannForward::Joint),
+        0.0,
+    )
+    .unwrap();
     write_rust_side(&dir, &vs, &logits, stats[0].1, vec![]);
     compare("dann", &dir, vs.trainable_variables().len());
 }

@@ -22,7 +22,12 @@ fn recipes() -> Vec<PathBuf> {
 /// `hw2_data/face/{train,val}/*.png`.
 fn fake_course_data(project: &Project) -> PathBuf {
     let root = project.path().join("hw2_data");
-    for (domain, side, channels) in [("mnistm", 28, 3), ("svhn", 32, 3), ("usps", 28, 1)] {
+    for (domain, side, channels) in [
+        ("mnist", 28, 1),
+        ("mnistm", 28, 3),
+        ("svhn", 32, 3),
+        ("usps", 28, 1),
+    ] {
         let dir = root.join("digits").join(domain);
         std::fs::create_dir_all(dir.join("data")).unwrap();
         for (csv, range) in [("train.csv", 0..20), ("val.csv", 20..30)] {

@@ -81,7 +81,7 @@ struct AddaInputs {
 impl Stage for TrainAddaStage {
     type Params = TrainAddaParams;
     const KIND: &'static str = "train_adda";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "Adversarial discriminative domain adaptation (ADDA): pretrain on source, adapt a target encoder";
     const INPUTS: Inputs = Inputs::Named(&[
         InputSpec::required("source", "the labelled source dataset"),

