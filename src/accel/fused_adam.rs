@@ -126,10 +126,6 @@ impl FusedAdam {
         }
     }
 
-    pub fn config(&self) -> &AdamConfig {
-        &self.config
-    }
-
     pub fn lr(&self) -> f64 {
         self.config.lr
     }

@@ -41,6 +41,16 @@ pub fn to_channels_last(tensor: &Tensor) -> Result<Tensor, AccelError> {
     to_format(tensor, MemoryFormat::ChannelsLast)
 }
 
+/// A 4-d `x` with channels-last strides (NHWC in memory, the same values); other ranks as they
+/// are. oneDNN's convolutions and poolings run natively in this layout, and it propagates
+/// through a network.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    if x.dim() != 4 {
+        return x.shallow_clone();
+    }
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// Whether `tensor` is dense in `format` (`tensor.is_contiguous(memory_format=...)`).
 pub fn is_in_format(tensor: &Tensor, format: MemoryFormat) -> Result<bool, AccelError> {
     ffi::is_contiguous(tensor, format)

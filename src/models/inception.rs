@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::accel::memory_format::channels_last;
 use camino::{Utf8Path, Utf8PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -264,14 +265,6 @@ impl FusedConvs {
     fn forward(&self, x: &Tensor) -> Vec<Tensor> {
         self.conv.forward(x).split_with_sizes(&self.sizes, 1)
     }
-}
-
-/// `x` in channels-last memory order (the same values, NHWC strides).
-fn channels_last(x: &Tensor) -> Tensor {
-    if x.dim() != 4 {
-        return x.shallow_clone();
-    }
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Which pooling feeds a block's `branch_pool`.

@@ -226,14 +226,7 @@ fn convert(x: Tensor, format: InputFormat) -> Tensor {
     } else {
         x.upsample_bilinear2d([format.image_size, format.image_size], false, None, None)
     };
-    channels_last(&x)
-}
-
-/// The same `[b, c, h, w]` tensor stored channels-last (NHWC in memory). oneDNN convolutions
-/// and max-pooling on CPU run markedly faster in this layout, and the layout propagates through
-/// the network; values are unchanged.
-pub fn channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    crate::accel::memory_format::channels_last(&x)
 }
 
 /// An endless stream of index batches over `0..n`: each pass is a fresh seeded shuffle and the
