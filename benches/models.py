@@ -2,7 +2,7 @@
 
 Rows (the models, batch sizes and loops of the Rust side; the networks are the differential
 tests' PyTorch references, so the benchmark times exactly the models checked against hwrun):
-- gemm:      a 2048x2048 matmul, fp32 (eager) or bf16 (best);
+- gemm:      a 2048x2048 matmul, fp32 (eager) or bf16 (best), summed and read back;
 - dann:      the DANN MNIST CNN step at batch 128 per domain: one feature pass over source +
              target, gradient reversal, three cross-entropies, Adam 1e-3;
 - dcgan:     the PyTorch tutorial's DCGAN 64x64 step at batch 128 (D on real and on G(z).detach(),
@@ -14,11 +14,13 @@ tests' PyTorch references, so the benchmark times exactly the models checked aga
 - fid:       pytorch-fid's 2048-d features of N random 64x64 images in batches of 50.
 
 Configs: `eager` = fp32, default layout, default (foreach) Adam, `no_grad` for inference; `best` =
-PyTorch's fastest CPU configuration: bf16 autocast for forward passes and losses, channels-last
-weights and inputs, Adam(fused=True), `inference_mode` (the fid row stays fp32: FID numbers must
-not change).
+PyTorch's fastest configuration: bf16 autocast for forward passes and losses, channels-last
+weights and inputs, Adam(fused=True), `inference_mode`, and on CUDA cuDNN benchmark mode (the fid
+row stays fp32: FID numbers must not change).
 
-usage: python models.py ROW CONFIG --threads N [--steps S] [--warmup W] [--images N]
+`--device cuda` runs the row on the GPU (tensors created there, timings synchronised).
+
+usage: python models.py ROW CONFIG --threads N [--device cpu|cuda] [--steps S] [--warmup W] [--images N]
 prints one JSON line: {"ms": ... per step, pass or matmul}
 """
 import argparse
@@ -38,12 +40,13 @@ GEMM_N = 2048
 
 
 class Config:
-    def __init__(self, best):
+    def __init__(self, best, device):
         self.best = best
+        self.device = device
         self.format = torch.channels_last if best else torch.contiguous_format
 
     def autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.best)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.best)
 
     def layout(self, module_or_tensor):
         return module_or_tensor.to(memory_format=self.format)
@@ -58,9 +61,10 @@ class Config:
 def gemm(cfg):
     dtype = torch.bfloat16 if cfg.best else torch.float32
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(GEMM_N, GEMM_N, generator=gen).to(dtype)
-    b = torch.randn(GEMM_N, GEMM_N, generator=gen).to(dtype)
-    return lambda: a @ b
+    a = torch.randn(GEMM_N, GEMM_N, generator=gen, device="cpu").to(cfg.device, dtype)
+    b = torch.randn(GEMM_N, GEMM_N, generator=gen, device="cpu").to(cfg.device, dtype)
+    # Summed and read back as hwrun's GEMM cell does, so both time the same work.
+    return lambda: torch.sum(a @ b, dtype=torch.float32).item()
 
 
 def dann(cfg):
@@ -68,8 +72,8 @@ def dann(cfg):
 
     batch, n = 128, 4096
     gen = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (n, 3, 28, 28), dtype=torch.uint8, generator=gen) for _ in range(2)]
-    labels = torch.randint(0, 10, (n,), generator=gen)
+    images = [torch.randint(0, 256, (n, 3, 28, 28), dtype=torch.uint8, generator=gen, device="cpu").to(cfg.device) for _ in range(2)]
+    labels = torch.randint(0, 10, (n,), generator=gen, device="cpu").to(cfg.device)
     model = cfg.layout(Net(with_domain=True))
     opt = cfg.adam(model.parameters(), lr=1e-3)
     zeros, ones = torch.zeros(batch, dtype=torch.long), torch.ones(batch, dtype=torch.long)
@@ -231,7 +235,7 @@ def fid(cfg, images):
     model = pytorch_fid_model(build_fid_inception(), 2048)
     model = cfg.layout(model)
     gen = torch.Generator().manual_seed(1)
-    data = torch.randint(0, 256, (images, 3, 64, 64), dtype=torch.uint8, generator=gen)
+    data = torch.randint(0, 256, (images, 3, 64, 64), dtype=torch.uint8, generator=gen, device="cpu").to(cfg.device)
 
     def step():
         with cfg.inference():
@@ -247,13 +251,24 @@ def main():
     ap.add_argument("row", choices=["gemm", "dann", "dcgan", "wgan_gp", "ddpm", "face_unet", "fid"])
     ap.add_argument("config", choices=["eager", "best"])
     ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--images", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = Config(args.config == "best")
+    device = torch.device(args.device)
+    # Every factory call of the rows (weights, batches, noise) lands on the device.
+    torch.set_default_device(device)
+    cfg = Config(args.config == "best", device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.best
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     builders = {
         "gemm": lambda: gemm(cfg),
         "dann": lambda: dann(cfg),
@@ -266,9 +281,11 @@ def main():
     step = builders[args.row]()
     for _ in range(args.warmup):
         step()
+    synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    synchronize()
     print(json.dumps({"ms": (time.perf_counter() - start) / args.steps * 1e3}))
 
 

@@ -24,7 +24,8 @@
 //! configurations over the faster of hwrun's two (above 1 = hwrun faster): on a CPU without AMX
 //! bf16 autocast can be slower than fp32 on both sides. `HWRUN_BENCH_STEPS` multiplies the timed steps.
 //! `HWRUN_BENCH_ROWS` (comma-separated row names) limits the table to some rows.
-//! With CUDA, the same rows run on the GPU too (`cuda` in the row name).
+//! With CUDA, a second table measures the same rows on the GPU (PyTorch with `--device cuda`,
+//! cuDNN benchmark mode on both sides); without it the GPU table is skipped with a note.
 
 use std::process::Command;
 use std::time::Instant;
@@ -62,15 +63,24 @@ struct Steps {
     warmup: usize,
 }
 
-/// Mean milliseconds per call of `step` after the warm-up.
-fn time_ms(steps: Steps, mut step: impl FnMut()) -> f64 {
+/// Waits for the device's queued kernels (CUDA runs them asynchronously).
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+/// Mean milliseconds per call of `step` on `device` after the warm-up.
+fn time_ms(device: Device, steps: Steps, mut step: impl FnMut()) -> f64 {
     for _ in 0..steps.warmup {
         step();
     }
+    synchronize(device);
     let start = Instant::now();
     for _ in 0..steps.timed {
         step();
     }
+    synchronize(device);
     start.elapsed().as_secs_f64() * 1e3 / steps.timed as f64
 }
 
@@ -81,7 +91,7 @@ fn training_ms(
     device: Device,
     steps: Steps,
 ) -> f64 {
-    time_ms(steps, || {
+    time_ms(device, steps, || {
         let _autocast = precision.autocast(device).expect("autocast");
         let scalars = method.step(AT).expect("step runs");
         assert!(scalars.iter().all(|(_, v)| v.is_finite()), "{scalars:?}");
@@ -89,13 +99,21 @@ fn training_ms(
 }
 
 /// `benches/models.py ROW CONFIG`'s milliseconds, or `None` with the reason on stderr.
-fn pytorch_ms(row: &str, config: &str, threads: i32, steps: Steps, images: usize) -> Option<f64> {
+fn pytorch_ms(
+    row: &str,
+    config: &str,
+    device: Device,
+    threads: i32,
+    steps: Steps,
+    images: usize,
+) -> Option<f64> {
     let python = std::env::var_os("VIRTUAL_ENV")
         .map(|venv| std::path::PathBuf::from(venv).join("bin/python"))
         .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/models.py");
     let output = Command::new(&python)
         .args([script, row, config, "--threads", &threads.to_string()])
+        .args(["--device", if device.is_cuda() { "cuda" } else { "cpu" }])
         .args([
             "--steps",
             &steps.timed.to_string(),
@@ -254,7 +272,7 @@ fn face_unet_ms(precision: Precision, device: Device, steps: Steps) -> f64 {
     hwrun::accel::memory_format::vars_to_channels_last(&vs).expect("channels-last");
     let x = Tensor::randn([1, 3, 256, 256], (Kind::Float, device));
     let t = Tensor::from_slice(&[981.0f32]).to_device(device);
-    time_ms(steps, || {
+    time_ms(device, steps, || {
         let _autocast = precision.autocast(device).expect("autocast");
         let _ = inference(|| unet.forward(&x, &t).sum(Kind::Float).double_value(&[]));
     })
@@ -278,7 +296,7 @@ fn fid_ms(images: usize, device: Device, steps: Steps) -> f64 {
         .collect();
     let model = FidInception::from_tensors(weights, device).expect("model builds");
     let data = Tensor::randint(256, [images as i64, 3, 64, 64], (Kind::Uint8, device));
-    time_ms(steps, || {
+    time_ms(device, steps, || {
         for start in (0..images as i64).step_by(50) {
             let batch = data.narrow(0, start, 50.min(images as i64 - start));
             let _ = model.fid_features(&batch, 2048).expect("features");
@@ -290,7 +308,7 @@ fn gemm_ms(kind: Kind, device: Device, steps: Steps) -> f64 {
     tch::manual_seed(0);
     let a = Tensor::randn([GEMM_N, GEMM_N], (Kind::Float, device)).to_kind(kind);
     let b = Tensor::randn([GEMM_N, GEMM_N], (Kind::Float, device)).to_kind(kind);
-    time_ms(steps, || {
+    time_ms(device, steps, || {
         let _ = a.matmul(&b).sum(Kind::Float).double_value(&[]);
     })
 }
@@ -321,10 +339,19 @@ impl Row {
     }
 }
 
-fn print_table(rows: &[Row], threads: i32) {
+fn device_name(device: Device) -> &'static str {
+    if device.is_cuda() {
+        "CUDA"
+    } else {
+        "CPU"
+    }
+}
+
+fn print_table(rows: &[Row], threads: i32, device: Device) {
     let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
-    println!("\nms per step ({threads} threads; lower is better)\n");
-    println!("| row | hwrun fp32 | hwrun bf16 | PyTorch eager fp32 | PyTorch best CPU config | PyTorch's faster / hwrun's faster |");
+    let on = device_name(device);
+    println!("\n{on}: ms per step ({threads} CPU threads; lower is better)\n");
+    println!("| row | hwrun fp32 | hwrun bf16 | PyTorch eager fp32 | PyTorch best {on} config | PyTorch's faster / hwrun's faster |");
     println!("|---|---|---|---|---|---|");
     for row in rows {
         let ratio = row.pytorch_fastest().map_or_else(
@@ -340,42 +367,64 @@ fn print_table(rows: &[Row], threads: i32) {
             cell(row.pytorch_best),
         );
     }
+    if let Some(gemm) = rows.iter().find(|r| r.name.starts_with("GEMM")) {
+        let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
+        let bf16 = gemm
+            .hwrun_bf16
+            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0}", rate(ms)));
+        println!(
+            "\nGEMM peak (hwrun, {on}): fp32 {:.0} GFLOP/s, bf16 {bf16} GFLOP/s",
+            rate(gemm.hwrun_fp32)
+        );
+    }
 }
 
-fn main() {
-    let scale: usize = std::env::var("HWRUN_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let images: usize = std::env::var("HWRUN_BENCH_FID_IMAGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let only: Option<Vec<String>> = std::env::var("HWRUN_BENCH_ROWS")
-        .ok()
-        .map(|rows| rows.split(',').map(str::to_owned).collect());
-    let wanted = |row: &str| {
-        only.as_ref()
-            .is_none_or(|rows| rows.iter().any(|r| r == row))
-    };
-    threads::use_physical_cores();
-    let threads = tch::get_num_threads();
-    let steps = |timed: usize, warmup: usize| Steps {
-        timed: timed * scale,
-        warmup,
-    };
-    let device = Device::Cpu;
-    println!("models: hwrun vs PyTorch, {threads} threads, CPU");
-    if tch::Cuda::is_available() {
-        println!("(CUDA is available: this table is the CPU's; the GPU rows are not written yet)");
-    } else {
-        println!("(no CUDA device: the GPU table is skipped)");
+/// What to measure: the rows, the step multiplier and the FID image count.
+struct Selection {
+    rows: Option<Vec<String>>,
+    scale: usize,
+    images: usize,
+}
+
+impl Selection {
+    fn from_env() -> Selection {
+        let number = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default)
+        };
+        Selection {
+            rows: std::env::var("HWRUN_BENCH_ROWS")
+                .ok()
+                .map(|rows| rows.split(',').map(str::to_owned).collect()),
+            scale: number("HWRUN_BENCH_STEPS", 1),
+            images: number("HWRUN_BENCH_FID_IMAGES", 200),
+        }
     }
+
+    fn wants(&self, row: &str) -> bool {
+        self.rows
+            .as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| r == row))
+    }
+
+    fn steps(&self, timed: usize, warmup: usize) -> Steps {
+        Steps {
+            timed: timed * self.scale,
+            warmup,
+        }
+    }
+}
+
+/// Every selected row on `device`, hwrun's columns and PyTorch's.
+fn measure(device: Device, threads: i32, selection: &Selection) -> Vec<Row> {
+    let images = selection.images;
     let mut rows = Vec::new();
     let pytorch = |row: &str, steps: Steps| {
         (
-            pytorch_ms(row, "eager", threads, steps, images),
-            pytorch_ms(row, "best", threads, steps, images),
+            pytorch_ms(row, "eager", device, threads, steps, images),
+            pytorch_ms(row, "best", device, threads, steps, images),
         )
     };
     let mut add =
@@ -389,8 +438,8 @@ fn main() {
                 pytorch_best: best,
             });
         };
-    if wanted("gemm") {
-        let s = steps(10, 2);
+    if selection.wants("gemm") {
+        let s = selection.steps(10, 2);
         add(
             "GEMM 2048x2048",
             gemm_ms(Kind::Float, device, s),
@@ -403,34 +452,37 @@ fn main() {
         (
             "dann",
             "DANN CNN step, batch 128 per domain",
-            steps(20, 3),
+            selection.steps(20, 3),
             |d| Box::new(dann(d)),
         ),
-        ("dcgan", "DCGAN 64x64 step, batch 128", steps(3, 2), |d| {
-            Box::new(gan(GanLoss::Dcgan, d))
-        }),
+        (
+            "dcgan",
+            "DCGAN 64x64 step, batch 128",
+            selection.steps(3, 2),
+            |d| Box::new(gan(GanLoss::Dcgan, d)),
+        ),
         (
             "wgan_gp",
             "WGAN-GP step (5 critic + 1 G), 64x64, batch 64",
-            steps(2, 1),
+            selection.steps(2, 1),
             |d| Box::new(gan(GanLoss::WganGp, d)),
         ),
         (
             "ddpm",
             "ContextUnet DDPM step, n_feat 128, batch 256",
-            steps(3, 2),
+            selection.steps(3, 2),
             |d| Box::new(ddpm(d)),
         ),
     ];
     for (row, name, s, build) in training_rows {
-        if wanted(row) {
+        if selection.wants(row) {
             let fp32 = training_ms(build(device).as_mut(), Precision::Fp32, device, s);
             let bf16 = training_ms(build(device).as_mut(), Precision::Bf16, device, s);
             add(name, fp32, Some(bf16), pytorch(row, s));
         }
     }
-    if wanted("face_unet") {
-        let s = steps(1, 1);
+    if selection.wants("face_unet") {
+        let s = selection.steps(1, 1);
         let fp32 = face_unet_ms(Precision::Fp32, device, s);
         let bf16 = face_unet_ms(Precision::Bf16, device, s);
         add(
@@ -440,8 +492,8 @@ fn main() {
             pytorch("face_unet", s),
         );
     }
-    if wanted("fid") {
-        let s = steps(1, 1);
+    if selection.wants("fid") {
+        let s = selection.steps(1, 1);
         add(
             &format!("FID features of {images} images"),
             fid_ms(images, device, s),
@@ -449,15 +501,27 @@ fn main() {
             pytorch("fid", s),
         );
     }
-    print_table(&rows, threads);
-    if let Some(gemm) = rows.iter().find(|r| r.name.starts_with("GEMM")) {
-        let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
-        let bf16 = gemm
-            .hwrun_bf16
-            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0}", rate(ms)));
+    rows
+}
+
+fn main() {
+    let selection = Selection::from_env();
+    threads::use_physical_cores();
+    let threads = tch::get_num_threads();
+    let mut devices = vec![Device::Cpu];
+    if tch::Cuda::is_available() {
+        // The training stages' CUDA setting (hwrun-torch's worker turns it on the same way).
+        hwrun::accel::set_cudnn_benchmark(true).expect("cuDNN benchmark mode");
+        devices.push(Device::Cuda(0));
+    } else {
+        println!("(no CUDA device: the GPU table is skipped)");
+    }
+    for device in devices {
         println!(
-            "\nGEMM peak (hwrun): fp32 {:.0} GFLOP/s, bf16 {bf16} GFLOP/s",
-            rate(gemm.hwrun_fp32)
+            "models: hwrun vs PyTorch, {threads} threads, {}",
+            device_name(device)
         );
+        let rows = measure(device, threads, &selection);
+        print_table(&rows, threads, device);
     }
 }

@@ -23,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 use tch::nn;
 
+use crate::accel::Precision;
 use crate::data::Dataset;
 use crate::models::{DigitCnn, DigitCnnParams, ModelFamily};
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
@@ -58,6 +59,10 @@ pub struct TrainAddaParams {
     /// Images per domain per step (capped at the smaller set's size).
     #[serde(default = "setup::default_batch_size")]
     pub batch_size: usize,
+    /// `fp32`, or `bf16`: both phases' steps under bf16 autocast on fp32 master weights (faster
+    /// where the convolutions are large enough to gain from bf16; compare with `make bench`).
+    #[serde(default)]
+    pub precision: Precision,
     /// The optimizer of the adversarial phase, for the discriminator and the target encoder
     /// (default: Adam 2e-4, betas (0.5, 0.999)).
     pub optimizer: OptimizerSettings,
@@ -164,7 +169,8 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
             val_data()?,
         );
         let pretrain_plan =
-            LoopPlan::new("pretrain", params.pretrain_epochs, "pretrain_optimizer.lr");
+            LoopPlan::new("pretrain", params.pretrain_epochs, "pretrain_optimizer.lr")
+                .precision(params.precision);
         let pretrain = train(ctx, &pretrain_plan, &mut pretraining)?;
 
         // Phase 2: discriminator against target encoder, with fresh streams distinct from the
@@ -189,7 +195,7 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         let mut adaptation = AddaTraining::new(model, params.optimizer, data, val_data()?);
         let adapt = train(
             ctx,
-            &LoopPlan::new("adda", params.epochs, "optimizer.lr"),
+            &LoopPlan::new("adda", params.epochs, "optimizer.lr").precision(params.precision),
             &mut adaptation,
         )?;
 

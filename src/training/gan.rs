@@ -418,8 +418,15 @@ impl TrainingMethod for GanTraining {
                 labels,
             )
         };
+        // The next discriminator step's zero_grad would discard D's weight gradients of the
+        // generator loss, so D is frozen for it: the backward pass only carries the gradient
+        // through D to the fakes, saving D's weight-gradient convolutions (the PyTorch tutorial
+        // computes and discards them).
+        self.model.discriminator_vs.freeze();
         let g_loss = generator_loss(&self.model, self.settings.loss, &fake, &fake_labels);
-        self.g_optimizer.backward_step(&g_loss, at.p)?;
+        let g_update = self.g_optimizer.backward_step(&g_loss, at.p);
+        self.model.discriminator_vs.unfreeze();
+        g_update?;
 
         let mut names = vec!["g_loss", "d_loss", "d_real", "d_fake"];
         let mut values = vec![&g_loss, &d.loss, &d.d_real, &d.d_fake];
