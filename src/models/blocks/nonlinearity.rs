@@ -26,8 +26,11 @@ impl Nonlinearity {
     pub fn apply(self, xs: &Tensor) -> Tensor {
         match self {
             Nonlinearity::Relu => xs.relu(),
-            // tch exposes only the default slope; `x > 0 ? x : slope x` has PyTorch's gradient.
-            Nonlinearity::LeakyRelu(slope) => xs.where_self(&xs.gt(0.0), &(xs * slope)),
+            // tch binds only the default slope; the shim's `at::leaky_relu` is one kernel each
+            // way, where `x > 0 ? x : slope x` took four (a sixth of a DCGAN step). It fails only
+            // on a non-float tensor, a bug, so it panics as tch's infallible ops do.
+            Nonlinearity::LeakyRelu(slope) => crate::accel::ops::leaky_relu(xs, slope)
+                .unwrap_or_else(|e| panic!("leaky_relu on a {:?} tensor: {e}", xs.kind())),
             Nonlinearity::Silu => xs.silu(),
             Nonlinearity::Gelu => xs.gelu("none"),
             Nonlinearity::Tanh => xs.tanh(),
