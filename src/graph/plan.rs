@@ -419,3 +419,112 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
     }
     current.insert(last.clone(), value);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{self, RecipeSource};
+
+    const RECIPE: &str = r#"name = "t"
+seed = 9
+
+[stages.data]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 20
+n_val = 10
+
+[stages.train]
+kind = "train_classifier"
+inputs = { train = "data.train" }
+epochs = 1
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train", data = "data.val" }
+
+[stages.report]
+kind = "report"
+inputs = { eval = "eval" }
+"#;
+
+    fn plan(sweep: &str) -> Plan {
+        let text = format!("{RECIPE}\n[sweep]\n{sweep}\n");
+        let recipe = recipe::load(
+            RecipeSource::Text {
+                name: "t.toml",
+                text: &text,
+            },
+            &[],
+        )
+        .map_err(|e| e.error)
+        .unwrap();
+        Plan::build(recipe, &mut StatCache::default()).unwrap()
+    }
+
+    fn nodes_of<'a>(plan: &'a Plan, stage: &str) -> Vec<&'a PlannedStage> {
+        let (decl, _) = plan.recipe.stage(stage).unwrap();
+        plan.graph
+            .node_indices()
+            .map(|n| &plan.graph[n])
+            .filter(|s| s.decl == decl)
+            .collect()
+    }
+
+    #[test]
+    fn every_stage_runs_per_seed_and_one_report_takes_them_all() {
+        let plan = plan("seed = [0, 1, 2]");
+        assert_eq!(plan.variants.len(), 3);
+        for stage in ["data", "train", "eval"] {
+            let seeds: Vec<u64> = nodes_of(&plan, stage).iter().map(|s| s.seed).collect();
+            assert_eq!(seeds, [0, 1, 2], "{stage}");
+        }
+        let reports = nodes_of(&plan, "report");
+        assert_eq!(reports.len(), 1);
+        let report = reports[0];
+        assert_eq!(report.label, "report");
+        assert_eq!(report.seed, 9, "the recipe's seed");
+        let names: Vec<&str> = report.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eval[seed=0]", "eval[seed=1]", "eval[seed=2]"]);
+        let evals: Vec<CacheKey> = nodes_of(&plan, "eval").iter().map(|s| s.key).collect();
+        let fed: Vec<CacheKey> = report.inputs.iter().map(|i| i.key).collect();
+        assert_eq!(fed, evals);
+        let report_node = plan.variants[0].nodes[3];
+        assert!(plan.variants.iter().all(|v| v.nodes[3] == report_node));
+        let edges: Vec<String> = plan
+            .inputs_of(report_node)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(edges, names);
+        assert_eq!(nodes_of(&plan, "eval")[1].label, "eval[seed=1]");
+        assert_eq!(plan.variants[1].assignments, [("seed".to_owned(), toml::Value::Integer(1))]);
+    }
+
+    #[test]
+    fn one_report_per_group_of_variants_that_differ_only_in_seed() {
+        let plan = plan("\"train.epochs\" = [1, 2]\nseed = [0, 1]");
+        assert_eq!(plan.variants.len(), 4);
+        // The data does not depend on the epochs: one per seed.
+        assert_eq!(nodes_of(&plan, "data").len(), 2);
+        assert_eq!(nodes_of(&plan, "train").len(), 4);
+        let reports = nodes_of(&plan, "report");
+        let labels: Vec<&str> = reports.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["report[train.epochs=1]", "report[train.epochs=2]"]);
+        for report in reports {
+            assert_eq!(report.inputs.len(), 2);
+        }
+        // Axes in key order: `seed` varies slowest, so variants 0 and 2 differ only in seed.
+        assert_eq!(plan.variants[0].label, "seed=0,train.epochs=1");
+        assert_eq!(plan.variants[0].nodes[3], plan.variants[2].nodes[3]);
+        assert_ne!(plan.variants[0].nodes[3], plan.variants[1].nodes[3]);
+    }
+
+    #[test]
+    fn without_a_seed_axis_the_report_is_per_variant_with_the_recipe_seed() {
+        let plan = plan("\"train.epochs\" = [1, 2]");
+        let reports = nodes_of(&plan, "report");
+        assert_eq!(reports.len(), 2);
+        assert!(reports.iter().all(|r| r.seed == 9 && r.inputs[0].name == "eval"));
+    }
+}

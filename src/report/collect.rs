@@ -58,11 +58,14 @@ pub fn collect(
         .iter()
         .map(|s| (s.name.clone(), s.metrics.clone()))
         .collect();
-    let tables = table_specs
-        .iter()
-        .map(|spec| fill_table(spec, &metrics_of).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("cannot fill the report's tables")?;
+    let mut tables = Vec::with_capacity(table_specs.len());
+    for spec in table_specs {
+        tables.extend(
+            fill_table(spec, &metrics_of)
+                .map_err(anyhow::Error::msg)
+                .context("cannot fill the report's tables")?,
+        );
+    }
     Ok(ReportData {
         title,
         description,
