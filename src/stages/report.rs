@@ -46,7 +46,9 @@ pub struct ReportParams {
     /// A paragraph under the heading.
     #[serde(default)]
     pub description: Option<String>,
-    /// Result tables; every input's metrics are also listed after them.
+    /// Result tables; every input's metrics are also listed after them. In a recipe that sweeps
+    /// `seed`, each cell is the mean ± sample standard deviation over the seeds, and a table of
+    /// each seed's values follows.
     #[serde(default)]
     pub tables: Vec<TableSpec>,
 }
@@ -60,7 +62,7 @@ impl Stage for ReportStage {
     const KIND: &'static str = "report";
     const VERSION: u32 = 2;
     const ABOUT: &'static str =
-        "Write report.md and a self-contained index.html: tables, figures, curves, models";
+        "Write report.md and a self-contained index.html: tables, figures, curves, models (mean ± std over a seed sweep)";
     const INPUTS: Inputs =
         Inputs::Any("the stages to show, each under the section name given here");
     const EXAMPLE: &'static str = r#"name = "example"
