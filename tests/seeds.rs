@@ -126,15 +126,12 @@ fn a_seed_sweep_reports_mean_and_std_over_its_seeds() {
             .collect()
     };
 
-    let report = std::fs::read_to_string(
-        project
-            .path()
-            .join("results/p3_seeds/report/report.md"),
-    )
-    .unwrap();
+    let report =
+        std::fs::read_to_string(project.path().join("results/p3_seeds/report/report.md")).unwrap();
     let title = "Accuracy on the target domain's validation set";
     assert!(
-        report.contains("mean ± sample standard deviation (divided by n − 1) over 3 seeds (0, 1, 2)"),
+        report
+            .contains("mean ± sample standard deviation (divided by n − 1) over 3 seeds (0, 1, 2)"),
         "{report}"
     );
     let over_seeds = compare_json(&project, recipe, &[]);
@@ -151,8 +148,11 @@ fn a_seed_sweep_reports_mean_and_std_over_its_seeds() {
             "{evaluate}: report says {shown_mean} ± {shown_std}, the seeds {values:?} give {mean} ± {std}"
         );
         for (seed, value) in values.iter().enumerate() {
-            let shown = row(&report, &format!("{title}, per seed"), &format!("{label}, seed {seed}"))
-                [column];
+            let shown = row(
+                &report,
+                &format!("{title}, per seed"),
+                &format!("{label}, seed {seed}"),
+            )[column];
             assert_eq!(shown, format!("{value:.4}"), "{evaluate} seed {seed}");
         }
         let summarised = &over_seeds[0][format!("{evaluate}.accuracy")];
@@ -161,7 +161,10 @@ fn a_seed_sweep_reports_mean_and_std_over_its_seeds() {
         assert_eq!(summarised["n"], 3);
         spread_seen |= std > 0.0;
     }
-    assert!(spread_seen, "the seeds gave identical accuracies everywhere");
+    assert!(
+        spread_seen,
+        "the seeds gave identical accuracies everywhere"
+    );
 
     // The per-seed evaluate sections are in the report too.
     assert!(report.contains("| dann_on_usps[seed=2] |"), "{report}");

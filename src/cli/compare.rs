@@ -626,7 +626,13 @@ mod tests {
             md.starts_with("| train.lr | seed | eval.accuracy |\n"),
             "{md}"
         );
-        assert!(md.contains("| 0.0010 | 0 1 2 | **0.7000 ± 0.2000** |\n"), "{md}");
-        assert!(md.contains("| 0.0100 | 0 1 2 | 0.3000 ± 0.1000 |\n"), "{md}");
+        assert!(
+            md.contains("| 0.0010 | 0 1 2 | **0.7000 ± 0.2000** |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.0100 | 0 1 2 | 0.3000 ± 0.1000 |\n"),
+            "{md}"
+        );
     }
 }

@@ -498,7 +498,10 @@ inputs = { eval = "eval" }
             .collect();
         assert_eq!(edges, names);
         assert_eq!(nodes_of(&plan, "eval")[1].label, "eval[seed=1]");
-        assert_eq!(plan.variants[1].assignments, [("seed".to_owned(), toml::Value::Integer(1))]);
+        assert_eq!(
+            plan.variants[1].assignments,
+            [("seed".to_owned(), toml::Value::Integer(1))]
+        );
     }
 
     #[test]
@@ -525,6 +528,8 @@ inputs = { eval = "eval" }
         let plan = plan("\"train.epochs\" = [1, 2]");
         let reports = nodes_of(&plan, "report");
         assert_eq!(reports.len(), 2);
-        assert!(reports.iter().all(|r| r.seed == 9 && r.inputs[0].name == "eval"));
+        assert!(reports
+            .iter()
+            .all(|r| r.seed == 9 && r.inputs[0].name == "eval"));
     }
 }

@@ -428,6 +428,11 @@ mod tests {
         })
     }
 
+    /// The seed of each variant.
+    fn seeds(sweep: &Sweep) -> Vec<Option<u64>> {
+        sweep.variants().iter().map(|v| sweep.seed(v)).collect()
+    }
+
     fn err(result: Result<crate::recipe::Recipe, String>) -> String {
         match result {
             Ok(_) => panic!("the recipe loaded"),
@@ -441,8 +446,7 @@ mod tests {
         let sweep = &recipe.sweep;
         assert_eq!(sweep.seed_axis(), Some(0));
         let variants = sweep.variants();
-        let seeds: Vec<Option<u64>> = variants.iter().map(|v| sweep.seed(v)).collect();
-        assert_eq!(seeds, [Some(0), Some(1), Some(2)]);
+        assert_eq!(seeds(sweep), [Some(0), Some(1), Some(2)]);
         assert_eq!(sweep.label(&variants[2]), "seed=2");
         assert!(sweep.non_seed_values(&variants[1]).is_empty());
     }
@@ -472,13 +476,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let seeds: Vec<Option<u64>> = zip
-            .sweep
-            .variants()
-            .iter()
-            .map(|v| zip.sweep.seed(v))
-            .collect();
-        assert_eq!(seeds, [Some(0), Some(1), Some(0)]);
+        assert_eq!(seeds(&zip.sweep), [Some(0), Some(1), Some(0)]);
     }
 
     #[test]
@@ -498,7 +496,10 @@ mod tests {
         ] {
             let err = err(load(sweep, &[]));
             let line = 11 + sweep.matches('\n').count();
-            assert!(err.starts_with(&format!("t.toml:{line}: ")), "{sweep}: {err}");
+            assert!(
+                err.starts_with(&format!("t.toml:{line}: ")),
+                "{sweep}: {err}"
+            );
             assert!(err.contains(expected), "{sweep}: {err}");
         }
     }
@@ -512,13 +513,7 @@ mod tests {
         assert!(err.starts_with("--set:1: "), "{err}");
         assert!(err.contains("the recipe sweeps `seed`"), "{err}");
         let chosen = load("seed = [0, 1]", &["sweep.seed=[4, 5, 6]"]).unwrap();
-        let seeds: Vec<Option<u64>> = chosen
-            .sweep
-            .variants()
-            .iter()
-            .map(|v| chosen.sweep.seed(v))
-            .collect();
-        assert_eq!(seeds, [Some(4), Some(5), Some(6)]);
+        assert_eq!(seeds(&chosen.sweep), [Some(4), Some(5), Some(6)]);
         assert_eq!(chosen.seed, 7, "the recipe's own seed is left as written");
     }
 

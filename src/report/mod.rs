@@ -88,7 +88,9 @@ pub fn fill_table(
     metrics_of: &BTreeMap<String, Metrics>,
 ) -> Result<Vec<Table>, String> {
     let seeds = seeds::seeds_of(
-        spec.rows.iter().flat_map(|r| r.cells.iter().map(String::as_str)),
+        spec.rows
+            .iter()
+            .flat_map(|r| r.cells.iter().map(String::as_str)),
         metrics_of,
     );
     let value = |metrics: &Metrics| metrics.get(&spec.metric).copied();
@@ -114,7 +116,9 @@ pub fn fill_table(
             }
             if let Some(metrics) = metrics_of.get(input) {
                 cells.push(text(value(metrics)));
-                by_seed.iter_mut().for_each(|c| c.push(text(value(metrics))));
+                by_seed
+                    .iter_mut()
+                    .for_each(|c| c.push(text(value(metrics))));
                 continue;
             }
             let replicas = seeds::replicas(input, metrics_of);
@@ -264,13 +268,19 @@ mod tests {
         let (mean, per_seed) = (&tables[0], &tables[1]);
         assert_eq!(
             mean.rows[0],
-            ("DANN".to_owned(), vec!["0.7000 ± 0.1000".to_owned(), String::new()])
+            (
+                "DANN".to_owned(),
+                vec!["0.7000 ± 0.1000".to_owned(), String::new()]
+            )
         );
         // 0.1 and 0.3: mean 0.2, sample std sqrt(0.02 / 1).
         let src = "0.2000 ± 0.1414 (2 of 3 seeds)".to_owned();
         assert_eq!(mean.rows[1], ("Source".to_owned(), vec![src.clone(), src]));
         let note = mean.note.as_deref().unwrap();
-        assert!(note.contains("n − 1") && note.contains("3 seeds (0, 1, 2)"), "{note}");
+        assert!(
+            note.contains("n − 1") && note.contains("3 seeds (0, 1, 2)"),
+            "{note}"
+        );
         assert_eq!(per_seed.title.as_deref(), Some("Accuracy, per seed"));
         let labels: Vec<&str> = per_seed.rows.iter().map(|r| r.0.as_str()).collect();
         assert_eq!(
