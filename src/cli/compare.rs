@@ -254,7 +254,9 @@ impl Comparison {
             .filter(|p| *p != SEED_KEY)
             .cloned()
             .collect();
-        let mut groups: Vec<(Vec<&Value>, Vec<&Map<String, Value>>)> = Vec::new();
+        // (the other parameters' values, the rows that have them)
+        type Group<'a> = (Vec<&'a Value>, Vec<&'a Map<String, Value>>);
+        let mut groups: Vec<Group> = Vec::new();
         for row in &self.rows {
             let key: Vec<&Value> = params
                 .iter()
