@@ -333,28 +333,28 @@ fn seed_values(value: &Value) -> Result<Vec<Value>, String> {
 /// zip mode where the other axes pair it with the same values too.
 fn repeated_seed(sweep: &Sweep) -> Option<String> {
     let seeds = &sweep.axes[sweep.seed_axis()?].values;
-    for j in 0..seeds.len() {
-        for i in 0..j {
-            let same_variant = seeds[i] == seeds[j]
-                && (sweep.mode == SweepMode::Grid
-                    || sweep
-                        .axes
-                        .iter()
-                        .all(|axis| axis.values[i] == axis.values[j]));
-            if same_variant {
-                let with = if sweep.mode == SweepMode::Zip {
-                    " with the same values of the other axes"
-                } else {
-                    ""
-                };
-                return Some(format!(
-                    "seed {} is listed twice{with} (items {} and {}): each seed runs once",
-                    seeds[i],
-                    i + 1,
-                    j + 1
-                ));
-            }
+    let zip = sweep.mode == SweepMode::Zip;
+    // Item -> its first position; the key is what makes two items the same variant.
+    let mut first = std::collections::HashMap::with_capacity(seeds.len());
+    for (j, seed) in seeds.iter().enumerate() {
+        let key: Vec<String> = if zip {
+            sweep.axes.iter().map(|a| a.values[j].to_string()).collect()
+        } else {
+            vec![seed.to_string()]
+        };
+        if let Some(&i) = first.get(&key) {
+            let with = if zip {
+                " with the same values of the other axes"
+            } else {
+                ""
+            };
+            return Some(format!(
+                "seed {seed} is listed twice{with} (items {} and {}): each seed runs once",
+                i + 1,
+                j + 1
+            ));
         }
+        first.insert(key, j);
     }
     None
 }
