@@ -181,6 +181,10 @@ pub struct CompareArgs {
     /// Show every metric, also those equal in every variant.
     #[arg(long)]
     pub all: bool,
+
+    /// In a sweep over `seed`, one row per seed instead of mean ± std over the seeds.
+    #[arg(long)]
+    pub per_seed: bool,
 }
 
 #[derive(Debug, Args)]

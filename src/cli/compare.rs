@@ -8,6 +8,12 @@
 //! metric's name ([`Direction::of`]): lower is better for losses, errors and distances (`loss`,
 //! `error`, `fid`, `kid`, `mse`, ...), higher for accuracies and scores (`accuracy`, `acc`,
 //! `score`, `f1`, `precision`, `recall`, `auc`, `psnr`, ...); other metrics are not marked.
+//!
+//! In a sweep over `seed` the rows are the groups of variants that differ only in seed: the
+//! other swept parameters, the seeds, and each metric as mean ± sample standard deviation (n - 1)
+//! over the seeds (in `--json` an object with `mean`, `std`, `n` and the per-seed `values`), the
+//! best group marked by its mean. Columns are chosen on the per-seed rows, so a metric that only
+//! the seed changes is shown. `--per-seed` shows one row per variant instead.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +23,9 @@ use super::args::{CompareArgs, GlobalArgs};
 use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::output::{OutputMode, Printer};
+use crate::recipe::sweep::SEED_KEY;
+use crate::report::format_metric;
+use crate::report::seeds::Spread;
 
 /// Which way a metric improves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +139,11 @@ pub fn compare(global: &GlobalArgs, args: &CompareArgs, printer: &Printer) -> Re
             "{missing} stage results are not in the cache yet: run the recipe first"
         ));
     }
-    let comparison = choose(params, all_metrics.into_iter().collect(), rows, args);
+    let over_seeds = plan.recipe.sweep.seed_axis().is_some() && !args.per_seed;
+    let mut comparison = choose(params, all_metrics.into_iter().collect(), rows, args);
+    if over_seeds {
+        comparison = comparison.over_seeds();
+    }
     if comparison.hidden > 0 {
         printer.status(&format!(
             "{} metrics not shown: equal in every variant, or per-class details of a metric shown (`--all` shows them, `--metric PATTERN` chooses)",
@@ -232,6 +245,71 @@ fn matches_pattern(pattern: &str, name: &str) -> bool {
 }
 
 impl Comparison {
+    /// One row per group of rows that differ only in `seed`, in order of first appearance: the
+    /// other parameters, the seeds (an array), and per metric the mean ± std over the seeds.
+    fn over_seeds(self) -> Comparison {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .filter(|p| *p != SEED_KEY)
+            .cloned()
+            .collect();
+        // (the other parameters' values, the rows that have them)
+        type Group<'a> = (Vec<&'a Value>, Vec<&'a Map<String, Value>>);
+        let mut groups: Vec<Group> = Vec::new();
+        for row in &self.rows {
+            let key: Vec<&Value> = params
+                .iter()
+                .map(|p| row.get(p).unwrap_or(&Value::Null))
+                .collect();
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(row),
+                None => groups.push((key, vec![row])),
+            }
+        }
+        let rows = groups
+            .into_iter()
+            .map(|(_, members)| {
+                let mut row = Map::new();
+                for param in &params {
+                    if let Some(value) = members[0].get(param) {
+                        row.insert(param.clone(), value.clone());
+                    }
+                }
+                let seeds: Vec<Value> = members
+                    .iter()
+                    .filter_map(|m| m.get(SEED_KEY).cloned())
+                    .collect();
+                row.insert(SEED_KEY.to_owned(), Value::Array(seeds));
+                for metric in &self.metrics {
+                    let values: Vec<f64> = members
+                        .iter()
+                        .filter_map(|m| m.get(metric)?.as_f64())
+                        .collect();
+                    if let Some(spread) = Spread::of(&values) {
+                        row.insert(
+                            metric.clone(),
+                            serde_json::json!({
+                                "mean": spread.mean,
+                                "std": spread.std,
+                                "n": spread.n,
+                                "values": values,
+                            }),
+                        );
+                    }
+                }
+                row
+            })
+            .collect();
+        let mut params = params;
+        params.push(SEED_KEY.to_owned());
+        Comparison {
+            params,
+            rows,
+            ..self
+        }
+    }
+
     fn columns(&self) -> Vec<&String> {
         self.params.iter().chain(&self.metrics).collect()
     }
@@ -247,7 +325,7 @@ impl Comparison {
                     .rows
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, r)| Some((i, r.get(metric)?.as_f64()?)))
+                    .filter_map(|(i, r)| Some((i, number(r.get(metric)?)?)))
                     .collect();
                 let better = |a: f64, b: f64| match direction {
                     Direction::Higher => a > b,
@@ -361,6 +439,13 @@ fn join_line(cells: impl IntoIterator<Item = String>, separator: &str) -> String
     )
 }
 
+/// A metric's number: the value, or the mean over seeds.
+fn number(value: &Value) -> Option<f64> {
+    value
+        .as_f64()
+        .or_else(|| value.get("mean").and_then(Value::as_f64))
+}
+
 fn cell(value: &Value) -> String {
     match value {
         Value::Number(n) => match n.as_f64() {
@@ -368,6 +453,15 @@ fn cell(value: &Value) -> String {
             _ => n.to_string(),
         },
         Value::String(s) => s.clone(),
+        // The seeds of a group: `0 1 2` (no commas, for `--csv`).
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(" "),
+        Value::Object(spread) if spread.contains_key("mean") => {
+            let mean = number(value).map_or_else(String::new, format_metric);
+            match spread.get("std").and_then(Value::as_f64) {
+                Some(std) => format!("{mean} ± {}", format_metric(std)),
+                None => mean,
+            }
+        }
         other => other.to_string(),
     }
 }
@@ -383,6 +477,7 @@ mod tests {
             md: false,
             metric: metric.iter().map(|s| s.to_string()).collect(),
             all,
+            per_seed: false,
         }
     }
 
@@ -493,5 +588,53 @@ mod tests {
             &args(&["class_3"], false),
         );
         assert!(!comparison.markdown().contains("**"));
+    }
+
+    #[test]
+    fn seeds_are_summarised_per_group_of_the_other_parameters() {
+        let rows: Vec<Map<String, Value>> = [
+            (0.001, 0, 0.5),
+            (0.001, 1, 0.7),
+            (0.001, 2, 0.9),
+            (0.01, 0, 0.2),
+            (0.01, 1, 0.4),
+            (0.01, 2, 0.3),
+        ]
+        .iter()
+        .map(|&(lr, seed, acc)| {
+            let mut row = Map::new();
+            row.insert("seed".into(), Value::from(seed));
+            row.insert("train.lr".into(), Value::from(lr));
+            row.insert("eval.accuracy".into(), Value::from(acc));
+            row
+        })
+        .collect();
+        let comparison = choose(
+            vec!["seed".into(), "train.lr".into()],
+            vec!["eval.accuracy".into()],
+            rows,
+            &args(&[], false),
+        )
+        .over_seeds();
+        assert_eq!(comparison.params, ["train.lr", "seed"]);
+        assert_eq!(comparison.rows.len(), 2);
+        let spread = &comparison.rows[0]["eval.accuracy"];
+        assert!((spread["mean"].as_f64().unwrap() - 0.7).abs() < 1e-12);
+        assert!((spread["std"].as_f64().unwrap() - 0.2).abs() < 1e-12);
+        assert_eq!(spread["n"], 3);
+        assert_eq!(spread["values"], serde_json::json!([0.5, 0.7, 0.9]));
+        let md = comparison.markdown();
+        assert!(
+            md.starts_with("| train.lr | seed | eval.accuracy |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.0010 | 0 1 2 | **0.7000 ± 0.2000** |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0.0100 | 0 1 2 | 0.3000 ± 0.1000 |\n"),
+            "{md}"
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! The planned DAG: every stage instance of every sweep variant, keyed by content hash, with
 //! identical instances merged into one node.
+//!
+//! In a sweep over `seed` each variant's stages get the variant's seed. A stage planned across
+//! seeds ([`StageShape::across_seeds`], the report) is one node per group of variants that differ
+//! only in seed, fed by every input of every seed of the group ([`seed_input_name`]), so one
+//! report can show mean and standard deviation instead of one report per seed.
 
 use std::collections::HashMap;
 
@@ -11,7 +16,7 @@ use crate::cache::file_hash::{HashError, StatCache};
 use crate::cache::manifest::ExternalRecord;
 use crate::cache::{CacheKey, InputKey, KeyMaterial};
 use crate::recipe::analyzer::check_params;
-use crate::recipe::sweep::Variant;
+use crate::recipe::sweep::{seed_input_name, AxisTarget, Variant};
 use crate::recipe::{Recipe, RecipeError, StageDecl};
 use crate::stage::{StageKind, StageShape};
 
@@ -41,6 +46,9 @@ pub struct PlannedStage {
     /// Input keys sorted by input name, as hashed.
     pub inputs: Vec<InputKey>,
     pub external: Vec<ExternalRecord>,
+    /// The seed the stage runs with: its variant's, or the recipe's when the stage summarises
+    /// the seeds of a sweep (its inputs carry theirs).
+    pub seed: u64,
     /// `stage`, or `stage[lr=0.001]` when the instance belongs to some sweep variants only.
     pub label: String,
 }
@@ -106,11 +114,18 @@ struct Planner<'a> {
     /// For each declaration, the sweep axes that reach it (on it or upstream).
     axes_reaching: Vec<Vec<usize>>,
     external_hashes: HashMap<Utf8PathBuf, blake3::Hash>,
+    /// Every variant, in [`crate::recipe::sweep::Sweep::variants`] order.
+    variants: Vec<Variant>,
+    /// For each variant, the variants that differ from it only in seed (itself included), in
+    /// order; empty when the sweep has no seed axis.
+    seed_groups: Vec<std::rc::Rc<Vec<usize>>>,
 }
 
 impl<'a> Planner<'a> {
     fn new(recipe: &'a Recipe, stat_cache: &'a mut StatCache) -> Self {
         let axes_reaching = axes_reaching(recipe);
+        let variants = recipe.sweep.variants();
+        let seed_groups = seed_groups(recipe, &variants);
         Planner {
             recipe,
             stat_cache,
@@ -118,84 +133,128 @@ impl<'a> Planner<'a> {
             by_key: HashMap::new(),
             axes_reaching,
             external_hashes: HashMap::new(),
+            variants,
+            seed_groups,
         }
+    }
+
+    /// Whether declaration `decl` is planned once per seed group.
+    fn across_seeds(&self, decl: usize) -> bool {
+        !self.seed_groups.is_empty() && self.recipe.stages[decl].checked.shape.across_seeds
     }
 
     fn run(mut self) -> Result<(DiGraph<PlannedStage, String>, Vec<PlannedVariant>), PlanError> {
-        let sweep = &self.recipe.sweep;
-        let all = sweep.variants();
-        let sweeping = all.len() > 1;
-        let mut variants = Vec::with_capacity(all.len());
-        for variant in &all {
-            let mut nodes = Vec::with_capacity(self.recipe.stages.len());
-            for decl in 0..self.recipe.stages.len() {
+        let count = self.variants.len();
+        let stages = self.recipe.stages.len();
+        let sweeping = count > 1;
+        // Variant after variant, as long as no stage needs the other seeds' nodes; from the first
+        // that does, stage after stage (declarations are in dependency order).
+        let split = (0..stages)
+            .find(|&d| self.across_seeds(d))
+            .unwrap_or(stages);
+        let mut nodes: Vec<Vec<NodeIndex>> = vec![Vec::with_capacity(stages); count];
+        for variant in 0..count {
+            for decl in 0..split {
                 let node = self.plan_stage(decl, variant, &nodes, sweeping)?;
-                nodes.push(node);
+                nodes[variant].push(node);
             }
-            let assignments = sweep
-                .axes
-                .iter()
-                .zip(&variant.choices)
-                .map(|(axis, &i)| (axis.dotted.clone(), axis.values[i].clone()))
-                .collect();
-            variants.push(PlannedVariant {
-                label: sweep.label(variant),
-                assignments,
-                nodes,
-            });
         }
+        for decl in split..stages {
+            for variant in 0..count {
+                let node = self.plan_stage(decl, variant, &nodes, sweeping)?;
+                nodes[variant].push(node);
+            }
+        }
+        let sweep = &self.recipe.sweep;
+        let variants = self
+            .variants
+            .iter()
+            .zip(nodes)
+            .map(|(variant, nodes)| PlannedVariant {
+                label: sweep.label(variant),
+                assignments: sweep
+                    .axes
+                    .iter()
+                    .zip(&variant.choices)
+                    .map(|(axis, &i)| (axis.dotted.clone(), axis.values[i].clone()))
+                    .collect(),
+                nodes,
+            })
+            .collect();
         Ok((self.graph, variants))
     }
 
+    /// Plans declaration `decl_index` of variant `variant_index`; `planned` holds the nodes of
+    /// the declarations planned so far, per variant.
     fn plan_stage(
         &mut self,
         decl_index: usize,
-        variant: &Variant,
-        planned: &[NodeIndex],
+        variant_index: usize,
+        planned: &[Vec<NodeIndex>],
         sweeping: bool,
     ) -> Result<NodeIndex, PlanError> {
         let decl = &self.recipe.stages[decl_index];
-        let swept: Vec<usize> = self
-            .recipe
-            .sweep
+        let sweep = &self.recipe.sweep;
+        let variant = &self.variants[variant_index];
+        let swept: Vec<(&[String], &toml::Value)> = sweep
             .axes
             .iter()
-            .enumerate()
-            .filter(|(_, axis)| axis.stage == decl_index)
-            .map(|(i, _)| i)
+            .zip(&variant.choices)
+            .filter_map(|(axis, &i)| match &axis.target {
+                AxisTarget::Param { stage, param } if *stage == decl_index => {
+                    Some((param.as_slice(), &axis.values[i]))
+                }
+                _ => None,
+            })
             .collect();
         let (params, checked) = if swept.is_empty() {
             (decl.params.clone(), decl.checked.clone())
         } else {
             let mut params = decl.params.clone();
-            for &axis in &swept {
-                let axis_def = &self.recipe.sweep.axes[axis];
-                set_path(
-                    &mut params,
-                    &axis_def.param,
-                    axis_def.values[variant.choices[axis]].clone(),
-                );
+            for (param, value) in swept {
+                set_path(&mut params, param, value.clone());
             }
             let checked = check_params(&self.recipe.document, &decl.name, decl.kind, &params)?;
             (params, checked)
         };
-        let mut inputs: Vec<InputKey> = decl
-            .inputs
-            .iter()
-            .map(|(name, reference)| InputKey {
-                name: name.clone(),
-                key: self.graph[planned[reference.stage]].key,
-                output: reference.output.clone(),
-            })
-            .collect();
-        inputs.sort_by(|a, b| a.name.cmp(&b.name));
+        let across_seeds = self.across_seeds(decl_index);
+        // (input key, producing node), one per input, or one per input and seed across seeds.
+        let mut inputs: Vec<(InputKey, NodeIndex)> = Vec::with_capacity(decl.inputs.len());
+        let sources: Vec<(usize, Option<u64>)> = if across_seeds {
+            self.seed_groups[variant_index]
+                .iter()
+                .map(|&member| (member, sweep.seed(&self.variants[member])))
+                .collect()
+        } else {
+            vec![(variant_index, None)]
+        };
+        for (name, reference) in &decl.inputs {
+            for &(member, seed) in &sources {
+                let producer = planned[member][reference.stage];
+                let name = seed.map_or_else(|| name.clone(), |seed| seed_input_name(name, seed));
+                inputs.push((
+                    InputKey {
+                        name,
+                        key: self.graph[producer].key,
+                        output: reference.output.clone(),
+                    },
+                    producer,
+                ));
+            }
+        }
+        inputs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let seed = match sweep.seed(variant) {
+            Some(seed) if !across_seeds => seed,
+            _ => self.recipe.seed,
+        };
+        let (inputs, producers): (Vec<InputKey>, Vec<NodeIndex>) = inputs.into_iter().unzip();
         let external = self.hash_external(&decl.name, &checked.shape)?;
         let external_hashes: Vec<blake3::Hash> = external.iter().map(|(_, h)| *h).collect();
         let key = KeyMaterial {
             kind: decl.kind.kind(),
             version: decl.kind.version(),
             params: &checked.canonical,
-            seed: self.recipe.seed,
+            seed,
             inputs: &inputs,
             external: &external_hashes,
         }
@@ -203,7 +262,7 @@ impl<'a> Planner<'a> {
         if let Some(&node) = self.by_key.get(&key) {
             return Ok(node);
         }
-        let label = self.label(decl_index, variant, sweeping);
+        let label = self.label(decl_index, variant_index, sweeping);
         let node = self.graph.add_node(PlannedStage {
             key,
             decl: decl_index,
@@ -211,7 +270,7 @@ impl<'a> Planner<'a> {
             params,
             canonical: checked.canonical,
             shape: checked.shape,
-            inputs,
+            inputs: inputs.clone(),
             external: external
                 .into_iter()
                 .map(|(path, hash)| ExternalRecord {
@@ -219,11 +278,11 @@ impl<'a> Planner<'a> {
                     blake3: hash.to_hex().to_string(),
                 })
                 .collect(),
+            seed,
             label,
         });
-        for (name, reference) in &decl.inputs {
-            self.graph
-                .add_edge(planned[reference.stage], node, name.clone());
+        for (input, producer) in inputs.iter().zip(producers) {
+            self.graph.add_edge(producer, node, input.name.clone());
         }
         self.by_key.insert(key, node);
         Ok(node)
@@ -254,10 +313,21 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// The stage name, plus the values of the sweep axes that reach it.
-    fn label(&self, decl: usize, variant: &Variant, sweeping: bool) -> String {
+    /// The stage name, plus the values of the sweep axes that reach it (but the seed for a stage
+    /// planned across seeds).
+    fn label(&self, decl: usize, variant: usize, sweeping: bool) -> String {
         let name = &self.recipe.stages[decl].name;
-        let reaching = &self.axes_reaching[decl];
+        let variant = &self.variants[variant];
+        let seed_axis = self
+            .recipe
+            .sweep
+            .seed_axis()
+            .filter(|_| self.across_seeds(decl));
+        let reaching: Vec<usize> = self.axes_reaching[decl]
+            .iter()
+            .copied()
+            .filter(|&axis| Some(axis) != seed_axis)
+            .collect();
         if !sweeping || reaching.is_empty() {
             return name.clone();
         }
@@ -275,7 +345,39 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// For each declaration, the sweep axes set on it or on any stage upstream of it.
+/// For each variant, the variants that agree with it on every axis but the seed (none without a
+/// seed axis). Grouped by value, not by position, so that in zip mode `lr = [a, a, b, b]` with
+/// `seed = [0, 1, 0, 1]` makes two groups of two.
+fn seed_groups(recipe: &Recipe, variants: &[Variant]) -> Vec<std::rc::Rc<Vec<usize>>> {
+    let sweep = &recipe.sweep;
+    if sweep.seed_axis().is_none() {
+        return Vec::new();
+    }
+    let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut group_of = Vec::with_capacity(variants.len());
+    for (i, variant) in variants.iter().enumerate() {
+        let values: Vec<String> = sweep
+            .non_seed_values(variant)
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let group = *index.entry(values.clone()).or_insert_with(|| {
+            groups.push((values, Vec::new()));
+            groups.len() - 1
+        });
+        groups[group].1.push(i);
+        group_of.push(group);
+    }
+    let groups: Vec<std::rc::Rc<Vec<usize>>> = groups
+        .into_iter()
+        .map(|(_, members)| std::rc::Rc::new(members))
+        .collect();
+    group_of.into_iter().map(|g| groups[g].clone()).collect()
+}
+
+/// For each declaration, the sweep axes set on it or on any stage upstream of it; the seed axis
+/// reaches every stage.
 fn axes_reaching(recipe: &Recipe) -> Vec<Vec<usize>> {
     let mut reaching: Vec<Vec<usize>> = Vec::with_capacity(recipe.stages.len());
     for (index, decl) in recipe.stages.iter().enumerate() {
@@ -284,7 +386,7 @@ fn axes_reaching(recipe: &Recipe) -> Vec<Vec<usize>> {
             .axes
             .iter()
             .enumerate()
-            .filter(|(_, a)| a.stage == index)
+            .filter(|(_, a)| a.stage().is_none_or(|stage| stage == index))
             .map(|(i, _)| i)
             .collect();
         for input in decl.inputs.values() {
@@ -316,4 +418,118 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
         current = next;
     }
     current.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{self, RecipeSource};
+
+    const RECIPE: &str = r#"name = "t"
+seed = 9
+
+[stages.data]
+kind = "synthetic"
+domain = "mnistm"
+n_train = 20
+n_val = 10
+
+[stages.train]
+kind = "train_classifier"
+inputs = { train = "data.train" }
+epochs = 1
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "train", data = "data.val" }
+
+[stages.report]
+kind = "report"
+inputs = { eval = "eval" }
+"#;
+
+    fn plan(sweep: &str) -> Plan {
+        let text = format!("{RECIPE}\n[sweep]\n{sweep}\n");
+        let recipe = recipe::load(
+            RecipeSource::Text {
+                name: "t.toml",
+                text: &text,
+            },
+            &[],
+        )
+        .map_err(|e| e.error)
+        .unwrap();
+        Plan::build(recipe, &mut StatCache::default()).unwrap()
+    }
+
+    fn nodes_of<'a>(plan: &'a Plan, stage: &str) -> Vec<&'a PlannedStage> {
+        let (decl, _) = plan.recipe.stage(stage).unwrap();
+        plan.graph
+            .node_indices()
+            .map(|n| &plan.graph[n])
+            .filter(|s| s.decl == decl)
+            .collect()
+    }
+
+    #[test]
+    fn every_stage_runs_per_seed_and_one_report_takes_them_all() {
+        let plan = plan("seed = [0, 1, 2]");
+        assert_eq!(plan.variants.len(), 3);
+        for stage in ["data", "train", "eval"] {
+            let seeds: Vec<u64> = nodes_of(&plan, stage).iter().map(|s| s.seed).collect();
+            assert_eq!(seeds, [0, 1, 2], "{stage}");
+        }
+        let reports = nodes_of(&plan, "report");
+        assert_eq!(reports.len(), 1);
+        let report = reports[0];
+        assert_eq!(report.label, "report");
+        assert_eq!(report.seed, 9, "the recipe's seed");
+        let names: Vec<&str> = report.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eval[seed=0]", "eval[seed=1]", "eval[seed=2]"]);
+        let evals: Vec<CacheKey> = nodes_of(&plan, "eval").iter().map(|s| s.key).collect();
+        let fed: Vec<CacheKey> = report.inputs.iter().map(|i| i.key).collect();
+        assert_eq!(fed, evals);
+        let report_node = plan.variants[0].nodes[3];
+        assert!(plan.variants.iter().all(|v| v.nodes[3] == report_node));
+        let edges: Vec<String> = plan
+            .inputs_of(report_node)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(edges, names);
+        assert_eq!(nodes_of(&plan, "eval")[1].label, "eval[seed=1]");
+        assert_eq!(
+            plan.variants[1].assignments,
+            [("seed".to_owned(), toml::Value::Integer(1))]
+        );
+    }
+
+    #[test]
+    fn one_report_per_group_of_variants_that_differ_only_in_seed() {
+        let plan = plan("\"train.epochs\" = [1, 2]\nseed = [0, 1]");
+        assert_eq!(plan.variants.len(), 4);
+        // The data does not depend on the epochs: one per seed.
+        assert_eq!(nodes_of(&plan, "data").len(), 2);
+        assert_eq!(nodes_of(&plan, "train").len(), 4);
+        let reports = nodes_of(&plan, "report");
+        let labels: Vec<&str> = reports.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["report[train.epochs=1]", "report[train.epochs=2]"]);
+        for report in reports {
+            assert_eq!(report.inputs.len(), 2);
+        }
+        // Axes in key order: `seed` varies slowest, so variants 0 and 2 differ only in seed.
+        assert_eq!(plan.variants[0].label, "seed=0,train.epochs=1");
+        assert_eq!(plan.variants[0].nodes[3], plan.variants[2].nodes[3]);
+        assert_ne!(plan.variants[0].nodes[3], plan.variants[1].nodes[3]);
+    }
+
+    #[test]
+    fn without_a_seed_axis_the_report_is_per_variant_with_the_recipe_seed() {
+        let plan = plan("\"train.epochs\" = [1, 2]");
+        let reports = nodes_of(&plan, "report");
+        assert_eq!(reports.len(), 2);
+        assert!(reports
+            .iter()
+            .all(|r| r.seed == 9 && r.inputs[0].name == "eval"));
+    }
 }

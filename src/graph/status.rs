@@ -88,11 +88,8 @@ fn explain(
             stage.kind.version()
         ));
     }
-    if previous.seed != plan.recipe.seed {
-        reasons.push(format!(
-            "seed changed {} -> {}",
-            previous.seed, plan.recipe.seed
-        ));
+    if previous.seed != stage.seed {
+        reasons.push(format!("seed changed {} -> {}", previous.seed, stage.seed));
     }
     let (old, new) = (flatten(&previous.params), flatten(&stage.canonical));
     for (path, new_value) in &new {

@@ -107,6 +107,10 @@ pub enum RecipeError {
     },
     #[error("invalid sweep: {reason}")]
     SweepInvalid { reason: String, at: Option<Span> },
+    #[error(
+        "`--set seed=...` has no effect: the recipe sweeps `seed`, so every variant has its own"
+    )]
+    SeedOverrideSwept { at: Option<Span> },
     #[error("unknown variable `${{{name}}}`")]
     VariableUnknown {
         name: String,
@@ -147,6 +151,7 @@ impl RecipeError {
             | CircularStageDependency { at, .. }
             | OverrideInvalid { at, .. }
             | SweepInvalid { at, .. }
+            | SeedOverrideSwept { at }
             | VariableUnknown { at, .. } => at.as_ref(),
         }
     }
@@ -198,6 +203,9 @@ impl RecipeError {
             )),
             CircularStageDependency { .. } => {
                 Some("a stage cannot depend, directly or not, on its own output".to_owned())
+            }
+            SeedOverrideSwept { .. } => {
+                Some("choose the seeds with `--set 'sweep.seed=[0, 1, 2]'`".to_owned())
             }
             OverrideInvalid { .. } => {
                 Some("write `--set stage.parameter=value`, e.g. `--set train.lr=1e-3`".to_owned())

@@ -58,11 +58,14 @@ pub fn collect(
         .iter()
         .map(|s| (s.name.clone(), s.metrics.clone()))
         .collect();
-    let tables = table_specs
-        .iter()
-        .map(|spec| fill_table(spec, &metrics_of).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("cannot fill the report's tables")?;
+    let mut tables = Vec::with_capacity(table_specs.len());
+    for spec in table_specs {
+        tables.extend(
+            fill_table(spec, &metrics_of)
+                .map_err(anyhow::Error::msg)
+                .context("cannot fill the report's tables")?,
+        );
+    }
     Ok(ReportData {
         title,
         description,
@@ -85,7 +88,7 @@ fn copy_figures(
             let source = input.dir.join(&figure.file);
             // `progress/strip.png` -> `<name>-progress_strip.png`: unique within the report.
             let flat = figure.file.replace(['/', '\\'], "_");
-            let file = format!("{FIGURES_DIR}/{name}-{flat}");
+            let file = format!("{FIGURES_DIR}/{}-{flat}", file_stem(name));
             std::fs::copy(&source, out_dir.join(&file))
                 .with_context(|| format!("cannot copy `{source}`"))?;
             Ok(Figure {
@@ -135,7 +138,7 @@ fn draw_curves(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result
             .zip(&values)
             .map(|(n, v)| Series { name: n, values: v })
             .collect();
-        let file = format!("{FIGURES_DIR}/{name}-{what}.png");
+        let file = format!("{FIGURES_DIR}/{}-{what}.png", file_stem(name));
         let title = format!("{name}: {what}");
         let plot = CurvesPlot {
             title: &title,
@@ -152,10 +155,35 @@ fn draw_curves(name: &str, dir: &Utf8Path, out_dir: &Utf8Path) -> anyhow::Result
     Ok(figures)
 }
 
+/// An input name as a file name that markdown links take as is: `eval[seed=1]` -> `eval_seed_1`.
+fn file_stem(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != ']')
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn is_loss(key: &str) -> bool {
     key.ends_with("loss")
 }
 
 fn is_accuracy(key: &str) -> bool {
     key.ends_with("acc") || key.ends_with("accuracy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figure_names_of_seed_inputs_are_plain_file_names() {
+        assert_eq!(file_stem("dann_on_usps[seed=12]"), "dann_on_usps_seed_12");
+        assert_eq!(file_stem("tsne-svhn_2"), "tsne-svhn_2");
+    }
 }

@@ -116,6 +116,9 @@ fn table_html(table: &Table) -> String {
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
+    if let Some(note) = &table.note {
+        let _ = writeln!(out, "<p>{}</p>", escape(note));
+    }
     out
 }
 
@@ -142,6 +145,7 @@ mod tests {
             description: None,
             tables: vec![Table {
                 title: Some("Accuracy".into()),
+                note: Some("Mean ± std".into()),
                 columns: vec!["MNIST-M -> SVHN".into()],
                 rows: vec![("Trained on source".into(), vec!["0.4321".into()])],
             }],
@@ -161,6 +165,7 @@ mod tests {
         let html = render(&report, dir).unwrap();
         assert!(html.contains("<title>DA &lt;results&gt;</title>"));
         assert!(html.contains("<tr><th>Trained on source</th><td>0.4321</td></tr>"));
+        assert!(html.contains("</table>\n<p>Mean ± std</p>"));
         assert!(html.contains("src=\"data:image/png;base64,iVBORw==\""));
         assert!(html.contains("<td>lr</td><td>0.01</td>"));
         assert!(html.contains("(conv1): Conv2d"));

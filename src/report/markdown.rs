@@ -71,5 +71,8 @@ pub fn table_markdown(table: &Table) -> String {
     for (label, cells) in &table.rows {
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
+    if let Some(note) = &table.note {
+        let _ = writeln!(out, "\n{note}");
+    }
     out
 }

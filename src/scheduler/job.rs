@@ -83,7 +83,7 @@ impl StageJob {
             params: toml::to_string(&stage.params)
                 .with_context(|| format!("cannot serialise the parameters of `{}`", stage.label))?,
             canonical: stage.canonical.clone(),
-            seed: plan.recipe.seed,
+            seed: stage.seed,
             inputs,
             external: stage.external.clone(),
             outputs: stage.shape.outputs.clone(),

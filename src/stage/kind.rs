@@ -103,6 +103,10 @@ pub struct StageShape {
     pub external_paths: Vec<Utf8PathBuf>,
     /// Whether the stage computes on the selected device (GPU-bound stages run one per device).
     pub uses_device: bool,
+    /// Whether the stage summarises the seeds of a `[sweep] seed`: it is then planned once per
+    /// group of variants that differ only in seed, with every input of every seed, named
+    /// `input[seed=N]` (`crate::recipe::sweep::seed_input_name`).
+    pub across_seeds: bool,
 }
 
 /// One stage kind, implemented once per file under `src/stages/`.

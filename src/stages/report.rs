@@ -6,6 +6,11 @@
 //! t-SNE plots), training curves drawn from `history.json`, each model's architecture
 //! (`architecture.txt`), the training stages' hyperparameters, and all recorded metrics.
 //!
+//! In a recipe that sweeps `seed` the report is planned across seeds: one report per group of
+//! variants that differ only in seed (not one per seed), whose cells show the mean ± sample
+//! standard deviation over the seeds, followed by each seed's values (`crate::report::seeds`
+//! says why). The inputs are then named `eval[seed=0]`, ...; the tables still name `eval`.
+//!
 //! ```toml
 //! [stages.report]
 //! kind = "report"
@@ -28,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::{collect::collect, html, markdown, TableSpec};
 use crate::stage::StageContext;
-use crate::stage::{Inputs, Stage, StageOutcome};
+use crate::stage::{Inputs, Stage, StageOutcome, StageShape};
 
 pub struct ReportStage;
 
@@ -41,7 +46,9 @@ pub struct ReportParams {
     /// A paragraph under the heading.
     #[serde(default)]
     pub description: Option<String>,
-    /// Result tables; every input's metrics are also listed after them.
+    /// Result tables; every input's metrics are also listed after them. In a recipe that sweeps
+    /// `seed`, each cell is the mean ± sample standard deviation over the seeds, and a table of
+    /// each seed's values follows.
     #[serde(default)]
     pub tables: Vec<TableSpec>,
 }
@@ -55,7 +62,7 @@ impl Stage for ReportStage {
     const KIND: &'static str = "report";
     const VERSION: u32 = 2;
     const ABOUT: &'static str =
-        "Write report.md and a self-contained index.html: tables, figures, curves, models";
+        "Write report.md and a self-contained index.html: tables, figures, curves, models (mean ± std over a seed sweep)";
     const INPUTS: Inputs =
         Inputs::Any("the stages to show, each under the section name given here");
     const EXAMPLE: &'static str = r#"name = "example"
@@ -86,6 +93,13 @@ metric = "accuracy"
 columns = ["MNIST-M"]
 rows = [{ label = "Trained on source", cells = ["src"] }]
 "#;
+
+    fn shape(_params: &ReportParams) -> StageShape {
+        StageShape {
+            across_seeds: true,
+            ..StageShape::default()
+        }
+    }
 
     fn run(params: ReportParams, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         let out_dir = ctx.out_dir().to_owned();
