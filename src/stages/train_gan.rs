@@ -182,7 +182,7 @@ const MAX_WIDTH: i64 = 4096;
 impl Stage for TrainGanStage {
     type Params = TrainGanParams;
     const KIND: &'static str = "train_gan";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "Train a GAN (DCGAN, WGAN-GP, spectral norm, ACGAN) with a fixed-noise grid per epoch";
     const INPUTS: Inputs = Inputs::Named(&[InputSpec::required(

@@ -29,6 +29,8 @@ use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::state::{restore_store, StateError, TrainingState};
 use super::trainer::named_scalars;
+use crate::accel::memory_format::to_format;
+use crate::accel::MemoryFormat;
 use crate::models::summary::ModuleTree;
 use crate::models::{Discriminator, GanConfig, GanLoss, Generator, ModelError};
 use crate::viz::grid::{make_grid, save_png, to_unit, Scaling};
@@ -288,6 +290,8 @@ pub struct GanTraining {
     settings: GanSettings,
     g_optimizer: Optimizer,
     d_optimizer: Optimizer,
+    /// The weights' and batches' memory layout ([`training_layout`]).
+    layout: MemoryFormat,
     data: DomainData,
     order: IndexStream,
     pub fixed: FixedBatch,
@@ -295,6 +299,16 @@ pub struct GanTraining {
     strip: Option<Tensor>,
     /// Epochs rendered into the progress grids.
     pub rendered: Vec<usize>,
+}
+
+/// The layout a loss trains fastest in (measured with PyTorch at 64x64, batch 64, 2 threads):
+/// channels-last, except for WGAN-GP, whose penalty's double backward through the critic's
+/// convolutions is 27 % slower channels-last (7.0 vs 5.6 s per 5 + 1 step).
+fn training_layout(loss: GanLoss) -> MemoryFormat {
+    match loss {
+        GanLoss::WganGp => MemoryFormat::Contiguous,
+        GanLoss::Dcgan | GanLoss::Acgan => MemoryFormat::ChannelsLast,
+    }
 }
 
 impl GanTraining {
@@ -305,14 +319,18 @@ impl GanTraining {
         data: DomainData,
         order: IndexStream,
     ) -> Self {
-        let g_optimizer = Optimizer::new(settings.generator, &[&model.generator_vs]);
-        let d_optimizer = Optimizer::new(settings.discriminator, &[&model.discriminator_vs]);
+        let layout = training_layout(settings.loss);
+        let g_optimizer =
+            Optimizer::in_layout(settings.generator, &[&model.generator_vs], layout);
+        let d_optimizer =
+            Optimizer::in_layout(settings.discriminator, &[&model.discriminator_vs], layout);
         let fixed = FixedBatch::new(&model, model.generator_vs.device());
         GanTraining {
             model,
             settings,
             g_optimizer,
             d_optimizer,
+            layout,
             data,
             order,
             fixed,
@@ -383,7 +401,7 @@ impl TrainingMethod for GanTraining {
         let mut last = None;
         for _ in 0..steps {
             let index = self.order.next_batch();
-            let real = self.data.images(&index);
+            let real = to_format(&self.data.images(&index), self.layout)?;
             let labels = self.data.labels_at(&index);
             let b = real.size()[0];
             let device = real.device();
