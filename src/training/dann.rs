@@ -331,31 +331,31 @@ mod tests {
         }
     }
 
-    fn losses(arch: Arch, forward: DannForward) -> Vec<f64> {
+    /// The step's losses with the per-domain and the joint pass, on one model and one batch
+    /// (built once: tests in other threads draw from libtorch's global generator too).
+    fn losses_of_both_passes(arch: Arch) -> (Vec<f64>, Vec<f64>) {
         tch::manual_seed(3);
         let (vs, model) = model(arch);
         let batch = batch();
+        // lr 0: the weights stay as built, so both passes see the same function.
         let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
-        let scalars = dann_step(&model, &mut frozen, &batch, (0.5, forward), 0.0).unwrap();
-        scalars.iter().map(|&(_, v)| v).collect()
+        let mut losses = |forward| {
+            let scalars = dann_step(&model, &mut frozen, &batch, (0.5, forward), 0.0).unwrap();
+            scalars.iter().map(|&(_, v)| v).collect::<Vec<f64>>()
+        };
+        (losses(DannForward::PerDomain), losses(DannForward::Joint))
     }
 
     #[test]
     fn forward_passes_differ_only_through_batch_norm() {
         // Without batch norm or dropout (`mnist`), per-domain and joint passes are one function.
-        let (per_domain, joint) = (
-            losses(Arch::Mnist, DannForward::PerDomain),
-            losses(Arch::Mnist, DannForward::Joint),
-        );
+        let (per_domain, joint) = losses_of_both_passes(Arch::Mnist);
         for (a, b) in per_domain.iter().zip(&joint) {
             assert!((a - b).abs() < 1e-5, "{per_domain:?} vs {joint:?}");
         }
         // With it (`dann_bn`), a shifted target changes the source's normalisation only in the
         // joint pass.
-        let (per_domain, joint) = (
-            losses(Arch::DannBn, DannForward::PerDomain),
-            losses(Arch::DannBn, DannForward::Joint),
-        );
+        let (per_domain, joint) = losses_of_both_passes(Arch::DannBn);
         assert!(
             (per_domain[1] - joint[1]).abs() > 1e-3,
             "class loss {per_domain:?} vs {joint:?}"

@@ -320,8 +320,7 @@ impl GanTraining {
         order: IndexStream,
     ) -> Self {
         let layout = training_layout(settings.loss);
-        let g_optimizer =
-            Optimizer::in_layout(settings.generator, &[&model.generator_vs], layout);
+        let g_optimizer = Optimizer::in_layout(settings.generator, &[&model.generator_vs], layout);
         let d_optimizer =
             Optimizer::in_layout(settings.discriminator, &[&model.discriminator_vs], layout);
         let fixed = FixedBatch::new(&model, model.generator_vs.device());
