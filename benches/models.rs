@@ -464,7 +464,7 @@ fn measure(device: Device, threads: i32, selection: &Selection) -> Vec<Row> {
         (
             "wgan_gp",
             "WGAN-GP step (5 critic + 1 G), 64x64, batch 64",
-            selection.steps(2, 1),
+            selection.steps(4, 1),
             |d| Box::new(gan(GanLoss::WganGp, d)),
         ),
         (

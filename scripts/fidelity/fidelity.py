@@ -6,12 +6,16 @@
    trains source only, DANN and target only; hwrun runs the pair's p3 recipe pointed at the
    framed data (`--set vars.data_root=...`), at the same number of steps.
 3. The ablation: hwrun's DANN with one `train_dann` option switched at a time.
-4. Writes <out>/results.md (tables, mean +- std over the seeds), <out>/results.json and
+4. ADDA: hwrun's `p4_adda` recipe pointed at each pair and at the ADDA paper's MNIST -> USPS
+   (`--set vars.source=... vars.target=...`), pretraining and adversarial phase at the same number
+   of epochs, for every seed.
+5. Writes <out>/results.md (tables, mean +- std over the seeds), <out>/results.json and
    <out>/curves.png (per-epoch target val accuracy of both, one panel per pair).
 
 Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
-"0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_PAIRS (default
-both), FIDELITY_EPOCHS (default 20, the recipes'; fewer for a smoke run).
+"0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_ABLATION (the rows, by
+key, default all: joint,bn_target,half,source,constant_lr,gamma3), FIDELITY_PAIRS (default
+both), FIDELITY_ADDA_PAIRS (default all three; empty: no ADDA), FIDELITY_EPOCHS (default 20, the recipes'; fewer for a smoke run).
 Finished runs are reused: the port's by their JSON files, hwrun's by its cache.
 """
 
@@ -31,6 +35,17 @@ PAIRS = {
     "mnist_mnistm": ("mnist", "mnistm", "recipes/p3_mnist_mnistm.toml", "MNIST -> MNIST-M"),
     "mnistm_usps": ("mnistm", "usps", "recipes/p3_mnistm_usps.toml", "MNIST-M -> USPS-like"),
 }
+# ADDA runs on both DANN pairs and on the ADDA paper's own pair.
+ADDA_PAIRS = {
+    "mnist_mnistm": ("mnist", "mnistm", "MNIST -> MNIST-M", None),
+    "mnistm_usps": ("mnistm", "usps", "MNIST-M -> USPS-like", None),
+    "mnist_usps": ("mnist", "usps", "MNIST -> USPS-like", "ADDA paper (MNIST -> USPS, LeNet) | 0.752 | 0.894 | - | 0.142"),
+}
+ADDA_METHODS = {
+    "source_only": "source_only_on_target",
+    "adda": "adda_on_target",
+    "target_only": "target_only_on_target",
+}
 METHODS = {
     "source_only": "source_only_on_target",
     "dann": "dann_on_target",
@@ -38,13 +53,13 @@ METHODS = {
 }
 # One change at a time from hwrun's defaults (the first row), as `--set` overrides of `dann`.
 ABLATION = [
-    ("hwrun defaults (per-domain pass, running BN statistics)", []),
-    ("joint forward pass (hwrun before)", ["dann.forward=\"joint\""]),
-    ("BN statistics re-estimated on the target", ["dann.bn_stats=\"target\""]),
-    ("input norm (x - 0.5) / 0.5 for both", ["dann.input_norm=\"half\""]),
-    ("input norm: the source's statistics for both", ["dann.input_norm=\"source\""]),
-    ("constant lr (the port's) instead of annealed", ["dann.optimizer.schedule=\"constant\""]),
-    ("lambda gamma 3 (slower GRL ramp)", ["dann.lambda_gamma=3.0"]),
+    ("defaults", "hwrun defaults (per-domain pass, running BN statistics)", []),
+    ("joint", "joint forward pass (hwrun before)", ["dann.forward=\"joint\""]),
+    ("bn_target", "BN statistics re-estimated on the target", ["dann.bn_stats=\"target\""]),
+    ("half", "input norm (x - 0.5) / 0.5 for both", ["dann.input_norm=\"half\""]),
+    ("source", "input norm: the source's statistics for both", ["dann.input_norm=\"source\""]),
+    ("constant_lr", "constant lr (the port's) instead of annealed", ["dann.optimizer.schedule=\"constant\""]),
+    ("gamma3", "lambda gamma 3 (slower GRL ramp)", ["dann.lambda_gamma=3.0"]),
 ]
 
 
@@ -89,25 +104,39 @@ def port(out, data, source, target, method, seed):
     return json.loads(path.read_text())
 
 
-def hwrun(out, data, recipe, seed, sets=()):
-    """Target accuracies and per-epoch curves of one run of a p3 recipe."""
+def run_recipe(out, data, recipe, seed, sets):
+    """The stages (name -> record) of one `hwrun run` of `recipe` on the framed data."""
     binary = os.environ.get("HWRUN", "hwrun")
     args = [binary, "--cache-dir", str(out / "cache"), "--results-dir", str(out / "results"), "--json",
             "--device", "cpu", "run", str(REPO / recipe), "--set", f"vars.data_root={data}",
             "--set", f"seed={seed}", "--set", "defaults.features.max_per_domain=100",
             "--set", "defaults.tsne.max_points=200",
-            "--set", f"defaults.train_dann.epochs={EPOCHS}",
             "--set", f"defaults.train_classifier.epochs={EPOCHS}"]
     for s in sets:
         args += ["--set", s]
-    done = subprocess.run(args, check=True, capture_output=True, text=True)
-    stages = {s["name"]: s for s in json.loads(done.stdout)["stages"]}
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"hwrun failed on {recipe} (seed {seed}):\n{done.stderr}")
+    return {s["name"]: s for s in json.loads(done.stdout)["stages"]}
+
+
+def hwrun(out, data, recipe, seed, sets=()):
+    """Target accuracies and per-epoch curves of one run of a p3 recipe."""
+    stages = run_recipe(out, data, recipe, seed, [f"defaults.train_dann.epochs={EPOCHS}", *sets])
     result = {m: stages[e]["metrics"]["accuracy"] for m, e in METHODS.items()}
     for m in ("dann", "target_only", "source_only"):
         history = json.loads((Path(stages[m]["output"]) / "history.json").read_text())
         records = history["epochs"] if isinstance(history, dict) else history
         result[f"{m}_curve"] = [r.get("val_acc") for r in records]
     return result
+
+
+def hwrun_adda(out, data, source, target, seed):
+    """Target accuracies of `p4_adda` pointed at one pair."""
+    stages = run_recipe(out, data, "recipes/p4_adda.toml", seed, [
+        f"vars.source={source}", f"vars.target={target}", f"vars.pair={source} -> {target}",
+        f"defaults.train_adda.pretrain_epochs={EPOCHS}", f"defaults.train_adda.epochs={EPOCHS}"])
+    return {m: stages[e]["metrics"]["accuracy"] for m, e in ADDA_METHODS.items()}
 
 
 def mean_std(values):
@@ -148,7 +177,10 @@ def main():
     out = Path(os.environ.get("FIDELITY_OUT", REPO / "fidelity")).resolve()
     seeds = [int(s) for s in os.environ.get("FIDELITY_SEEDS", "0 1 2").split()]
     ablation_seeds = [int(s) for s in os.environ.get("FIDELITY_ABLATION_SEEDS", "0").split()]
+    wanted = os.environ.get("FIDELITY_ABLATION", ",".join(key for key, _, _ in ABLATION)).split(",")
+    rows = [row for row in ABLATION if row[0] in wanted or row[0] == "defaults"]
     pairs = os.environ.get("FIDELITY_PAIRS", " ".join(PAIRS)).split()
+    adda_pairs = os.environ.get("FIDELITY_ADDA_PAIRS", " ".join(ADDA_PAIRS)).split()
     data = out / "data"
     frame(data)
     runs = {name: {"port": [], "hwrun": []} for name in pairs}
@@ -164,12 +196,18 @@ def main():
             runs[name]["port"].append(record)
             log(f"hwrun {recipe} seed {seed}")
             runs[name]["hwrun"].append(hwrun(out, data, recipe, seed))
-        for label, sets in ABLATION:
+        for _, label, sets in rows:
             for seed in ablation_seeds:
                 log(f"ablation {name} `{label}` seed {seed}")
                 acc = hwrun(out, data, recipe, seed, sets)
                 ablation[name].setdefault(label, []).append(acc["dann"])
-    (out / "results.json").write_text(json.dumps({"runs": runs, "ablation": ablation}, indent=1))
+    adda = {name: [] for name in adda_pairs}
+    for name in adda_pairs:
+        source, target, _, _ = ADDA_PAIRS[name]
+        for seed in seeds:
+            log(f"hwrun ADDA {source} -> {target} seed {seed}")
+            adda[name].append(hwrun_adda(out, data, source, target, seed))
+    (out / "results.json").write_text(json.dumps({"runs": runs, "ablation": ablation, "adda": adda}, indent=1))
 
     lines = [f"# hwrun vs the PyTorch DANN port on real digits (seeds {seeds})", "",
              f"Accuracy on the target's validation images after {EPOCHS} epochs (mean ± std over seeds).", ""]
@@ -186,9 +224,19 @@ def main():
     lines += [f"## Ablation: hwrun's DANN, one option changed at a time (seeds {ablation_seeds})", "",
               "| change | " + " | ".join(PAIRS[n][3] for n in pairs) + " |",
               "|---|" + "---|" * len(pairs)]
-    for label, sets in ABLATION:
+    for _, label, sets in rows:
         change = label + (f" (`{' '.join(sets)}`)" if sets else "")
         lines.append(f"| {change} | " + " | ".join(mean_std(ablation[n].get(label, [])) for n in pairs) + " |")
+    if adda_pairs:
+        lines += ["", f"## ADDA: hwrun's `p4_adda` pointed at each pair (seeds {seeds})", "",
+                  "| pair | source only | ADDA | target only | ADDA - source only |", "|---|---|---|---|---|"]
+        for name in adda_pairs:
+            rs = adda[name]
+            cells = [mean_std([r[m] for r in rs]) for m in ADDA_METHODS]
+            cells.append(mean_std([r["adda"] - r["source_only"] for r in rs]))
+            lines.append(f"| {ADDA_PAIRS[name][2]} | " + " | ".join(cells) + " |")
+            if ADDA_PAIRS[name][3]:
+                lines.append(f"| {ADDA_PAIRS[name][3]} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     figure(out, pairs, runs)
     print("\n".join(lines))

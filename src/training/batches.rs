@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 use std::collections::HashMap;
 
 use super::state::{StateError, TrainingState};
+use crate::accel::memory_format::{channels_last, MemoryFormat};
 use crate::data::Dataset;
 
 /// The std used for a channel whose pixels are all equal, to avoid dividing by zero.
@@ -115,6 +116,8 @@ pub struct DomainData {
     /// `-mean / std` per channel, `[1, C, 1, 1]`.
     shift: Tensor,
     format: InputFormat,
+    /// The batches' memory layout, channels-last unless [`DomainData::in_layout`] says otherwise.
+    layout: MemoryFormat,
     len: usize,
     shape: [usize; 4],
 }
@@ -165,9 +168,15 @@ impl DomainData {
             scale,
             shift,
             format,
+            layout: MemoryFormat::ChannelsLast,
             len: dataset.len(),
             shape: dataset.shape,
         })
+    }
+
+    /// The same data, batched in `layout` (the layout the model's weights are in).
+    pub fn in_layout(self, layout: MemoryFormat) -> Self {
+        DomainData { layout, ..self }
     }
 
     pub fn len(&self) -> usize {
@@ -191,7 +200,7 @@ impl DomainData {
     /// Images at `index` (i64 `[b]` on the device), as normalised f32 `[b, channels, size, size]`.
     pub fn images(&self, index: &Tensor) -> Tensor {
         let x = self.images.index_select(0, index).to_kind(Kind::Float) * &self.scale + &self.shift;
-        convert(x, self.format)
+        convert(x, self.format, self.layout)
     }
 
     /// Labels at `index`, `[b]`.
@@ -207,12 +216,13 @@ impl DomainData {
             .to_kind(Kind::Float)
             * &self.scale
             + &self.shift;
-        convert(x, self.format)
+        convert(x, self.format, self.layout)
     }
 }
 
-/// Adapts channels, then size, of normalised `[b, c, h, w]` images to `format`.
-fn convert(x: Tensor, format: InputFormat) -> Tensor {
+/// Adapts channels, then size, of normalised `[b, c, h, w]` images to `format`, laid out in
+/// `layout`.
+fn convert(x: Tensor, format: InputFormat, layout: MemoryFormat) -> Tensor {
     let size = x.size();
     let x = match (size[1], format.channels) {
         // (b, 1, h, w) -> (b, 3, h, w)
@@ -226,7 +236,10 @@ fn convert(x: Tensor, format: InputFormat) -> Tensor {
     } else {
         x.upsample_bilinear2d([format.image_size, format.image_size], false, None, None)
     };
-    crate::accel::memory_format::channels_last(&x)
+    match layout {
+        MemoryFormat::ChannelsLast => channels_last(&x),
+        MemoryFormat::Contiguous => x.contiguous(),
+    }
 }
 
 /// An endless stream of index batches over `0..n`: each pass is a fresh seeded shuffle and the
@@ -355,6 +368,25 @@ mod tests {
         // Normalised to -1/+1; bilinear resizing keeps the extremes in the corners.
         assert_eq!(x.double_value(&[0, 2, 0, 0]), -1.0);
         assert_eq!(x.double_value(&[0, 1, 0, 3]), 1.0);
+    }
+
+    #[test]
+    fn batches_come_in_the_requested_layout_with_the_same_values() {
+        let data = dataset(3, 2, (0..24).map(|v| v * 10).collect());
+        let norm = Normalisation::of(&data);
+        let format = InputFormat {
+            channels: 3,
+            image_size: 2,
+        };
+        let index = Tensor::from_slice(&[1i64, 0]);
+        let nhwc = DomainData::new(&data, &norm, format, Device::Cpu).unwrap();
+        let nchw = DomainData::new(&data, &norm, format, Device::Cpu)
+            .unwrap()
+            .in_layout(MemoryFormat::Contiguous);
+        let (a, b) = (nhwc.images(&index), nchw.images(&index));
+        assert!(crate::accel::memory_format::is_channels_last(&a).unwrap());
+        assert!(b.is_contiguous());
+        assert!(a.equal(&b));
     }
 
     #[test]

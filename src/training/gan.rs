@@ -29,7 +29,6 @@ use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::state::{restore_store, StateError, TrainingState};
 use super::trainer::named_scalars;
-use crate::accel::memory_format::to_format;
 use crate::accel::MemoryFormat;
 use crate::models::summary::ModuleTree;
 use crate::models::{Discriminator, GanConfig, GanLoss, Generator, ModelError};
@@ -290,8 +289,6 @@ pub struct GanTraining {
     settings: GanSettings,
     g_optimizer: Optimizer,
     d_optimizer: Optimizer,
-    /// The weights' and batches' memory layout ([`training_layout`]).
-    layout: MemoryFormat,
     data: DomainData,
     order: IndexStream,
     pub fixed: FixedBatch,
@@ -329,8 +326,7 @@ impl GanTraining {
             settings,
             g_optimizer,
             d_optimizer,
-            layout,
-            data,
+            data: data.in_layout(layout),
             order,
             fixed,
             strip: None,
@@ -400,7 +396,7 @@ impl TrainingMethod for GanTraining {
         let mut last = None;
         for _ in 0..steps {
             let index = self.order.next_batch();
-            let real = to_format(&self.data.images(&index), self.layout)?;
+            let real = self.data.images(&index);
             let labels = self.data.labels_at(&index);
             let b = real.size()[0];
             let device = real.device();
