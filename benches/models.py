@@ -2,7 +2,7 @@
 
 Rows (the models, batch sizes and loops of the Rust side; the networks are the differential
 tests' PyTorch references, so the benchmark times exactly the models checked against hwrun):
-- gemm:      a 2048x2048 matmul, fp32 (eager) or bf16 (best), summed and read back;
+- gemm:      a 2048x2048 matmul, fp32 (eager) or bf16 (best, where bf16 is fast), summed and read back;
 - dann:      the DANN MNIST CNN step at batch 128 per domain: one feature pass over source +
              target, gradient reversal, three cross-entropies, Adam 1e-3;
 - dcgan:     the PyTorch tutorial's DCGAN 64x64 step at batch 128 (D on real and on G(z).detach(),
@@ -16,7 +16,9 @@ tests' PyTorch references, so the benchmark times exactly the models checked aga
 Configs: `eager` = fp32, default layout, default (foreach) Adam, `no_grad` for inference; `best` =
 PyTorch's fastest configuration: bf16 autocast for forward passes and losses, channels-last
 weights and inputs, Adam(fused=True), `inference_mode`, and on CUDA cuDNN benchmark mode (the fid
-row stays fp32: FID numbers must not change).
+row stays fp32: FID numbers must not change). On a CPU where oneDNN has no bf16 kernels
+(`torch.ops.mkldnn._is_mkldnn_bf16_supported()` false: no AVX-512) bf16 runs in reference
+kernels many times slower than fp32, so `best` keeps fp32 there.
 
 `--device cuda` runs the row on the GPU (tensors created there, timings synchronised).
 
@@ -43,10 +45,12 @@ class Config:
     def __init__(self, best, device):
         self.best = best
         self.device = device
+        fast_bf16 = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        self.bf16 = best and fast_bf16
         self.format = torch.channels_last if best else torch.contiguous_format
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.best)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def layout(self, module_or_tensor):
         return module_or_tensor.to(memory_format=self.format)
@@ -59,7 +63,7 @@ class Config:
 
 
 def gemm(cfg):
-    dtype = torch.bfloat16 if cfg.best else torch.float32
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(GEMM_N, GEMM_N, generator=gen, device="cpu").to(cfg.device, dtype)
     b = torch.randn(GEMM_N, GEMM_N, generator=gen, device="cpu").to(cfg.device, dtype)

@@ -22,15 +22,19 @@
 //!
 //! Times are milliseconds per step (lower is better); the ratio is the faster of PyTorch's two
 //! configurations over the faster of hwrun's two (above 1 = hwrun faster): on a CPU without AMX
-//! bf16 autocast can be slower than fp32 on both sides. `HWRUN_BENCH_STEPS` multiplies the timed steps.
-//! `HWRUN_BENCH_ROWS` (comma-separated row names) limits the table to some rows.
+//! bf16 autocast can be slower than fp32 on both sides. On a CPU without AVX-512, where libtorch
+//! emulates bf16 in reference kernels ([`cpu_has_fast_bf16`]), the bf16 cells are left out: hwrun's
+//! bf16 column is empty and PyTorch's best configuration keeps fp32. `HWRUN_BENCH_STEPS` multiplies the timed steps.
+//! `HWRUN_BENCH_ROWS` (comma-separated row names) limits the table to some rows. Every cell, hwrun's
+//! as PyTorch's, runs in a fresh process of its own, so no cell inherits another's allocator state
+//! or warm caches.
 //! With CUDA, a second table measures the same rows on the GPU (PyTorch with `--device cuda`,
 //! cuDNN benchmark mode on both sides); without it the GPU table is skipped with a note.
 
 use std::process::Command;
 use std::time::Instant;
 
-use hwrun::accel::{inference, Precision};
+use hwrun::accel::{cpu_has_fast_bf16, inference, Precision};
 use hwrun::data::Dataset;
 use hwrun::diffusion::NoiseSchedule;
 use hwrun::models::inception::{expected_entries, FidInception};
@@ -371,9 +375,9 @@ fn print_table(rows: &[Row], threads: i32, device: Device) {
         let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
         let bf16 = gemm
             .hwrun_bf16
-            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0}", rate(ms)));
+            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0} GFLOP/s", rate(ms)));
         println!(
-            "\nGEMM peak (hwrun, {on}): fp32 {:.0} GFLOP/s, bf16 {bf16} GFLOP/s",
+            "\nGEMM peak (hwrun, {on}): fp32 {:.0} GFLOP/s, bf16 {bf16}",
             rate(gemm.hwrun_fp32)
         );
     }
@@ -417,104 +421,207 @@ impl Selection {
     }
 }
 
-/// Every selected row on `device`, hwrun's columns and PyTorch's.
+/// A row of the table: its key (`HWRUN_BENCH_ROWS`, `benches/models.py`'s row argument), its
+/// label, its timed and warm-up steps, and whether hwrun has a bf16 column.
+struct RowSpec {
+    key: &'static str,
+    label: &'static str,
+    timed: usize,
+    warmup: usize,
+    bf16: bool,
+}
+
+const ROWS: [RowSpec; 7] = [
+    RowSpec {
+        key: "gemm",
+        label: "GEMM 2048x2048",
+        timed: 10,
+        warmup: 2,
+        bf16: true,
+    },
+    RowSpec {
+        key: "dann",
+        label: "DANN CNN step, batch 128 per domain",
+        timed: 20,
+        warmup: 3,
+        bf16: true,
+    },
+    RowSpec {
+        key: "dcgan",
+        label: "DCGAN 64x64 step, batch 128",
+        timed: 3,
+        warmup: 2,
+        bf16: true,
+    },
+    RowSpec {
+        key: "wgan_gp",
+        label: "WGAN-GP step (5 critic + 1 G), 64x64, batch 64",
+        timed: 4,
+        warmup: 1,
+        bf16: true,
+    },
+    RowSpec {
+        key: "ddpm",
+        label: "ContextUnet DDPM step, n_feat 128, batch 256",
+        timed: 3,
+        warmup: 2,
+        bf16: true,
+    },
+    RowSpec {
+        key: "face_unet",
+        label: "face UNet forward, 256x256",
+        timed: 1,
+        warmup: 1,
+        bf16: true,
+    },
+    RowSpec {
+        key: "fid",
+        label: "FID features of {images} images",
+        timed: 1,
+        warmup: 1,
+        bf16: false,
+    },
+];
+
+/// One cell of hwrun's columns, measured in a child process of its own
+/// ([`CELL_VARIABLE`]), as each of PyTorch's cells is: no cell inherits another's allocator
+/// state, thread pool or warm caches.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cell {
+    row: String,
+    precision: Precision,
+    cuda: bool,
+    timed: usize,
+    warmup: usize,
+    images: usize,
+}
+
+/// Set (to a JSON [`Cell`]) in the child that measures one cell.
+const CELL_VARIABLE: &str = "HWRUN_BENCH_CELL";
+
+impl Cell {
+    fn device(&self) -> Device {
+        if self.cuda {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
+
+    /// The cell's milliseconds, in this process.
+    fn measure(&self) -> f64 {
+        let (device, precision) = (self.device(), self.precision);
+        let steps = Steps {
+            timed: self.timed,
+            warmup: self.warmup,
+        };
+        let train = |method: &mut dyn TrainingMethod| training_ms(method, precision, device, steps);
+        match self.row.as_str() {
+            "gemm" => {
+                let kind = match precision {
+                    Precision::Fp32 => Kind::Float,
+                    Precision::Bf16 => Kind::BFloat16,
+                };
+                gemm_ms(kind, device, steps)
+            }
+            "dann" => train(&mut dann(device)),
+            "dcgan" => train(&mut gan(GanLoss::Dcgan, device)),
+            "wgan_gp" => train(&mut gan(GanLoss::WganGp, device)),
+            "ddpm" => train(&mut ddpm(device)),
+            "face_unet" => face_unet_ms(precision, device, steps),
+            "fid" => fid_ms(self.images, device, steps),
+            other => panic!("no bench row {other}"),
+        }
+    }
+
+    /// The cell's milliseconds, measured by a child process running this bench binary.
+    fn measure_in_child(&self) -> Option<f64> {
+        let exe = std::env::current_exe().expect("the bench binary's path");
+        let spec = serde_json::to_string(self).expect("cell serialises");
+        let output = Command::new(exe).env(CELL_VARIABLE, spec).output();
+        match output {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse().ok(),
+            Ok(o) => {
+                eprintln!(
+                    "hwrun {} {:?} failed: {}",
+                    self.row,
+                    self.precision,
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("cannot start the bench binary for a cell: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Every selected row on `device`, hwrun's columns and PyTorch's, each cell in its own process.
 fn measure(device: Device, threads: i32, selection: &Selection) -> Vec<Row> {
     let images = selection.images;
     let mut rows = Vec::new();
-    let pytorch = |row: &str, steps: Steps| {
-        (
-            pytorch_ms(row, "eager", device, threads, steps, images),
-            pytorch_ms(row, "best", device, threads, steps, images),
-        )
-    };
-    let mut add =
-        |name: &str, fp32: f64, bf16: Option<f64>, (eager, best): (Option<f64>, Option<f64>)| {
-            println!("  {name} measured");
-            rows.push(Row {
-                name: name.to_owned(),
-                hwrun_fp32: fp32,
-                hwrun_bf16: bf16,
-                pytorch_eager: eager,
-                pytorch_best: best,
-            });
+    for spec in ROWS.iter().filter(|spec| selection.wants(spec.key)) {
+        let steps = selection.steps(spec.timed, spec.warmup);
+        let hwrun = |precision| {
+            Cell {
+                row: spec.key.to_owned(),
+                precision,
+                cuda: device.is_cuda(),
+                timed: steps.timed,
+                warmup: steps.warmup,
+                images,
+            }
+            .measure_in_child()
         };
-    if selection.wants("gemm") {
-        let s = selection.steps(10, 2);
-        add(
-            "GEMM 2048x2048",
-            gemm_ms(Kind::Float, device, s),
-            Some(gemm_ms(Kind::BFloat16, device, s)),
-            pytorch("gemm", s),
-        );
-    }
-    type Build = fn(Device) -> Box<dyn TrainingMethod>;
-    let training_rows: [(&str, &str, Steps, Build); 4] = [
-        (
-            "dann",
-            "DANN CNN step, batch 128 per domain",
-            selection.steps(20, 3),
-            |d| Box::new(dann(d)),
-        ),
-        (
-            "dcgan",
-            "DCGAN 64x64 step, batch 128",
-            selection.steps(3, 2),
-            |d| Box::new(gan(GanLoss::Dcgan, d)),
-        ),
-        (
-            "wgan_gp",
-            "WGAN-GP step (5 critic + 1 G), 64x64, batch 64",
-            selection.steps(4, 1),
-            |d| Box::new(gan(GanLoss::WganGp, d)),
-        ),
-        (
-            "ddpm",
-            "ContextUnet DDPM step, n_feat 128, batch 256",
-            selection.steps(3, 2),
-            |d| Box::new(ddpm(d)),
-        ),
-    ];
-    for (row, name, s, build) in training_rows {
-        if selection.wants(row) {
-            let fp32 = training_ms(build(device).as_mut(), Precision::Fp32, device, s);
-            let bf16 = training_ms(build(device).as_mut(), Precision::Bf16, device, s);
-            add(name, fp32, Some(bf16), pytorch(row, s));
-        }
-    }
-    if selection.wants("face_unet") {
-        let s = selection.steps(1, 1);
-        let fp32 = face_unet_ms(Precision::Fp32, device, s);
-        let bf16 = face_unet_ms(Precision::Bf16, device, s);
-        add(
-            "face UNet forward, 256x256",
-            fp32,
-            Some(bf16),
-            pytorch("face_unet", s),
-        );
-    }
-    if selection.wants("fid") {
-        let s = selection.steps(1, 1);
-        add(
-            &format!("FID features of {images} images"),
-            fid_ms(images, device, s),
-            None,
-            pytorch("fid", s),
-        );
+        let Some(fp32) = hwrun(Precision::Fp32) else {
+            continue;
+        };
+        let bf16 = if spec.bf16 && (device.is_cuda() || cpu_has_fast_bf16()) {
+            hwrun(Precision::Bf16)
+        } else {
+            None
+        };
+        let name = spec.label.replace("{images}", &images.to_string());
+        let pytorch_eager = pytorch_ms(spec.key, "eager", device, threads, steps, images);
+        let pytorch_best = pytorch_ms(spec.key, "best", device, threads, steps, images);
+        println!("  {name} measured");
+        rows.push(Row {
+            name,
+            hwrun_fp32: fp32,
+            hwrun_bf16: bf16,
+            pytorch_eager,
+            pytorch_best,
+        });
     }
     rows
 }
 
 fn main() {
-    let selection = Selection::from_env();
     threads::use_physical_cores();
+    if let Ok(spec) = std::env::var(CELL_VARIABLE) {
+        let cell: Cell = serde_json::from_str(&spec).expect("a JSON cell");
+        if cell.cuda {
+            // The training stages' CUDA setting (hwrun-torch's worker turns it on the same way).
+            hwrun::accel::set_cudnn_benchmark(true).expect("cuDNN benchmark mode");
+        }
+        println!("{}", cell.measure());
+        return;
+    }
+    let selection = Selection::from_env();
     let threads = tch::get_num_threads();
     let mut devices = vec![Device::Cpu];
     if tch::Cuda::is_available() {
-        // The training stages' CUDA setting (hwrun-torch's worker turns it on the same way).
-        hwrun::accel::set_cudnn_benchmark(true).expect("cuDNN benchmark mode");
         devices.push(Device::Cuda(0));
     } else {
         println!("(no CUDA device: the GPU table is skipped)");
+    }
+    if !cpu_has_fast_bf16() {
+        println!(
+            "(no AVX-512 on this CPU: libtorch emulates bf16, so the CPU table has no hwrun bf16 \
+             column and PyTorch's best configuration is fp32 channels-last + fused Adam)"
+        );
     }
     for device in devices {
         println!(

@@ -1,6 +1,7 @@
 //! `precision = "bf16"` (autocast on fp32 master weights) trains a classifier as well as fp32:
 //! the same recipe, data and seed reach validation accuracies within 3 points (1,000 validation images) of each other
-//! on generated MNIST-M digits, and the bf16 run really computed in bf16 (its weights differ).
+//! on generated MNIST-M digits, and the bf16 run really computed in bf16 (its weights differ);
+//! and hwrun tells a CPU with fast bf16 kernels from one without as libtorch does.
 
 use std::collections::BTreeMap;
 
@@ -51,5 +52,18 @@ fn bf16_training_reaches_the_fp32_accuracy() {
     assert!(
         fp32_weights != bf16_weights,
         "the bf16 run computed in fp32"
+    );
+}
+
+#[test]
+fn fast_bf16_detection_agrees_with_libtorch() {
+    let libtorch = common::run_python(
+        "import torch; print(torch.ops.mkldnn._is_mkldnn_bf16_supported())",
+        &[],
+    );
+    assert_eq!(
+        hwrun::accel::cpu_has_fast_bf16(),
+        libtorch.trim() == "True",
+        "libtorch's oneDNN check says {libtorch}"
     );
 }

@@ -38,7 +38,9 @@ pub mod precision;
 pub use fused_adam::{AdamConfig, FusedAdam};
 pub use guards::{inference, Autocast, InferenceMode};
 pub use memory_format::MemoryFormat;
-pub use precision::{allow_tf32, cudnn_benchmark, set_allow_tf32, set_cudnn_benchmark, Precision};
+pub use precision::{
+    allow_tf32, cpu_has_fast_bf16, cudnn_benchmark, set_allow_tf32, set_cudnn_benchmark, Precision,
+};
 
 /// Sets the gradient of every tensor to none (PyTorch's `zero_grad()`): the next backward writes
 /// the gradients instead of adding them to zeros.

@@ -1,5 +1,7 @@
 //! The compute-precision setting of a stage, and the process-wide CUDA math flags.
 
+use std::sync::Once;
+
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
@@ -28,8 +30,40 @@ impl Precision {
     pub fn autocast(self, device: Device) -> Result<Option<Autocast>, AccelError> {
         match self {
             Precision::Fp32 => Ok(None),
-            Precision::Bf16 => Autocast::new(device, Kind::BFloat16).map(Some),
+            Precision::Bf16 => {
+                if device == Device::Cpu && !cpu_has_fast_bf16() {
+                    static WARNED: Once = Once::new();
+                    WARNED.call_once(|| {
+                        tracing::warn!(
+                            "precision = \"bf16\" on a CPU without AVX-512: libtorch emulates bf16 \
+                             there, many times slower than fp32; set precision = \"fp32\""
+                        )
+                    });
+                }
+                Autocast::new(device, Kind::BFloat16).map(Some)
+            }
         }
+    }
+}
+
+/// Whether this CPU computes bf16 matmuls and convolutions at speed: libtorch's own oneDNN check
+/// (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`), AVX-512 BW/VL/DQ on x86-64 (which every
+/// AVX512-BF16 and AMX CPU has) or BF16 on aarch64. Elsewhere bf16 runs in reference kernels,
+/// many times slower than fp32.
+pub fn cpu_has_fast_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("bf16")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
     }
 }
 
