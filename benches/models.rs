@@ -34,7 +34,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use hwrun::accel::{cpu_has_fast_bf16, inference, Precision};
+use hwrun::accel::{cpu_has_fast_bf16, has_fast_bf16, inference, Precision};
 use hwrun::data::Dataset;
 use hwrun::diffusion::NoiseSchedule;
 use hwrun::models::inception::{expected_entries, FidInception};
@@ -578,7 +578,7 @@ fn measure(device: Device, threads: i32, selection: &Selection) -> Vec<Row> {
         let Some(fp32) = hwrun(Precision::Fp32) else {
             continue;
         };
-        let bf16 = if spec.bf16 && (device.is_cuda() || cpu_has_fast_bf16()) {
+        let bf16 = if spec.bf16 && has_fast_bf16(device) {
             hwrun(Precision::Bf16)
         } else {
             None

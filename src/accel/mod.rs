@@ -39,7 +39,8 @@ pub use fused_adam::{AdamConfig, FusedAdam};
 pub use guards::{inference, Autocast, InferenceMode};
 pub use memory_format::MemoryFormat;
 pub use precision::{
-    allow_tf32, cpu_has_fast_bf16, cudnn_benchmark, set_allow_tf32, set_cudnn_benchmark, Precision,
+    allow_tf32, cpu_has_fast_bf16, cudnn_benchmark, has_fast_bf16, set_allow_tf32,
+    set_cudnn_benchmark, Precision,
 };
 
 /// Sets the gradient of every tensor to none (PyTorch's `zero_grad()`): the next backward writes

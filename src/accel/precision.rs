@@ -31,7 +31,7 @@ impl Precision {
         match self {
             Precision::Fp32 => Ok(None),
             Precision::Bf16 => {
-                if device == Device::Cpu && !cpu_has_fast_bf16() {
+                if !has_fast_bf16(device) {
                     static WARNED: Once = Once::new();
                     WARNED.call_once(|| {
                         tracing::warn!(
@@ -44,6 +44,12 @@ impl Precision {
             }
         }
     }
+}
+
+/// Whether `device` computes bf16 at speed: every CUDA device libtorch runs on, and a CPU when
+/// [`cpu_has_fast_bf16`].
+pub fn has_fast_bf16(device: Device) -> bool {
+    device.is_cuda() || cpu_has_fast_bf16()
 }
 
 /// Whether this CPU computes bf16 matmuls and convolutions at speed: libtorch's own oneDNN check
