@@ -12,6 +12,6 @@ pub mod param_docs;
 
 pub use context::{CancelToken, Cancelled, InputArtifact, LogSink, StageContext};
 pub use kind::{
-    checked_params, CheckedParams, FigureRef, InputSpec, Inputs, Metrics, ParamDoc, ParamError,
-    Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
+    checked_params, fill_missing, CheckedParams, FigureRef, InputSpec, Inputs, Metrics, ParamDoc,
+    ParamError, Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
 };

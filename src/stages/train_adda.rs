@@ -26,7 +26,9 @@ use tch::nn;
 use crate::accel::Precision;
 use crate::data::Dataset;
 use crate::models::{DigitCnn, DigitCnnParams, ModelFamily};
-use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{
+    fill_missing, InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 use crate::training::adda::{AddaModel, AddaTraining};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::ModelMeta;
@@ -63,9 +65,12 @@ pub struct TrainAddaParams {
     /// where the convolutions are large enough to gain from bf16; compare with `make bench`).
     #[serde(default)]
     pub precision: Precision,
-    /// The optimizer of the adversarial phase, for the discriminator and the target encoder
-    /// (default: Adam 2e-4, betas (0.5, 0.999)).
+    /// The target encoder's optimizer in the adversarial phase (default: Adam 2e-4, betas
+    /// (0.5, 0.999)).
     pub optimizer: OptimizerSettings,
+    /// The discriminator's optimizer in the adversarial phase (default: `optimizer`, as in the
+    /// paper).
+    pub discriminator_optimizer: OptimizerSettings,
 }
 
 /// The paper's optimizer for both phases.
@@ -116,14 +121,25 @@ epochs = 10               # adversarial epochs
 batch_size = 128
 pretrain_optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
 optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
+discriminator_optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
 "#;
 
-    fn defaults(_written: &toml::Table) -> toml::Table {
+    fn defaults(written: &toml::Table) -> toml::Table {
         let mut table = setup::optimizer_defaults("optimizer", paper_optimizer());
         table.extend(setup::optimizer_defaults(
             "pretrain_optimizer",
             paper_optimizer(),
         ));
+        // The discriminator follows the target encoder's optimizer as written, key by key.
+        let mut discriminator = match written.get("optimizer") {
+            Some(toml::Value::Table(optimizer)) => optimizer.clone(),
+            _ => toml::Table::new(),
+        };
+        fill_missing(&mut discriminator, paper_optimizer().to_table());
+        table.insert(
+            "discriminator_optimizer".into(),
+            toml::Value::Table(discriminator),
+        );
         table
     }
 
@@ -131,7 +147,8 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         setup::validate_loop(&params.model, params.epochs, params.batch_size)?;
         ParamError::check(params.pretrain_epochs >= 1, "pretrain_epochs", "at least 1")?;
         setup::validate_optimizer("pretrain_optimizer", &params.pretrain_optimizer)?;
-        setup::validate_optimizer("optimizer", &params.optimizer)
+        setup::validate_optimizer("optimizer", &params.optimizer)?;
+        setup::validate_optimizer("discriminator_optimizer", &params.discriminator_optimizer)
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
@@ -192,7 +209,13 @@ optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
                 device,
             ),
         };
-        let mut adaptation = AddaTraining::new(model, params.optimizer, data, val_data()?);
+        let mut adaptation = AddaTraining::new(
+            model,
+            params.optimizer,
+            params.discriminator_optimizer,
+            data,
+            val_data()?,
+        );
         let adapt = train(
             ctx,
             &LoopPlan::new("adda", params.epochs, "optimizer.lr").precision(params.precision),
@@ -272,6 +295,19 @@ mod tests {
             (OptimizerKind::Adam, 2e-4, 0.5, 128)
         );
         assert_eq!(p.pretrain_optimizer, o);
+        assert_eq!(p.discriminator_optimizer, o);
+    }
+
+    #[test]
+    fn discriminator_optimizer_follows_the_written_optimizer() {
+        let p = params::<TrainAddaStage>("optimizer = { lr = 1e-3 }").unwrap();
+        assert_eq!(p.discriminator_optimizer.lr, 1e-3);
+        assert_eq!(p.discriminator_optimizer.betas, [0.5, 0.999]);
+        let p = params::<TrainAddaStage>(
+            "optimizer = { lr = 1e-3 }\ndiscriminator_optimizer = { lr = 1e-5 }",
+        )
+        .unwrap();
+        assert_eq!((p.optimizer.lr, p.discriminator_optimizer.lr), (1e-3, 1e-5));
     }
 
     #[test]

@@ -115,15 +115,17 @@ pub struct AddaTraining {
 }
 
 impl AddaTraining {
-    /// Both optimizers use `settings`, as in the paper.
+    /// The paper gives both optimizers the same settings; a weaker discriminator (a smaller lr)
+    /// keeps it from winning outright, which collapses the target encoder onto one class.
     pub fn new(
         model: AddaModel,
-        settings: OptimizerSettings,
+        target: OptimizerSettings,
+        discriminator: OptimizerSettings,
         data: DannData,
         val: Option<DomainData>,
     ) -> Self {
-        let target_optimizer = Optimizer::new(settings, &[&model.target_vs]);
-        let discriminator_optimizer = Optimizer::new(settings, &[&model.discriminator_vs]);
+        let target_optimizer = Optimizer::new(target, &[&model.target_vs]);
+        let discriminator_optimizer = Optimizer::new(discriminator, &[&model.discriminator_vs]);
         AddaTraining {
             model,
             target_optimizer,
