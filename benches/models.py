@@ -23,7 +23,9 @@ kernels many times slower than fp32, so `best` keeps fp32 there.
 `--device cuda` runs the row on the GPU (tensors created there, timings synchronised).
 
 usage: python models.py ROW CONFIG --threads N [--device cpu|cuda] [--steps S] [--warmup W] [--images N]
-prints one JSON line: {"ms": ... per step, pass or matmul}
+prints one JSON line: {"ms": ... per step, pass or matmul}, and for `eager` also "gflop": the
+floating-point work of one step by torch.utils.flop_counter's formulas (matmuls and convolutions,
+forward and backward, double backward included), which is the same model's work on hwrun's side
 """
 import argparse
 import json
@@ -34,11 +36,30 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 GEMM_N = 2048
+
+
+class FlopCount(TorchDispatchMode):
+    """The FLOPs of the ops run under it, by `flop_registry`'s formulas. Not `FlopCounterMode`:
+    its module hooks reject the gradient penalty's `autograd.grad`."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 class Config:
@@ -290,7 +311,14 @@ def main():
     for _ in range(args.steps):
         step()
     synchronize()
-    print(json.dumps({"ms": (time.perf_counter() - start) / args.steps * 1e3}))
+    result = {"ms": (time.perf_counter() - start) / args.steps * 1e3}
+    if not cfg.best:
+        # Counted after the timing: the counter's dispatch hooks would slow the timed steps.
+        counter = FlopCount()
+        with counter:
+            step()
+        result["gflop"] = counter.flops / 1e9
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

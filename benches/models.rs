@@ -9,7 +9,9 @@
 //! channels-last by the optimizer, inside the autocast scope the training loop opens for
 //! `precision = "bf16"`; sampling and features in inference mode. Rows:
 //!
-//! - GEMM: a 2048x2048 matmul (the GFLOP/s column is its rate: the machine's peak);
+//! - GEMM: a 2048x2048 matmul (its rate is the machine's peak, against which the last column
+//!   sets every row's achieved GFLOP/s: the matmul and convolution work of one step, counted by
+//!   PyTorch's FLOP counter on the same model, over hwrun's faster time);
 //! - DANN CNN step, batch 128 per domain, 3x28x28, Adam 1e-3;
 //! - DCGAN 64x64 step, batch 128 (the tutorial's G and D, Adam 2e-4 betas (0.5, 0.999));
 //! - WGAN-GP step at 64x64, batch 64: 5 critic updates with the gradient penalty + 1 generator
@@ -102,15 +104,21 @@ fn training_ms(
     })
 }
 
-/// `benches/models.py ROW CONFIG`'s milliseconds, or `None` with the reason on stderr.
-fn pytorch_ms(
+/// One PyTorch cell: milliseconds per step and, from the eager run, the step's GFLOP.
+struct PytorchCell {
+    ms: f64,
+    gflop: Option<f64>,
+}
+
+/// `benches/models.py ROW CONFIG`'s cell, or `None` with the reason on stderr.
+fn pytorch_cell(
     row: &str,
     config: &str,
     device: Device,
     threads: i32,
     steps: Steps,
     images: usize,
-) -> Option<f64> {
+) -> Option<PytorchCell> {
     let python = std::env::var_os("VIRTUAL_ENV")
         .map(|venv| std::path::PathBuf::from(venv).join("bin/python"))
         .unwrap_or_else(|| "python3".into());
@@ -128,7 +136,11 @@ fn pytorch_ms(
         .output();
     match output {
         Ok(o) if o.status.success() => {
-            serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()?["ms"].as_f64()
+            let json = serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()?;
+            Some(PytorchCell {
+                ms: json["ms"].as_f64()?,
+                gflop: json["gflop"].as_f64(),
+            })
         }
         Ok(o) => {
             eprintln!(
@@ -323,6 +335,8 @@ struct Row {
     hwrun_bf16: Option<f64>,
     pytorch_eager: Option<f64>,
     pytorch_best: Option<f64>,
+    /// The floating-point work of one step (PyTorch's FLOP counter on the same model).
+    gflop: Option<f64>,
 }
 
 /// The faster of two times, either of which may be missing.
@@ -334,6 +348,15 @@ impl Row {
     fn hwrun_best(&self) -> f64 {
         self.hwrun_bf16
             .map_or(self.hwrun_fp32, |bf16| bf16.min(self.hwrun_fp32))
+    }
+
+    fn hwrun_best_is_bf16(&self) -> bool {
+        self.hwrun_bf16.is_some_and(|bf16| bf16 < self.hwrun_fp32)
+    }
+
+    /// hwrun's achieved rate at its faster precision.
+    fn hwrun_gflops(&self) -> Option<f64> {
+        self.gflop.map(|gflop| gflop / (self.hwrun_best() * 1e-3))
     }
 
     /// PyTorch's faster configuration: its "best" one is not faster on every CPU (bf16 needs
@@ -351,19 +374,52 @@ fn device_name(device: Device) -> &'static str {
     }
 }
 
+/// The GEMM row's rates, fp32 and bf16: the machine's peak for the other rows' GFLOP/s.
+struct GemmPeak {
+    fp32: f64,
+    bf16: Option<f64>,
+}
+
+impl GemmPeak {
+    fn of(rows: &[Row]) -> Option<GemmPeak> {
+        let gemm = rows.iter().find(|r| r.name.starts_with("GEMM"))?;
+        let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
+        Some(GemmPeak {
+            fp32: rate(gemm.hwrun_fp32),
+            bf16: gemm.hwrun_bf16.map(rate),
+        })
+    }
+
+    /// The peak of the precision `row` ran fastest at.
+    fn for_row(&self, row: &Row) -> f64 {
+        match self.bf16 {
+            Some(bf16) if row.hwrun_best_is_bf16() => bf16,
+            _ => self.fp32,
+        }
+    }
+}
+
 fn print_table(rows: &[Row], threads: i32, device: Device) {
     let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"));
     let on = device_name(device);
+    let peak = GemmPeak::of(rows);
     println!("\n{on}: ms per step ({threads} CPU threads; lower is better)\n");
-    println!("| row | hwrun fp32 | hwrun bf16 | PyTorch eager fp32 | PyTorch best {on} config | PyTorch's faster / hwrun's faster |");
-    println!("|---|---|---|---|---|---|");
+    println!("| row | hwrun fp32 | hwrun bf16 | PyTorch eager fp32 | PyTorch best {on} config | PyTorch's faster / hwrun's faster | hwrun GFLOP/s (of GEMM peak) |");
+    println!("|---|---|---|---|---|---|---|");
     for row in rows {
         let ratio = row.pytorch_fastest().map_or_else(
             || "n/a".to_owned(),
             |p| format!("**{:.2}x**", p / row.hwrun_best()),
         );
+        let rate = match (row.hwrun_gflops(), &peak) {
+            (Some(rate), Some(peak)) => {
+                format!("{rate:.0} ({:.0} %)", 100.0 * rate / peak.for_row(row))
+            }
+            (Some(rate), None) => format!("{rate:.0}"),
+            (None, _) => "n/a".to_owned(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {ratio} |",
+            "| {} | {} | {} | {} | {} | {ratio} | {rate} |",
             row.name,
             cell(Some(row.hwrun_fp32)),
             cell(row.hwrun_bf16),
@@ -371,14 +427,15 @@ fn print_table(rows: &[Row], threads: i32, device: Device) {
             cell(row.pytorch_best),
         );
     }
-    if let Some(gemm) = rows.iter().find(|r| r.name.starts_with("GEMM")) {
-        let rate = |ms: f64| 2.0 * (GEMM_N as f64).powi(3) / (ms * 1e-3) / 1e9;
-        let bf16 = gemm
-            .hwrun_bf16
-            .map_or_else(|| "n/a".to_owned(), |ms| format!("{:.0} GFLOP/s", rate(ms)));
+    if let Some(peak) = peak {
+        let bf16 = peak
+            .bf16
+            .map_or_else(|| "n/a".to_owned(), |rate| format!("{rate:.0} GFLOP/s"));
         println!(
-            "\nGEMM peak (hwrun, {on}): fp32 {:.0} GFLOP/s, bf16 {bf16}",
-            rate(gemm.hwrun_fp32)
+            "\nGEMM peak (hwrun, {on}): fp32 {:.0} GFLOP/s, bf16 {bf16}; a row's GFLOP/s is its \
+             matmul and convolution work (PyTorch's FLOP counter on the same step) over hwrun's \
+             faster time",
+            peak.fp32
         );
     }
 }
@@ -584,15 +641,16 @@ fn measure(device: Device, threads: i32, selection: &Selection) -> Vec<Row> {
             None
         };
         let name = spec.label.replace("{images}", &images.to_string());
-        let pytorch_eager = pytorch_ms(spec.key, "eager", device, threads, steps, images);
-        let pytorch_best = pytorch_ms(spec.key, "best", device, threads, steps, images);
+        let pytorch_eager = pytorch_cell(spec.key, "eager", device, threads, steps, images);
+        let pytorch_best = pytorch_cell(spec.key, "best", device, threads, steps, images);
         println!("  {name} measured");
         rows.push(Row {
             name,
             hwrun_fp32: fp32,
             hwrun_bf16: bf16,
-            pytorch_eager,
-            pytorch_best,
+            gflop: pytorch_eager.as_ref().and_then(|cell| cell.gflop),
+            pytorch_eager: pytorch_eager.map(|cell| cell.ms),
+            pytorch_best: pytorch_best.map(|cell| cell.ms),
         });
     }
     rows
