@@ -21,6 +21,10 @@
 //!   are a per-channel affine map of the input, which the first conv absorbs in training, so the
 //!   network and the protocol are the same; only the learned first-layer weights differ.
 //!
+//! - [`Arch::AddaLenet`] (`adda_lenet`, the LeNet of the ADDA paper, Tzeng et al. 2017, and of
+//!   its released code): conv 20 k5, ReLU, max-pool 2, conv 50 k5, ReLU, max-pool 2, fc 500, ReLU
+//!   (the encoder ends in 500 features, which ADDA's discriminator aligns), then fc classes.
+//!
 //! The model has two parts, `feature` (the feature extractor / ADDA encoder) and `classifier`
 //! (the label predictor); their parameter names are the PyTorch `state_dict` keys
 //! (`feature.conv1.weight`, `classifier.fc3.bias`). Input: f32 `[b, channels, image_size,
@@ -44,6 +48,8 @@ pub enum Arch {
     DannBn,
     /// The course's LeNet-style evaluator of generated digits (about 44k parameters).
     Lenet,
+    /// The ADDA paper's LeNet with a 500-d encoder output (about 430k parameters at 28x28).
+    AddaLenet,
 }
 
 /// Drop probability of the `dann_bn` dropout layers (PyTorch's default).
@@ -56,13 +62,14 @@ impl Arch {
             Arch::Svhn => "svhn",
             Arch::DannBn => "dann_bn",
             Arch::Lenet => "lenet",
+            Arch::AddaLenet => "adda_lenet",
         }
     }
 
     /// The smallest `image_size` the feature extractor can take.
     pub fn min_image_size(self) -> i64 {
         match self {
-            Arch::Mnist | Arch::DannBn | Arch::Lenet => 16,
+            Arch::Mnist | Arch::DannBn | Arch::Lenet | Arch::AddaLenet => 16,
             Arch::Svhn => 4,
         }
     }
@@ -141,6 +148,31 @@ impl Arch {
                 ),
                 ("flatten", Flatten),
             ],
+            Arch::AddaLenet => vec![
+                ("conv1", LayerSpec::conv(20, 5, 0)),
+                ("relu1", LayerSpec::RELU),
+                (
+                    "pool1",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
+                ("conv2", LayerSpec::conv(50, 5, 0)),
+                ("relu2", LayerSpec::RELU),
+                (
+                    "pool2",
+                    MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                        padding: 0,
+                    },
+                ),
+                ("flatten", Flatten),
+                ("fc1", Linear { out_features: 500 }),
+                ("relu3", LayerSpec::RELU),
+            ],
             // The port's order: batch norm before pooling, ReLU after it.
             Arch::DannBn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 0)),
@@ -178,6 +210,7 @@ impl Arch {
             Arch::Mnist => mlp_specs(&[100, 100], classes),
             Arch::Svhn => mlp_specs(&[3072, 2048], classes),
             Arch::Lenet => mlp_specs(&[128, 64], classes),
+            Arch::AddaLenet => mlp_specs(&[], classes),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
                 ("bn1", LayerSpec::BATCH_NORM),
@@ -200,7 +233,7 @@ impl Arch {
     pub fn domain_specs(self) -> Vec<(String, LayerSpec)> {
         use LayerSpec::*;
         match self {
-            Arch::Mnist | Arch::Lenet => mlp_specs(&[100], 2),
+            Arch::Mnist | Arch::Lenet | Arch::AddaLenet => mlp_specs(&[100], 2),
             Arch::Svhn => mlp_specs(&[1024, 1024], 2),
             Arch::DannBn => named(&[
                 ("fc1", Linear { out_features: 100 }),
@@ -224,8 +257,8 @@ fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
 #[serde(deny_unknown_fields)]
 pub struct DigitCnnParams {
     /// Network preset: `mnist` (small CNN) or `svhn` (deeper CNN) of the DANN paper, `dann_bn`
-    /// (the PyTorch port's CNN with batch norm and dropout), or `lenet` (the course's evaluator
-    /// of generated digits).
+    /// (the PyTorch port's CNN with batch norm and dropout), `lenet` (the course's evaluator
+    /// of generated digits), or `adda_lenet` (the ADDA paper's LeNet, 500-d encoder).
     #[serde(default = "DigitCnnParams::default_arch")]
     pub arch: Arch,
     /// Height and width of the network input; other image sizes are resized bilinearly.
@@ -471,6 +504,20 @@ mod tests {
         assert_eq!(vars["classifier.fc1.weight"].size(), [128, 256]);
         assert_eq!(vars["classifier.fc2.weight"].size(), [64, 128]);
         assert_eq!(vars["classifier.fc3.weight"].size(), [10, 64]);
+    }
+
+    #[test]
+    fn adda_lenet_preset_ends_its_encoder_in_500_features() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = DigitCnn::new(&vs.root(), config(Arch::AddaLenet)).unwrap();
+        assert_eq!(model.feature_dim(), 500);
+        let vars = vs.variables();
+        assert_eq!(vars["feature.conv2.weight"].size(), [50, 20, 5, 5]);
+        assert_eq!(vars["feature.fc1.weight"].size(), [500, 50 * 4 * 4]);
+        assert_eq!(vars["classifier.fc1.weight"].size(), [10, 500]);
+        let x = Tensor::randn([2, 3, 28, 28], (Kind::Float, Device::Cpu));
+        // The encoder's output has been through the ReLU.
+        assert!(model.features(&x, false).min().double_value(&[]) >= 0.0);
     }
 
     #[test]
