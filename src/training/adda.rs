@@ -115,8 +115,10 @@ pub struct AddaTraining {
 }
 
 impl AddaTraining {
-    /// The paper gives both optimizers the same settings; a weaker discriminator (a smaller lr)
-    /// keeps it from winning outright, which collapses the target encoder onto one class.
+    /// The paper gives both optimizers the same settings. A separate `discriminator` setting
+    /// can hold back a discriminator that wins outright and collapses the target encoder onto
+    /// one class; with the `mnist` CNN's encoder a smaller lr did not prevent that, the 500-d
+    /// encoder of `adda_lenet` did (README, ADDA).
     pub fn new(
         model: AddaModel,
         target: OptimizerSettings,
