@@ -77,29 +77,7 @@ impl Arch {
     fn feature_specs(self) -> Vec<(&'static str, LayerSpec)> {
         use LayerSpec::*;
         match self {
-            Arch::Mnist => vec![
-                ("conv1", LayerSpec::conv(32, 5, 0)),
-                ("relu1", LayerSpec::RELU),
-                (
-                    "pool1",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("conv2", LayerSpec::conv(48, 5, 0)),
-                ("relu2", LayerSpec::RELU),
-                (
-                    "pool2",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("flatten", Flatten),
-            ],
+            Arch::Mnist => lenet_style_features(32, 48),
             Arch::Svhn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 2)),
                 ("relu1", LayerSpec::RELU),
@@ -125,78 +103,25 @@ impl Arch {
                 ("relu3", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
-            Arch::Lenet => vec![
-                ("conv1", LayerSpec::conv(6, 5, 0)),
-                ("relu1", LayerSpec::RELU),
-                (
-                    "pool1",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("conv2", LayerSpec::conv(16, 5, 0)),
-                ("relu2", LayerSpec::RELU),
-                (
-                    "pool2",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("flatten", Flatten),
-            ],
-            Arch::AddaLenet => vec![
-                ("conv1", LayerSpec::conv(20, 5, 0)),
-                ("relu1", LayerSpec::RELU),
-                (
-                    "pool1",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("conv2", LayerSpec::conv(50, 5, 0)),
-                ("relu2", LayerSpec::RELU),
-                (
-                    "pool2",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
-                ("flatten", Flatten),
-                ("fc1", Linear { out_features: 500 }),
-                ("relu3", LayerSpec::RELU),
-            ],
+            Arch::Lenet => lenet_style_features(6, 16),
+            Arch::AddaLenet => {
+                let mut specs = lenet_style_features(20, 50);
+                specs.extend([
+                    ("fc1", Linear { out_features: 500 }),
+                    ("relu3", LayerSpec::RELU),
+                ]);
+                specs
+            }
             // The port's order: batch norm before pooling, ReLU after it.
             Arch::DannBn => vec![
                 ("conv1", LayerSpec::conv(64, 5, 0)),
                 ("bn1", LayerSpec::BATCH_NORM),
-                (
-                    "pool1",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
+                ("pool1", HALVING_POOL),
                 ("relu1", LayerSpec::RELU),
                 ("conv2", LayerSpec::conv(50, 5, 0)),
                 ("bn2", LayerSpec::BATCH_NORM),
                 ("drop1", Dropout2d { p: DROPOUT }),
-                (
-                    "pool2",
-                    MaxPool2d {
-                        kernel: 2,
-                        stride: 2,
-                        padding: 0,
-                    },
-                ),
+                ("pool2", HALVING_POOL),
                 ("relu2", LayerSpec::RELU),
                 ("flatten", Flatten),
             ],
@@ -243,6 +168,27 @@ impl Arch {
             ]),
         }
     }
+}
+
+/// Max-pool 2 with stride 2: halves the image.
+const HALVING_POOL: LayerSpec = LayerSpec::MaxPool2d {
+    kernel: 2,
+    stride: 2,
+    padding: 0,
+};
+
+/// Conv k5, ReLU, max-pool 2, twice, then flatten: the extractor shared by the `mnist`, `lenet`
+/// and `adda_lenet` presets, which differ in their channel counts.
+fn lenet_style_features(first: i64, second: i64) -> Vec<(&'static str, LayerSpec)> {
+    vec![
+        ("conv1", LayerSpec::conv(first, 5, 0)),
+        ("relu1", LayerSpec::RELU),
+        ("pool1", HALVING_POOL),
+        ("conv2", LayerSpec::conv(second, 5, 0)),
+        ("relu2", LayerSpec::RELU),
+        ("pool2", HALVING_POOL),
+        ("flatten", LayerSpec::Flatten),
+    ]
 }
 
 fn named(specs: &[(&str, LayerSpec)]) -> Vec<(String, LayerSpec)> {
