@@ -44,7 +44,7 @@ use hwrun::models::{
     Arch, ContextUnetConfig, DigitCnnConfig, FaceUnet, FaceUnetConfig, GanConfig, GanLoss,
     GanPreset,
 };
-use hwrun::training::dann::{DannData, DannForward, DannModel, DannTraining};
+use hwrun::training::dann::{DannData, DannForward, DannModel, DannPasses, DannTraining};
 use hwrun::training::ddpm::{symmetric_normalisation, DdpmModel, DdpmTraining};
 use hwrun::training::gan::{GanModel, GanSettings, GanTraining};
 use hwrun::training::schedule::LAMBDA_GAMMA;
@@ -211,7 +211,13 @@ fn dann(device: Device) -> DannTraining {
         vs,
         model,
         OptimizerSettings::adam(1e-3, [0.9, 0.999]),
-        (LAMBDA_GAMMA, DannForward::PerDomain),
+        (
+            LAMBDA_GAMMA,
+            DannPasses {
+                forward: DannForward::PerDomain,
+                target_through_label_head: false,
+            },
+        ),
         data,
         None,
     )

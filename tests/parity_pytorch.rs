@@ -15,7 +15,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::models::{Arch, DigitCnn, DigitCnnConfig};
 use hwrun::training::checkpoint::named_variables;
 use hwrun::training::classifier::supervised_step;
-use hwrun::training::dann::{dann_step, DannBatch, DannForward, DannModel};
+use hwrun::training::dann::{dann_step, DannBatch, DannForward, DannModel, DannPasses};
 use hwrun::training::{Optimizer, OptimizerSettings};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -148,7 +148,13 @@ fn dann_step_gradients_match_pytorch() {
         &model,
         &mut frozen_optimizer(&vs),
         &batch,
-        (lambda, DannForward::Joint),
+        (
+            lambda,
+            DannPasses {
+                forward: DannForward::Joint,
+                target_through_label_head: false,
+            },
+        ),
         0.0,
     )
     .unwrap();

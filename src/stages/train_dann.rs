@@ -37,7 +37,9 @@ use crate::models::DigitCnnParams;
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::dann::{BnStats, DannData, DannForward, DannModel, DannTraining, InputNorm};
+use crate::training::dann::{
+    BnStats, DannData, DannForward, DannModel, DannPasses, DannTraining, InputNorm,
+};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
 use crate::training::{
@@ -74,6 +76,11 @@ pub struct TrainDannParams {
     /// the PyTorch port: each batch-norm batch holds one domain) or `joint` (one pass of both).
     #[serde(default = "default_forward")]
     pub forward: DannForward,
+    /// The target batch also goes through the label head (its class logits unused), as in the
+    /// PyTorch port, so that head's batch-norm running statistics follow both domains; `false`:
+    /// the source alone.
+    #[serde(default = "default_target_through_label_head")]
+    pub target_through_label_head: bool,
     /// Input normalisation: `per_domain` (each training set by its own per-channel mean/std),
     /// `source` (both by the source's) or `half` ((x - 0.5) / 0.5 everywhere).
     #[serde(default = "default_input_norm")]
@@ -82,11 +89,20 @@ pub struct TrainDannParams {
     /// or `target` (re-estimated on the target training set after training).
     #[serde(default = "default_bn_stats")]
     pub bn_stats: BnStats,
+    /// When set, the saved model is an exponential moving average of the weights with this
+    /// decay (the history's `val_acc` stays the live weights'); pair it with `bn_stats =
+    /// "target"`, which recomputes the batch-norm statistics for the averaged weights.
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
 }
 
 /// The per-domain pass: on real digits it is what makes DANN adapt (README, "Fidelity").
 fn default_forward() -> DannForward {
     DannForward::PerDomain
+}
+
+fn default_target_through_label_head() -> bool {
+    true
 }
 
 fn default_input_norm() -> InputNorm {
@@ -107,7 +123,7 @@ fn default_lambda_gamma() -> f64 {
 impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const ABOUT: &'static str =
         "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -140,8 +156,10 @@ epochs = 10
 batch_size = 128          # per domain
 lambda_gamma = 10.0       # GRL ramp steepness; smaller ramps later (short runs)
 forward = "per_domain"    # one pass per domain (batch norm per domain); or "joint"
+target_through_label_head = true   # the label head's BN statistics follow both domains
 input_norm = "per_domain" # each domain by its own mean/std; or "source" | "half"
 bn_stats = "running"      # eval statistics; or "target" (re-estimated on the target)
+ema_decay = 0.99          # optional: save a moving average of the weights
 
 [stages.dann.optimizer]
 kind = "sgd"              # sgd | adam | adamw
@@ -164,7 +182,11 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             params.lambda_gamma.is_finite() && params.lambda_gamma > 0.0,
             "lambda_gamma",
             "a finite number > 0",
-        )
+        )?;
+        if let Some(decay) = params.ema_decay {
+            ParamError::check((0.0..1.0).contains(&decay), "ema_decay", "in [0, 1)")?;
+        }
+        Ok(())
     }
 
     fn shape(_params: &Self::Params) -> StageShape {
@@ -216,15 +238,25 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             vs,
             model,
             params.optimizer,
-            (params.lambda_gamma, params.forward),
+            (
+                params.lambda_gamma,
+                DannPasses {
+                    forward: params.forward,
+                    target_through_label_head: params.target_through_label_head,
+                },
+            ),
             data,
             val_data,
         );
+        if let Some(decay) = params.ema_decay {
+            training = training.with_moving_average(decay, config)?;
+        }
         let history = train(
             ctx,
             &LoopPlan::new("dann", params.epochs, "optimizer.lr").precision(params.precision),
             &mut training,
         )?;
+        training.adopt_average()?;
         // The history's `val_acc` is measured with the running statistics (estimating the
         // target's at every epoch would change the random streams training draws from).
         if params.bn_stats == BnStats::Target {

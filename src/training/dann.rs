@@ -24,6 +24,7 @@ use tch::{nn, Kind, Tensor};
 use super::batches::{DomainData, IndexStream, Normalisation};
 use super::classifier::constant_labels;
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+use super::moving_average::MovingAverage;
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::schedule::dann_lambda;
 use super::setup::val_accuracy;
@@ -141,7 +142,9 @@ pub struct DannTraining {
     val: Option<DomainData>,
     /// Steepness of the GRL weight schedule [`dann_lambda`].
     lambda_gamma: f64,
-    forward: DannForward,
+    passes: DannPasses,
+    /// A moving average of the weights, which [`DannTraining::adopt_average`] makes the model's.
+    average: Option<MovingAverage>,
 }
 
 impl DannTraining {
@@ -150,7 +153,7 @@ impl DannTraining {
         vs: nn::VarStore,
         model: DannModel,
         settings: OptimizerSettings,
-        (lambda_gamma, forward): (f64, DannForward),
+        (lambda_gamma, passes): (f64, DannPasses),
         data: DannData,
         val: Option<DomainData>,
     ) -> Self {
@@ -162,7 +165,30 @@ impl DannTraining {
             data,
             val,
             lambda_gamma,
-            forward,
+            passes,
+            average: None,
+        }
+    }
+
+    /// Also keeps a moving average of the weights with `decay` (`config` is the model's).
+    pub fn with_moving_average(
+        mut self,
+        decay: f64,
+        config: DigitCnnConfig,
+    ) -> Result<Self, ModelError> {
+        let store = nn::VarStore::new(self.vs.device());
+        DannModel::new(&store.root(), config)?;
+        self.average = Some(MovingAverage::new(store, &self.vs, decay));
+        Ok(self)
+    }
+
+    /// Replaces the model's weights with their moving average, when one is kept. Its batch-norm
+    /// statistics are still those of the last training batches; [`Self::estimate_target_statistics`]
+    /// recomputes them for the averaged weights.
+    pub fn adopt_average(&mut self) -> Result<(), tch::TchError> {
+        match &self.average {
+            Some(average) => self.vs.copy(&average.store),
+            None => Ok(()),
         }
     }
 
@@ -225,13 +251,17 @@ impl TrainingMethod for DannTraining {
             target: self.data.target.images(&target_index),
         };
         let lambda = dann_lambda(at.p, self.lambda_gamma);
-        dann_step(
+        let scalars = dann_step(
             &self.model,
             &mut self.optimizer,
             &batch,
-            (lambda, self.forward),
+            (lambda, self.passes),
             at.p,
-        )
+        )?;
+        if let Some(average) = &self.average {
+            average.update(&self.vs);
+        }
+        Ok(scalars)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
@@ -247,6 +277,9 @@ impl TrainingMethod for DannTraining {
 
     fn save_state(&self, state: &mut TrainingState) {
         state.add_store("model", &self.vs);
+        if let Some(average) = &self.average {
+            average.save_state("average", state);
+        }
         self.optimizer.save_state("optimizer", state);
         self.data.source_order.save_state("source_order", state);
         self.data.target_order.save_state("target_order", state);
@@ -254,6 +287,9 @@ impl TrainingMethod for DannTraining {
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
         restore_store(&self.vs, "model", state)?;
+        if let Some(average) = &self.average {
+            average.load_state("average", state)?;
+        }
         self.optimizer.load_state("optimizer", state)?;
         self.data.source_order.load_state("source_order", state)?;
         self.data.target_order.load_state("target_order", state)
@@ -267,13 +303,24 @@ pub struct DannBatch {
     pub target: Tensor,
 }
 
-/// Forward in training mode (`forward`: per domain or joint), the three losses, backward
-/// through the GRL with weight `lambda`, optimizer step at progress `p`.
+/// How a step's batches go through the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DannPasses {
+    pub forward: DannForward,
+    /// The target features also go through the label head in training mode, their class logits
+    /// unused (the PyTorch port runs its whole network on the target batch). Only the label
+    /// head's batch-norm running statistics change: they follow both domains instead of the
+    /// source alone, and evaluation with `BnStats::Running` uses them on the target.
+    pub target_through_label_head: bool,
+}
+
+/// Forward in training mode (per domain or joint), the three losses, backward through the GRL
+/// with weight `lambda`, optimizer step at progress `p`.
 pub fn dann_step(
     model: &DannModel,
     optimizer: &mut Optimizer,
     batch: &DannBatch,
-    (lambda, forward): (f64, DannForward),
+    (lambda, passes): (f64, DannPasses),
     p: f64,
 ) -> anyhow::Result<Scalars> {
     let (ns, nt) = (batch.source.size()[0], batch.target.size()[0]);
@@ -283,13 +330,13 @@ pub fn dann_step(
             .domain
             .forward_t(&reverse_gradient(features, lambda), true)
     };
-    // -> (ns, feature_dim) source features, (ns, 2) and (nt, 2) domain logits.
-    let (source_features, source_domain, target_domain) = match forward {
+    // -> (ns | nt, feature_dim) source and target features, (ns | nt, 2) domain logits.
+    let (source_features, target_features, source_domain, target_domain) = match passes.forward {
         DannForward::PerDomain => {
             let source = model.cnn.features(&batch.source, true);
             let target = model.cnn.features(&batch.target, true);
             let (ds, dt) = (domain_head(&source), domain_head(&target));
-            (source, ds, dt)
+            (source, target, ds, dt)
         }
         DannForward::Joint => {
             let features = model
@@ -298,6 +345,7 @@ pub fn dann_step(
             let domain = domain_head(&features);
             (
                 features.narrow(0, 0, ns),
+                features.narrow(0, ns, nt),
                 domain.narrow(0, 0, ns),
                 domain.narrow(0, ns, nt),
             )
@@ -305,6 +353,14 @@ pub fn dann_step(
     };
     // Only the labelled source images train the label predictor.
     let class_logits = model.cnn.classifier.forward_t(&source_features, true);
+    if passes.target_through_label_head {
+        tch::no_grad(|| {
+            let _ = model
+                .cnn
+                .classifier
+                .forward_t(&target_features.detach(), true);
+        });
+    }
     let class_loss = class_logits.cross_entropy_for_logits(&batch.labels);
     let domain_loss =
         source_domain.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
@@ -359,7 +415,11 @@ mod tests {
         // lr 0: the weights stay as built, so both passes see the same function.
         let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
         let mut losses = |forward| {
-            let scalars = dann_step(&model, &mut frozen, &batch, (0.5, forward), 0.0).unwrap();
+            let passes = DannPasses {
+                forward,
+                target_through_label_head: true,
+            };
+            let scalars = dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap();
             scalars.iter().map(|&(_, v)| v).collect::<Vec<f64>>()
         };
         (losses(DannForward::PerDomain), losses(DannForward::Joint))
@@ -403,8 +463,8 @@ mod tests {
         assert_eq!(target.domain, "mnistm");
     }
 
-    #[test]
-    fn target_statistics_replace_the_running_averages() {
+    /// A training on two banded 32-image domains (batches of 16) with Adam 1e-3.
+    fn banded_training() -> DannTraining {
         use crate::training::classifier::tests::banded;
         use crate::training::InputFormat;
         tch::manual_seed(4);
@@ -429,14 +489,25 @@ mod tests {
             target_order: IndexStream::new(32, 16, 2, Device::Cpu),
         };
         let settings = OptimizerSettings::adam(1e-3, [0.9, 0.999]);
-        let mut training = DannTraining::new(
+        DannTraining::new(
             vs,
             model,
             settings,
-            (10.0, DannForward::PerDomain),
+            (
+                10.0,
+                DannPasses {
+                    forward: DannForward::PerDomain,
+                    target_through_label_head: true,
+                },
+            ),
             data,
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn target_statistics_replace_the_running_averages() {
+        let mut training = banded_training();
         training.estimate_target_statistics();
         // One pass of two batches holds each of the 32 target images once, so the first batch
         // norm's statistics are conv1's per-channel mean and (unbiased) variance over all of
@@ -458,5 +529,65 @@ mod tests {
         let scale = var.abs().max().double_value(&[]);
         assert!(gap(&vars["feature.bn1.running_mean"], &mean) < 1e-4);
         assert!(gap(&vars["feature.bn1.running_var"], &var) < 0.05 * scale);
+    }
+
+    #[test]
+    fn the_saved_weights_are_the_moving_average() {
+        let config = DigitCnnConfig {
+            arch: Arch::DannBn,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
+        let mut training = banded_training().with_moving_average(0.5, config).unwrap();
+        let name = "classifier.fc3.weight";
+        let mut expected = training.vs.variables()[name].copy();
+        for step in 1..=3 {
+            let at = StepProgress {
+                epoch: 1,
+                step,
+                p: step as f64 / 4.0,
+            };
+            training.step(at).unwrap();
+            expected = expected * 0.5 + training.vs.variables()[name].copy() * 0.5;
+        }
+        let averaged = training.average.as_ref().unwrap().store.variables()[name].copy();
+        assert!(averaged.allclose(&expected, 1e-6, 1e-7, false));
+        assert!(!averaged.allclose(&training.vs.variables()[name], 1e-6, 1e-7, false));
+        training.adopt_average().unwrap();
+        assert!(training.vs.variables()[name].equal(&averaged));
+    }
+
+    #[test]
+    fn the_target_through_the_label_head_updates_its_batch_norms() {
+        tch::manual_seed(5);
+        let (vs, model) = model(Arch::DannBn);
+        let batch = batch();
+        // Batches each batch-norm layer of `part` has seen (its `num_batches_tracked`).
+        let tracked = |part: &str| -> Vec<i64> {
+            let variables = vs.variables();
+            let mut names: Vec<&String> = variables
+                .keys()
+                .filter(|n| n.starts_with(part) && n.ends_with(".num_batches_tracked"))
+                .collect();
+            names.sort();
+            names
+                .iter()
+                .map(|n| variables[*n].int64_value(&[]))
+                .collect()
+        };
+        let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
+        let mut step = |target_through_label_head| {
+            let passes = DannPasses {
+                forward: DannForward::PerDomain,
+                target_through_label_head,
+            };
+            dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap();
+            (tracked("feature."), tracked("classifier."))
+        };
+        // One step each: the feature extractor sees both batches either way, the label head
+        // the source batch, and the target batch only when asked.
+        assert_eq!(step(false), (vec![2, 2], vec![1, 1]));
+        assert_eq!(step(true), (vec![4, 4], vec![3, 3]));
     }
 }

@@ -13,6 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::batches::{DomainData, IndexStream, Normalisation};
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
+use super::moving_average::MovingAverage;
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::state::{restore_store, StateError, TrainingState};
 use super::trainer::named_scalars;
@@ -101,8 +102,8 @@ pub fn class_samples(
 pub struct DdpmModel {
     pub vs: nn::VarStore,
     pub net: ContextUnet,
-    /// The moving average and its decay.
-    pub ema: Option<(nn::VarStore, ContextUnet, f64)>,
+    /// The moving average and the network that reads it.
+    pub ema: Option<(MovingAverage, ContextUnet)>,
 }
 
 impl DdpmModel {
@@ -115,18 +116,9 @@ impl DdpmModel {
         let net = ContextUnet::new(&vs.root(), config)?;
         let ema = match ema_decay {
             Some(decay) => {
-                let mut ema_vs = nn::VarStore::new(device);
+                let ema_vs = nn::VarStore::new(device);
                 let ema_net = ContextUnet::new(&ema_vs.root(), config)?;
-                ema_vs.freeze();
-                let weights = vs.variables();
-                tch::no_grad(|| {
-                    for (name, mut average) in ema_vs.variables() {
-                        if let Some(value) = weights.get(&name) {
-                            average.copy_(value);
-                        }
-                    }
-                });
-                Some((ema_vs, ema_net, decay))
+                Some((MovingAverage::new(ema_vs, &vs, decay), ema_net))
             }
             None => None,
         };
@@ -136,28 +128,15 @@ impl DdpmModel {
     /// The weights sampling uses: the moving average when there is one.
     pub fn sampling(&self) -> (&nn::VarStore, &ContextUnet) {
         match &self.ema {
-            Some((vs, net, _)) => (vs, net),
+            Some((average, net)) => (&average.store, net),
             None => (&self.vs, &self.net),
         }
     }
 
-    /// ema = decay ema + (1 - decay) weights; buffers (batch-norm statistics) are copied.
     fn update_ema(&mut self) {
-        let Some((ema_vs, _, decay)) = &self.ema else {
-            return;
-        };
-        let current = self.vs.variables();
-        tch::no_grad(|| {
-            for (name, mut average) in ema_vs.variables() {
-                if let Some(value) = current.get(&name) {
-                    if value.requires_grad() {
-                        average.copy_(&(&average * *decay + value * (1.0 - *decay)));
-                    } else {
-                        average.copy_(value);
-                    }
-                }
-            }
-        });
+        if let Some((average, _)) = &self.ema {
+            average.update(&self.vs);
+        }
     }
 }
 
@@ -282,8 +261,8 @@ impl TrainingMethod for DdpmTraining {
 
     fn save_state(&self, state: &mut TrainingState) {
         state.add_store("model", &self.model.vs);
-        if let Some((ema, _, _)) = &self.model.ema {
-            state.add_store("ema", ema);
+        if let Some((average, _)) = &self.model.ema {
+            average.save_state("ema", state);
         }
         self.optimizer.save_state("optimizer", state);
         self.order.save_state("order", state);
@@ -291,8 +270,8 @@ impl TrainingMethod for DdpmTraining {
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), StateError> {
         restore_store(&self.model.vs, "model", state)?;
-        if let Some((ema, _, _)) = &self.model.ema {
-            restore_store(ema, "ema", state)?;
+        if let Some((average, _)) = &self.model.ema {
+            average.load_state("ema", state)?;
         }
         self.optimizer.load_state("optimizer", state)?;
         self.order.load_state("order", state)
@@ -369,33 +348,5 @@ impl LoadedDdpm {
             domain,
             _vs: vs,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_moving_average_follows_the_weights_and_starts_equal() {
-        let config = ContextUnetConfig {
-            channels: 1,
-            n_feat: 8,
-            image_size: 8,
-            classes: 3,
-        };
-        let mut model = DdpmModel::new(config, Some(0.5), Device::Cpu).unwrap();
-        let name = "out.3.bias";
-        let (ema_vs, _, _) = model.ema.as_ref().unwrap();
-        assert!(ema_vs.variables()[name].equal(&model.vs.variables()[name]));
-        let before = model.vs.variables()[name].copy();
-        tch::no_grad(|| {
-            let _ = model.vs.variables()[name].shallow_clone().fill_(1.0);
-        });
-        model.update_ema();
-        let (ema_vs, _, _) = model.ema.as_ref().unwrap();
-        let expected = before * 0.5 + 0.5;
-        assert!(ema_vs.variables()[name].allclose(&expected, 1e-6, 1e-6, false));
-        assert!(!ema_vs.variables()[name].requires_grad());
     }
 }

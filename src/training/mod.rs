@@ -16,6 +16,7 @@ pub mod ddpm;
 pub mod evaluation;
 pub mod gan;
 pub mod method;
+pub mod moving_average;
 pub mod optimizer;
 pub mod schedule;
 pub mod setup;
