@@ -5,11 +5,13 @@ PyTorch DANN port (fungtion/DANN_py3), written anew here.
   label head fc 100 BN ReLU Dropout fc 100 BN ReLU fc 10; domain head fc 100 BN ReLU fc 2, behind a
   gradient reversal layer.
 - Inputs normalised with fixed constants (MNIST mean 0.1307 / std 0.3081, other domains 0.5 / 0.5),
-  greyscale repeated to RGB, resized to 28x28.
+  greyscale repeated to RGB, resized to 28x28. `--input-norm per_domain` instead normalises each
+  domain by its training set's per-channel mean and std, as hwrun does (for the ablation).
 - Adam lr 1e-3, constant; batch 128 per domain; lambda_p = 2 / (1 + exp(-10 p)) - 1.
 - Each step: one forward pass of the source batch (class loss + domain loss, label 0), then one of
   the target batch (domain loss, label 1), so every batch-norm batch holds one domain; one
-  backward of the sum and one optimizer step.
+  backward of the sum and one optimizer step. The target's pass goes through the label head
+  too (its output unused, its batch-norm statistics updated); `--no-target-label-head` skips it.
 - Source only / target only: the same network and loop with the class loss only.
 - The number of steps is hwrun's: an epoch is one pass (partial batch dropped) over the labelled
   training set; the target stream restarts with a fresh shuffle when it runs out.
@@ -34,8 +36,8 @@ NORMALISATION = {"mnist": (0.1307, 0.3081)}
 DEFAULT_NORMALISATION = (0.5, 0.5)
 
 
-def load(root, domain, split):
-    """Normalised f32 [N, 3, 28, 28] and labels [N] of `root/digits/domain/split.csv`."""
+def read(root, domain, split):
+    """f32 [N, 3, 28, 28] in [0, 1] and labels [N] of `root/digits/domain/split.csv`."""
     folder = Path(root) / "digits" / domain
     with open(folder / f"{split}.csv") as f:
         rows = list(csv.DictReader(f))
@@ -46,8 +48,17 @@ def load(root, domain, split):
             image = image.resize((28, 28), Image.BILINEAR)
         images.append(np.asarray(image))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-    mean, std = NORMALISATION.get(domain, DEFAULT_NORMALISATION)
-    y = torch.tensor([int(row["label"]) for row in rows])
+    return x, torch.tensor([int(row["label"]) for row in rows])
+
+
+def load(root, domain, split, input_norm):
+    """Normalised images and labels of one split (`input_norm`: "fixed" or "per_domain")."""
+    x, y = read(root, domain, split)
+    if input_norm == "per_domain":
+        train = x if split == "train" else read(root, domain, "train")[0]
+        mean, std = train.mean(dim=(0, 2, 3), keepdim=True), train.std(dim=(0, 2, 3), keepdim=True)
+    else:
+        mean, std = NORMALISATION.get(domain, DEFAULT_NORMALISATION)
     return (x - mean) / std, y
 
 
@@ -119,6 +130,9 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--input-norm", choices=["fixed", "per_domain"], default="fixed")
+    parser.add_argument("--no-target-label-head", dest="target_label_head", action="store_false",
+                        help="the target batch skips the label head (hwrun's default pass)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -126,9 +140,9 @@ def main():
     generator = torch.Generator().manual_seed(args.seed)
 
     labelled = args.target if args.method == "target_only" else args.source
-    xs, ys = load(args.data, labelled, "train")
-    xt, _ = load(args.data, args.target, "train")
-    xv, yv = load(args.data, args.target, "val")
+    xs, ys = load(args.data, labelled, "train", args.input_norm)
+    xt, _ = load(args.data, args.target, "train", args.input_norm)
+    xv, yv = load(args.data, args.target, "val", args.input_norm)
     batch = min(args.batch, len(xs), len(xt))
     model = PortCnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -145,7 +159,11 @@ def main():
             if args.method == "dann":
                 zeros = torch.zeros(len(index), dtype=torch.long)
                 loss = loss + nn.functional.cross_entropy(domain_logits, zeros)
-                _, target_domain = model(xt[target.next()], weight)
+                if args.target_label_head:
+                    _, target_domain = model(xt[target.next()], weight)
+                else:
+                    features = model.feature(xt[target.next()]).flatten(1)
+                    target_domain = model.domain(ReverseGradient.apply(features, weight))
                 ones = torch.ones(len(target_domain), dtype=torch.long)
                 loss = loss + nn.functional.cross_entropy(target_domain, ones)
             optimizer.zero_grad()
@@ -161,6 +179,8 @@ def main():
                 "source": args.source,
                 "target": args.target,
                 "seed": args.seed,
+                "input_norm": args.input_norm,
+                "target_label_head": args.target_label_head,
                 "steps_per_epoch": steps,
                 "val_acc": curve,
                 "seconds": time.time() - started,

@@ -16,7 +16,8 @@
 
 Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
 "0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_ABLATION (the
-rows by key, default all: joint,bn_target,half,source,constant_lr,gamma3,port), FIDELITY_PAIRS
+rows by key, default all: joint,bn_target,half,source,constant_lr,gamma3,label_head,ema_target,port,
+and the port's own port_per_domain,port_no_label_head), FIDELITY_PAIRS
 (default both), FIDELITY_ADDA_PAIRS (default all three; empty: no ADDA), FIDELITY_EPOCHS
 (default 20, the recipes'; fewer for a smoke run).
 Finished runs are reused: the port's by their JSON files, hwrun's by its cache.
@@ -64,10 +65,22 @@ ABLATION = [
     ("source", "input norm: the source's statistics for both", ["dann.input_norm=\"source\""]),
     ("constant_lr", "constant lr (the port's) instead of annealed", ["dann.optimizer.schedule=\"constant\""]),
     ("gamma3", "lambda gamma 3 (slower GRL ramp)", ["dann.lambda_gamma=3.0"]),
+    ("label_head", "the target batch through the label head too (the port's pass)",
+     ["dann.target_through_label_head=true"]),
+    ("ema_target", "moving average of the weights, BN statistics re-estimated on the target",
+     ["dann.ema_decay=0.99", "dann.bn_stats=\"target\""]),
     # Not one change but every parameterised choice of the port together: what is left between
     # this row and the port is in the implementation, not in the options.
     ("port", "the port's input norm and constant lr together",
      ["dann.input_norm=\"half\"", "dann.optimizer.schedule=\"constant\""]),
+]
+
+# The port with one of hwrun's choices, for the causes the ablation above cannot switch in hwrun
+# (its source-only `train_classifier` always normalises per domain): (key, label, flags).
+PORT_ABLATION = [
+    ("port_per_domain", "the port with hwrun's per-domain input norm", ("--input-norm", "per_domain")),
+    ("port_no_label_head", "the port without the target's pass through its label head",
+     ("--no-target-label-head",)),
 ]
 
 
@@ -99,14 +112,16 @@ def frame(data):
 EPOCHS = int(os.environ.get("FIDELITY_EPOCHS", "20"))
 
 
-def port(out, data, source, target, method, seed):
-    path = out / "port" / f"{source}_{target}_{method}_e{EPOCHS}_s{seed}.json"
+def port(out, data, source, target, method, seed, variant=()):
+    """One run of dann_port.py; `variant` holds its extra flags (a port-ablation row)."""
+    suffix = "".join("_" + flag.lstrip("-").replace("-", "_") for flag in variant)
+    path = out / "port" / f"{source}_{target}_{method}{suffix}_e{EPOCHS}_s{seed}.json"
     if not path.exists():
-        log(f"port {method} {source} -> {target} seed {seed}")
+        log(f"port {method} {source} -> {target} seed {seed} {' '.join(variant)}")
         subprocess.run(
             [sys.executable, str(HERE / "dann_port.py"), "--data", str(data), "--source", source,
              "--target", target, "--method", method, "--seed", str(seed), "--epochs", str(EPOCHS),
-             "--out", str(path)],
+             *variant, "--out", str(path)],
             check=True,
         )
     return json.loads(path.read_text())
@@ -171,9 +186,10 @@ def merged_with_earlier(out, results):
     earlier = json.loads(path.read_text())
     merged = {"runs": {**earlier.get("runs", {}), **results["runs"]},
               "adda": {**earlier.get("adda", {}), **{k: v for k, v in results["adda"].items() if v}}}
-    merged["ablation"] = dict(earlier.get("ablation", {}))
-    for name, rows in results["ablation"].items():
-        merged["ablation"][name] = {**merged["ablation"].get(name, {}), **rows}
+    for table in ("ablation", "port_ablation"):
+        merged[table] = dict(earlier.get(table, {}))
+        for name, rows in results[table].items():
+            merged[table][name] = {**merged[table].get(name, {}), **rows}
     return merged
 
 
@@ -206,14 +222,17 @@ def main():
     out = Path(os.environ.get("FIDELITY_OUT", REPO / "fidelity")).resolve()
     seeds = [int(s) for s in os.environ.get("FIDELITY_SEEDS", "0 1 2").split()]
     ablation_seeds = [int(s) for s in os.environ.get("FIDELITY_ABLATION_SEEDS", "0").split()]
-    wanted = os.environ.get("FIDELITY_ABLATION", ",".join(key for key, _, _ in ABLATION)).split(",")
+    every_row = [key for key, _, _ in ABLATION + PORT_ABLATION]
+    wanted = os.environ.get("FIDELITY_ABLATION", ",".join(every_row)).split(",")
     rows = [row for row in ABLATION if row[0] in wanted or row[0] == "defaults"]
+    port_rows = [row for row in PORT_ABLATION if row[0] in wanted]
     pairs = os.environ.get("FIDELITY_PAIRS", " ".join(PAIRS)).split()
     adda_pairs = os.environ.get("FIDELITY_ADDA_PAIRS", " ".join(ADDA_PAIRS)).split()
     data = out / "data"
     frame(data)
     runs = {name: {"port": [], "hwrun": []} for name in pairs}
     ablation = {name: {} for name in pairs}
+    port_ablation = {name: {} for name in pairs}
     for name in pairs:
         source, target, recipe, _ = PAIRS[name]
         for seed in seeds:
@@ -230,15 +249,23 @@ def main():
                 log(f"ablation {name} `{label}` seed {seed}")
                 acc = hwrun(out, data, recipe, seed, sets)
                 ablation[name].setdefault(label, []).append(acc["dann"])
+        for _, label, flags in port_rows:
+            for seed in ablation_seeds:
+                runs_of_row = port_ablation[name].setdefault(label, {"source_only": [], "dann": []})
+                for method in runs_of_row:
+                    result = port(out, data, source, target, method, seed, flags)
+                    runs_of_row[method].append(result["val_acc"][-1])
     adda = {name: [] for name in adda_pairs}
     for name in adda_pairs:
         source, target, _, _ = ADDA_PAIRS[name]
         for seed in seeds:
             log(f"hwrun ADDA {source} -> {target} seed {seed}")
             adda[name].append(hwrun_adda(out, data, source, target, seed))
-    results = merged_with_earlier(out, {"runs": runs, "ablation": ablation, "adda": adda})
+    results = merged_with_earlier(
+        out, {"runs": runs, "ablation": ablation, "port_ablation": port_ablation, "adda": adda})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     runs, ablation, adda = results["runs"], results["ablation"], results["adda"]
+    port_ablation = results["port_ablation"]
     pairs = [name for name in PAIRS if name in runs]
     adda_pairs = [name for name in ADDA_PAIRS if adda.get(name)]
     measured = {label for rows in ablation.values() for label in rows}
@@ -264,6 +291,18 @@ def main():
             change = label + (f" (`{' '.join(sets)}`)" if sets else "")
             cells = [counted(ablation.get(n, {}).get(label, [])) for n in pairs]
             lines.append(f"| {change} | " + " | ".join(cells) + " |")
+    port_labels = [label for _, label, _ in PORT_ABLATION
+                   if any(label in port_ablation.get(n, {}) for n in pairs)]
+    if port_labels:
+        lines += ["", "## The port with one of hwrun's choices (source only / DANN)", "",
+                  "| change | " + " | ".join(PAIRS[n][3] for n in pairs) + " |",
+                  "|---|" + "---|" * len(pairs)]
+        for label in port_labels:
+            cells = []
+            for n in pairs:
+                row = port_ablation.get(n, {}).get(label)
+                cells.append(f"{mean_std(row['source_only'])} / {counted(row['dann'])}" if row else "-")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if adda_pairs:
         lines += ["", f"## ADDA: hwrun's `p4_adda` pointed at each pair", "",
                   "| pair | source only | ADDA | target only | ADDA - source only |", "|---|---|---|---|---|"]
