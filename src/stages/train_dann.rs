@@ -24,6 +24,9 @@
 //! batch (greyscale repeated to RGB, bilinear resize to `model.image_size`), so USPS 1x16x16 can
 //! be the target of an MNIST-M 3x28x28 source.
 //!
+//! With `ema_decay`, the saved weights are the exponential moving average of the trained ones
+//! over the run (steadier than the last step's at a high learning rate; the quickstart's).
+//!
 //! Outputs: `model.safetensors` (`feature.*`, `classifier.*`, `domain.*`), `model.json`,
 //! `history.json` (per epoch: train_loss, class_loss, domain_loss, train_acc, lr, lambda,
 //! val_acc), `architecture.txt`. Metrics: the last epoch's values. Evaluate it with `evaluate`
