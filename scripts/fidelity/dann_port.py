@@ -22,6 +22,7 @@ PyTorch DANN port (fungtion/DANN_py3), written anew here.
 
 import argparse
 import csv
+import functools
 import json
 import math
 import time
@@ -36,6 +37,7 @@ NORMALISATION = {"mnist": (0.1307, 0.3081)}
 DEFAULT_NORMALISATION = (0.5, 0.5)
 
 
+@functools.lru_cache(maxsize=None)
 def read(root, domain, split):
     """f32 [N, 3, 28, 28] in [0, 1] and labels [N] of `root/digits/domain/split.csv`."""
     folder = Path(root) / "digits" / domain

@@ -76,11 +76,13 @@ ABLATION = [
 ]
 
 # The port with one of hwrun's choices, for the causes the ablation above cannot switch in hwrun
-# (its source-only `train_classifier` always normalises per domain): (key, label, flags).
+# (its source-only `train_classifier` always normalises per domain): (key, label, flags, the
+# methods the flags change; the others are the port's own runs).
 PORT_ABLATION = [
-    ("port_per_domain", "the port with hwrun's per-domain input norm", ("--input-norm", "per_domain")),
+    ("port_per_domain", "the port with hwrun's per-domain input norm", ("--input-norm", "per_domain"),
+     ("source_only", "dann")),
     ("port_no_label_head", "the port without the target's pass through its label head",
-     ("--no-target-label-head",)),
+     ("--no-target-label-head",), ("dann",)),
 ]
 
 
@@ -222,7 +224,7 @@ def main():
     out = Path(os.environ.get("FIDELITY_OUT", REPO / "fidelity")).resolve()
     seeds = [int(s) for s in os.environ.get("FIDELITY_SEEDS", "0 1 2").split()]
     ablation_seeds = [int(s) for s in os.environ.get("FIDELITY_ABLATION_SEEDS", "0").split()]
-    every_row = [key for key, _, _ in ABLATION + PORT_ABLATION]
+    every_row = [key for key, *_ in ABLATION + PORT_ABLATION]
     wanted = os.environ.get("FIDELITY_ABLATION", ",".join(every_row)).split(",")
     rows = [row for row in ABLATION if row[0] in wanted or row[0] == "defaults"]
     port_rows = [row for row in PORT_ABLATION if row[0] in wanted]
@@ -249,11 +251,12 @@ def main():
                 log(f"ablation {name} `{label}` seed {seed}")
                 acc = hwrun(out, data, recipe, seed, sets)
                 ablation[name].setdefault(label, []).append(acc["dann"])
-        for _, label, flags in port_rows:
+        for _, label, flags, changed in port_rows:
             for seed in ablation_seeds:
                 runs_of_row = port_ablation[name].setdefault(label, {"source_only": [], "dann": []})
                 for method in runs_of_row:
-                    result = port(out, data, source, target, method, seed, flags)
+                    variant = flags if method in changed else ()
+                    result = port(out, data, source, target, method, seed, variant)
                     runs_of_row[method].append(result["val_acc"][-1])
     adda = {name: [] for name in adda_pairs}
     for name in adda_pairs:
@@ -291,7 +294,7 @@ def main():
             change = label + (f" (`{' '.join(sets)}`)" if sets else "")
             cells = [counted(ablation.get(n, {}).get(label, [])) for n in pairs]
             lines.append(f"| {change} | " + " | ".join(cells) + " |")
-    port_labels = [label for _, label, _ in PORT_ABLATION
+    port_labels = [label for _, label, *_ in PORT_ABLATION
                    if any(label in port_ablation.get(n, {}) for n in pairs)]
     if port_labels:
         lines += ["", "## The port with one of hwrun's choices (source only / DANN)", "",

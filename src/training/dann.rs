@@ -259,7 +259,7 @@ impl TrainingMethod for DannTraining {
             at.p,
         )?;
         if let Some(average) = &self.average {
-            average.update(&self.vs);
+            average.update();
         }
         Ok(scalars)
     }
@@ -355,10 +355,7 @@ pub fn dann_step(
     let class_logits = model.cnn.classifier.forward_t(&source_features, true);
     if passes.target_through_label_head {
         tch::no_grad(|| {
-            let _ = model
-                .cnn
-                .classifier
-                .forward_t(&target_features.detach(), true);
+            let _ = model.cnn.classifier.forward_t(&target_features, true);
         });
     }
     let class_loss = class_logits.cross_entropy_for_logits(&batch.labels);

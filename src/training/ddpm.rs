@@ -135,7 +135,7 @@ impl DdpmModel {
 
     fn update_ema(&mut self) {
         if let Some((average, _)) = &self.ema {
-            average.update(&self.vs);
+            average.update();
         }
     }
 }

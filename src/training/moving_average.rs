@@ -14,6 +14,8 @@ use super::state::{restore_store, StateError, TrainingState};
 pub struct MovingAverage {
     pub store: nn::VarStore,
     decay: f64,
+    /// (average, live) pairs, matched by name once: the step loop then touches no maps.
+    pairs: Vec<(Tensor, Tensor)>,
 }
 
 impl MovingAverage {
@@ -22,27 +24,32 @@ impl MovingAverage {
     pub fn new(mut store: nn::VarStore, live: &nn::VarStore, decay: f64) -> Self {
         store.freeze();
         let weights = live.variables();
+        let pairs: Vec<(Tensor, Tensor)> = store
+            .variables()
+            .into_iter()
+            .filter_map(|(name, average)| Some((average, weights.get(&name)?.shallow_clone())))
+            .collect();
         tch::no_grad(|| {
-            for (name, mut average) in store.variables() {
-                if let Some(value) = weights.get(&name) {
-                    average.copy_(value);
-                }
+            for (average, value) in &pairs {
+                average.shallow_clone().copy_(value);
             }
         });
-        MovingAverage { store, decay }
+        MovingAverage {
+            store,
+            decay,
+            pairs,
+        }
     }
 
-    /// One step of the average towards `live`'s current weights.
-    pub fn update(&self, live: &nn::VarStore) {
-        let current = live.variables();
+    /// One step of the average towards the live store's current weights.
+    pub fn update(&self) {
         tch::no_grad(|| {
-            for (name, mut average) in self.store.variables() {
-                if let Some(value) = current.get(&name) {
-                    if value.requires_grad() {
-                        average.copy_(&(&average * self.decay + value * (1.0 - self.decay)));
-                    } else {
-                        average.copy_(value);
-                    }
+            for (average, value) in &self.pairs {
+                let mut average = average.shallow_clone();
+                if value.requires_grad() {
+                    average.copy_(&(&average * self.decay + value * (1.0 - self.decay)));
+                } else {
+                    average.copy_(value);
                 }
             }
         });
@@ -82,7 +89,7 @@ mod tests {
                 .shallow_clone()
                 .fill_(3.0);
         });
-        average.update(&live);
+        average.update();
         let expected = before * 0.75 + 0.25;
         let averaged = &average.store.variables()[name];
         assert!(averaged.allclose(&expected, 1e-6, 1e-6, false));
