@@ -216,6 +216,7 @@ fn dann(device: Device) -> DannTraining {
             DannPasses {
                 forward: DannForward::PerDomain,
                 target_through_label_head: false,
+                target_information_weight: 0.0,
             },
         ),
         data,

@@ -153,6 +153,7 @@ fn dann_step_gradients_match_pytorch() {
             DannPasses {
                 forward: DannForward::Joint,
                 target_through_label_head: false,
+                target_information_weight: 0.0,
             },
         ),
         0.0,

@@ -16,7 +16,8 @@
 
 Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
 "0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_ABLATION (the
-rows by key, default all: joint,bn_target,half,source,constant_lr,gamma3,label_head,ema_target,port,
+rows by key, default all: joint,bn_target,half,source,constant_lr,gamma3,label_head,ema_target,
+information,information_bn_target,port,
 and the port's own port_per_domain,port_no_label_head), FIDELITY_PAIRS
 (default both), FIDELITY_ADDA_PAIRS (default all three; empty: no ADDA), FIDELITY_EPOCHS
 (default 20, the recipes'; fewer for a smoke run).
@@ -69,6 +70,10 @@ ABLATION = [
      ["dann.target_through_label_head=true"]),
     ("ema_target", "moving average of the weights, BN statistics re-estimated on the target",
      ["dann.ema_decay=0.99", "dann.bn_stats=\"target\""]),
+    ("information", "information maximisation on the target's predictions, weight 1",
+     ["dann.target_information_weight=1.0"]),
+    ("information_bn_target", "information maximisation, BN statistics re-estimated on the target",
+     ["dann.target_information_weight=1.0", "dann.bn_stats=\"target\""]),
     # Not one change but every parameterised choice of the port together: what is left between
     # this row and the port is in the implementation, not in the options.
     ("port", "the port's input norm and constant lr together",

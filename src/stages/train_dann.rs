@@ -84,6 +84,12 @@ pub struct TrainDannParams {
     /// default the source alone (measured no better on real digits, README).
     #[serde(default)]
     pub target_through_label_head: bool,
+    /// Weight of an information-maximisation loss on the target's class predictions (mean
+    /// entropy of each minus entropy of their mean, SHOT), ramped in with the GRL weight; it
+    /// keeps the adversarial alignment from mapping a target digit onto another digit's
+    /// source cluster. 0 (the default) turns it off.
+    #[serde(default)]
+    pub target_information_weight: f64,
     /// Input normalisation: `per_domain` (each training set by its own per-channel mean/std),
     /// `source` (both by the source's) or `half` ((x - 0.5) / 0.5 everywhere).
     #[serde(default = "default_input_norm")]
@@ -156,6 +162,7 @@ batch_size = 128          # per domain
 lambda_gamma = 10.0       # GRL ramp steepness; smaller ramps later (short runs)
 forward = "per_domain"    # one pass per domain (batch norm per domain); or "joint"
 target_through_label_head = false  # true: the label head's BN statistics follow both domains
+target_information_weight = 0.0  # > 0: information maximisation on the target's predictions
 input_norm = "per_domain" # each domain by its own mean/std; or "source" | "half"
 bn_stats = "running"      # eval statistics; or "target" (re-estimated on the target)
 ema_decay = 0.99          # optional: save a moving average of the weights
@@ -181,6 +188,11 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             params.lambda_gamma.is_finite() && params.lambda_gamma > 0.0,
             "lambda_gamma",
             "a finite number > 0",
+        )?;
+        ParamError::check(
+            params.target_information_weight.is_finite() && params.target_information_weight >= 0.0,
+            "target_information_weight",
+            "a finite number >= 0",
         )?;
         if let Some(decay) = params.ema_decay {
             ParamError::check((0.0..1.0).contains(&decay), "ema_decay", "in [0, 1)")?;
@@ -242,6 +254,7 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
                 DannPasses {
                     forward: params.forward,
                     target_through_label_head: params.target_through_label_head,
+                    target_information_weight: params.target_information_weight,
                 },
             ),
             data,

@@ -304,7 +304,7 @@ pub struct DannBatch {
 }
 
 /// How a step's batches go through the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DannPasses {
     pub forward: DannForward,
     /// The target features also go through the label head in training mode, their class logits
@@ -312,6 +312,28 @@ pub struct DannPasses {
     /// head's batch-norm running statistics change: they follow both domains instead of the
     /// source alone, and evaluation with `BnStats::Running` uses them on the target.
     pub target_through_label_head: bool,
+    /// Weight of the information-maximisation loss on the target's class predictions, ramped
+    /// in with the GRL weight (0: none). The adversarial loss aligns the two domains'
+    /// feature distributions but not class by class, and on real digits it can map a target
+    /// digit onto another digit's source cluster; this term moves the label head's decision
+    /// boundaries out of the target's dense regions, without letting the predictions collapse
+    /// onto few classes (see [`information_loss`]). The target batch then goes through the
+    /// label head with gradients, in training mode.
+    pub target_information_weight: f64,
+}
+
+/// SHOT's information-maximisation loss (Liang et al. 2020) of a batch of class logits: the
+/// mean entropy of the predictions, minus the entropy of their mean. The first term rewards
+/// confident predictions, the second predictions spread over all classes.
+pub fn information_loss(logits: &Tensor) -> Tensor {
+    let log_p = logits.log_softmax(-1, Kind::Float);
+    let p = log_p.exp();
+    let conditional = -(&p * &log_p)
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .mean(Kind::Float);
+    let marginal = p.mean_dim(0, false, Kind::Float);
+    let diversity = -(&marginal * (&marginal + 1e-8).log()).sum(Kind::Float);
+    conditional - diversity
 }
 
 /// Forward in training mode (per domain or joint), the three losses, backward through the GRL
@@ -353,7 +375,7 @@ pub fn dann_step(
     };
     // Only the labelled source images train the label predictor.
     let class_logits = model.cnn.classifier.forward_t(&source_features, true);
-    if passes.target_through_label_head {
+    if passes.target_through_label_head && passes.target_information_weight == 0.0 {
         tch::no_grad(|| {
             let _ = model.cnn.classifier.forward_t(&target_features, true);
         });
@@ -362,7 +384,11 @@ pub fn dann_step(
     let domain_loss =
         source_domain.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
             + target_domain.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
-    let loss = &class_loss + &domain_loss;
+    let mut loss = &class_loss + &domain_loss;
+    if passes.target_information_weight > 0.0 {
+        let target_logits = model.cnn.classifier.forward_t(&target_features, true);
+        loss += information_loss(&target_logits) * (passes.target_information_weight * lambda);
+    }
     optimizer.backward_step(&loss, p)?;
     let accuracy = class_logits
         .argmax(-1, false)
@@ -415,6 +441,7 @@ mod tests {
             let passes = DannPasses {
                 forward,
                 target_through_label_head: true,
+                target_information_weight: 0.0,
             };
             let scalars = dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap();
             scalars.iter().map(|&(_, v)| v).collect::<Vec<f64>>()
@@ -495,6 +522,7 @@ mod tests {
                 DannPasses {
                     forward: DannForward::PerDomain,
                     target_through_label_head: true,
+                    target_information_weight: 0.0,
                 },
             ),
             data,
@@ -578,6 +606,7 @@ mod tests {
             let passes = DannPasses {
                 forward: DannForward::PerDomain,
                 target_through_label_head,
+                target_information_weight: 0.0,
             };
             dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap();
             (tracked("feature."), tracked("classifier."))
@@ -586,5 +615,48 @@ mod tests {
         // the source batch, and the target batch only when asked.
         assert_eq!(step(false), (vec![2, 2], vec![1, 1]));
         assert_eq!(step(true), (vec![4, 4], vec![3, 3]));
+    }
+
+    #[test]
+    fn information_loss_prefers_confident_predictions_spread_over_the_classes() {
+        let classes = 4;
+        let confident = |labels: &[i64]| {
+            Tensor::from_slice(labels)
+                .one_hot(classes)
+                .to_kind(Kind::Float)
+                * 50.0
+        };
+        let loss = |logits: &Tensor| information_loss(logits).double_value(&[]);
+        let spread = loss(&confident(&[0, 1, 2, 3]));
+        let collapsed = loss(&confident(&[2, 2, 2, 2]));
+        let uncertain = loss(&Tensor::zeros([4, classes], (Kind::Float, Device::Cpu)));
+        // -log K at best; 0 for predictions all on one class or all uniform.
+        assert!((spread + (classes as f64).ln()).abs() < 1e-4, "{spread}");
+        assert!(
+            collapsed.abs() < 1e-4 && uncertain.abs() < 1e-4,
+            "{collapsed} {uncertain}"
+        );
+    }
+
+    #[test]
+    fn the_information_loss_joins_the_step_in_proportion_to_its_weight() {
+        tch::manual_seed(6);
+        let (vs, model) = model(Arch::DannBn);
+        let batch = batch();
+        let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
+        let mut train_loss = |target_information_weight| {
+            let passes = DannPasses {
+                forward: DannForward::PerDomain,
+                target_through_label_head: false,
+                target_information_weight,
+            };
+            // The same dropout masks in every step: the target's label-head pass draws last.
+            tch::manual_seed(7);
+            dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap()[0].1
+        };
+        let without = train_loss(0.0);
+        let (once, twice) = (train_loss(1.0) - without, train_loss(2.0) - without);
+        assert!(once.abs() > 1e-3, "{once}");
+        assert!((twice - 2.0 * once).abs() < 1e-5, "{once} {twice}");
     }
 }
