@@ -375,19 +375,20 @@ pub fn dann_step(
     };
     // Only the labelled source images train the label predictor.
     let class_logits = model.cnn.classifier.forward_t(&source_features, true);
-    if passes.target_through_label_head && passes.target_information_weight == 0.0 {
-        tch::no_grad(|| {
-            let _ = model.cnn.classifier.forward_t(&target_features, true);
-        });
-    }
     let class_loss = class_logits.cross_entropy_for_logits(&batch.labels);
     let domain_loss =
         source_domain.cross_entropy_for_logits(&constant_labels(SOURCE_DOMAIN, ns, device))
             + target_domain.cross_entropy_for_logits(&constant_labels(TARGET_DOMAIN, nt, device));
     let mut loss = &class_loss + &domain_loss;
+    // The target's pass through the label head: with gradients for the information loss, or
+    // for its batch-norm statistics alone.
     if passes.target_information_weight > 0.0 {
         let target_logits = model.cnn.classifier.forward_t(&target_features, true);
         loss += information_loss(&target_logits) * (passes.target_information_weight * lambda);
+    } else if passes.target_through_label_head {
+        tch::no_grad(|| {
+            let _ = model.cnn.classifier.forward_t(&target_features, true);
+        });
     }
     optimizer.backward_step(&loss, p)?;
     let accuracy = class_logits
