@@ -16,8 +16,8 @@
 
 Environment: HWRUN (the binary), FIDELITY_OUT (default fidelity), FIDELITY_SEEDS (default
 "0 1 2"), FIDELITY_ABLATION_SEEDS (default "0"; empty: no ablation), FIDELITY_ABLATION (the
-rows by key, default all: no_information,joint,bn_target,half,source,constant_lr,gamma3,
-label_head,ema_target,port,information_bn_target,
+rows by key, default all: running_bn,no_information,joint,bn_target,half,source,constant_lr,
+gamma3,label_head,ema_target,port; the defaults row always runs,
 and the port's own port_per_domain,port_no_label_head), FIDELITY_PAIRS
 (default both), FIDELITY_ADDA_PAIRS (default all three; empty: no ADDA), FIDELITY_EPOCHS
 (default 20, the recipes'; fewer for a smoke run).
