@@ -642,8 +642,13 @@ mod tests {
     #[test]
     fn the_information_loss_joins_the_step_in_proportion_to_its_weight() {
         tch::manual_seed(6);
-        let (vs, model) = model(Arch::DannBn);
-        let batch = batch();
+        // A network without dropout, so the step draws nothing from libtorch's global generator,
+        // which the tests running beside this one draw from too; without batch norm its random
+        // weights predict almost uniformly, so the target images are scaled up to give the
+        // information loss confident predictions to score.
+        let (vs, model) = model(Arch::Mnist);
+        let mut batch = batch();
+        batch.target = &batch.target * 50.0;
         let mut frozen = Optimizer::new(OptimizerSettings::sgd(0.0, 0.0), &[&vs]);
         let mut train_loss = |target_information_weight| {
             let passes = DannPasses {
@@ -651,8 +656,6 @@ mod tests {
                 target_through_label_head: false,
                 target_information_weight,
             };
-            // The same dropout masks in every step: the target's label-head pass draws last.
-            tch::manual_seed(7);
             dann_step(&model, &mut frozen, &batch, (0.5, passes), 0.0).unwrap()[0].1
         };
         let without = train_loss(0.0);
