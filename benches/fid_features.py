@@ -1,7 +1,7 @@
 """pytorch-fid's feature extraction speed, the reference for benches/fid_features.rs.
 
 Builds the FID Inception with the differential test's seeded random weights (its own
-FIDInception* classes, tests/fid_reference.py), saves them as safetensors for hwrun, writes N
+FIDInception* classes, tests/oracles/fid_reference.py), saves them as safetensors for hwrun, writes N
 64x64 PNGs, and times pytorch-fid's `get_activations` (2048-d, batch 50, DataLoader workers as
 `python -m pytorch_fid` picks them: min(8, CPUs)) on the CPU at the given thread count.
 

@@ -3,7 +3,7 @@
 //! the sweep and writes the comparison to the job summary, the second runs no stage.
 //! A tiny learning-rate sweep stands in for `recipes/sweep_lr.toml` to stay fast.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

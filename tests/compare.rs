@@ -1,7 +1,7 @@
 //! `hwrun compare` on a two-value sweep: the swept parameter, only the metrics that differ
 //! (unless `--all` or `--metric`), the best variant marked by the metric's direction.
 
-mod common;
+use crate::common;
 
 use common::project::Project;
 

@@ -1,10 +1,10 @@
 //! hwrun's DDIM sampler, slerp and PNG writer against PyTorch implementations of the same
-//! formulas (`tests/ddim_reference.py`): with a fixed analytic noise model and the same starting
+//! formulas (`tests/oracles/ddim_reference.py`): with a fixed analytic noise model and the same starting
 //! noise and injected noise, the full 50-step chains (both timestep conventions, eta 0 and 0.5)
 //! agree to 1e-5 (relative to the outputs' magnitude when it exceeds 1); the schedule (torch's linspace and cumprod in f64) agrees exactly; slerp agrees
 //! with the formula; the PNG bytes equal torchvision's `save_image`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use hwrun::diffusion::{Convention, Ddim, NoiseSchedule};
 use hwrun::viz::grid::save_png;
 use tch::{Device, Kind, Tensor};
 
-const ORACLE: &str = include_str!("ddim_reference.py");
+const ORACLE: &str = include_str!("oracles/ddim_reference.py");
 
 fn eps_model(x: &Tensor, t: usize) -> Tensor {
     (x * 0.7 + t as f64 / 1000.0).tanh()

@@ -1,8 +1,8 @@
-//! One DDPM training step against PyTorch (`tests/ddpm_step.py`, TeaPearce's ContextUnet written
+//! One DDPM training step against PyTorch (`tests/oracles/ddpm_step.py`, TeaPearce's ContextUnet written
 //! from its description): the same weights, batch, timesteps, noise and class-drop mask; the
 //! loss and every weight and batch-norm statistic after one Adam step agree to 1e-5.
 
-mod common;
+use crate::common;
 
 use camino::Utf8PathBuf;
 use hwrun::diffusion::NoiseSchedule;
@@ -12,7 +12,7 @@ use hwrun::training::ddpm::ddpm_loss;
 use hwrun::training::{Optimizer, OptimizerSettings};
 use tch::{nn, Device, Kind, Tensor};
 
-const ORACLE: &str = include_str!("ddpm_step.py");
+const ORACLE: &str = include_str!("oracles/ddpm_step.py");
 
 #[test]
 fn one_training_step_matches_pytorch() {

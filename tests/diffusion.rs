@@ -4,7 +4,7 @@
 //! `evaluate`, and DDIM (eta grid, interpolation) on the same model; then bad input, among it
 //! noise `.pt` files written by `torch.save`, one of the wrong shape.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

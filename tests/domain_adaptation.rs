@@ -2,7 +2,7 @@
 //! images, one epoch) through every domain-adaptation stage kind, then the report's table and
 //! figures; and ADDA on the same kind of data.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

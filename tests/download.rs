@@ -2,7 +2,7 @@
 //! `common::http_server` (full answers, cut connections, 206 resumes, 404s, stalls), and against
 //! local archives built here with the same crates hwrun reads them with.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

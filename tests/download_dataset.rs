@@ -7,7 +7,7 @@
 //! pixels and labels that reach the saved datasets, a second run that runs nothing and sends no
 //! request, and a wrong checksum that fails with both digests and leaves no cache entry.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

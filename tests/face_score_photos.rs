@@ -1,16 +1,16 @@
 //! The face score's detector on real photographs shipped inside scikit-image (written as PNG by
-//! `tests/face_score_photos.py`): a portrait counts as one face, at full size and shrunk to the
+//! `tests/oracles/face_score_photos.py`): a portrait counts as one face, at full size and shrunk to the
 //! 64x64 of generated faces; a cup of coffee and a rocket launch count as none; a file that is
 //! not an image is dropped from the total, also through the `face_score` stage.
 
-mod common;
+use crate::common;
 
 use camino::Utf8PathBuf;
 use hwrun::metrics::face_score::{face_score, FaceDetector};
 use hwrun::stage::{InputArtifact, Stage, StageContext};
 use hwrun::stages::face_score::{FaceScoreParams, FaceScoreStage};
 
-const PHOTOS: &str = include_str!("face_score_photos.py");
+const PHOTOS: &str = include_str!("oracles/face_score_photos.py");
 
 #[test]
 fn one_face_in_a_portrait_and_none_in_a_still_life() {

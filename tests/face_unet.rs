@@ -1,10 +1,10 @@
 //! The face UNet against FACE_UNET.md: its variable names and shapes at full size equal the
 //! 427-entry list (expanded here from the document's templates), and its forward pass agrees
-//! with a PyTorch implementation written from the same description (`tests/face_unet.py`) to
+//! with a PyTorch implementation written from the same description (`tests/oracles/face_unet.py`) to
 //! 1e-4 at a reduced width, with the same random weights (a `torch.save`d state_dict read by
 //! hwrun's PyTorch-file reader).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use hwrun::models::weights::{load_file_strict, load_into, Unexpected};
 use hwrun::models::{FaceUnet, FaceUnetConfig};
 use tch::{nn, Device, Tensor};
 
-const ORACLE: &str = include_str!("face_unet.py");
+const ORACLE: &str = include_str!("oracles/face_unet.py");
 
 /// FACE_UNET.md's table: (modules, kind, C_in, C_out, attention).
 const TABLE: &[(&[&str], &str, i64, i64, bool)] = &[

@@ -1,12 +1,12 @@
 //! FID and Inception Score against the real tools: pytorch-fid and torch-fidelity, installed in
-//! the test venv. `tests/fid_reference.py` builds pytorch-fid's FID Inception from its own
+//! the test venv. `tests/oracles/fid_reference.py` builds pytorch-fid's FID Inception from its own
 //! module classes with seeded random weights (no download), saves the `state_dict` (torch.save
 //! in both formats, and safetensors), writes two folders of 64x64 PNGs and computes features,
 //! FIDs and the IS with the tools' own functions. hwrun must agree: 2048-d features to 1e-4 of
 //! their scale, FID to 1e-3 relative, the Fréchet distance of given statistics to 1e-6
 //! relative, IS to 1e-4 relative. The bad-input cases check the errors and warnings users see.
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 
@@ -20,7 +20,7 @@ use hwrun::metrics::inception_score::{inception_score, SEED};
 use hwrun::models::inception::FidInception;
 use tch::{Device, Tensor};
 
-const ORACLE: &str = include_str!("fid_reference.py");
+const ORACLE: &str = include_str!("oracles/fid_reference.py");
 /// `IS_SPLITS` of the oracle: 12 images per folder keep the test fast, 3 splits of 4 keep the
 /// score meaningful.
 const IS_SPLITS: usize = 3;

@@ -1,7 +1,7 @@
 //! Readers against files written by the reference tools: SVHN-style `.mat` files from
 //! `scipy.io.savemat` (compressed and not), checked pixel by pixel and label by label.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::data::formats::{load_svhn_mat, mat5, ReadOptions};

@@ -2,7 +2,7 @@
 //! `sample` twice with different chunk sizes (the images must not change), the report, and a
 //! rerun that is fully cached.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

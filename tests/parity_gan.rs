@@ -1,4 +1,4 @@
-//! hwrun's GAN networks and losses against PyTorch (`tests/parity_gan.py`, the DCGAN tutorial's
+//! hwrun's GAN networks and losses against PyTorch (`tests/oracles/parity_gan.py`, the DCGAN tutorial's
 //! networks): the same weights (hwrun's, exchanged through safetensors) and the same batch.
 //!
 //! - one discriminator step and one generator step of the tutorial DCGAN (64x64, narrow widths
@@ -8,7 +8,7 @@
 //! - spectral norm after k training-mode passes: `weight_u`, `weight_v`, sigma of every layer
 //!   and the output, against `torch.nn.utils.spectral_norm`.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::models::{GanConfig, GanLoss, GanPreset};
@@ -20,7 +20,7 @@ use hwrun::training::OptimizerSettings;
 use tch::{nn, Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-5;
-const ORACLE: &str = include_str!("parity_gan.py");
+const ORACLE: &str = include_str!("oracles/parity_gan.py");
 
 fn workdir() -> (tempfile::TempDir, Utf8PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! hwrun's digit CNN and training steps against PyTorch: the same weights (exchanged through
 //! safetensors, written by Rust, loaded with `safetensors.torch.load_file`), the same batch, one
 //! step; logits, loss and every weight gradient must agree to 1e-5. The PyTorch side is
-//! `tests/parity_pytorch.py`, run with the venv's python.
+//! `tests/oracles/parity_pytorch.py`, run with the venv's python.
 //!
 //! The steps run through hwrun's real step functions with an SGD optimizer at learning rate 0,
 //! so the weights stay put and the gradients stay readable after the step. The `dann_bn` preset
@@ -9,7 +9,7 @@
 //! random draws, plus the running statistics one training-mode pass leaves in the batch-norm
 //! layers that come before any dropout.
 
-mod common;
+use crate::common;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use hwrun::models::{Arch, DigitCnn, DigitCnnConfig};
@@ -20,7 +20,7 @@ use hwrun::training::{Optimizer, OptimizerSettings};
 use tch::{nn, Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-5;
-const ORACLE: &str = include_str!("parity_pytorch.py");
+const ORACLE: &str = include_str!("oracles/parity_pytorch.py");
 
 fn config() -> DigitCnnConfig {
     DigitCnnConfig {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use camino::Utf8Path;
 
-mod common;
+use crate::common;
 use common::stage::{artifact, temp_root};
 use hwrun::data::synthetic::{generate, DigitDomain};
 use hwrun::stage::checked_params;

@@ -1,11 +1,11 @@
-//! hwrun's PyTorch-file reader against `torch.save`: `tests/pytorch_file.py` (run once with the
+//! hwrun's PyTorch-file reader against `torch.save`: `tests/oracles/pytorch_file.py` (run once with the
 //! venv's python) writes every container shape and dtype in both formats, with the expected
 //! tensors beside each file as safetensors; every tensor read here must match by name, order,
 //! dtype, shape and bytes. Files that are refused (forbidden globals, an unsupported dtype,
 //! truncated, not a torch file) must give an error that says so, and random damage to valid files
 //! must give errors, never a panic.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,7 +15,7 @@ use hwrun::pytorch_file::{read_state_dict, read_tensor, read_tensors, PytorchFil
 use rand::{Rng, SeedableRng};
 use tch::Tensor;
 
-const ORACLE: &str = include_str!("pytorch_file.py");
+const ORACLE: &str = include_str!("oracles/pytorch_file.py");
 
 /// The directory the oracle wrote, generated once per test run.
 fn files() -> &'static Utf8Path {

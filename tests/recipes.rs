@@ -1,7 +1,7 @@
 //! Every recipe shipped in `recipes/` parses, validates and plans. Recipes on the course's data
 //! layout are planned against a small fake `hw2_data` written here in the real format.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

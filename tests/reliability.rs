@@ -7,7 +7,7 @@
 //! the property test of recipe parsing in `reliability_proptest.rs`. Run all three with
 //! `cargo test --release --test 'reliability*'`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,23 +34,6 @@ shell = "echo evaluate >> {runs}; cat {data}/sub/data.txt > /dev/null; echo '{{\
 kind = "report"
 inputs = { evaluate = "evaluate" }
 "#;
-
-fn write_recipe(project: &Project, name: &str, text: &str) -> String {
-    let runs = project.path().join("runs.log");
-    project
-        .write(name, &text.replace("{runs}", runs.to_str().unwrap()))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(project.path().join("runs.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -175,9 +158,9 @@ fn assert_refused(project: &Project, what: &str, recipe: &str, extra: &[&str], f
         "{what}: {json}"
     );
     assert!(
-        runs(project).is_empty(),
+        project.runs().is_empty(),
         "{what}: a stage ran: {:?}",
-        runs(project)
+        project.runs()
     );
 }
 
@@ -185,7 +168,7 @@ fn assert_refused(project: &Project, what: &str, recipe: &str, extra: &[&str], f
 fn bad_recipes_exit_2_at_their_line_and_run_nothing() {
     let project = Project::new();
     for (what, text, extra, fragment) in bad_recipes() {
-        let recipe = write_recipe(&project, "bad.toml", &text);
+        let recipe = project.write_logged_recipe("bad.toml", &text);
         assert_refused(&project, what, &recipe, &extra, fragment);
     }
 }
@@ -202,11 +185,11 @@ fn training_values_out_of_range_exit_2_at_their_line() {
         ("lr = nan", "optimizer = { lr = nan }", "lr"),
         ("lr = -1", "optimizer = { lr = -1.0 }", "lr"),
     ] {
-        let recipe = write_recipe(&project, "bad.toml", &format!("{base}{line}\n"));
+        let recipe = project.write_logged_recipe("bad.toml", &format!("{base}{line}\n"));
         assert_refused(&project, what, &recipe, &[], fragment);
     }
     let huge = base.replace("n_train = 64", "n_train = 9223372036854775807");
-    let recipe = write_recipe(&project, "bad.toml", &huge);
+    let recipe = project.write_logged_recipe("bad.toml", &huge);
     assert_refused(&project, "n_train = i64::MAX", &recipe, &[], "n_train");
 }
 
@@ -215,7 +198,7 @@ fn training_values_out_of_range_exit_2_at_their_line() {
 #[test]
 fn every_flipped_byte_is_detected_and_rerun_never_reused() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     // Every file of every entry: outputs, log, manifest and its hash.
     let targets: Vec<PathBuf> = entries(&project)
@@ -265,7 +248,7 @@ fn every_flipped_byte_is_detected_and_rerun_never_reused() {
 #[test]
 fn a_missing_manifest_never_blocks_a_commit() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     for dir in entries(&project) {
         make_writable(&dir);
@@ -276,17 +259,17 @@ fn a_missing_manifest_never_blocks_a_commit() {
         assert!(fsck_problems(&project).is_empty(), "{summary}");
     }
     assert_eq!(
-        runs(&project).len(),
+        project.runs().len(),
         4,
         "each stage reran once: {:?}",
-        runs(&project)
+        project.runs()
     );
 }
 
 #[test]
 fn a_changed_metric_is_found_by_fsck_and_repaired() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     let manifest = entries(&project)
         .into_iter()
@@ -339,7 +322,7 @@ fn special_files_and_escaping_links_in_outputs_fail_the_stage_quickly() {
     ] {
         let text =
             format!("name = \"special\"\n[stages.s]\nkind = \"command\"\nshell = \"{shell}\"\n");
-        let recipe = write_recipe(&project, "s.toml", &text);
+        let recipe = project.write_logged_recipe("s.toml", &text);
         let started = Instant::now();
         let output = project.hwrun(&[&recipe]);
         let all = format!(
@@ -360,7 +343,7 @@ fn special_files_and_escaping_links_in_outputs_fail_the_stage_quickly() {
         assert!(entries(&project).is_empty(), "{what} was cached");
     }
     let inside = "name = \"inside\"\n[stages.s]\nkind = \"command\"\nshell = \"echo x > {out}/a; ln -s a {out}/b\"\n";
-    let recipe = write_recipe(&project, "i.toml", inside);
+    let recipe = project.write_logged_recipe("i.toml", inside);
     project.run_json_ok(&[&recipe]);
     assert!(
         project.run_json_ok(&[&recipe])["stages"][0]["result"] == "cached",
@@ -379,9 +362,8 @@ fn gc_during_a_run_keeps_the_entries_it_reads() {
          [stages.b]\nkind = \"command\"\ninputs = {{ a = \"a\" }}\nshell = \"touch {}; sleep 2; cat {{a}}/data > {{out}}/copy\"\n",
         marker.display()
     );
-    let recipe = write_recipe(&project, "long.toml", &text);
-    let other = write_recipe(
-        &project,
+    let recipe = project.write_logged_recipe("long.toml", &text);
+    let other = project.write_logged_recipe(
         "other.toml",
         "name = \"other\"\n[stages.x]\nkind = \"command\"\nshell = \"true\"\n",
     );
@@ -420,7 +402,7 @@ fn gc_during_a_run_keeps_the_entries_it_reads() {
 #[test]
 fn a_moved_cache_directory_runs_nothing() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     let moved = project.path().join("elsewhere/cache2");
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
@@ -446,7 +428,7 @@ fn a_moved_cache_directory_runs_nothing() {
 #[test]
 fn plan_dag_and_compare_create_nothing() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     for args in [
         &["plan", recipe.as_str()][..],
         &["dag", &recipe],
@@ -473,7 +455,7 @@ fn plan_dag_and_compare_create_nothing() {
 #[test]
 fn results_link_each_stage_and_the_report_is_the_last_line() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     let output = project.hwrun(&[&recipe]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -497,7 +479,7 @@ fn results_link_each_stage_and_the_report_is_the_last_line() {
     );
     // A sweep's variants each get their own folder.
     let sweep = format!("{PIPELINE}\n[sweep]\n\"evaluate.env.X\" = [\"1\", \"2\"]\n");
-    let recipe = write_recipe(&project, "s.toml", &sweep);
+    let recipe = project.write_logged_recipe("s.toml", &sweep);
     project.run_json_ok(&[&recipe]);
     let names: Vec<String> = std::fs::read_dir(&results)
         .unwrap()
@@ -519,7 +501,7 @@ fn results_link_each_stage_and_the_report_is_the_last_line() {
 #[test]
 fn every_subcommand_speaks_json() {
     let project = Project::new();
-    let recipe = write_recipe(&project, "r.toml", PIPELINE);
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
     project.run_json_ok(&[&recipe]);
     let fsck = project.run_json_ok(&["fsck"]);
     assert_eq!(fsck["problems"].as_array().map(Vec::len), Some(0), "{fsck}");
@@ -610,7 +592,7 @@ fn a_full_disk_fails_the_stage_naming_the_file_and_leaves_no_debris() {
          [stages.fill]\nkind = \"command\"\ninputs = {{ s = \"small\" }}\nshell = \"head -c 4000000 /dev/zero > {}; true\"\n",
         disk.join("filler").display()
     );
-    let recipe = write_recipe(&project, "full.toml", &text);
+    let recipe = project.write_logged_recipe("full.toml", &text);
     let output = project
         .command(&[&recipe])
         .env("HWRUN_CACHE", &cache)
@@ -659,7 +641,7 @@ fn a_double_sigterm_still_prints_the_summary_and_cleans_up() {
         "name = \"slow\"\n[stages.s]\nkind = \"command\"\nshell = \"touch {}; sleep 30\"\n",
         marker.display()
     );
-    let recipe = write_recipe(&project, "slow.toml", &text);
+    let recipe = project.write_logged_recipe("slow.toml", &text);
     let child = project
         .command(&[&recipe])
         .stdout(Stdio::piped())
@@ -717,7 +699,7 @@ fn dataset_rows_outside_root_and_empty_datasets_fail_naming_the_line() {
     )
     .unwrap();
     let text = format!("name = \"d\"\n[stages.d]\nkind = \"dataset\"\nformat = \"course\"\nroot = \"{}\"\ndomain = \"x\"\n", root.display());
-    let recipe = write_recipe(&project, "d.toml", &text);
+    let recipe = project.write_logged_recipe("d.toml", &text);
     for (csv, fragment) in [
         (
             "image_name,label\n00000.png,1\n../outside.png,2\n",
@@ -756,8 +738,7 @@ fn foreign_lock(host: &str, pid: u32, heartbeat_ms: u128) -> String {
 #[test]
 fn a_lock_of_a_dead_node_is_taken_over_after_its_heartbeat_expires() {
     let project = Project::new();
-    let recipe = write_recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "one.toml",
         "name = \"one\"\n[stages.s]\nkind = \"command\"\nshell = \"echo s >> {runs}\"\n",
     );
@@ -787,7 +768,7 @@ fn a_lock_of_a_dead_node_is_taken_over_after_its_heartbeat_expires() {
         "took the live-looking lock over after {waited:?}"
     );
     assert!(waited < Duration::from_secs(15), "{waited:?}");
-    assert_eq!(runs(&project), ["s"]);
+    assert_eq!(project.runs(), ["s"]);
     assert!(
         !project.cache().join(format!("locks/{key}.lock")).exists(),
         "the lock is released"

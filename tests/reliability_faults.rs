@@ -2,7 +2,7 @@
 //! moments of a tiny training pipeline. After every kill no worker survives (it dies with its
 //! parent), `fsck` is clean, and at the end a rerun succeeds and redoes exactly what was killed.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

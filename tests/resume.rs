@@ -3,7 +3,7 @@
 //! a moving average of its weights, which the state must carry too), the rerun logs
 //! `resumed at epoch 2`, and its final weights equal an uninterrupted run's byte for byte.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,35 +1,14 @@
 //! End-to-end runs of the `hwrun` binary on small recipes of `command` stages: caching,
 //! overrides, sweeps, errors that point at the recipe, crashes and concurrent processes.
 
-mod common;
+use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::project::{ran, stage, stderr, Project};
 use serde_json::Value;
-
-/// Writes a recipe; `{runs}` in the text becomes the path of a log every stage appends to.
-fn recipe(project: &Project, name: &str, text: &str) -> PathBuf {
-    project.write(
-        name,
-        &text.replace("{runs}", &runs_log(project).display().to_string()),
-    )
-}
-
-fn runs_log(project: &Project) -> PathBuf {
-    project.path().join("runs.log")
-}
-
-/// Lines of the run log: one per stage execution.
-fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(runs_log(project))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// prepare -> train -> evaluate -> report, plus an independent branch.
 const PIPELINE: &str = r#"
@@ -66,8 +45,8 @@ inputs = { evaluate = "evaluate", other = "other" }
 #[test]
 fn second_run_runs_nothing() {
     let project = Project::new();
-    let recipe = recipe(&project, "r.toml", PIPELINE);
-    let recipe = recipe.to_str().unwrap();
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
+    let recipe = recipe.as_str();
     let first = project.run_json_ok(&[recipe]);
     assert_eq!(
         ran(&first),
@@ -75,14 +54,14 @@ fn second_run_runs_nothing() {
     );
     let second = project.run_json_ok(&[recipe]);
     assert!(ran(&second).is_empty(), "{second}");
-    assert_eq!(runs(&project).len(), 4, "each command ran exactly once");
+    assert_eq!(project.runs().len(), 4, "each command ran exactly once");
 }
 
 #[test]
 fn set_reruns_the_stage_and_its_dependents_and_switching_back_is_cached() {
     let project = Project::new();
-    let recipe = recipe(&project, "r.toml", PIPELINE);
-    let recipe = recipe.to_str().unwrap();
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
+    let recipe = recipe.as_str();
     project.run_json_ok(&[recipe]);
     let changed = project.run_json_ok(&[recipe, "--set", "train.env.LR=0.01"]);
     assert_eq!(ran(&changed), ["evaluate", "report", "train"]);
@@ -98,8 +77,8 @@ fn set_reruns_the_stage_and_its_dependents_and_switching_back_is_cached() {
 #[test]
 fn plan_explains_why_a_stage_reruns() {
     let project = Project::new();
-    let recipe = recipe(&project, "r.toml", PIPELINE);
-    let recipe = recipe.to_str().unwrap();
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
+    let recipe = recipe.as_str();
     project.run_json_ok(&[recipe]);
     let output = project.hwrun(&["plan", "--json", recipe, "--set", "train.env.LR=0.01"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -123,14 +102,13 @@ fn plan_explains_why_a_stage_reruns() {
 #[test]
 fn cycle_is_reported_with_every_stage_and_the_line() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "cycle.toml",
         "name = \"c\"\n[stages.a]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"c\" }\n\
          [stages.b]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"a\" }\n\
          [stages.c]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"b\" }\n",
     );
-    let output = project.hwrun(&[recipe.to_str().unwrap()]);
+    let output = project.hwrun(&[recipe.as_str()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert!(
@@ -143,12 +121,11 @@ fn cycle_is_reported_with_every_stage_and_the_line() {
 #[test]
 fn unknown_key_points_at_the_line_and_suggests() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "typo.toml",
         "name = \"t\"\n[stages.a]\nkind = \"command\"\nargz = [\"true\"]\n",
     );
-    let output = project.hwrun(&[recipe.to_str().unwrap()]);
+    let output = project.hwrun(&[recipe.as_str()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert!(text.contains("unknown field `argz`"), "{text}");
@@ -159,11 +136,10 @@ fn unknown_key_points_at_the_line_and_suggests() {
 #[test]
 fn missing_input_points_at_the_reference() {
     let project = Project::new();
-    let recipe = recipe(&project, 
-        "missing.toml",
+    let recipe = project.write_logged_recipe("missing.toml",
         "name = \"m\"\n[stages.prepare]\nkind = \"command\"\nargs = [\"true\"]\n[stages.b]\nkind = \"command\"\nargs = [\"true\"]\ninputs = { x = \"prepair\" }\n",
     );
-    let output = project.hwrun(&[recipe.to_str().unwrap()]);
+    let output = project.hwrun(&[recipe.as_str()]);
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert!(text.contains("refers to unknown stage `prepair`"), "{text}");
@@ -174,12 +150,9 @@ fn missing_input_points_at_the_reference() {
 #[test]
 fn unknown_stage_kind_suggests_the_closest() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
-        "k.toml",
-        "name = \"k\"\n[stages.a]\nkind = \"comand\"\n",
-    );
-    let text = stderr(&project.hwrun(&[recipe.to_str().unwrap()]));
+    let recipe =
+        project.write_logged_recipe("k.toml", "name = \"k\"\n[stages.a]\nkind = \"comand\"\n");
+    let text = stderr(&project.hwrun(&[recipe.as_str()]));
     assert!(
         text.contains("unknown kind `comand`") && text.contains("did you mean `command`?"),
         "{text}"
@@ -202,14 +175,13 @@ fn wait_for(path: &Path, limit: Duration) -> bool {
 fn kill_9_in_the_middle_of_a_stage_leaves_no_valid_entry() {
     let project = Project::new();
     let started = project.path().join("started");
-    let recipe = recipe(&project, 
-        "slow.toml",
+    let recipe = project.write_logged_recipe("slow.toml",
         &format!(
             "name = \"slow\"\n[stages.slow]\nkind = \"command\"\nshell = \"echo partial > {{out}}/result.txt; touch {}; sleep 10; echo done >> {{out}}/result.txt\"\n",
             started.display()
         ),
     );
-    let recipe = recipe.to_str().unwrap();
+    let recipe = recipe.as_str();
     let mut child = project
         .command(&["--quiet", recipe])
         .stdout(Stdio::null())
@@ -241,14 +213,13 @@ fn kill_9_in_the_middle_of_a_stage_leaves_no_valid_entry() {
 #[test]
 fn two_processes_on_one_cache_run_each_stage_once() {
     let project = Project::new();
-    let recipe = recipe(&project, 
-        "shared.toml",
+    let recipe = project.write_logged_recipe("shared.toml",
         "name = \"shared\"\n[defaults.command]\nenv = { RUNS = \"{runs}\" }\n\
          [stages.a]\nkind = \"command\"\nshell = \"echo a >> $RUNS; sleep 1; touch {out}/a\"\n\
          [stages.b]\nkind = \"command\"\ninputs = { a = \"a\" }\nshell = \"echo b >> $RUNS; sleep 1; touch {out}/b\"\n\
          [stages.c]\nkind = \"command\"\nshell = \"echo c >> $RUNS; sleep 1; touch {out}/c\"\n",
     );
-    let recipe = recipe.to_str().unwrap();
+    let recipe = recipe.as_str();
     let children: Vec<_> = (0..2)
         .map(|_| {
             project
@@ -263,7 +234,7 @@ fn two_processes_on_one_cache_run_each_stage_once() {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{}", stderr(&output));
     }
-    let mut runs = runs(&project);
+    let mut runs = project.runs();
     runs.sort();
     assert_eq!(
         runs,
@@ -275,8 +246,7 @@ fn two_processes_on_one_cache_run_each_stage_once() {
 #[test]
 fn sweep_shares_upstream_stages_and_compare_shows_every_variant() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "sweep.toml",
         r#"
 name = "sweep"
@@ -294,10 +264,10 @@ env = { RUNS = "{runs}", LR = "0.1" }
 "train.env.LR" = ["0.001", "0.01"]
 "#,
     );
-    let recipe = recipe.to_str().unwrap();
+    let recipe = recipe.as_str();
     let summary = project.run_json_ok(&[recipe]);
     assert_eq!(ran(&summary).len(), 3, "one prepare, two trains: {summary}");
-    let mut runs = runs(&project);
+    let mut runs = project.runs();
     runs.sort();
     assert_eq!(runs, ["prepare", "train", "train"]);
     let output = project.hwrun(&["compare", "--md", recipe]);
@@ -315,8 +285,8 @@ env = { RUNS = "{runs}", LR = "0.1" }
 #[test]
 fn gc_keeps_what_a_recipe_reaches() {
     let project = Project::new();
-    let recipe = recipe(&project, "r.toml", PIPELINE);
-    let recipe = recipe.to_str().unwrap();
+    let recipe = project.write_logged_recipe("r.toml", PIPELINE);
+    let recipe = recipe.as_str();
     project.run_json_ok(&[recipe]);
     project.run_json_ok(&[recipe, "--set", "train.env.LR=0.5"]);
     let output = project.hwrun(&["gc", recipe]);
@@ -332,14 +302,13 @@ fn gc_keeps_what_a_recipe_reaches() {
 #[test]
 fn failing_stage_is_not_cached_and_keep_going_runs_the_rest() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "fail.toml",
         "name = \"f\"\n[stages.bad]\nkind = \"command\"\nshell = \"echo nope >&2; exit 4\"\n\
          [stages.after]\nkind = \"command\"\ninputs = { x = \"bad\" }\nargs = [\"true\"]\n\
          [stages.independent]\nkind = \"command\"\nshell = \"touch {out}/ok\"\n",
     );
-    let recipe = recipe.to_str().unwrap();
+    let recipe = recipe.as_str();
     let (code, summary) = project.run_json(&["--keep-going", recipe]);
     assert_eq!(code, Some(1));
     assert_eq!(stage(&summary, "bad")["result"], "failed");

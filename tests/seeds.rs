@@ -4,7 +4,7 @@
 //! the per-seed accuracies that `hwrun compare --per-seed` reads from the evaluate stages, its
 //! per-seed table must list them, and `hwrun compare` must show the same mean ± std.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! Without root, or when Slurm cannot start, every test prints why and passes without checking.
 //! The tests take turns (one cluster, two cores).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -46,23 +46,6 @@ fn cluster() -> Option<MutexGuard<'static, ()>> {
             None
         }
     }
-}
-
-fn recipe(project: &Project, name: &str, text: &str) -> String {
-    let runs = project.path().join("runs.txt");
-    project
-        .write(name, &text.replace("{runs}", runs.to_str().unwrap()))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn runs(project: &Project) -> Vec<String> {
-    std::fs::read_to_string(project.path().join("runs.txt"))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn record(project: &Project, recipe_name: &str) -> Value {
@@ -111,7 +94,7 @@ shell = "echo c >> $RUNS; cat {b}/b.txt > {out}/c.txt; echo '{{\"lines\": 2}}' >
 fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(&project, "chain.toml", CHAIN);
+    let recipe = project.write_logged_recipe("chain.toml", CHAIN);
     let summary = project.run_json_ok(&["run", "--executor", "slurm", &recipe]);
     for name in ["a", "b", "c"] {
         assert_eq!(stage(&summary, name)["result"], "ran", "{summary}");
@@ -124,7 +107,7 @@ fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
         "from-a\nfrom-b\n"
     );
     assert_eq!(stage(&summary, "c")["metrics"]["lines"], 2.0);
-    assert_eq!(runs(&project), ["a", "b", "c"]);
+    assert_eq!(project.runs(), ["a", "b", "c"]);
     let submitted = record(&project, "chain");
     assert_eq!(
         submitted["jobs"].as_array().unwrap().len(),
@@ -141,7 +124,7 @@ fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
         assert_eq!(stage(&again, name)["result"], "cached", "{again}");
     }
     assert_eq!(
-        runs(&project),
+        project.runs(),
         ["a", "b", "c"],
         "nothing ran the second time"
     );
@@ -151,9 +134,7 @@ fn afterok_chains_stages_and_a_second_submission_finds_everything_cached() {
 fn a_sweep_is_one_job_array_per_stage() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(
-        &project,
-        "sweep.toml",
+    let recipe = project.write_logged_recipe("sweep.toml",
         r#"
 name = "sweep"
 [run]
@@ -198,7 +179,7 @@ env = { RUNS = "{runs}", LR = "0.1" }
         .collect();
     tasks.sort();
     assert_eq!(tasks, [0, 1, 2].map(|i| format!("{}_{i}", jobs[1])));
-    let mut ran = runs(&project);
+    let mut ran = project.runs();
     ran.sort();
     assert_eq!(ran, ["prepare", "train", "train", "train"]);
     let compare = project.hwrun(&["compare", "--md", &recipe]);
@@ -210,8 +191,7 @@ env = { RUNS = "{runs}", LR = "0.1" }
 fn a_failing_stage_never_starts_its_dependents_and_names_its_job_and_log() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "fail.toml",
         r#"
 name = "fail"
@@ -260,7 +240,7 @@ shell = "echo fine >> $RUNS; touch {out}/x"
         "{summary}"
     );
     assert_eq!(stage(&summary, "fine")["result"], "ran");
-    let mut ran = runs(&project);
+    let mut ran = project.runs();
     ran.sort();
     assert_eq!(ran, ["bad", "fine"], "the dependent never started");
 
@@ -277,8 +257,7 @@ shell = "echo fine >> $RUNS; touch {out}/x"
 fn retries_run_a_failed_stage_again_in_its_job() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "flaky.toml",
         r#"
 name = "flaky"
@@ -289,16 +268,14 @@ shell = "echo try >> {runs}; test $(wc -l < {runs}) -ge 2 && touch {out}/ok"
     );
     let summary = project.run_json_ok(&["run", "--executor", "slurm", "--retries", "1", &recipe]);
     assert_eq!(stage(&summary, "flaky")["result"], "ran");
-    assert_eq!(runs(&project), ["try", "try"]);
+    assert_eq!(project.runs(), ["try", "try"]);
 }
 
 #[test]
 fn ctrl_c_cancels_the_submitted_jobs() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(
-        &project,
-        "slow.toml",
+    let recipe = project.write_logged_recipe("slow.toml",
         "name = \"slow\"\n[stages.slow]\nkind = \"command\"\nshell = \"echo started >> {runs}; sleep 120; touch {out}/x\"\n",
     );
     let child = project
@@ -308,7 +285,7 @@ fn ctrl_c_cancels_the_submitted_jobs() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while runs(&project).is_empty() {
+    while project.runs().is_empty() {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -354,9 +331,7 @@ fn submitting_a_100_variant_sweep_is_two_sbatch_calls_and_detach_returns() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
     let values: Vec<String> = (0..100).map(|i| format!("\"{i}\"")).collect();
-    let recipe = recipe(
-        &project,
-        "big.toml",
+    let recipe = project.write_logged_recipe("big.toml",
         &format!(
             "name = \"big\"\n[stages.prepare]\nkind = \"command\"\nshell = \"touch {{out}}/data\"\n\
              [stages.train]\nkind = \"command\"\ninputs = {{ data = \"prepare\" }}\nshell = \"touch {{out}}/x\"\nenv = {{ V = \"0\" }}\n\
@@ -403,9 +378,7 @@ fn submitting_a_100_variant_sweep_is_two_sbatch_calls_and_detach_returns() {
 fn sbatch_errors_say_what_slurm_said() {
     let Some(_turn) = cluster() else { return };
     let project = Project::new();
-    let recipe = recipe(
-        &project,
-        "part.toml",
+    let recipe = project.write_logged_recipe("part.toml",
         "name = \"part\"\n[slurm]\npartition = \"no_such_partition\"\n[stages.a]\nkind = \"command\"\nshell = \"touch {out}/x\"\n",
     );
     let output = project.hwrun(&["run", "--executor", "slurm", &recipe]);
@@ -420,8 +393,7 @@ fn sbatch_errors_say_what_slurm_said() {
 #[test]
 fn a_missing_sbatch_is_named() {
     let project = Project::new();
-    let recipe = recipe(
-        &project,
+    let recipe = project.write_logged_recipe(
         "a.toml",
         "name = \"a\"\n[stages.a]\nkind = \"command\"\nshell = \"touch {out}/x\"\n",
     );

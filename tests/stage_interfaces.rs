@@ -2,7 +2,7 @@
 //! or an out-of-range value is an error at its recipe line (exit 2, nothing runs), `hwrun stages
 //! KIND` documents a kind, and every kind's example recipe plans.
 
-mod common;
+use crate::common;
 
 use common::project::{stderr, Project};
 

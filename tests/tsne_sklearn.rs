@@ -4,7 +4,7 @@
 //! rate); both embeddings are scored with `sklearn.manifold.trustworthiness(k=10)`, and our
 //! trustworthiness must reproduce scikit-learn's value on both embeddings.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::ops::ControlFlow;

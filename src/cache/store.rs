@@ -60,7 +60,7 @@ fn io_err(path: &Utf8Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 #[derive(Debug)]
 pub enum Lookup {
     /// A complete entry whose files match its manifest.
-    Valid(Manifest),
+    Valid(Box<Manifest>),
     /// No entry.
     Absent,
     /// An entry that must not be used, and why (naming the file).
@@ -205,7 +205,7 @@ impl Cache {
     /// The manifest of a complete entry whose files match it, if there is one.
     pub fn lookup(&self, key: &CacheKey) -> Option<Manifest> {
         match self.check(key) {
-            Lookup::Valid(manifest) => Some(manifest),
+            Lookup::Valid(manifest) => Some(*manifest),
             _ => None,
         }
     }
@@ -223,7 +223,7 @@ impl Cache {
             Ok(_) => {}
         }
         match verify(&dir, key, &mut Verifier::Cached(&mut self.stat_cache())) {
-            Ok(manifest) => Lookup::Valid(manifest),
+            Ok(manifest) => Lookup::Valid(Box::new(manifest)),
             Err(problem) => Lookup::Corrupt(problem),
         }
     }

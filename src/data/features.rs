@@ -205,7 +205,7 @@ fn check_indices(
     let bad = values
         .iter()
         .enumerate()
-        .find(|(_, &v)| !(allow_unlabelled && v == UNLABELLED) && !(0..len as i64).contains(&v));
+        .find(|(_, &v)| !((0..len as i64).contains(&v) || allow_unlabelled && v == UNLABELLED));
     match bad {
         Some((index, &value)) => Err(FeatureSetError::IndexOutOfRange {
             what,

@@ -55,7 +55,7 @@ impl FaceUnetConfig {
 
 enum Part {
     Res {
-        block: ResBlock,
+        block: Box<ResBlock>,
         attention: Option<SelfAttention>,
     },
     /// Stride-2 3x3 conv (`N.0`).
@@ -153,7 +153,7 @@ impl FaceUnet {
                 eps: EPS,
                 dropout: 0.0,
             };
-            let block = ResBlock::new(&(&path / "resblocks"), spec);
+            let block = Box::new(ResBlock::new(&(&path / "resblocks"), spec));
             let attention = attention
                 .then(|| SelfAttention::new(&(&path / "attention"), co, config.groups, EPS));
             Named {

@@ -697,9 +697,7 @@ pub(crate) mod tests {
         expected_entries()
             .into_iter()
             .map(|(name, shape)| {
-                let t = if name.ends_with("running_var") {
-                    Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu)) + 0.5
-                } else if name.ends_with("bn.weight") {
+                let t = if name.ends_with("running_var") || name.ends_with("bn.weight") {
                     Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu)) + 0.5
                 } else {
                     let fan_in: i64 = shape.iter().skip(1).product::<i64>().max(1);

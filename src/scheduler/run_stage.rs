@@ -44,11 +44,11 @@ pub fn run_job(
     // the hold lasts until this process exits, so the stages reading it find it too.
     cache.hold(&key)?;
     if let Lookup::Valid(manifest) = cache.check(&key) {
-        return Ok(NodeRun::AlreadyCached(manifest));
+        return Ok(NodeRun::AlreadyCached(*manifest));
     }
     let lock = cache.lock_waiting(&key, on_wait)?;
     match cache.check(&key) {
-        Lookup::Valid(manifest) => return Ok(NodeRun::AlreadyCached(manifest)),
+        Lookup::Valid(manifest) => return Ok(NodeRun::AlreadyCached(*manifest)),
         Lookup::Corrupt(problem) => {
             let moved = cache.quarantine(&key, &lock)?;
             settings.printer.warn(&format!(

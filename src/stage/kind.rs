@@ -226,6 +226,12 @@ impl<S> Registered<S> {
     }
 }
 
+impl<S> Default for Registered<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The parameters as written, with the kind's defaults filled in, parsed.
 fn parse_params<S: Stage>(written: &toml::Table) -> Result<S::Params, ParamError> {
     let mut merged = written.clone();

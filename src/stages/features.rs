@@ -187,7 +187,7 @@ mod tests {
         let outcome = FeaturesStage::run(FeaturesParams { max_per_domain: 40 }, &mut ctx).unwrap();
         assert_eq!(outcome.metrics["n"], 70.0);
         let set = FeatureSet::load(&root.join("out")).unwrap();
-        assert_eq!((set.n, set.dim), (70, 48 * 1 * 1));
+        assert_eq!((set.n, set.dim), (70, 48));
         assert_eq!(set.domains.iter().filter(|&&d| d == 1).count(), 40);
     }
 }

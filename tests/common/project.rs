@@ -35,6 +35,28 @@ impl Project {
         path
     }
 
+    /// Writes a recipe whose `{runs}` placeholders become the path of the project's run log, a
+    /// file each stage appends a line to, so a test can count which stages really ran.
+    pub fn write_logged_recipe(&self, name: &str, text: &str) -> String {
+        let log = self.runs_log();
+        let text = text.replace("{runs}", log.to_str().expect("temp paths are UTF-8"));
+        let path = self.write(name, &text);
+        path.to_str().expect("temp paths are UTF-8").to_owned()
+    }
+
+    fn runs_log(&self) -> PathBuf {
+        self.path().join("runs.log")
+    }
+
+    /// The run log's lines, one per stage execution, in the order they ran.
+    pub fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.runs_log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// `hwrun <args>` in the project directory with the project's cache.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hwrun"));

@@ -135,7 +135,7 @@ pub(super) fn joint_probabilities(neighbours: &Neighbours, conditional: &[f64]) 
         entries.push((i, j, p));
         entries.push((j, i, p));
     }
-    entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    entries.sort_unstable_by_key(|e| (e.0, e.1));
     let total: f64 = entries.iter().map(|e| e.2).sum();
     let mut matrix = SparseMatrix {
         row_start: vec![0; n + 1],
