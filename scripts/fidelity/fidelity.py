@@ -9,7 +9,7 @@
 4. ADDA: hwrun's `p4_adda` recipe pointed at each pair and at the ADDA paper's MNIST -> USPS
    (`--set vars.source=... vars.target=...`), pretraining and adversarial phase at the same number
    of epochs, for every seed.
-5. Writes <out>/results.md (tables, mean +- std over the seeds), <out>/results.json and
+5. Writes the tables (mean +- std over the seeds) into the marked block of <out>/results.md, <out>/results.json and
    <out>/curves.png (per-epoch target val accuracy of both, one panel per pair). What this run
    measured replaces those numbers of an earlier results.json there; the rest is kept, so a run
    of one pair or of some ablation rows completes the report instead of truncating it.
@@ -84,6 +84,17 @@ ABLATION = [
     ("port", "the port's input norm and constant lr together",
      ["dann.input_norm=\"half\"", "dann.optimizer.schedule=\"constant\""]),
 ]
+
+
+TABLES_START, TABLES_END = "<!-- make-fidelity:start -->", "<!-- make-fidelity:end -->"
+
+
+def write_tables(path, lines):
+    """Replaces the generated block of results.md, keeping the hand-written analysis around it."""
+    text = path.read_text() if path.exists() else f"# hwrun vs the PyTorch DANN port on real digits\n\n{TABLES_START}\n{TABLES_END}\n"
+    head, rest = text.split(TABLES_START, 1)
+    tail = rest.split(TABLES_END, 1)[1]
+    path.write_text(head + TABLES_START + "\n" + "\n".join(lines).strip("\n") + "\n" + TABLES_END + tail)
 
 
 def from_the_third_row(sets):
@@ -302,8 +313,7 @@ def main():
     measured = {label for rows in ablation.values() for label in rows}
     rows = [row for row in ABLATION if row[1] in measured]
 
-    lines = ["# hwrun vs the PyTorch DANN port on real digits", "",
-             f"Accuracy on the target's validation images after {EPOCHS} epochs (mean ± std over seeds).", ""]
+    lines = []
     for name in pairs:
         lines += [f"| {PAIRS[name][3]} ({len(runs[name]['hwrun'])} seeds) | source only | DANN | target only | DANN - source only |",
                   "|---|---|---|---|---|"]
@@ -315,7 +325,7 @@ def main():
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     if rows:
-        lines += ["## Ablation: hwrun's DANN, then the defaults before, then one option changed at a "
+        lines += ["### Ablation: hwrun's DANN, then the defaults before, then one option changed at a "
                   "time from those, then the port's options together", "",
                   "| change | " + " | ".join(PAIRS[n][3] for n in pairs) + " |",
                   "|---|" + "---|" * len(pairs)]
@@ -326,7 +336,7 @@ def main():
     port_labels = [label for _, label, *_ in PORT_ABLATION
                    if any(label in port_ablation.get(n, {}) for n in pairs)]
     if port_labels:
-        lines += ["", "## The port with one of hwrun's choices (source only / DANN)", "",
+        lines += ["", "### The port with one of hwrun's choices (source only / DANN)", "",
                   "| change | " + " | ".join(PAIRS[n][3] for n in pairs) + " |",
                   "|---|" + "---|" * len(pairs)]
         for label in port_labels:
@@ -336,7 +346,7 @@ def main():
                 cells.append(f"{mean_std(row['source_only'])} / {counted(row['dann'])}" if row else "-")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if adda_pairs:
-        lines += ["", f"## ADDA: hwrun's `p4_adda` pointed at each pair", "",
+        lines += ["", f"### ADDA: hwrun's `p4_adda` pointed at each pair", "",
                   "| pair | source only | ADDA | target only | ADDA - source only |", "|---|---|---|---|---|"]
         for name in adda_pairs:
             rs = adda[name]
@@ -346,7 +356,7 @@ def main():
             if ADDA_PAIRS[name][3]:
                 label, source_only, adapted = ADDA_PAIRS[name][3]
                 lines.append(f"| {label} | {source_only} | {adapted} | - | {adapted - source_only:.3f} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_tables(out / "results.md", lines)
     figure(out, pairs, runs)
     print("\n".join(lines))
     log(f"wrote {out / 'results.md'}, {out / 'curves.png'}")

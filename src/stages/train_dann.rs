@@ -13,7 +13,7 @@
 //!
 //! Batch norm: by default the two batches go through the network in two passes (`forward =
 //! "per_domain"`, as the port), so each batch-norm batch holds one domain; on real MNIST ->
-//! MNIST-M this is what lets DANN adapt (0.90 vs 0.74 with `"joint"`, README). `bn_stats =
+//! MNIST-M this is what lets DANN adapt (0.90 vs 0.74 with `"joint"`, fidelity/results.md). `bn_stats =
 //! "target"` re-estimates the batch-norm statistics on the target after training, for domains
 //! too far apart for the running mixture of both (the quickstart's).
 //!
@@ -81,7 +81,7 @@ pub struct TrainDannParams {
     pub forward: DannForward,
     /// The target batch also goes through the label head (its class logits unused), as in the
     /// PyTorch port, so that head's batch-norm running statistics follow both domains; by
-    /// default the source alone (measured no better on real digits, README).
+    /// default the source alone (measured no better on real digits, fidelity/results.md).
     #[serde(default)]
     pub target_through_label_head: bool,
     /// Weight of an information-maximisation loss on the target's class predictions (mean
@@ -105,7 +105,7 @@ pub struct TrainDannParams {
     pub ema_decay: Option<f64>,
 }
 
-/// The per-domain pass: on real digits it is what makes DANN adapt (README, "Fidelity").
+/// The per-domain pass: on real digits it is what makes DANN adapt (fidelity/results.md).
 fn default_forward() -> DannForward {
     DannForward::PerDomain
 }
@@ -116,7 +116,7 @@ fn default_input_norm() -> InputNorm {
 
 /// PyTorch's: on real digits (MNIST -> MNIST-M) the running mixture of both domains'
 /// statistics evaluates well after per-domain training; domains far apart (the quickstart's
-/// synthetic USPS) need `target` (README, "Domain adaptation on real digits").
+/// synthetic USPS) need `target` (fidelity/results.md).
 fn default_bn_stats() -> BnStats {
     BnStats::Running
 }

@@ -118,7 +118,7 @@ impl AddaTraining {
     /// The paper gives both optimizers the same settings. A separate `discriminator` setting
     /// can hold back a discriminator that wins outright and collapses the target encoder onto
     /// one class; with the `mnist` CNN's encoder a smaller lr did not prevent that, the 500-d
-    /// encoder of `adda_lenet` did (README, ADDA).
+    /// encoder of `adda_lenet` did (fidelity/results.md, "ADDA").
     pub fn new(
         model: AddaModel,
         target: OptimizerSettings,

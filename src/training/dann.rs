@@ -9,7 +9,7 @@
 //! the domain classifier (itself normalised per domain) ever sees it. With one joint pass
 //! (`joint`), batch norm standardises the mixture and the domain shift stays in the features for
 //! the reversed gradient alone to remove. On real digits (MNIST -> MNIST-M, MNIST-M -> USPS; see
-//! the README's fidelity section) the per-domain pass adapts far better; evaluation then uses the
+//! fidelity/results.md) the per-domain pass adapts far better; evaluation then uses the
 //! running statistics, which average both domains' batch statistics ([`BnStats`] can replace
 //! them with the target's).
 //!
