@@ -25,7 +25,7 @@ mod pytorch_file;
 mod recipes;
 mod reliability;
 mod reliability_faults;
-mod reliability_proptest;
+mod reliability_fuzz;
 mod resume;
 mod runner;
 mod seeds;
