@@ -247,7 +247,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = Utf8Path::from_path(tmp.path()).unwrap().join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let mut ctx = StageContext::detached("cmd", out, BTreeMap::new(), 3);
+        let mut ctx = StageContext::new("cmd", out, BTreeMap::new(), 3);
         let table: toml::Table = toml::from_str(params).unwrap();
         let result = Registered::<CommandStage>::new().run(&table, &mut ctx);
         (tmp, result)

@@ -191,7 +191,7 @@ pub(crate) mod tests {
     /// A detached context over `inputs` writing to `root/out`.
     pub fn context(root: &camino::Utf8Path, inputs: Vec<(String, InputArtifact)>) -> StageContext {
         let inputs: BTreeMap<_, _> = inputs.into_iter().collect();
-        StageContext::detached("test", root.join("out"), inputs, 7)
+        StageContext::new("test", root.join("out"), inputs, 7)
     }
 
     pub fn tempdir() -> (tempfile::TempDir, Utf8PathBuf) {

@@ -409,7 +409,7 @@ mod tests {
             outcome: Default::default(),
         };
         let inputs = BTreeMap::from([("features".to_owned(), artifact)]);
-        let mut ctx = StageContext::detached("tsne", root.join("out"), inputs, 3);
+        let mut ctx = StageContext::new("tsne", root.join("out"), inputs, 3);
         let p = params("perplexity = 10\nmax_points = 120\ntrustworthiness_points = 100");
         let outcome = TsneStage::run(p, &mut ctx).unwrap();
 

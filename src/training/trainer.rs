@@ -390,8 +390,8 @@ mod tests {
     fn ctx(checkpoints: Option<Utf8PathBuf>) -> (tempfile::TempDir, StageContext) {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-        let ctx = StageContext::detached("t", path, Default::default(), 0)
-            .with_checkpoint_dir(checkpoints);
+        let ctx =
+            StageContext::new("t", path, Default::default(), 0).with_checkpoint_dir(checkpoints);
         (dir, ctx)
     }
 
