@@ -16,9 +16,9 @@ use crate::cache::file_hash::{HashError, StatCache};
 use crate::cache::manifest::ExternalRecord;
 use crate::cache::{CacheKey, InputKey, KeyMaterial};
 use crate::recipe::analyzer::check_params;
-use crate::recipe::sweep::{seed_input_name, AxisTarget, Variant};
+use crate::recipe::sweep::{AxisTarget, Variant};
 use crate::recipe::{Recipe, RecipeError, StageDecl};
-use crate::stage::{StageKind, StageShape};
+use crate::stage::{seed_input_name, StageKind, StageShape};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
