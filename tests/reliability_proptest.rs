@@ -142,7 +142,7 @@ proptest! {
 
     #[test]
     fn recipes_never_panic_the_planner((text, sets) in recipe_text()) {
-        match recipe::load(RecipeSource::Text { name: "p.toml", text: &text }, &sets) {
+        match recipe::load(RecipeSource::Text { name: "p.toml", text: &text }, &sets, hwrun::stages::registry()) {
             Ok(recipe) => {
                 let _ = Plan::build(recipe, &mut StatCache::default());
             }

@@ -456,6 +456,7 @@ inputs = { eval = "eval" }
                 text: &text,
             },
             &[],
+            crate::stages::registry(),
         )
         .map_err(|e| e.error)
         .unwrap();

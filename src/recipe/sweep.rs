@@ -404,6 +404,7 @@ mod tests {
                 text: &text,
             },
             &overrides,
+            crate::stages::registry(),
         )
         .map_err(|e| {
             let line = e

@@ -156,6 +156,7 @@ mod tests {
                 text,
             },
             &[],
+            crate::stages::registry(),
         )
         .map_err(|e| e.error)
         .unwrap();
