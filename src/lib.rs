@@ -23,6 +23,8 @@ pub mod report;
 pub mod scheduler;
 pub mod stage;
 pub mod stages;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod training;
 pub mod viz;
 pub mod worker;

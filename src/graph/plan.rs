@@ -423,7 +423,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::{self, RecipeSource};
+    use crate::testing::load_recipe;
 
     const RECIPE: &str = r#"name = "t"
 seed = 9
@@ -450,16 +450,9 @@ inputs = { eval = "eval" }
 
     fn plan(sweep: &str) -> Plan {
         let text = format!("{RECIPE}\n[sweep]\n{sweep}\n");
-        let recipe = recipe::load(
-            RecipeSource::Text {
-                name: "t.toml",
-                text: &text,
-            },
-            &[],
-            crate::stages::registry(),
-        )
-        .map_err(|e| e.error)
-        .unwrap();
+        let recipe = load_recipe("t.toml", &text, &[])
+            .map_err(|e| e.error)
+            .unwrap();
         Plan::build(recipe, &mut StatCache::default()).unwrap()
     }
 

@@ -688,26 +688,9 @@ pub fn resize_like_tensorflow1(x: &Tensor, out_h: i64, out_w: i64) -> Tensor {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Random weights of the right names and shapes, BatchNorm statistics not the identity.
-    pub(crate) fn random_weights(seed: i64) -> Vec<(String, Tensor)> {
-        tch::manual_seed(seed);
-        expected_entries()
-            .into_iter()
-            .map(|(name, shape)| {
-                let t = if name.ends_with("running_var") || name.ends_with("bn.weight") {
-                    Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu)) + 0.5
-                } else {
-                    let fan_in: i64 = shape.iter().skip(1).product::<i64>().max(1);
-                    Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu))
-                        / (fan_in as f64).sqrt()
-                };
-                (name, t)
-            })
-            .collect()
-    }
+    use crate::testing::random_weights;
 
     #[test]
     fn expected_entries_count_matches_torchvision() {

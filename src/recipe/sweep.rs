@@ -398,15 +398,7 @@ mod tests {
         // `Recipe` is not `Debug`; tests read the error through `err`.
         let text = format!("{RECIPE}{sweep}\n");
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        crate::recipe::load(
-            crate::recipe::RecipeSource::Text {
-                name: "t.toml",
-                text: &text,
-            },
-            &overrides,
-            crate::stages::registry(),
-        )
-        .map_err(|e| {
+        crate::testing::load_recipe("t.toml", &text, &overrides).map_err(|e| {
             let line = e
                 .error
                 .span()

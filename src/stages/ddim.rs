@@ -689,7 +689,7 @@ fn mse_against(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::params;
+    use crate::testing::params;
 
     #[test]
     fn bad_parameters_name_their_key() {

@@ -224,32 +224,9 @@ inputs = { model = "source_only", data = "mnistm.val" }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::stage::InputArtifact;
-    use crate::stages::train_classifier::tests::{context, input, tempdir};
-    use crate::stages::train_classifier::TrainClassifierStage;
-    use crate::training::classifier::tests::banded;
-
-    /// Trains a tiny classifier under `root/model` and returns it as an input artifact.
-    pub(crate) fn trained_model(root: &camino::Utf8Path) -> (String, InputArtifact) {
-        let train = banded(60, 3, 16, 4);
-        let model_root = root.join("model_root");
-        let mut ctx = context(&model_root, vec![input(&model_root, "train", &train)]);
-        let params = crate::stages::train_classifier::tests::params::<TrainClassifierStage>(
-            "epochs = 3\nbatch_size = 20\nmodel = { image_size = 16 }",
-        )
-        .unwrap();
-        TrainClassifierStage::run(params, &mut ctx).unwrap();
-        let artifact = InputArtifact {
-            dir: model_root.join("out"),
-            stage: "model".into(),
-            kind: "train_classifier".into(),
-            params: serde_json::Value::Null,
-            outcome: Default::default(),
-        };
-        ("model".into(), artifact)
-    }
+    use crate::testing::{banded, context, input, tempdir, trained_model};
 
     #[test]
     fn reports_overall_and_per_class_accuracy() {

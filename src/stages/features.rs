@@ -166,9 +166,7 @@ fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::evaluate::tests::trained_model;
-    use crate::stages::train_classifier::tests::{context, input, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, tempdir, trained_model};
 
     #[test]
     fn writes_features_of_both_domains() {

@@ -246,9 +246,8 @@ fn side(
 mod tests {
     use super::*;
     use crate::stage::InputArtifact;
-    use crate::stages::fid_stats::tests::images_and_weights;
     use crate::stages::fid_stats::{FidStatsParams, FidStatsStage};
-    use crate::stages::train_classifier::tests::{context, tempdir};
+    use crate::testing::{context, images_and_weights, tempdir};
 
     fn artifact(dir: &Utf8Path) -> InputArtifact {
         InputArtifact {
@@ -295,9 +294,7 @@ mod tests {
 
     #[test]
     fn classifier_features_give_zero_for_the_same_set_and_refuse_inception_inputs() {
-        use crate::stages::evaluate::tests::trained_model;
-        use crate::stages::train_classifier::tests::input;
-        use crate::training::classifier::tests::banded;
+        use crate::testing::{banded, input, trained_model};
 
         let (_guard, root) = tempdir();
         let model = trained_model(&root);

@@ -243,25 +243,9 @@ pub(super) fn statistics_of(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::models::inception::tests::random_weights;
-    use crate::stages::train_classifier::tests::{context, tempdir};
-
-    /// A folder of `n` small RGB PNGs with smooth gradients, and random Inception weights.
-    pub(crate) fn images_and_weights(root: &Utf8Path, n: u32) -> (Utf8PathBuf, Utf8PathBuf) {
-        let folder = root.join("images");
-        std::fs::create_dir_all(&folder).unwrap();
-        for i in 0..n {
-            let image = image::RgbImage::from_fn(16, 16, |x, y| {
-                image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 37) as u8])
-            });
-            image.save(folder.join(format!("{i:03}.png"))).unwrap();
-        }
-        let weights = root.join("w.safetensors");
-        Tensor::write_safetensors(&random_weights(3), &weights).unwrap();
-        (folder, weights)
-    }
+    use crate::testing::{context, images_and_weights, tempdir};
 
     #[test]
     fn writes_pytorch_fid_statistics_of_a_folder() {

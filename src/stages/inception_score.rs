@@ -115,8 +115,7 @@ splits = 10                         # default
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::fid_stats::tests::images_and_weights;
-    use crate::stages::train_classifier::tests::{context, tempdir};
+    use crate::testing::{context, images_and_weights, tempdir};
 
     #[test]
     fn scores_a_folder_and_refuses_fewer_images_than_splits() {

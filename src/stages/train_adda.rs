@@ -282,8 +282,7 @@ fn load_inputs(params: &TrainAddaParams, ctx: &StageContext) -> anyhow::Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
     use crate::training::OptimizerKind;
 
     #[test]

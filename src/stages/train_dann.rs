@@ -312,8 +312,7 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
     use crate::training::OptimizerKind;
 
     #[test]

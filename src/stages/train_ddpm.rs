@@ -329,8 +329,7 @@ schedule = "linear"       # decays to 0 by the end
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
 
     #[test]
     fn params_default_to_the_reference_and_are_checked() {

@@ -428,8 +428,7 @@ fn draw_d_outputs(history: &History, out_dir: &camino::Utf8Path) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
 
     #[test]
     fn optimizers_default_by_loss() {

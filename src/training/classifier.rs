@@ -105,40 +105,11 @@ pub fn constant_labels(value: i64, n: i64, device: Device) -> Tensor {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::data::Dataset;
     use crate::models::{Arch, DigitCnnConfig};
+    use crate::testing::banded;
     use crate::training::{InputFormat, Normalisation};
-
-    /// A learnable toy problem: class `k` lights up a horizontal band at row `2k`, plus noise.
-    pub fn banded(n: usize, channels: usize, size: usize, seed: u64) -> Dataset {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut images = Vec::with_capacity(n * channels * size * size);
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let class = i % 10;
-            labels.push(class as i64);
-            for _ in 0..channels {
-                for row in 0..size {
-                    let band = row * 10 / size == class;
-                    for _ in 0..size {
-                        let noise: u8 = rng.random_range(0..60);
-                        images.push(if band { 190 + noise } else { noise });
-                    }
-                }
-            }
-        }
-        Dataset::new(
-            images,
-            [n, channels, size, size],
-            labels,
-            Dataset::digit_classes(),
-            "banded",
-        )
-        .unwrap()
-    }
 
     #[test]
     fn loss_goes_down_on_a_tiny_problem() {

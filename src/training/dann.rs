@@ -490,7 +490,7 @@ mod tests {
 
     /// A training on two banded 32-image domains (batches of 16) with Adam 1e-3.
     fn banded_training() -> DannTraining {
-        use crate::training::classifier::tests::banded;
+        use crate::testing::banded;
         use crate::training::InputFormat;
         tch::manual_seed(4);
         let (vs, model) = model(Arch::DannBn);
