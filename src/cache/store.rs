@@ -26,7 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
 
-use super::file_hash::{describe_type, hash_file_contents, HashError, StatCache};
+use super::file_hash::{
+    describe_type, entry_file_metadata, hash_file_contents, HashError, StatCache,
+};
 use super::key::CacheKey;
 use super::lock::{live_readers, FileLock, ReaderFile};
 use super::manifest::{
@@ -550,16 +552,7 @@ impl Verifier<'_> {
         match self {
             Verifier::Cached(stats) => stats.hash_entry_file(path),
             Verifier::Full => {
-                let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                if !meta.is_file() {
-                    return Err(HashError::NotAFile {
-                        path: path.to_owned(),
-                        what: describe_type(meta.file_type()),
-                    });
-                }
+                let meta = entry_file_metadata(path)?;
                 Ok((meta.len(), hash_file_contents(path)?))
             }
         }
