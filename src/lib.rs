@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod diffusion;
+pub mod dotted;
 pub mod download;
 pub mod error;
 pub mod graph;
