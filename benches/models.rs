@@ -317,7 +317,8 @@ fn fid_ms(images: usize, device: Device, steps: Steps) -> f64 {
             (name, t)
         })
         .collect();
-    let model = FidInception::from_tensors(weights, device).expect("model builds");
+    let model =
+        FidInception::from_tensors(weights, "random weights", device).expect("model builds");
     let data = Tensor::randint(256, [images as i64, 3, 64, 64], (Kind::Uint8, device));
     time_ms(device, steps, || {
         for start in (0..images as i64).step_by(50) {
