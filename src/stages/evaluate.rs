@@ -182,7 +182,7 @@ inputs = { model = "source_only", data = "mnistm.val" }
             images: data.len(),
             per_class: per_class.clone(),
             class_names: &model.meta.class_names,
-            confusion: confusion_matrix(&predictions, labels, classes),
+            confusion: confusion_matrix(&predictions, labels, classes)?,
         };
         std::fs::create_dir_all(ctx.out_dir())?;
         std::fs::write(

@@ -184,7 +184,7 @@ impl TrainingMethod for AddaTraining {
         Ok(named_scalars(
             &["disc_loss", "encoder_loss", "disc_acc"],
             &[&disc_loss, &encoder_loss, &disc_acc],
-        ))
+        )?)
     }
 
     fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {

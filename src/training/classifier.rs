@@ -96,7 +96,7 @@ pub fn supervised_step(
     Ok(named_scalars(
         &["train_loss", "train_acc"],
         &[&loss, &accuracy],
-    ))
+    )?)
 }
 
 /// Labels as they go into a cross-entropy loss: `value` repeated `n` times.

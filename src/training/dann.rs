@@ -399,7 +399,7 @@ pub fn dann_step(
     Ok(named_scalars(
         &["train_loss", "class_loss", "domain_loss", "train_acc"],
         &[&loss, &class_loss, &domain_loss, &accuracy],
-    ))
+    )?)
 }
 
 #[cfg(test)]

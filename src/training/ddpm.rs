@@ -249,7 +249,7 @@ impl TrainingMethod for DdpmTraining {
         );
         self.optimizer.backward_step(&loss, at.p)?;
         self.model.update_ema();
-        Ok(named_scalars(&["train_loss"], &[&loss]))
+        Ok(named_scalars(&["train_loss"], &[&loss])?)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {

@@ -451,7 +451,7 @@ impl TrainingMethod for GanTraining {
             names.push("class_acc");
             values.push(acc);
         }
-        Ok(named_scalars(&names, &values))
+        Ok(named_scalars(&names, &values)?)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {
