@@ -6,20 +6,16 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use super::args::{FidArgs, GlobalArgs};
+use super::args::GlobalArgs;
 use super::run::parse_device;
 use super::session::Failure;
 use crate::error::exit_code;
 use crate::worker::client::worker_path;
-use crate::worker::fid::FidRequest;
+use crate::worker::fid::{FidOptions, FidRequest};
 
-pub fn fid(global: &GlobalArgs, args: &FidArgs) -> Result<i32, Failure> {
+pub fn fid(global: &GlobalArgs, options: &FidOptions) -> Result<i32, Failure> {
     let request = FidRequest {
-        paths: args.paths.clone(),
-        weights: args.weights.clone(),
-        dims: args.dims,
-        batch_size: args.batch_size,
-        save_stats: args.save_stats,
+        options: options.clone(),
         device: parse_device(global.device.as_deref())?,
     };
     let status = Command::new(worker_path()?)

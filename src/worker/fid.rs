@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
-use clap::Parser;
+use clap::{Args, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::serve::resolve;
@@ -20,26 +20,39 @@ use crate::metrics::inception_features::{
 };
 use crate::models::inception::{block_of_dims, FidInception, WEIGHTS_FILE, WEIGHTS_URL};
 
-/// What `hwrun fid` asks of the worker. The worker reads it from its command line, and
-/// [`FidRequest::args`] writes that command line, so both ends of it live here.
-#[derive(Debug, Clone, PartialEq, Parser)]
-#[command(name = "hwrun-torch fid")]
-pub struct FidRequest {
+/// pytorch-fid's command line, which `hwrun fid` takes from the user and hands on to the worker.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct FidOptions {
     /// Two image folders or `.npz` statistics; with `--save-stats`, a folder and the `.npz` to write.
     #[arg(value_name = "PATH", num_args = 2, required = true)]
     pub paths: Vec<Utf8PathBuf>,
-    /// The FID Inception weights; default: where pytorch-fid keeps them.
+
+    /// The FID Inception weights (`pt_inception-2015-12-05-6726825d.pth` or `.safetensors`);
+    /// default: where pytorch-fid keeps them (`$TORCH_HOME/hub/checkpoints`).
     #[arg(long, value_name = "FILE")]
     pub weights: Option<Utf8PathBuf>,
-    /// Feature dimensions: 64, 192, 768 or 2048.
+
+    /// Feature dimensions: 64, 192, 768 or 2048 (the pool features).
     #[arg(long, default_value_t = 2048, value_name = "N")]
     pub dims: i64,
+
     /// Images per forward pass.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub batch_size: usize,
+
     /// Write the statistics of the first path's images to the second path instead.
     #[arg(long)]
     pub save_stats: bool,
+}
+
+/// What `hwrun fid` asks of the worker: the user's options and the device (hwrun's global
+/// `--device`). The worker reads it from its command line and [`FidRequest::args`] writes that
+/// command line, so both ends of it live here.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(name = "hwrun-torch fid")]
+pub struct FidRequest {
+    #[command(flatten)]
+    pub options: FidOptions,
     /// `auto`, `cpu`, `cuda`, `cuda:N`.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceRequest,
@@ -48,22 +61,23 @@ pub struct FidRequest {
 impl FidRequest {
     /// The worker's command line after `hwrun-torch fid`.
     pub fn args(&self) -> Vec<String> {
+        let options = &self.options;
         let mut args = vec![
             "--device".to_owned(),
             self.device.arg(),
             "--dims".to_owned(),
-            self.dims.to_string(),
+            options.dims.to_string(),
             "--batch-size".to_owned(),
-            self.batch_size.to_string(),
+            options.batch_size.to_string(),
         ];
-        if let Some(weights) = &self.weights {
+        if let Some(weights) = &options.weights {
             args.extend(["--weights".to_owned(), weights.to_string()]);
         }
-        if self.save_stats {
+        if options.save_stats {
             args.push("--save-stats".to_owned());
         }
         args.push("--".to_owned());
-        args.extend(self.paths.iter().map(Utf8PathBuf::to_string));
+        args.extend(options.paths.iter().map(Utf8PathBuf::to_string));
         args
     }
 }
@@ -92,7 +106,8 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
     }
 }
 
-fn run(args: &FidRequest) -> anyhow::Result<()> {
+fn run(request: &FidRequest) -> anyhow::Result<()> {
+    let args = &request.options;
     block_of_dims(args.dims)?;
     let inputs = if args.save_stats {
         &args.paths[..1]
@@ -104,7 +119,7 @@ fn run(args: &FidRequest) -> anyhow::Result<()> {
             bail!("invalid path: {path} does not exist");
         }
     }
-    let device = resolve(args.device)?;
+    let device = resolve(request.device)?;
     let mut model = None;
     if args.save_stats {
         let (input, output) = (&args.paths[0], &args.paths[1]);
@@ -126,7 +141,7 @@ fn run(args: &FidRequest) -> anyhow::Result<()> {
 /// The statistics of one path: read from `.npz`, or featurised (loading the network once).
 fn statistics_of(
     path: &Utf8Path,
-    args: &FidRequest,
+    args: &FidOptions,
     device: tch::Device,
     model: &mut Option<FidInception>,
 ) -> anyhow::Result<FidStatistics> {
@@ -195,11 +210,13 @@ mod tests {
     #[test]
     fn a_request_reads_back_from_its_command_line() {
         let request = FidRequest {
-            paths: vec!["a dir".into(), "-b.npz".into()],
-            weights: Some("w.pth".into()),
-            dims: 64,
-            batch_size: 7,
-            save_stats: true,
+            options: FidOptions {
+                paths: vec!["a dir".into(), "-b.npz".into()],
+                weights: Some("w.pth".into()),
+                dims: 64,
+                batch_size: 7,
+                save_stats: true,
+            },
             device: DeviceRequest::Cuda(1),
         };
         let args = std::iter::once("fid".to_owned()).chain(request.args());
