@@ -31,7 +31,7 @@ use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
 use crate::training::setup;
-use crate::training::{DomainData, InputFormat, Normalisation};
+use crate::training::{DeviceDataset, InputFormat, Normalisation};
 use crate::viz::{confusion_png, ConfusionPlot};
 
 /// The confusion-matrix figure an `evaluate` stage writes.
@@ -167,7 +167,7 @@ inputs = { model = "source_only", data = "mnistm.val" }
             .into());
         }
         let norm = normalisation(&model, &data, params.normalise, ctx);
-        let images = DomainData::new(&data, &norm, input_format(&model), ctx.device())?;
+        let images = DeviceDataset::new(&data, &norm, input_format(&model), ctx.device())?;
         ctx.start_phase("evaluate", 1);
         let predictions = predict(&images, |x| model.cnn.logits(x, false));
         ctx.progress().inc(1);

@@ -30,7 +30,7 @@ use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
 use crate::training::setup;
-use crate::training::DomainData;
+use crate::training::DeviceDataset;
 
 /// The `features` stage kind.
 pub struct FeaturesStage;
@@ -159,7 +159,7 @@ fn extract(
     encoder: impl Fn(&Tensor) -> Tensor,
 ) -> anyhow::Result<Tensor> {
     let norm = normalisation(model, dataset, NormaliseWith::Saved, ctx);
-    let data = DomainData::new(dataset, &norm, input_format(model), ctx.device())?;
+    let data = DeviceDataset::new(dataset, &norm, input_format(model), ctx.device())?;
     Ok(map_all(&data, encoder))
 }
 

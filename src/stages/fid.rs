@@ -43,7 +43,7 @@ use crate::models::inception::{block_of_dims, FidInception};
 use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
-use crate::training::{DomainData, Normalisation};
+use crate::training::{DeviceDataset, Normalisation};
 
 /// The `fid` stage kind.
 pub struct FidStage;
@@ -214,7 +214,7 @@ fn classifier_statistics(
     images: &Dataset,
     norm: &Normalisation,
 ) -> anyhow::Result<FidStatistics> {
-    let data = DomainData::new(images, norm, input_format(model), ctx.device())?;
+    let data = DeviceDataset::new(images, norm, input_format(model), ctx.device())?;
     let features = map_all(&data, |x| model.source_features(x));
     ctx.progress().inc(1);
     statistics_of(ctx, &features)

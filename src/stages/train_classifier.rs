@@ -25,7 +25,9 @@ use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::classifier::ClassifierTraining;
 use crate::training::setup::{self, SOURCE_STREAM};
-use crate::training::{train, DomainData, IndexStream, LoopPlan, Normalisation, OptimizerSettings};
+use crate::training::{
+    train, DeviceDataset, IndexStream, LoopPlan, Normalisation, OptimizerSettings,
+};
 
 /// The `train_classifier` stage kind.
 pub struct TrainClassifierStage;
@@ -118,7 +120,7 @@ schedule = "constant"  # constant | annealed | linear | cosine
             stream_seed(ctx.seed(), SOURCE_STREAM),
             ctx.device(),
         );
-        let data = DomainData::new(&train_set, &norm, format, ctx.device())?;
+        let data = DeviceDataset::new(&train_set, &norm, format, ctx.device())?;
         let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx)?;
         ctx.log(format!(
             "training on {} (batch {batch})",

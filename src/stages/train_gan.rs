@@ -31,7 +31,7 @@ use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::gan::{progress_file, GanModel, GanSettings, GanTraining, STRIP_FILE};
 use crate::training::setup::{self, SOURCE_STREAM};
 use crate::training::{
-    train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation,
+    train, DeviceDataset, History, IndexStream, InputFormat, LoopPlan, Normalisation,
     OptimizerSettings,
 };
 use crate::viz::{curves_png, CurvesPlot, Series};
@@ -314,7 +314,7 @@ betas = [0.5, 0.999]
             channels: config.channels,
             image_size: config.image_size,
         };
-        let data = DomainData::new(&dataset, &norm, format, device)?;
+        let data = DeviceDataset::new(&dataset, &norm, format, device)?;
         let order = IndexStream::new(
             dataset.len(),
             batch,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream};
+use super::batches::{DeviceDataset, IndexStream};
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::setup::val_accuracy;
@@ -18,9 +18,9 @@ pub struct ClassifierTraining {
     pub vs: nn::VarStore,
     pub model: DigitCnn,
     optimizer: Optimizer,
-    data: DomainData,
+    data: DeviceDataset,
     order: IndexStream,
-    val: Option<DomainData>,
+    val: Option<DeviceDataset>,
 }
 
 impl ClassifierTraining {
@@ -29,9 +29,9 @@ impl ClassifierTraining {
         vs: nn::VarStore,
         model: DigitCnn,
         settings: OptimizerSettings,
-        data: DomainData,
+        data: DeviceDataset,
         order: IndexStream,
-        val: Option<DomainData>,
+        val: Option<DeviceDataset>,
     ) -> Self {
         let optimizer = Optimizer::new(settings, &[&vs]);
         ClassifierTraining {
@@ -120,7 +120,7 @@ mod tests {
             channels: 3,
             image_size: 16,
         };
-        let data = DomainData::new(&dataset, &norm, format, Device::Cpu).unwrap();
+        let data = DeviceDataset::new(&dataset, &norm, format, Device::Cpu).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let config = DigitCnnConfig {
             arch: Arch::Mnist,

@@ -2,13 +2,13 @@
 
 use tch::{Kind, Tensor};
 
-use super::batches::DomainData;
+use super::batches::DeviceDataset;
 
 /// Images per inference chunk.
 pub const EVAL_BATCH: usize = 512;
 
 /// Applies `forward` (images -> rows) to all images in order, in inference mode; `[N, ...]`.
-pub fn map_all(data: &DomainData, forward: impl Fn(&Tensor) -> Tensor) -> Tensor {
+pub fn map_all(data: &DeviceDataset, forward: impl Fn(&Tensor) -> Tensor) -> Tensor {
     crate::accel::inference(|| {
         let chunks: Vec<Tensor> = (0..data.len())
             .step_by(EVAL_BATCH)
@@ -19,7 +19,7 @@ pub fn map_all(data: &DomainData, forward: impl Fn(&Tensor) -> Tensor) -> Tensor
 }
 
 /// The predicted class of every image, `[N]` i64.
-pub fn predict(data: &DomainData, logits: impl Fn(&Tensor) -> Tensor) -> Tensor {
+pub fn predict(data: &DeviceDataset, logits: impl Fn(&Tensor) -> Tensor) -> Tensor {
     map_all(data, |x| logits(x).argmax(-1, false))
 }
 
