@@ -34,13 +34,15 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
 use super::fid_stats::{
-    default_batch_size, default_dims, images_of, load_model, statistics, statistics_of, STATS_FILE,
-    WEIGHTS_INPUT,
+    check_batch_size, check_dims, default_batch_size, default_dims, images_of, load_model,
+    statistics, statistics_of, STATS_FILE, WEIGHTS_INPUT,
 };
 use crate::data::Dataset;
 use crate::metrics::fid::{frechet_distance, FidStatistics};
 use crate::models::inception::{block_of_dims, FidInception};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{
+    InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
 use crate::training::{DeviceDataset, Normalisation};
@@ -146,6 +148,14 @@ kind = "fid"
 features = "classifier"             # the distance on the classifier's features
 inputs = { a = "digits.train", b = "digits.val", model = "source_only" }
 "#;
+
+    fn validate(params: &FidParams) -> Result<(), ParamError> {
+        // A classifier's features have the size its model gives them.
+        if params.features == FidFeatures::Inception {
+            check_dims(params.dims)?;
+        }
+        check_batch_size(params.batch_size)
+    }
 
     fn shape(params: &FidParams) -> StageShape {
         StageShape {
@@ -345,5 +355,15 @@ mod tests {
         );
         let err = FidStage::run(classifier(None), &mut ctx).unwrap_err();
         assert!(err.to_string().contains("fid_stats output"), "{err}");
+    }
+
+    #[test]
+    fn inception_dims_and_batch_size_are_checked() {
+        let path = |text: &str| crate::testing::params::<FidStage>(text).unwrap_err().path;
+        assert_eq!(path("dims = 100"), ["dims"]);
+        assert_eq!(path("batch_size = 0"), ["batch_size"]);
+        assert!(
+            crate::testing::params::<FidStage>("features = \"classifier\"\ndims = 100").is_ok()
+        );
     }
 }

@@ -31,8 +31,10 @@ use tch::Tensor;
 use crate::data::Dataset;
 use crate::metrics::fid::FidStatistics;
 use crate::metrics::inception_features::{featurise, load_image_set, FeatureKind};
-use crate::models::inception::{block_of_dims, FidInception};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::models::inception::{block_of_dims, FidInception, FEATURE_DIMS};
+use crate::stage::{
+    InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 
 /// The optional images input of the kinds that featurise one image set.
 pub(super) const IMAGES_INPUT: InputSpec = InputSpec::optional(
@@ -72,6 +74,19 @@ pub struct FidStatsParams {
     pub batch_size: usize,
 }
 
+/// `dims` must be a block pytorch-fid can read features from.
+pub(super) fn check_dims(dims: i64) -> Result<(), ParamError> {
+    ParamError::check(
+        FEATURE_DIMS.contains(&dims),
+        "dims",
+        "one of pytorch-fid's 64, 192, 768 or 2048",
+    )
+}
+
+pub(super) fn check_batch_size(batch_size: usize) -> Result<(), ParamError> {
+    ParamError::check(batch_size >= 1, "batch_size", "at least 1")
+}
+
 pub(super) fn default_dims() -> i64 {
     2048
 }
@@ -104,6 +119,11 @@ inputs = { images = "digits.val", weights = "inception_weights" }
 dims = 2048                         # default; 64, 192, 768 also work
 batch_size = 50                     # default
 "#;
+
+    fn validate(params: &FidStatsParams) -> Result<(), ParamError> {
+        check_dims(params.dims)?;
+        check_batch_size(params.batch_size)
+    }
 
     fn shape(params: &FidStatsParams) -> StageShape {
         StageShape {
@@ -297,5 +317,17 @@ mod tests {
             err.contains("unexpected: conv1.weight") && err.contains("missing: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dims_must_be_an_inception_block_and_batches_not_empty() {
+        let path = |text: &str| {
+            crate::testing::params::<FidStatsStage>(text)
+                .unwrap_err()
+                .path
+        };
+        assert_eq!(path("dims = 1000"), ["dims"]);
+        assert_eq!(path("batch_size = 0"), ["batch_size"]);
+        assert!(crate::testing::params::<FidStatsStage>("dims = 768").is_ok());
     }
 }
