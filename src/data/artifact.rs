@@ -65,22 +65,15 @@ impl Tensors {
             })
     }
 
-    /// The values of tensor `name`, row-major; its element type must be `T`.
+    /// The values of tensor `name`, row-major, converted to `T`.
     pub fn values<T: Element + Copy>(&self, name: &str) -> Result<Vec<T>, ArtifactError> {
-        values(name, &self.get(name)?.flatten(0, -1))
+        Vec::<T>::try_from(self.get(name)?.flatten(0, -1)).map_err(|source| {
+            ArtifactError::TensorValues {
+                name: name.to_owned(),
+                source,
+            }
+        })
     }
-
-    /// The values of tensor `name`, row-major, converted to `T` from whatever type it has.
-    pub fn values_as<T: Element + Copy>(&self, name: &str) -> Result<Vec<T>, ArtifactError> {
-        values(name, &self.get(name)?.to_kind(T::KIND).flatten(0, -1))
-    }
-}
-
-fn values<T: Element + Copy>(name: &str, tensor: &Tensor) -> Result<Vec<T>, ArtifactError> {
-    Vec::<T>::try_from(tensor).map_err(|source| ArtifactError::TensorValues {
-        name: name.to_owned(),
-        source,
-    })
 }
 
 impl Layout {

@@ -154,7 +154,7 @@ impl FeatureSet {
         };
         let (meta, tensors) = LAYOUT.read::<FeatureMeta>(dir).map_err(read_err)?;
         let set = FeatureSet {
-            features: tensors.values_as("features").map_err(read_err)?,
+            features: tensors.values("features").map_err(read_err)?,
             n: meta.n,
             dim: meta.dim,
             labels: tensors.values("labels").map_err(read_err)?,

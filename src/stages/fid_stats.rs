@@ -314,7 +314,7 @@ mod tests {
         };
         let err = format!("{:#}", FidStatsStage::run(wrong, &mut ctx).unwrap_err());
         assert!(
-            err.contains("unexpected: conv1.weight") && err.contains("missing: "),
+            err.contains("unexpected (1): conv1.weight") && err.contains("missing (472): "),
             "{err}"
         );
     }

@@ -59,7 +59,7 @@ pub fn per_class_accuracy(
         .collect()
 }
 
-/// `confusion[true][predicted]` counts over labelled images; `predictions` and `labels` are i64
+/// `confusion[true][predicted]` counts over labelled images; `predictions` and `labels` are both
 /// `[N]`, anything else an error.
 pub fn confusion_matrix(
     predictions: &Tensor,
@@ -101,8 +101,8 @@ mod tests {
             confusion_matrix(&predictions, &labels, 3).unwrap()[0],
             [1, 1, 0]
         );
-        let floats = Tensor::from_slice(&[0.0f32, 1.0, 1.0, 2.0]);
-        assert!(confusion_matrix(&floats, &labels, 3).is_err());
+        let matrix = Tensor::from_slice(&[0i64, 1, 1, 2]).view([2, 2]);
+        assert!(confusion_matrix(&matrix, &labels, 3).is_err());
         let short = Tensor::from_slice(&[0i64, 1]);
         assert!(confusion_matrix(&short, &labels, 3).is_err());
     }
