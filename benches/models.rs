@@ -44,13 +44,14 @@ use hwrun::models::{
     Arch, ContextUnetConfig, DigitCnnConfig, FaceUnet, FaceUnetConfig, GanConfig, GanLoss,
     GanPreset,
 };
-use hwrun::training::dann::{DannData, DannForward, DannModel, DannPasses, DannTraining};
+use hwrun::training::dann::{DannForward, DannModel, DannPasses, DannTraining};
 use hwrun::training::ddpm::{symmetric_normalisation, DdpmModel, DdpmTraining};
 use hwrun::training::gan::{GanModel, GanSettings, GanTraining};
 use hwrun::training::schedule::LAMBDA_GAMMA;
+use hwrun::training::AdaptationData;
 use hwrun::training::{
-    threads, DomainData, IndexStream, InputFormat, Normalisation, OptimizerSettings, StepProgress,
-    TrainingMethod,
+    threads, DeviceDataset, IndexStream, InputFormat, Normalisation, OptimizerSettings,
+    StepProgress, TrainingMethod,
 };
 use rand::{Rng, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
@@ -173,8 +174,13 @@ fn random_dataset(n: usize, size: usize, classes: bool, seed: u64) -> Dataset {
     Dataset::new(images, [n, 3, size, size], labels, names, "random").expect("valid dataset")
 }
 
-fn domain_data(dataset: &Dataset, norm: &Normalisation, size: i64, device: Device) -> DomainData {
-    DomainData::new(
+fn device_dataset(
+    dataset: &Dataset,
+    norm: &Normalisation,
+    size: i64,
+    device: Device,
+) -> DeviceDataset {
+    DeviceDataset::new(
         dataset,
         norm,
         InputFormat {
@@ -199,9 +205,9 @@ fn dann(device: Device) -> DannTraining {
     let (n, batch) = (4096, 128);
     let domain = |seed| {
         let dataset = random_dataset(n, 28, true, seed);
-        domain_data(&dataset, &Normalisation::of(&dataset), 28, device)
+        device_dataset(&dataset, &Normalisation::of(&dataset), 28, device)
     };
-    let data = DannData {
+    let data = AdaptationData {
         source: domain(1),
         target: domain(2),
         source_order: IndexStream::new(n, batch, 1, device),
@@ -244,7 +250,7 @@ fn gan(loss: GanLoss, device: Device) -> GanTraining {
         mean: vec![0.5; 3],
         std: vec![0.5; 3],
     };
-    let data = domain_data(&random_dataset(n, 64, false, 1), &norm, 64, device);
+    let data = device_dataset(&random_dataset(n, 64, false, 1), &norm, 64, device);
     let adam = match loss {
         GanLoss::WganGp => OptimizerSettings::adam(1e-4, [0.0, 0.9]),
         _ => OptimizerSettings::adam(2e-4, [0.5, 0.999]),
@@ -269,7 +275,7 @@ fn ddpm(device: Device) -> DdpmTraining {
         image_size: 28,
         classes: 10,
     };
-    let data = domain_data(
+    let data = device_dataset(
         &random_dataset(n, 28, true, 1),
         &symmetric_normalisation("random", 3),
         28,
@@ -317,7 +323,8 @@ fn fid_ms(images: usize, device: Device, steps: Steps) -> f64 {
             (name, t)
         })
         .collect();
-    let model = FidInception::from_tensors(weights, device).expect("model builds");
+    let model =
+        FidInception::from_tensors(weights, "random weights", device).expect("model builds");
     let data = Tensor::randint(256, [images as i64, 3, 64, 64], (Kind::Uint8, device));
     time_ms(device, steps, || {
         for start in (0..images as i64).step_by(50) {

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod data;
 pub mod diffusion;
+pub mod dotted;
 pub mod download;
 pub mod error;
 pub mod graph;
@@ -23,6 +24,8 @@ pub mod report;
 pub mod scheduler;
 pub mod stage;
 pub mod stages;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod training;
 pub mod viz;
 pub mod worker;

@@ -39,7 +39,7 @@ fn out_dir() -> (tempfile::TempDir, Utf8PathBuf) {
 /// Runs the real stage with `params` (a TOML stage table without `kind`).
 fn run(params: &str, out: &Utf8Path) -> anyhow::Result<StageOutcome> {
     let table: toml::Table = toml::from_str(params).unwrap();
-    let mut ctx = StageContext::detached("fetch", out.to_owned(), BTreeMap::new(), 0);
+    let mut ctx = StageContext::new("fetch", out.to_owned(), BTreeMap::new(), 0);
     Registered::<DownloadStage>::new().run(&table, &mut ctx)
 }
 

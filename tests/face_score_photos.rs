@@ -51,7 +51,7 @@ fn one_face_in_a_portrait_and_none_in_a_still_life() {
         outcome: Default::default(),
     };
     let out = dir.join("out");
-    let mut ctx = StageContext::detached(
+    let mut ctx = StageContext::new(
         "faces",
         out,
         [("images".to_owned(), input)].into_iter().collect(),

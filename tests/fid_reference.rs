@@ -314,9 +314,9 @@ fn bad_inputs_are_clear_errors() {
     fails_with(
         &["fid", a.as_str(), a.as_str(), "--weights", other.as_str()],
         &[
-            "472 missing",
-            "missing: Conv2d_1a_3x3.bn.bias",
-            "unexpected: features.0.weight",
+            "missing (472): Conv2d_1a_3x3.bn.bias",
+            "unexpected (1): features.0.weight",
+            "is this the right file",
         ],
     );
 }

@@ -21,7 +21,7 @@ fn train(root: &Utf8Path, precision: &str) -> (f64, Vec<u8>) {
         ("val".to_owned(), artifact(root.join("val"))),
     ]);
     let out = root.join(precision);
-    let mut ctx = StageContext::detached("classifier", out.clone(), inputs, 3);
+    let mut ctx = StageContext::new("classifier", out.clone(), inputs, 3);
     let text = format!(
         "epochs = 4\nbatch_size = 64\nprecision = \"{precision}\"\nmodel = {{ arch = \"dann_bn\" }}\noptimizer = {{ kind = \"adam\", lr = 3e-3 }}"
     );

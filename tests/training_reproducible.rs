@@ -19,7 +19,7 @@ fn train(root: &Utf8Path, out: &str) -> (Vec<u8>, String, BTreeMap<String, f64>)
         ("source".to_owned(), artifact(root.join("source"))),
         ("target".to_owned(), artifact(root.join("target"))),
     ]);
-    let mut ctx = StageContext::detached("dann", root.join(out), inputs, 5);
+    let mut ctx = StageContext::new("dann", root.join(out), inputs, 5);
     let text = "epochs = 2\nbatch_size = 32\noptimizer = { kind = \"adam\", lr = 1e-3 }";
     let params: TrainDannParams =
         checked_params::<TrainDannStage>(&toml::from_str(text).unwrap()).unwrap();

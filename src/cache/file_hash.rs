@@ -155,12 +155,7 @@ impl StatCache {
         path: &Utf8Path,
         meta: &fs::Metadata,
     ) -> Result<blake3::Hash, HashError> {
-        if !meta.is_file() {
-            return Err(HashError::NotAFile {
-                path: path.to_owned(),
-                what: describe_type(meta.file_type()),
-            });
-        }
+        require_regular(path, meta)?;
         let absolute = path.canonicalize_utf8().unwrap_or_else(|_| path.to_owned());
         self.cached_hash(absolute, path, meta)
     }
@@ -168,16 +163,7 @@ impl StatCache {
     /// Size and content hash of a file inside a cache entry (`path` absolute). A symbolic link or
     /// special file is an error: entries hold regular files only (links are recorded apart).
     pub fn hash_entry_file(&mut self, path: &Utf8Path) -> Result<(u64, blake3::Hash), HashError> {
-        let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(HashError::NotAFile {
-                path: path.to_owned(),
-                what: describe_type(meta.file_type()),
-            });
-        }
+        let meta = entry_file_metadata(path)?;
         Ok((meta.len(), self.cached_hash(path.to_owned(), path, &meta)?))
     }
 
@@ -217,6 +203,29 @@ impl StatCache {
     }
 }
 
+/// The metadata of `path`, a file inside a cache entry: a symbolic link or special file is an
+/// error, since entries hold regular files only (links are recorded apart).
+pub fn entry_file_metadata(path: &Utf8Path) -> Result<fs::Metadata, HashError> {
+    let meta = fs::symlink_metadata(path).map_err(|source| HashError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    require_regular(path, &meta)?;
+    Ok(meta)
+}
+
+/// Refuses what is not a regular file before it is read: a FIFO would block, a device never end.
+fn require_regular(path: &Utf8Path, meta: &fs::Metadata) -> Result<(), HashError> {
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(HashError::NotAFile {
+            path: path.to_owned(),
+            what: describe_type(meta.file_type()),
+        })
+    }
+}
+
 /// Reads and hashes a regular file, multi-threaded, in chunks: stops at the size the file had
 /// when opened (a growing file cannot keep it busy) and at a Ctrl-C. A FIFO or device is refused
 /// before it is read (and opened non-blocking, so a FIFO cannot hang the open either).
@@ -231,12 +240,7 @@ pub fn hash_file_contents(path: &Utf8Path) -> Result<blake3::Hash, HashError> {
         .open(path)
         .map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(HashError::NotAFile {
-            path: path.to_owned(),
-            what: describe_type(meta.file_type()),
-        });
-    }
+    require_regular(path, &meta)?;
     let mut hasher = blake3::Hasher::new();
     let mut reader = file.take(meta.len());
     let mut buffer = vec![0u8; CHUNK.min(meta.len() as usize).max(1)];

@@ -3,6 +3,8 @@
 use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::worker::fid::FidOptions;
+
 /// Reproduce deep-learning experiments from declarative TOML recipes.
 ///
 /// `hwrun RECIPE` plans the recipe's stages, runs the ones not in the cache and prints where the
@@ -47,7 +49,7 @@ pub enum Command {
     /// with its default, and an example recipe.
     Stages(StagesArgs),
     /// FID of two image folders or `.npz` statistics, as `python -m pytorch_fid A B`.
-    Fid(FidArgs),
+    Fid(FidOptions),
 }
 
 #[derive(Debug, Args)]
@@ -203,31 +205,6 @@ pub struct GcArgs {
     /// Show what would be removed without removing it.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-/// `hwrun fid`: pytorch-fid's command line (the device is the global `--device`).
-#[derive(Debug, Args, Clone)]
-pub struct FidArgs {
-    /// Two image folders or `.npz` statistics; with `--save-stats`, a folder and the `.npz` to write.
-    #[arg(value_name = "PATH", num_args = 2, required = true)]
-    pub paths: Vec<Utf8PathBuf>,
-
-    /// The FID Inception weights (`pt_inception-2015-12-05-6726825d.pth` or `.safetensors`);
-    /// default: where pytorch-fid keeps them (`$TORCH_HOME/hub/checkpoints`).
-    #[arg(long, value_name = "FILE")]
-    pub weights: Option<Utf8PathBuf>,
-
-    /// Feature dimensions: 64, 192, 768 or 2048 (the pool features).
-    #[arg(long, default_value_t = 2048, value_name = "N")]
-    pub dims: i64,
-
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub batch_size: usize,
-
-    /// Write the statistics of the first path's images to the second path instead.
-    #[arg(long)]
-    pub save_stats: bool,
 }
 
 #[cfg(test)]

@@ -6,34 +6,21 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use super::args::{FidArgs, GlobalArgs};
+use super::args::GlobalArgs;
 use super::run::parse_device;
 use super::session::Failure;
 use crate::error::exit_code;
 use crate::worker::client::worker_path;
-use crate::worker::DeviceRequest;
+use crate::worker::fid::{FidOptions, FidRequest};
 
-pub fn fid(global: &GlobalArgs, args: &FidArgs) -> Result<i32, Failure> {
-    let device = match parse_device(global.device.as_deref())? {
-        DeviceRequest::Auto => "auto".to_owned(),
-        DeviceRequest::Cpu => "cpu".to_owned(),
-        DeviceRequest::Cuda(index) => format!("cuda:{index}"),
+pub fn fid(global: &GlobalArgs, options: &FidOptions) -> Result<i32, Failure> {
+    let request = FidRequest {
+        options: options.clone(),
+        device: parse_device(global.device.as_deref())?,
     };
-    let mut command = Command::new(worker_path()?);
-    command
+    let status = Command::new(worker_path()?)
         .arg("fid")
-        .args(["--device", &device, "--dims", &args.dims.to_string()]);
-    command.args(["--batch-size", &args.batch_size.to_string()]);
-    if let Some(weights) = &args.weights {
-        command.args(["--weights", weights.as_str()]);
-    }
-    if args.save_stats {
-        command.arg("--save-stats");
-    }
-    command
-        .arg("--")
-        .args(args.paths.iter().map(|p| p.as_str()));
-    let status = command
+        .args(request.args())
         .status()
         .context("cannot start the hwrun-torch worker")?;
     Ok(status.code().unwrap_or(exit_code::STAGE_FAILED))

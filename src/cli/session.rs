@@ -69,7 +69,7 @@ pub fn load_recipe(args: &RecipeArgs) -> Result<Recipe, Failure> {
             text: DEFAULT_RECIPE,
         },
     };
-    recipe::load(source, &args.overrides).map_err(Failure::Recipe)
+    recipe::load(source, &args.overrides, crate::stages::registry()).map_err(Failure::Recipe)
 }
 
 /// Whether a command may create and write the cache (`run`, `gc`, `fsck`) or only reads it

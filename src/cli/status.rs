@@ -2,7 +2,6 @@
 //! done, failed, skipped), from the cache and the submission record, with one `squeue` call.
 //! And `hwrun run-job FILE`, what a submitted job runs on its node.
 
-use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use serde::Serialize;
@@ -12,9 +11,10 @@ use super::session::{Access, Failure, Session};
 use crate::error::exit_code;
 use crate::graph::Status;
 use crate::output::{OutputMode, Printer};
+use crate::scheduler::executor::slurm::queue::{self, JobStates};
 use crate::scheduler::executor::slurm::record::SubmissionRecord;
 use crate::scheduler::executor::slurm::run_job::run_job_file;
-use crate::scheduler::executor::slurm::{classify, failure_message, queue, top_job, StageState};
+use crate::scheduler::executor::slurm::{classify, failure_message, StageState};
 use crate::stage::CancelToken;
 
 /// One row of `hwrun status`.
@@ -32,20 +32,11 @@ pub fn status(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Resu
     let plan = &session.plan;
     let record = SubmissionRecord::load(&session.cache, &plan.recipe.name)?;
     let jobs = record.as_ref().map_or_else(Vec::new, |r| r.jobs.clone());
-    let states = queue::squeue(&jobs)?;
-    let forgotten: Vec<String> = record
+    let submitted_jobs = record
         .iter()
         .flat_map(|r| &r.stages)
-        .filter(|s| !states.contains_key(&s.job))
-        .map(|s| top_job(&s.job).to_owned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let accounted = if forgotten.is_empty() {
-        None
-    } else {
-        queue::sacct(&forgotten)
-    };
+        .map(|s| s.job.as_str());
+    let states = JobStates::complete(queue::squeue(&jobs)?, submitted_jobs);
     let rows: Vec<StatusRow> = plan
         .topological()
         .into_iter()
@@ -65,9 +56,7 @@ pub fn status(global: &GlobalArgs, args: &RecipeArgs, printer: &Printer) -> Resu
                     Status::Run => row("not submitted", None),
                 };
             };
-            let job_state = states
-                .get(&submitted.job)
-                .or_else(|| accounted.as_ref()?.get(&submitted.job));
+            let job_state = states.get(&submitted.job);
             match classify(&session.cache, &stage.key, job_state) {
                 StageState::Done(_) => row("done", None),
                 StageState::Pending => row("pending", None),

@@ -11,11 +11,17 @@ use std::fmt;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use super::artifact::{ArtifactError, Layout};
+
 /// Label of an image that has none (unlabelled folders).
 pub const UNLABELLED: i64 = -1;
 
-const TENSORS_FILE: &str = "dataset.safetensors";
 pub const META_FILE: &str = "dataset.json";
+const LAYOUT: Layout = Layout {
+    meta: META_FILE,
+    tensors: "dataset.safetensors",
+    producer: "a data stage",
+};
 
 /// Images, labels and what they mean, all in memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,10 +60,21 @@ pub enum DatasetError {
         label: i64,
         classes: usize,
     },
-    #[error("cannot read dataset at {path}: {message}")]
-    Read { path: Utf8PathBuf, message: String },
-    #[error("cannot write dataset to {path}: {message}")]
-    Write { path: Utf8PathBuf, message: String },
+    #[error("cannot read dataset at {path}: {source}")]
+    Read {
+        path: Utf8PathBuf,
+        source: ArtifactError,
+    },
+    #[error("inconsistent dataset at {path}: {source}")]
+    Invalid {
+        path: Utf8PathBuf,
+        source: Box<DatasetError>,
+    },
+    #[error("cannot write dataset to {path}: {source}")]
+    Write {
+        path: Utf8PathBuf,
+        source: ArtifactError,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -185,60 +202,41 @@ impl Dataset {
 
     /// Writes `dataset.safetensors` and `dataset.json` into `dir` (created if missing).
     pub fn save(&self, dir: &Utf8Path) -> Result<(), DatasetError> {
-        let write_err = |message: String| DatasetError::Write {
-            path: dir.to_owned(),
-            message,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
-        let tensors = [
-            ("images", self.images_tensor()),
-            ("labels", self.labels_tensor()),
-        ];
-        tch::Tensor::write_safetensors(&tensors, dir.join(TENSORS_FILE))
-            .map_err(|e| write_err(e.to_string()))?;
         let meta = DatasetMeta {
             shape: self.shape,
             classes: self.classes.clone(),
             domain: self.domain.clone(),
         };
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| write_err(e.to_string()))?;
-        std::fs::write(dir.join(META_FILE), json).map_err(|e| write_err(e.to_string()))
+        let tensors = [
+            ("images", self.images_tensor()),
+            ("labels", self.labels_tensor()),
+        ];
+        LAYOUT
+            .write(dir, &meta, &tensors)
+            .map_err(|source| DatasetError::Write {
+                path: dir.to_owned(),
+                source,
+            })
     }
 
     /// Reads a dataset written by [`Dataset::save`].
     pub fn load(dir: &Utf8Path) -> Result<Self, DatasetError> {
-        let read_err = |message: String| DatasetError::Read {
+        let read_err = |source| DatasetError::Read {
             path: dir.to_owned(),
-            message,
+            source,
         };
-        let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| {
-            read_err(format!(
-                "{META_FILE}: {e} (is this the output of a data stage?)"
-            ))
-        })?;
-        let meta: DatasetMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
-        let tensors = tch::Tensor::read_safetensors(dir.join(TENSORS_FILE))
-            .map_err(|e| read_err(format!("{TENSORS_FILE}: {e}")))?;
-        let find = |name: &str| {
-            tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                .ok_or_else(|| read_err(format!("{TENSORS_FILE} has no tensor `{name}`")))
-        };
-        let images = Vec::<u8>::try_from(find("images")?.flatten(0, -1))
-            .map_err(|e| read_err(format!("images: {e}")))?;
-        let labels =
-            Vec::<i64>::try_from(find("labels")?).map_err(|e| read_err(format!("labels: {e}")))?;
+        let (meta, tensors) = LAYOUT.read::<DatasetMeta>(dir).map_err(read_err)?;
         let dataset = Dataset {
-            images,
+            images: tensors.values("images").map_err(read_err)?,
             shape: meta.shape,
-            labels,
+            labels: tensors.values("labels").map_err(read_err)?,
             classes: meta.classes,
             domain: meta.domain,
         };
-        dataset.validate().map_err(|e| read_err(e.to_string()))?;
+        dataset.validate().map_err(|e| DatasetError::Invalid {
+            path: dir.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(dataset)
     }
 

@@ -9,10 +9,14 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use super::artifact::{ArtifactError, Layout};
 use super::dataset::UNLABELLED;
 
-const TENSORS_FILE: &str = "features.safetensors";
-const META_FILE: &str = "features.json";
+const LAYOUT: Layout = Layout {
+    meta: "features.json",
+    tensors: "features.safetensors",
+    producer: "a `features` stage",
+};
 
 /// Feature vectors with their labels and domains, all in memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +50,21 @@ pub enum FeatureSetError {
         value: i64,
         len: usize,
     },
-    #[error("cannot read feature set at {path}: {message}")]
-    Read { path: Utf8PathBuf, message: String },
-    #[error("cannot write feature set to {path}: {message}")]
-    Write { path: Utf8PathBuf, message: String },
+    #[error("cannot read feature set at {path}: {source}")]
+    Read {
+        path: Utf8PathBuf,
+        source: ArtifactError,
+    },
+    #[error("inconsistent feature set at {path}: {source}")]
+    Invalid {
+        path: Utf8PathBuf,
+        source: Box<FeatureSetError>,
+    },
+    #[error("cannot write feature set to {path}: {source}")]
+    Write {
+        path: Utf8PathBuf,
+        source: ArtifactError,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,12 +121,10 @@ impl FeatureSet {
 
     /// Writes `features.safetensors` and `features.json` into `dir` (created if missing).
     pub fn save(&self, dir: &Utf8Path) -> Result<(), FeatureSetError> {
-        let write_err = |message: String| FeatureSetError::Write {
+        self.validate().map_err(|e| FeatureSetError::Invalid {
             path: dir.to_owned(),
-            message,
-        };
-        self.validate().map_err(|e| write_err(e.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(|e| write_err(e.to_string()))?;
+            source: Box::new(e),
+        })?;
         let features =
             tch::Tensor::from_slice(&self.features).reshape([self.n as i64, self.dim as i64]);
         let tensors = [
@@ -119,58 +132,40 @@ impl FeatureSet {
             ("labels", tch::Tensor::from_slice(&self.labels)),
             ("domains", tch::Tensor::from_slice(&self.domains)),
         ];
-        tch::Tensor::write_safetensors(&tensors, dir.join(TENSORS_FILE))
-            .map_err(|e| write_err(format!("{TENSORS_FILE}: {e}")))?;
         let meta = FeatureMeta {
             n: self.n,
             dim: self.dim,
             class_names: self.class_names.clone(),
             domain_names: self.domain_names.clone(),
         };
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| write_err(e.to_string()))?;
-        std::fs::write(dir.join(META_FILE), json)
-            .map_err(|e| write_err(format!("{META_FILE}: {e}")))
+        LAYOUT
+            .write(dir, &meta, &tensors)
+            .map_err(|source| FeatureSetError::Write {
+                path: dir.to_owned(),
+                source,
+            })
     }
 
     /// Reads a feature set written by [`FeatureSet::save`].
     pub fn load(dir: &Utf8Path) -> Result<Self, FeatureSetError> {
-        let read_err = |message: String| FeatureSetError::Read {
+        let read_err = |source| FeatureSetError::Read {
             path: dir.to_owned(),
-            message,
+            source,
         };
-        let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| {
-            read_err(format!(
-                "{META_FILE}: {e} (is this the output of a `features` stage?)"
-            ))
-        })?;
-        let meta: FeatureMeta = serde_json::from_slice(&meta_bytes)
-            .map_err(|e| read_err(format!("{META_FILE}: {e}")))?;
-        let tensors = tch::Tensor::read_safetensors(dir.join(TENSORS_FILE))
-            .map_err(|e| read_err(format!("{TENSORS_FILE}: {e}")))?;
-        let find = |name: &str| {
-            tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
-                .ok_or_else(|| read_err(format!("{TENSORS_FILE} has no tensor `{name}`")))
-        };
-        let features =
-            Vec::<f32>::try_from(find("features")?.to_kind(tch::Kind::Float).flatten(0, -1))
-                .map_err(|e| read_err(format!("features: {e}")))?;
-        let labels =
-            Vec::<i64>::try_from(find("labels")?).map_err(|e| read_err(format!("labels: {e}")))?;
-        let domains = Vec::<i64>::try_from(find("domains")?)
-            .map_err(|e| read_err(format!("domains: {e}")))?;
+        let (meta, tensors) = LAYOUT.read::<FeatureMeta>(dir).map_err(read_err)?;
         let set = FeatureSet {
-            features,
+            features: tensors.values("features").map_err(read_err)?,
             n: meta.n,
             dim: meta.dim,
-            labels,
-            domains,
+            labels: tensors.values("labels").map_err(read_err)?,
+            domains: tensors.values("domains").map_err(read_err)?,
             class_names: meta.class_names,
             domain_names: meta.domain_names,
         };
-        set.validate().map_err(|e| read_err(e.to_string()))?;
+        set.validate().map_err(|e| FeatureSetError::Invalid {
+            path: dir.to_owned(),
+            source: Box::new(e),
+        })?;
         Ok(set)
     }
 

@@ -1,5 +1,6 @@
 //! Datasets: the in-memory/on-disk artifact, readers for the real formats, and generated digits.
 
+pub mod artifact;
 pub mod dataset;
 pub mod features;
 pub mod formats;

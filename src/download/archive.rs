@@ -242,7 +242,7 @@ fn create_dir(dir: &Path) -> Result<(), DownloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::download::tests::Silent;
+    use crate::testing::Silent;
 
     #[test]
     fn detect_by_extension() {

@@ -173,7 +173,7 @@ pub fn digest_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::download::tests::Silent;
+    use crate::testing::Silent;
 
     #[test]
     fn parse_accepts_and_lowercases_hex() {

@@ -182,21 +182,9 @@ fn local_size(path: &Path) -> Result<u64, DownloadError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// An observer that ignores everything and never cancels.
-    pub(crate) struct Silent;
-
-    impl Observer for Silent {
-        fn phase(&self, _message: &str, _total: Option<u64>) {}
-        fn position(&self, _bytes: u64) {}
-        fn advance(&self, _bytes: u64) {}
-        fn note(&self, _line: &str) {}
-        fn is_cancelled(&self) -> bool {
-            false
-        }
-    }
+    use crate::testing::Silent;
 
     fn local_request(path: &Path, filename: &str) -> Request {
         Request {

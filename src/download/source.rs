@@ -117,7 +117,7 @@ pub fn copy_local(path: &Path, dest: &Path, observer: &dyn Observer) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::download::tests::Silent;
+    use crate::testing::Silent;
 
     #[test]
     fn parse_classifies_sources() {

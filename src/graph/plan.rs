@@ -16,9 +16,9 @@ use crate::cache::file_hash::{HashError, StatCache};
 use crate::cache::manifest::ExternalRecord;
 use crate::cache::{CacheKey, InputKey, KeyMaterial};
 use crate::recipe::analyzer::check_params;
-use crate::recipe::sweep::{seed_input_name, AxisTarget, Variant};
+use crate::recipe::sweep::{AxisTarget, Variant};
 use crate::recipe::{Recipe, RecipeError, StageDecl};
-use crate::stage::{StageKind, StageShape};
+use crate::stage::{seed_input_name, StageKind, StageShape};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -423,7 +423,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::{self, RecipeSource};
+    use crate::testing::load_recipe;
 
     const RECIPE: &str = r#"name = "t"
 seed = 9
@@ -450,15 +450,9 @@ inputs = { eval = "eval" }
 
     fn plan(sweep: &str) -> Plan {
         let text = format!("{RECIPE}\n[sweep]\n{sweep}\n");
-        let recipe = recipe::load(
-            RecipeSource::Text {
-                name: "t.toml",
-                text: &text,
-            },
-            &[],
-        )
-        .map_err(|e| e.error)
-        .unwrap();
+        let recipe = load_recipe("t.toml", &text, &[])
+            .map_err(|e| e.error)
+            .unwrap();
         Plan::build(recipe, &mut StatCache::default()).unwrap()
     }
 

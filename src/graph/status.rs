@@ -141,26 +141,10 @@ fn explain(
 
 /// Dotted paths to leaf values, rendered compactly (`0.001`, `"sgd"`, `[1,2]`).
 fn flatten(value: &serde_json::Value) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        match value {
-            serde_json::Value::Object(map) if !map.is_empty() => {
-                for (key, item) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    walk(&path, item, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_owned(), other.to_string());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", value, &mut out);
-    out
+    crate::dotted::leaves(value)
+        .into_iter()
+        .map(|(path, leaf)| (path, leaf.to_string()))
+        .collect()
 }
 
 #[cfg(test)]

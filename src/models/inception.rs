@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::accel::memory_format::channels_last;
+use crate::models::weights::WeightsMismatch;
 use camino::{Utf8Path, Utf8PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -50,15 +51,8 @@ pub const FEATURE_DIMS: [i64; 4] = [64, 192, 768, 2048];
 /// Why weights could not be turned into the network.
 #[derive(Debug, thiserror::Error)]
 pub enum InceptionError {
-    #[error(
-        "the weights do not fit pytorch-fid's Inception v3 ({} missing, {} unexpected, {} of the wrong shape); is this the right file (pt_inception-2015-12-05-6726825d.pth)?{}",
-        missing.len(), unexpected.len(), mismatched.len(), describe(missing, unexpected, mismatched)
-    )]
-    Mismatch {
-        missing: Vec<String>,
-        unexpected: Vec<String>,
-        mismatched: Vec<ShapeMismatch>,
-    },
+    #[error("{0}\n  is this the right file ({WEIGHTS_FILE})?")]
+    Mismatch(WeightsMismatch),
     #[error("cannot read the Inception weights {path}: {message}; is the file complete? download it again")]
     Read { path: Utf8PathBuf, message: String },
     #[error("{path}: unknown weights format `{extension}`: give a PyTorch file (`.pth`, `.pt`) or `.safetensors`")]
@@ -70,41 +64,6 @@ pub enum InceptionError {
     Dims(i64),
     #[error("libtorch failed while preparing the weights: {0}")]
     Torch(#[from] tch::TchError),
-}
-
-/// A tensor whose name fits but whose shape does not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ShapeMismatch {
-    pub name: String,
-    pub expected: Vec<i64>,
-    pub found: Vec<i64>,
-}
-
-/// The lists of a [`InceptionError::Mismatch`], at most a few names each.
-fn describe(missing: &[String], unexpected: &[String], mismatched: &[ShapeMismatch]) -> String {
-    const SHOWN: usize = 8;
-    let list = |names: Vec<String>| {
-        let more = names.len().saturating_sub(SHOWN);
-        let mut text = names.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
-        if more > 0 {
-            text.push_str(&format!(", ... ({more} more)"));
-        }
-        text
-    };
-    let mut out = String::new();
-    if !missing.is_empty() {
-        out.push_str(&format!("\n  missing: {}", list(missing.to_vec())));
-    }
-    if !unexpected.is_empty() {
-        out.push_str(&format!("\n  unexpected: {}", list(unexpected.to_vec())));
-    }
-    if !mismatched.is_empty() {
-        let shapes = mismatched
-            .iter()
-            .map(|m| format!("{} expected {:?} found {:?}", m.name, m.expected, m.found));
-        out.push_str(&format!("\n  wrong shape: {}", list(shapes.collect())));
-    }
-    out
 }
 
 /// Reads a weights file by its extension: `.safetensors`, or a PyTorch `state_dict` file
@@ -491,39 +450,19 @@ impl FidInception {
     /// misshapen entry is reported at once.
     pub fn from_tensors(
         named: Vec<(String, Tensor)>,
+        source_name: &str,
         device: Device,
     ) -> Result<FidInception, InceptionError> {
         let expected = expected_entries();
         let tensors: HashMap<String, Tensor> = named.into_iter().collect();
-        let missing: Vec<String> = expected
-            .keys()
-            .filter(|name| !tensors.contains_key(*name))
-            .cloned()
-            .collect();
-        let mut unexpected: Vec<String> = tensors
-            .keys()
-            .filter(|name| !expected.contains_key(*name) && !is_optional_buffer(name, &expected))
-            .cloned()
-            .collect();
-        unexpected.sort();
-        let mismatched: Vec<ShapeMismatch> = expected
-            .iter()
-            .filter_map(|(name, shape)| {
-                let found = tensors.get(name)?.size();
-                (found != *shape).then(|| ShapeMismatch {
-                    name: name.clone(),
-                    expected: shape.clone(),
-                    found,
-                })
-            })
-            .collect();
-        if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
-            return Err(InceptionError::Mismatch {
-                missing,
-                unexpected,
-                mismatched,
-            });
-        }
+        WeightsMismatch::check(
+            source_name,
+            "pytorch-fid's Inception v3",
+            &expected,
+            &tensors,
+            |name| is_optional_buffer(name, &expected),
+        )
+        .map_err(InceptionError::Mismatch)?;
         let _guard = tch::no_grad_guard();
         let stem = STEM
             .iter()
@@ -563,7 +502,7 @@ impl FidInception {
 
     /// Reads `path` (see [`load_inception_weights`]) and builds the network on `device`.
     pub fn load(path: &Utf8Path, device: Device) -> Result<FidInception, InceptionError> {
-        Self::from_tensors(load_inception_weights(path)?, device)
+        Self::from_tensors(load_inception_weights(path)?, path.as_str(), device)
     }
 
     pub fn device(&self) -> Device {
@@ -688,26 +627,9 @@ pub fn resize_like_tensorflow1(x: &Tensor, out_h: i64, out_w: i64) -> Tensor {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Random weights of the right names and shapes, BatchNorm statistics not the identity.
-    pub(crate) fn random_weights(seed: i64) -> Vec<(String, Tensor)> {
-        tch::manual_seed(seed);
-        expected_entries()
-            .into_iter()
-            .map(|(name, shape)| {
-                let t = if name.ends_with("running_var") || name.ends_with("bn.weight") {
-                    Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu)) + 0.5
-                } else {
-                    let fan_in: i64 = shape.iter().skip(1).product::<i64>().max(1);
-                    Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu))
-                        / (fan_in as f64).sqrt()
-                };
-                (name, t)
-            })
-            .collect()
-    }
+    use crate::testing::random_weights;
 
     #[test]
     fn expected_entries_count_matches_torchvision() {
@@ -718,7 +640,7 @@ pub(crate) mod tests {
 
     #[test]
     fn forward_gives_pytorch_fid_block_shapes() {
-        let model = FidInception::from_tensors(random_weights(1), Device::Cpu).unwrap();
+        let model = FidInception::from_tensors(random_weights(1), "random", Device::Cpu).unwrap();
         let images = Tensor::randint(256, [2, 3, 32, 40], (Kind::Uint8, Device::Cpu));
         let blocks = model.forward(&(images.to_kind(Kind::Float) / 255.0), 3);
         let shapes: Vec<Vec<i64>> = blocks.iter().map(|b| b.size()).collect();
@@ -759,18 +681,22 @@ pub(crate) mod tests {
                 *tensor = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
             }
         }
-        let Err(err) = FidInception::from_tensors(weights, Device::Cpu) else {
+        let Err(err) = FidInception::from_tensors(weights, "w.pth", Device::Cpu) else {
             panic!("accepted wrong weights")
         };
         let text = err.to_string();
         assert!(
-            text.contains("missing: Mixed_6b.branch1x1.conv.weight"),
+            text.contains("missing (1): Mixed_6b.branch1x1.conv.weight"),
             "{text}"
         );
-        assert!(text.contains("unexpected: features.0.weight"), "{text}");
+        assert!(text.contains("unexpected (1): features.0.weight"), "{text}");
         assert!(
-            text.contains("fc.bias expected [1008] found [1000]"),
+            text.contains("fc.bias is [1000], pytorch-fid's Inception v3 has [1008]"),
             "{text}"
+        );
+        assert!(
+            text.contains(WEIGHTS_FILE),
+            "the hint names the right file: {text}"
         );
         assert!(!text.contains("num_batches_tracked"), "{text}");
     }

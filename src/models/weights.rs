@@ -3,7 +3,7 @@
 //! with the list of names it lacks, the names it has that the model does not, and the shapes
 //! that differ.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use tch::{nn, Tensor};
@@ -17,55 +17,100 @@ pub enum Unexpected {
     Ignore,
 }
 
+/// Named tensors that do not fit a model, every difference listed: what a user needs to see that
+/// the file is of another network, or of another version of this one.
 #[derive(Debug, thiserror::Error)]
-#[error("{source_name} does not fit the model:{}", describe(.missing, .unexpected, .shapes))]
+#[error("{source_name} does not fit {target}:{}", self.describe())]
 pub struct WeightsMismatch {
     /// What the tensors came from (a file path, usually).
     pub source_name: String,
+    /// What they were loaded into (`the model`, or the network's name).
+    pub target: String,
     pub missing: Vec<String>,
     pub unexpected: Vec<String>,
-    /// (name, found, expected)
-    pub shapes: Vec<(String, Vec<i64>, Vec<i64>)>,
+    pub shapes: Vec<ShapeMismatch>,
+}
+
+/// A tensor whose name fits but whose shape does not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShapeMismatch {
+    pub name: String,
+    pub found: Vec<i64>,
+    pub expected: Vec<i64>,
 }
 
 /// How many names of each list the message shows.
 const SHOWN: usize = 12;
 
-fn describe(
-    missing: &[String],
-    unexpected: &[String],
-    shapes: &[(String, Vec<i64>, Vec<i64>)],
-) -> String {
-    let mut text = String::new();
-    let mut list = |title: &str, items: Vec<String>| {
-        if items.is_empty() {
-            return;
+impl WeightsMismatch {
+    /// Compares `found` with the names and shapes `target` expects; a name beyond those is
+    /// unexpected unless `tolerated` accepts it.
+    pub fn check(
+        source_name: &str,
+        target: &str,
+        expected: &BTreeMap<String, Vec<i64>>,
+        found: &HashMap<String, Tensor>,
+        tolerated: impl Fn(&str) -> bool,
+    ) -> Result<(), WeightsMismatch> {
+        let mut missing = Vec::new();
+        let mut shapes = Vec::new();
+        for (name, shape) in expected {
+            match found.get(name).map(Tensor::size) {
+                None => missing.push(name.clone()),
+                Some(size) if size != *shape => shapes.push(ShapeMismatch {
+                    name: name.clone(),
+                    found: size,
+                    expected: shape.clone(),
+                }),
+                Some(_) => {}
+            }
         }
-        let _ = write!(
-            text,
-            "\n  {title} ({}): {}",
-            items.len(),
-            items
+        let mut unexpected: Vec<String> = found
+            .keys()
+            .filter(|name| !expected.contains_key(*name) && !tolerated(name))
+            .cloned()
+            .collect();
+        unexpected.sort();
+        if missing.is_empty() && unexpected.is_empty() && shapes.is_empty() {
+            return Ok(());
+        }
+        Err(WeightsMismatch {
+            source_name: source_name.to_owned(),
+            target: target.to_owned(),
+            missing,
+            unexpected,
+            shapes,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        let mut list = |title: &str, items: Vec<String>| {
+            if items.is_empty() {
+                return;
+            }
+            let shown = items.iter().take(SHOWN).cloned().collect::<Vec<_>>();
+            let _ = write!(text, "\n  {title} ({}): {}", items.len(), shown.join(", "));
+            if items.len() > SHOWN {
+                let _ = write!(text, ", ... ({} more)", items.len() - SHOWN);
+            }
+        };
+        list("missing", self.missing.clone());
+        list("unexpected", self.unexpected.clone());
+        list(
+            "shape mismatches",
+            self.shapes
                 .iter()
-                .take(SHOWN)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+                .map(|s| {
+                    format!(
+                        "{} is {:?}, {} has {:?}",
+                        s.name, s.found, self.target, s.expected
+                    )
+                })
+                .collect(),
         );
-        if items.len() > SHOWN {
-            let _ = write!(text, ", ... ({} more)", items.len() - SHOWN);
-        }
-    };
-    list("missing", missing.to_vec());
-    list("unexpected", unexpected.to_vec());
-    list(
-        "shape mismatches",
-        shapes
-            .iter()
-            .map(|(n, found, expected)| format!("{n} is {found:?}, the model has {expected:?}"))
-            .collect(),
-    );
-    text
+        text
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,38 +157,13 @@ pub fn load_into(
 ) -> Result<(), WeightsMismatch> {
     let tensors: HashMap<String, Tensor> = tensors.into_iter().collect();
     let variables = vs.variables();
-    let mut mismatch = WeightsMismatch {
-        source_name: source_name.to_owned(),
-        missing: vec![],
-        unexpected: vec![],
-        shapes: vec![],
-    };
-    for (name, var) in &variables {
-        match tensors.get(name) {
-            None => mismatch.missing.push(name.clone()),
-            Some(t) if t.size() != var.size() => {
-                mismatch.shapes.push((name.clone(), t.size(), var.size()))
-            }
-            Some(_) => {}
-        }
-    }
-    if unexpected == Unexpected::Refuse {
-        let known: BTreeSet<&String> = variables.keys().collect();
-        mismatch.unexpected = tensors
-            .keys()
-            .filter(|n| !known.contains(n))
-            .cloned()
-            .collect();
-    }
-    mismatch.missing.sort();
-    mismatch.unexpected.sort();
-    mismatch.shapes.sort();
-    if !(mismatch.missing.is_empty()
-        && mismatch.unexpected.is_empty()
-        && mismatch.shapes.is_empty())
-    {
-        return Err(mismatch);
-    }
+    let expected = variables
+        .iter()
+        .map(|(name, var)| (name.clone(), var.size()))
+        .collect();
+    WeightsMismatch::check(source_name, "the model", &expected, &tensors, |_| {
+        unexpected == Unexpected::Ignore
+    })?;
     tch::no_grad(|| {
         for (name, mut var) in variables {
             if let Some(source) = tensors.get(&name) {

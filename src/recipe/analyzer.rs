@@ -12,7 +12,6 @@ use super::error::{suggest, RecipeError};
 use super::span_index::path_of;
 use super::sweep::Sweep;
 use crate::stage::{CheckedParams, Inputs, StageKind};
-use crate::stages;
 
 const ROOT_KEYS: &[&str] = &[
     "name",
@@ -59,7 +58,12 @@ pub struct InputRef {
 }
 
 impl Recipe {
-    pub fn analyse(document: &RecipeDocument) -> Result<Recipe, RecipeError> {
+    /// Checks `document` against `kinds`, the stage kinds a recipe may name (the registry, which
+    /// lives above recipes and is handed down by whoever loads one).
+    pub fn analyse(
+        document: &RecipeDocument,
+        kinds: &[&'static dyn StageKind],
+    ) -> Result<Recipe, RecipeError> {
         let root = &document.root;
         check_known_keys(document, root, &[], ROOT_KEYS, "the recipe")?;
         let name = match root.get("name") {
@@ -88,7 +92,7 @@ impl Recipe {
             .get("description")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let declared = declared_stages(document)?;
+        let declared = declared_stages(document, kinds)?;
         let order = dependency_order(document, &declared)?;
         let position: BTreeMap<&str, usize> = order
             .iter()
@@ -281,7 +285,10 @@ fn check_known_keys(
     Ok(())
 }
 
-fn declared_stages(document: &RecipeDocument) -> Result<Vec<Declared>, RecipeError> {
+fn declared_stages(
+    document: &RecipeDocument,
+    kinds: &[&'static dyn StageKind],
+) -> Result<Vec<Declared>, RecipeError> {
     let stages = match document.root.get("stages") {
         Some(Value::Table(stages)) if !stages.is_empty() => stages,
         Some(Value::Table(_)) | None => {
@@ -294,7 +301,7 @@ fn declared_stages(document: &RecipeDocument) -> Result<Vec<Declared>, RecipeErr
     let names: Vec<&str> = stages.keys().map(String::as_str).collect();
     stages
         .iter()
-        .map(|(name, table)| declare(document, name, table, &names))
+        .map(|(name, table)| declare(document, name, table, &names, kinds))
         .collect()
 }
 
@@ -303,6 +310,7 @@ fn declare(
     name: &str,
     table: &Value,
     names: &[&str],
+    kinds: &[&'static dyn StageKind],
 ) -> Result<Declared, RecipeError> {
     let path = |rest: &[&str]| {
         let mut p = vec!["stages".to_owned(), name.to_owned()];
@@ -351,10 +359,11 @@ fn declare(
             })
         }
     };
-    let kind = stages::find(kind_name).ok_or_else(|| RecipeError::StageKindUnknown {
+    let kind = kinds.iter().copied().find(|k| k.kind() == kind_name);
+    let kind = kind.ok_or_else(|| RecipeError::StageKindUnknown {
         stage: name.to_owned(),
         kind: kind_name.clone(),
-        suggestion: suggest(kind_name, stages::registry().iter().map(|k| k.kind())),
+        suggestion: suggest(kind_name, kinds.iter().map(|k| k.kind())),
         at: document.spans.value(&path(&["kind"])),
     })?;
     if let (Some(Value::Table(inputs)), Inputs::Named(specs)) = (table.get("inputs"), kind.inputs())

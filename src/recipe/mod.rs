@@ -20,6 +20,8 @@ pub use source::{Sources, Span};
 
 use camino::Utf8Path;
 
+use crate::stage::StageKind;
+
 /// Where a recipe comes from.
 #[derive(Debug, Clone)]
 pub enum RecipeSource<'a> {
@@ -38,15 +40,19 @@ pub struct LoadError {
     pub sources: Sources,
 }
 
-/// Loads, overrides and analyses a recipe.
-pub fn load(source: RecipeSource<'_>, overrides: &[String]) -> Result<Recipe, LoadError> {
+/// Loads, overrides and analyses a recipe whose stages are of `kinds` (see [`Recipe::analyse`]).
+pub fn load(
+    source: RecipeSource<'_>,
+    overrides: &[String],
+    kinds: &[&'static dyn StageKind],
+) -> Result<Recipe, LoadError> {
     let mut document = RecipeDocument::default();
     let result = match source {
         RecipeSource::File(path) => document.read_file(path),
         RecipeSource::Text { name, text } => document.read_text(name, text),
     }
     .and_then(|()| document.finish(overrides))
-    .and_then(|()| Recipe::analyse(&document));
+    .and_then(|()| Recipe::analyse(&document, kinds));
     result.map_err(|error| LoadError {
         error,
         sources: document.sources,

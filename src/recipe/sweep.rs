@@ -14,7 +14,7 @@
 //! so every stage reruns per seed; there is no notion of a seed-independent stage. A stage whose
 //! shape says [`crate::stage::StageShape::across_seeds`] (the report) is planned once per group of
 //! variants that differ only in `seed`, and takes each input of every seed, named
-//! [`seed_input_name`] (`eval[seed=1]`).
+//! [`crate::stage::seed_input_name`] (`eval[seed=1]`).
 
 use toml::Value;
 
@@ -67,18 +67,6 @@ impl Axis {
 
 /// The key of the seed axis in `[sweep]`.
 pub const SEED_KEY: &str = "seed";
-
-/// The name under which a stage planned across seeds receives input `input` of seed `seed`.
-pub fn seed_input_name(input: &str, seed: u64) -> String {
-    format!("{input}[seed={seed}]")
-}
-
-/// The input name and the seed of a [`seed_input_name`]; `None` for any other name.
-pub fn split_seed_input_name(name: &str) -> Option<(&str, u64)> {
-    let (input, rest) = name.split_once("[seed=")?;
-    let seed = rest.strip_suffix(']')?.parse().ok()?;
-    Some((input, seed))
-}
 
 /// The parsed `[sweep]` table; no axes means a single variant.
 #[derive(Debug, Clone)]
@@ -410,14 +398,7 @@ mod tests {
         // `Recipe` is not `Debug`; tests read the error through `err`.
         let text = format!("{RECIPE}{sweep}\n");
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        crate::recipe::load(
-            crate::recipe::RecipeSource::Text {
-                name: "t.toml",
-                text: &text,
-            },
-            &overrides,
-        )
-        .map_err(|e| {
+        crate::testing::load_recipe("t.toml", &text, &overrides).map_err(|e| {
             let line = e
                 .error
                 .span()
@@ -515,13 +496,5 @@ mod tests {
         let chosen = load("seed = [0, 1]", &["sweep.seed=[4, 5, 6]"]).unwrap();
         assert_eq!(seeds(&chosen.sweep), [Some(4), Some(5), Some(6)]);
         assert_eq!(chosen.seed, 7, "the recipe's own seed is left as written");
-    }
-
-    #[test]
-    fn seed_input_names_round_trip() {
-        assert_eq!(seed_input_name("eval", 12), "eval[seed=12]");
-        assert_eq!(split_seed_input_name("eval[seed=12]"), Some(("eval", 12)));
-        assert_eq!(split_seed_input_name("eval"), None);
-        assert_eq!(split_seed_input_name("eval[seed=x]"), None);
     }
 }

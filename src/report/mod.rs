@@ -172,25 +172,15 @@ pub fn fill_table(
 
 /// A training stage's parameters as `(name, value)` rows, nested keys dotted.
 pub fn hyperparameters(params: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, item) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    walk(&path, item, out);
-                }
-            }
-            serde_json::Value::String(text) => out.push((prefix.to_owned(), text.clone())),
-            other => out.push((prefix.to_owned(), other.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", params, &mut out);
-    out
+    crate::dotted::leaves(params)
+        .into_iter()
+        .filter_map(|(path, leaf)| match leaf {
+            // An empty table has no hyperparameter to list.
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::String(text) => Some((path, text.clone())),
+            other => Some((path, other.to_string())),
+        })
+        .collect()
 }
 
 /// Four significant decimals, the precision the homework tables use.

@@ -2,7 +2,7 @@
 //! of one metric over the seeds, with the per-seed values in a table of their own.
 //!
 //! The planner gives a `report` stage of such a sweep every seed's inputs, named
-//! `input[seed=N]` ([`crate::recipe::sweep::seed_input_name`]), and plans it once per group of
+//! `input[seed=N]` ([`crate::stage::seed_input_name`]), and plans it once per group of
 //! variants that differ only in seed: one report for `seed = [0, 1, 2]`, one per learning rate
 //! for `"train.lr" = [..]` beside it. A report per seed is not made as well: the aggregated
 //! report holds everything those would (the per-seed values of every cell, every seed's figures,
@@ -14,8 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::format_metric;
-use crate::recipe::sweep::split_seed_input_name;
-use crate::stage::Metrics;
+use crate::stage::{split_seed_input_name, Metrics};
 
 /// Mean and sample standard deviation of a metric over seeds.
 #[derive(Debug, Clone, Copy, PartialEq)]

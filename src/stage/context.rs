@@ -60,31 +60,50 @@ pub struct StageContext {
 }
 
 impl StageContext {
+    /// A context on the CPU with a hidden progress bar, no log file and nothing to cancel it: what
+    /// tests and benchmarks want. The runners set the rest with the builder methods below.
     pub fn new(
-        name: String,
+        name: impl Into<String>,
         out_dir: Utf8PathBuf,
         inputs: BTreeMap<String, InputArtifact>,
         seed: u64,
-        device: tch::Device,
-        progress: ProgressBar,
-        cancel: CancelToken,
-        log_file: Option<File>,
     ) -> Self {
-        let name_for_log = name.clone();
+        let name = name.into();
         StageContext {
+            log: LogSink {
+                stage: name.clone(),
+                log: Arc::new(Mutex::new(None)),
+            },
             name,
             out_dir,
             inputs,
             seed,
-            device,
-            progress,
-            cancel,
-            log: LogSink {
-                stage: name_for_log,
-                log: Arc::new(Mutex::new(log_file)),
-            },
+            device: tch::Device::Cpu,
+            progress: ProgressBar::hidden(),
+            cancel: CancelToken::default(),
             checkpoint_dir: None,
         }
+    }
+
+    pub fn on_device(self, device: tch::Device) -> Self {
+        StageContext { device, ..self }
+    }
+
+    pub fn with_progress(self, progress: ProgressBar) -> Self {
+        StageContext { progress, ..self }
+    }
+
+    pub fn with_cancel(self, cancel: CancelToken) -> Self {
+        StageContext { cancel, ..self }
+    }
+
+    /// Appends the stage's log lines to `log_file` as well as to the tracing output.
+    pub fn with_log_file(self, log_file: File) -> Self {
+        let log = LogSink {
+            stage: self.name.clone(),
+            log: Arc::new(Mutex::new(Some(log_file))),
+        };
+        StageContext { log, ..self }
     }
 
     /// Gives the stage a directory outside its cache entry for resume checkpoints; the runner
@@ -99,25 +118,6 @@ impl StageContext {
     /// Where long stages keep resume checkpoints, if the runner gave them a place.
     pub fn checkpoint_dir(&self) -> Option<&Utf8Path> {
         self.checkpoint_dir.as_deref()
-    }
-
-    /// A context outside any runner, for tests and benchmarks: hidden progress, no log file, CPU.
-    pub fn detached(
-        name: &str,
-        out_dir: Utf8PathBuf,
-        inputs: BTreeMap<String, InputArtifact>,
-        seed: u64,
-    ) -> Self {
-        Self::new(
-            name.to_owned(),
-            out_dir,
-            inputs,
-            seed,
-            tch::Device::Cpu,
-            ProgressBar::hidden(),
-            CancelToken::default(),
-            None,
-        )
     }
 
     /// The stage's name in the recipe (with the sweep variant, if any).

@@ -105,7 +105,7 @@ pub struct StageShape {
     pub uses_device: bool,
     /// Whether the stage summarises the seeds of a `[sweep] seed`: it is then planned once per
     /// group of variants that differ only in seed, with every input of every seed, named
-    /// `input[seed=N]` (`crate::recipe::sweep::seed_input_name`).
+    /// `input[seed=N]` ([`super::seed_input_name`]).
     pub across_seeds: bool,
 }
 

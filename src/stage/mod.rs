@@ -9,9 +9,11 @@
 pub mod context;
 pub mod kind;
 pub mod param_docs;
+pub mod seed_inputs;
 
 pub use context::{CancelToken, Cancelled, InputArtifact, LogSink, StageContext};
 pub use kind::{
     checked_params, fill_missing, CheckedParams, FigureRef, InputSpec, Inputs, Metrics, ParamDoc,
     ParamError, Registered, Stage, StageKind, StageOutcome, StageRunner, StageShape,
 };
+pub use seed_inputs::{seed_input_name, split_seed_input_name};

@@ -27,11 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use camino::Utf8PathBuf;
+use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::stage::{Inputs, LogSink, StageContext};
-use crate::stage::{Metrics, Stage, StageOutcome, StageShape};
+use crate::stage::{Metrics, ParamError, Stage, StageOutcome, StageShape};
 
 pub struct CommandStage;
 
@@ -76,6 +76,30 @@ inputs = { words = "hello" }
 args = ["sh", "-c", "wc -c < {words}/hello.txt > {out}/count.txt"]
 env = { LC_ALL = "C" }
 "#;
+
+    fn validate(params: &CommandParams) -> Result<(), ParamError> {
+        if params.args.is_empty() && params.shell.is_none() {
+            return Err(ParamError {
+                path: Vec::new(),
+                message:
+                    "give the program to run as `args = [\"program\", ...]` or `shell = \"...\"`"
+                        .to_owned(),
+            });
+        }
+        for (i, output) in params.outputs.iter().enumerate() {
+            // An output is a directory the command creates under `{out}`, never anywhere else.
+            let inside = !output.is_empty()
+                && Utf8Path::new(output)
+                    .components()
+                    .all(|c| matches!(c, Utf8Component::Normal(_)));
+            ParamError::check(
+                inside,
+                &format!("outputs.{i}"),
+                "a relative path inside the output directory, without `..`",
+            )?;
+        }
+        Ok(())
+    }
 
     fn shape(params: &CommandParams) -> StageShape {
         StageShape {
@@ -247,7 +271,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = Utf8Path::from_path(tmp.path()).unwrap().join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let mut ctx = StageContext::detached("cmd", out, BTreeMap::new(), 3);
+        let mut ctx = StageContext::new("cmd", out, BTreeMap::new(), 3);
         let table: toml::Table = toml::from_str(params).unwrap();
         let result = Registered::<CommandStage>::new().run(&table, &mut ctx);
         (tmp, result)
@@ -283,5 +307,27 @@ mod tests {
     fn missing_program_says_so() {
         let (_tmp, result) = run(r#"args = ["hwrun-no-such-program"]"#);
         assert!(result.unwrap_err().to_string().contains("cannot start"));
+    }
+
+    #[test]
+    fn a_command_needs_a_program_and_outputs_stay_inside() {
+        let path = |text: &str| {
+            crate::testing::params::<CommandStage>(text)
+                .unwrap_err()
+                .path
+        };
+        assert_eq!(path(""), Vec::<String>::new());
+        assert_eq!(
+            path("shell = \"true\"\noutputs = [\"a\", \"../b\"]"),
+            ["outputs", "1"]
+        );
+        assert_eq!(
+            path("args = [\"true\"]\noutputs = [\"/tmp/x\"]"),
+            ["outputs", "0"]
+        );
+        assert!(
+            crate::testing::params::<CommandStage>("args = [\"true\"]\noutputs = [\"a/b\"]")
+                .is_ok()
+        );
     }
 }

@@ -678,7 +678,7 @@ mod tests {
         out: &Utf8Path,
     ) -> anyhow::Result<StageOutcome> {
         let params: DatasetParams = toml::from_str(text)?;
-        let mut ctx = StageContext::detached("data", out.to_owned(), inputs, 3);
+        let mut ctx = StageContext::new("data", out.to_owned(), inputs, 3);
         DatasetStage::run(params, &mut ctx)
     }
 

@@ -348,6 +348,16 @@ guidance = 2.0                     # a train_ddpm model only
             "interpolate",
             "two different noises",
         )?;
+        // The noises of a `noise_dir` are counted only when the stage runs.
+        if p.noise_dir.is_none() {
+            for (i, &index) in p.interpolate.iter().enumerate() {
+                ParamError::check(
+                    index < p.n_noises,
+                    &format!("interpolate.{i}"),
+                    &format!("a noise index below `n_noises` ({})", p.n_noises),
+                )?;
+            }
+        }
         ParamError::check((1..=1024).contains(&p.batch), "batch", "from 1 to 1024")
     }
 
@@ -689,7 +699,7 @@ fn mse_against(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::params;
+    use crate::testing::params;
 
     #[test]
     fn bad_parameters_name_their_key() {
@@ -707,6 +717,13 @@ mod tests {
             params::<DdimStage>("guidance = inf").unwrap_err().path,
             ["guidance"]
         );
+        assert_eq!(
+            params::<DdimStage>("n_noises = 3\ninterpolate = [0, 3]")
+                .unwrap_err()
+                .path,
+            ["interpolate", "1"]
+        );
+        assert!(params::<DdimStage>("noise_dir = \"f/noise\"\ninterpolate = [0, 30]").is_ok());
         let p =
             params::<DdimStage>("unet = \"f/UNet.pt\"\nnoise_dir = \"f/noise\"\ngt_dir = \"f/GT\"")
                 .unwrap();

@@ -31,7 +31,7 @@ use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::{accuracy, confusion_matrix, per_class_accuracy, predict};
 use crate::training::setup;
-use crate::training::{DomainData, InputFormat, Normalisation};
+use crate::training::{DeviceDataset, InputFormat, Normalisation};
 use crate::viz::{confusion_png, ConfusionPlot};
 
 /// The confusion-matrix figure an `evaluate` stage writes.
@@ -167,7 +167,7 @@ inputs = { model = "source_only", data = "mnistm.val" }
             .into());
         }
         let norm = normalisation(&model, &data, params.normalise, ctx);
-        let images = DomainData::new(&data, &norm, input_format(&model), ctx.device())?;
+        let images = DeviceDataset::new(&data, &norm, input_format(&model), ctx.device())?;
         ctx.start_phase("evaluate", 1);
         let predictions = predict(&images, |x| model.cnn.logits(x, false));
         ctx.progress().inc(1);
@@ -182,7 +182,7 @@ inputs = { model = "source_only", data = "mnistm.val" }
             images: data.len(),
             per_class: per_class.clone(),
             class_names: &model.meta.class_names,
-            confusion: confusion_matrix(&predictions, labels, classes),
+            confusion: confusion_matrix(&predictions, labels, classes)?,
         };
         std::fs::create_dir_all(ctx.out_dir())?;
         std::fs::write(
@@ -224,32 +224,9 @@ inputs = { model = "source_only", data = "mnistm.val" }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::stage::InputArtifact;
-    use crate::stages::train_classifier::tests::{context, input, tempdir};
-    use crate::stages::train_classifier::TrainClassifierStage;
-    use crate::training::classifier::tests::banded;
-
-    /// Trains a tiny classifier under `root/model` and returns it as an input artifact.
-    pub(crate) fn trained_model(root: &camino::Utf8Path) -> (String, InputArtifact) {
-        let train = banded(60, 3, 16, 4);
-        let model_root = root.join("model_root");
-        let mut ctx = context(&model_root, vec![input(&model_root, "train", &train)]);
-        let params = crate::stages::train_classifier::tests::params::<TrainClassifierStage>(
-            "epochs = 3\nbatch_size = 20\nmodel = { image_size = 16 }",
-        )
-        .unwrap();
-        TrainClassifierStage::run(params, &mut ctx).unwrap();
-        let artifact = InputArtifact {
-            dir: model_root.join("out"),
-            stage: "model".into(),
-            kind: "train_classifier".into(),
-            params: serde_json::Value::Null,
-            outcome: Default::default(),
-        };
-        ("model".into(), artifact)
-    }
+    use crate::testing::{banded, context, input, tempdir, trained_model};
 
     #[test]
     fn reports_overall_and_per_class_accuracy() {

@@ -26,11 +26,13 @@ use tch::{Kind, Tensor};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
 use crate::data::{Dataset, FeatureSet};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{
+    InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
 use crate::training::setup;
-use crate::training::DomainData;
+use crate::training::DeviceDataset;
 
 /// The `features` stage kind.
 pub struct FeaturesStage;
@@ -82,6 +84,10 @@ kind = "features"
 inputs = { model = "dann", source = "mnistm.val", target = "usps.val" }
 max_per_domain = 1000
 "#;
+
+    fn validate(params: &Self::Params) -> Result<(), ParamError> {
+        ParamError::check(params.max_per_domain >= 1, "max_per_domain", "at least 1")
+    }
 
     fn shape(_params: &Self::Params) -> StageShape {
         StageShape {
@@ -159,16 +165,14 @@ fn extract(
     encoder: impl Fn(&Tensor) -> Tensor,
 ) -> anyhow::Result<Tensor> {
     let norm = normalisation(model, dataset, NormaliseWith::Saved, ctx);
-    let data = DomainData::new(dataset, &norm, input_format(model), ctx.device())?;
+    let data = DeviceDataset::new(dataset, &norm, input_format(model), ctx.device())?;
     Ok(map_all(&data, encoder))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::evaluate::tests::trained_model;
-    use crate::stages::train_classifier::tests::{context, input, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, tempdir, trained_model};
 
     #[test]
     fn writes_features_of_both_domains() {
@@ -189,5 +193,11 @@ mod tests {
         let set = FeatureSet::load(&root.join("out")).unwrap();
         assert_eq!((set.n, set.dim), (70, 48));
         assert_eq!(set.domains.iter().filter(|&&d| d == 1).count(), 40);
+    }
+
+    #[test]
+    fn max_per_domain_of_zero_is_refused() {
+        let err = crate::testing::params::<FeaturesStage>("max_per_domain = 0").unwrap_err();
+        assert_eq!(err.path, ["max_per_domain"]);
     }
 }

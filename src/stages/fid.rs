@@ -34,16 +34,18 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{input_format, normalisation, NormaliseWith};
 use super::fid_stats::{
-    default_batch_size, default_dims, images_of, load_model, statistics, statistics_of, STATS_FILE,
-    WEIGHTS_INPUT,
+    check_batch_size, check_dims, default_batch_size, default_dims, images_of, load_model,
+    statistics, statistics_of, STATS_FILE, WEIGHTS_INPUT,
 };
 use crate::data::Dataset;
 use crate::metrics::fid::{frechet_distance, FidStatistics};
 use crate::models::inception::{block_of_dims, FidInception};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{
+    InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 use crate::training::checkpoint::LoadedClassifier;
 use crate::training::evaluation::map_all;
-use crate::training::{DomainData, Normalisation};
+use crate::training::{DeviceDataset, Normalisation};
 
 /// The `fid` stage kind.
 pub struct FidStage;
@@ -147,6 +149,14 @@ features = "classifier"             # the distance on the classifier's features
 inputs = { a = "digits.train", b = "digits.val", model = "source_only" }
 "#;
 
+    fn validate(params: &FidParams) -> Result<(), ParamError> {
+        // A classifier's features have the size its model gives them.
+        if params.features == FidFeatures::Inception {
+            check_dims(params.dims)?;
+        }
+        check_batch_size(params.batch_size)
+    }
+
     fn shape(params: &FidParams) -> StageShape {
         StageShape {
             external_paths: params.weights.iter().cloned().collect(),
@@ -214,7 +224,7 @@ fn classifier_statistics(
     images: &Dataset,
     norm: &Normalisation,
 ) -> anyhow::Result<FidStatistics> {
-    let data = DomainData::new(images, norm, input_format(model), ctx.device())?;
+    let data = DeviceDataset::new(images, norm, input_format(model), ctx.device())?;
     let features = map_all(&data, |x| model.source_features(x));
     ctx.progress().inc(1);
     statistics_of(ctx, &features)
@@ -246,9 +256,8 @@ fn side(
 mod tests {
     use super::*;
     use crate::stage::InputArtifact;
-    use crate::stages::fid_stats::tests::images_and_weights;
     use crate::stages::fid_stats::{FidStatsParams, FidStatsStage};
-    use crate::stages::train_classifier::tests::{context, tempdir};
+    use crate::testing::{context, images_and_weights, tempdir};
 
     fn artifact(dir: &Utf8Path) -> InputArtifact {
         InputArtifact {
@@ -295,9 +304,7 @@ mod tests {
 
     #[test]
     fn classifier_features_give_zero_for_the_same_set_and_refuse_inception_inputs() {
-        use crate::stages::evaluate::tests::trained_model;
-        use crate::stages::train_classifier::tests::input;
-        use crate::training::classifier::tests::banded;
+        use crate::testing::{banded, input, trained_model};
 
         let (_guard, root) = tempdir();
         let model = trained_model(&root);
@@ -348,5 +355,15 @@ mod tests {
         );
         let err = FidStage::run(classifier(None), &mut ctx).unwrap_err();
         assert!(err.to_string().contains("fid_stats output"), "{err}");
+    }
+
+    #[test]
+    fn inception_dims_and_batch_size_are_checked() {
+        let path = |text: &str| crate::testing::params::<FidStage>(text).unwrap_err().path;
+        assert_eq!(path("dims = 100"), ["dims"]);
+        assert_eq!(path("batch_size = 0"), ["batch_size"]);
+        assert!(
+            crate::testing::params::<FidStage>("features = \"classifier\"\ndims = 100").is_ok()
+        );
     }
 }

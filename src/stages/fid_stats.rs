@@ -31,8 +31,10 @@ use tch::Tensor;
 use crate::data::Dataset;
 use crate::metrics::fid::FidStatistics;
 use crate::metrics::inception_features::{featurise, load_image_set, FeatureKind};
-use crate::models::inception::{block_of_dims, FidInception};
-use crate::stage::{InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::models::inception::{block_of_dims, FidInception, FEATURE_DIMS};
+use crate::stage::{
+    InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape,
+};
 
 /// The optional images input of the kinds that featurise one image set.
 pub(super) const IMAGES_INPUT: InputSpec = InputSpec::optional(
@@ -72,6 +74,19 @@ pub struct FidStatsParams {
     pub batch_size: usize,
 }
 
+/// `dims` must be a block pytorch-fid can read features from.
+pub(super) fn check_dims(dims: i64) -> Result<(), ParamError> {
+    ParamError::check(
+        FEATURE_DIMS.contains(&dims),
+        "dims",
+        "one of pytorch-fid's 64, 192, 768 or 2048",
+    )
+}
+
+pub(super) fn check_batch_size(batch_size: usize) -> Result<(), ParamError> {
+    ParamError::check(batch_size >= 1, "batch_size", "at least 1")
+}
+
 pub(super) fn default_dims() -> i64 {
     2048
 }
@@ -104,6 +119,11 @@ inputs = { images = "digits.val", weights = "inception_weights" }
 dims = 2048                         # default; 64, 192, 768 also work
 batch_size = 50                     # default
 "#;
+
+    fn validate(params: &FidStatsParams) -> Result<(), ParamError> {
+        check_dims(params.dims)?;
+        check_batch_size(params.batch_size)
+    }
 
     fn shape(params: &FidStatsParams) -> StageShape {
         StageShape {
@@ -243,25 +263,9 @@ pub(super) fn statistics_of(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::models::inception::tests::random_weights;
-    use crate::stages::train_classifier::tests::{context, tempdir};
-
-    /// A folder of `n` small RGB PNGs with smooth gradients, and random Inception weights.
-    pub(crate) fn images_and_weights(root: &Utf8Path, n: u32) -> (Utf8PathBuf, Utf8PathBuf) {
-        let folder = root.join("images");
-        std::fs::create_dir_all(&folder).unwrap();
-        for i in 0..n {
-            let image = image::RgbImage::from_fn(16, 16, |x, y| {
-                image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 37) as u8])
-            });
-            image.save(folder.join(format!("{i:03}.png"))).unwrap();
-        }
-        let weights = root.join("w.safetensors");
-        Tensor::write_safetensors(&random_weights(3), &weights).unwrap();
-        (folder, weights)
-    }
+    use crate::testing::{context, images_and_weights, tempdir};
 
     #[test]
     fn writes_pytorch_fid_statistics_of_a_folder() {
@@ -310,8 +314,20 @@ pub(crate) mod tests {
         };
         let err = format!("{:#}", FidStatsStage::run(wrong, &mut ctx).unwrap_err());
         assert!(
-            err.contains("unexpected: conv1.weight") && err.contains("missing: "),
+            err.contains("unexpected (1): conv1.weight") && err.contains("missing (472): "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dims_must_be_an_inception_block_and_batches_not_empty() {
+        let path = |text: &str| {
+            crate::testing::params::<FidStatsStage>(text)
+                .unwrap_err()
+                .path
+        };
+        assert_eq!(path("dims = 1000"), ["dims"]);
+        assert_eq!(path("batch_size = 0"), ["batch_size"]);
+        assert!(crate::testing::params::<FidStatsStage>("dims = 768").is_ok());
     }
 }

@@ -17,11 +17,12 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::fid_stats::{
-    default_batch_size, features, images_of, load_model, IMAGES_INPUT, WEIGHTS_INPUT,
+    check_batch_size, default_batch_size, features, images_of, load_model, IMAGES_INPUT,
+    WEIGHTS_INPUT,
 };
 use crate::metrics::inception_features::FeatureKind;
 use crate::metrics::inception_score::{inception_score, SEED, SPLITS};
-use crate::stage::{Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape};
+use crate::stage::{Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome, StageShape};
 
 /// The `inception_score` stage kind.
 pub struct InceptionScoreStage;
@@ -75,6 +76,11 @@ inputs = { images = "digits.val", weights = "inception_weights" }
 splits = 10                         # default
 "#;
 
+    fn validate(params: &InceptionScoreParams) -> Result<(), ParamError> {
+        ParamError::check(params.splits >= 1, "splits", "at least 1")?;
+        check_batch_size(params.batch_size)
+    }
+
     fn shape(params: &InceptionScoreParams) -> StageShape {
         StageShape {
             external_paths: params.path.iter().chain(&params.weights).cloned().collect(),
@@ -115,8 +121,7 @@ splits = 10                         # default
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::fid_stats::tests::images_and_weights;
-    use crate::stages::train_classifier::tests::{context, tempdir};
+    use crate::testing::{context, images_and_weights, tempdir};
 
     #[test]
     fn scores_a_folder_and_refuses_fewer_images_than_splits() {
@@ -140,5 +145,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("at least 10 images"), "{err}");
+    }
+
+    #[test]
+    fn zero_splits_are_refused_rather_than_scored_nan() {
+        let path = |text: &str| {
+            crate::testing::params::<InceptionScoreStage>(text)
+                .unwrap_err()
+                .path
+        };
+        assert_eq!(path("splits = 0"), ["splits"]);
+        assert_eq!(path("batch_size = 0"), ["batch_size"]);
     }
 }

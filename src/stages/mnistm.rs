@@ -337,7 +337,7 @@ mod tests {
             ("mnist".to_owned(), input(base.join(mnist))),
             ("photos".to_owned(), input(base.join("bsr"))),
         ]);
-        let mut ctx = StageContext::detached("mnistm", base.join(out), inputs, seed);
+        let mut ctx = StageContext::new("mnistm", base.join(out), inputs, seed);
         MnistmStage::run(toml::from_str(text)?, &mut ctx)
     }
 

@@ -272,7 +272,7 @@ batch = 500
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::params;
+    use crate::testing::params;
 
     #[test]
     fn weights_name_outputs_and_bad_weights_are_refused() {

@@ -211,7 +211,7 @@ mod tests {
     fn run_writes_disjoint_train_and_val_datasets() {
         let dir = tempfile::tempdir().unwrap();
         let out = Utf8Path::from_path(dir.path()).unwrap().to_owned();
-        let mut ctx = StageContext::detached("digits", out.clone(), BTreeMap::new(), 4);
+        let mut ctx = StageContext::new("digits", out.clone(), BTreeMap::new(), 4);
         let params: SyntheticParams =
             toml::from_str("domain = \"mnistm\"\nn_train = 60\nn_val = 30").unwrap();
         let outcome = SyntheticStage::run(params, &mut ctx).unwrap();

@@ -33,10 +33,10 @@ use crate::training::adda::{AddaModel, AddaTraining};
 use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::ModelMeta;
 use crate::training::classifier::ClassifierTraining;
-use crate::training::dann::DannData;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
+use crate::training::AdaptationData;
 use crate::training::{
-    train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation,
+    train, DeviceDataset, History, IndexStream, InputFormat, LoopPlan, Normalisation,
     OptimizerSettings,
 };
 
@@ -170,7 +170,7 @@ discriminator_optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         // Phase 1: source encoder + classifier on the source set.
         let source_vs = nn::VarStore::new(device);
         let source_model = DigitCnn::new(&source_vs.root(), config)?;
-        let data = DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?;
+        let data = DeviceDataset::new(&inputs.source, &inputs.source_norm, inputs.format, device)?;
         let order = IndexStream::new(
             inputs.source.len(),
             inputs.batch,
@@ -193,9 +193,9 @@ discriminator_optimizer = { kind = "adam", lr = 2e-4, betas = [0.5, 0.999] }
         // Phase 2: discriminator against target encoder, with fresh streams distinct from the
         // pretraining's so the phases do not share an order.
         let model = AddaModel::from_source(pretraining.vs, pretraining.model, device)?;
-        let data = DannData {
-            source: DomainData::new(&inputs.source, &inputs.source_norm, inputs.format, device)?,
-            target: DomainData::new(&inputs.target, &inputs.target_norm, inputs.format, device)?,
+        let data = AdaptationData {
+            source: DeviceDataset::new(&inputs.source, &inputs.source_norm, inputs.format, device)?,
+            target: DeviceDataset::new(&inputs.target, &inputs.target_norm, inputs.format, device)?,
             source_order: IndexStream::new(
                 inputs.source.len(),
                 inputs.batch,
@@ -282,8 +282,7 @@ fn load_inputs(params: &TrainAddaParams, ctx: &StageContext) -> anyhow::Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
     use crate::training::OptimizerKind;
 
     #[test]

@@ -25,7 +25,9 @@ use crate::training::batches::{effective_batch, stream_seed};
 use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::classifier::ClassifierTraining;
 use crate::training::setup::{self, SOURCE_STREAM};
-use crate::training::{train, DomainData, IndexStream, LoopPlan, Normalisation, OptimizerSettings};
+use crate::training::{
+    train, DeviceDataset, IndexStream, LoopPlan, Normalisation, OptimizerSettings,
+};
 
 /// The `train_classifier` stage kind.
 pub struct TrainClassifierStage;
@@ -118,7 +120,7 @@ schedule = "constant"  # constant | annealed | linear | cosine
             stream_seed(ctx.seed(), SOURCE_STREAM),
             ctx.device(),
         );
-        let data = DomainData::new(&train_set, &norm, format, ctx.device())?;
+        let data = DeviceDataset::new(&train_set, &norm, format, ctx.device())?;
         let val_data = setup::validation_data(val.as_ref(), &norm, format, ctx)?;
         ctx.log(format!(
             "training on {} (batch {batch})",
@@ -159,51 +161,11 @@ schedule = "constant"  # constant | annealed | linear | cosine
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::collections::BTreeMap;
-
-    use camino::Utf8PathBuf;
-
+mod tests {
     use super::*;
-    use crate::data::Dataset;
     use crate::models::Arch;
-    use crate::stage::InputArtifact;
+    use crate::testing::{banded, context, input, params, tempdir};
     use crate::training::OptimizerKind;
-
-    /// Saves `dataset` under `root/name` and returns it as a stage input.
-    pub fn input(
-        root: &camino::Utf8Path,
-        name: &str,
-        dataset: &Dataset,
-    ) -> (String, InputArtifact) {
-        let dir = root.join(name);
-        dataset.save(&dir).unwrap();
-        let artifact = InputArtifact {
-            dir,
-            stage: name.into(),
-            kind: "test".into(),
-            params: serde_json::Value::Null,
-            outcome: Default::default(),
-        };
-        (name.to_owned(), artifact)
-    }
-
-    /// A detached context over `inputs` writing to `root/out`.
-    pub fn context(root: &camino::Utf8Path, inputs: Vec<(String, InputArtifact)>) -> StageContext {
-        let inputs: BTreeMap<_, _> = inputs.into_iter().collect();
-        StageContext::detached("test", root.join("out"), inputs, 7)
-    }
-
-    pub fn tempdir() -> (tempfile::TempDir, Utf8PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-        (dir, path)
-    }
-
-    /// Parses `text` as a stage of kind `S` would be, defaults and range checks included.
-    pub fn params<S: Stage>(text: &str) -> Result<S::Params, ParamError> {
-        crate::stage::checked_params::<S>(&toml::from_str(text).unwrap())
-    }
 
     #[test]
     fn params_have_defaults_and_reject_unknown_keys() {
@@ -243,7 +205,7 @@ pub(crate) mod tests {
     #[test]
     fn trains_end_to_end_and_writes_the_model_directory() {
         let (_guard, root) = tempdir();
-        let train = crate::training::classifier::tests::banded(80, 1, 16, 1);
+        let train = banded(80, 1, 16, 1);
         let inputs = vec![input(&root, "train", &train), input(&root, "val", &train)];
         let mut ctx = context(&root, inputs);
         let p = params::<TrainClassifierStage>(
@@ -270,7 +232,7 @@ pub(crate) mod tests {
     #[test]
     fn a_huge_learning_rate_fails_with_a_clear_message() {
         let (_guard, root) = tempdir();
-        let train = crate::training::classifier::tests::banded(64, 1, 16, 2);
+        let train = banded(64, 1, 16, 2);
         let mut ctx = context(&root, vec![input(&root, "train", &train)]);
         let text = "epochs = 3\nbatch_size = 16\nmodel = { image_size = 16 }\noptimizer = { kind = \"sgd\", lr = 1e6 }";
         let err =

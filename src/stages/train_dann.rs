@@ -38,15 +38,13 @@ use tch::nn;
 use crate::accel::Precision;
 use crate::models::DigitCnnParams;
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
-use crate::training::batches::{effective_batch, stream_seed};
+use crate::training::batches::{effective_batch, stream_seed, AdaptationData};
 use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::dann::{
-    BnStats, DannData, DannForward, DannModel, DannPasses, DannTraining, InputNorm,
-};
+use crate::training::dann::{BnStats, DannForward, DannModel, DannPasses, DannTraining, InputNorm};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
 use crate::training::{
-    train, DomainData, IndexStream, LoopPlan, LrSchedule, Normalisation, OptimizerSettings,
+    train, DeviceDataset, IndexStream, LoopPlan, LrSchedule, Normalisation, OptimizerSettings,
 };
 
 /// The `train_dann` stage kind.
@@ -222,9 +220,9 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
         let model = DannModel::new(&vs.root(), config)?;
         let batch = effective_batch(params.batch_size, &[source.len(), target.len()]);
         let device = ctx.device();
-        let data = DannData {
-            source: DomainData::new(&source, &source_norm, format, device)?,
-            target: DomainData::new(&target, &target_norm, format, device)?,
+        let data = AdaptationData {
+            source: DeviceDataset::new(&source, &source_norm, format, device)?,
+            target: DeviceDataset::new(&target, &target_norm, format, device)?,
             source_order: IndexStream::new(
                 source.len(),
                 batch,
@@ -312,8 +310,7 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
     use crate::training::OptimizerKind;
 
     #[test]

@@ -24,7 +24,7 @@ use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::ddpm::{self, symmetric_normalisation, DdpmModel, DdpmTraining};
 use crate::training::setup::{self, SOURCE_STREAM};
 use crate::training::{
-    train, DomainData, IndexStream, InputFormat, LoopPlan, LrSchedule, OptimizerSettings,
+    train, DeviceDataset, IndexStream, InputFormat, LoopPlan, LrSchedule, OptimizerSettings,
 };
 
 pub struct TrainDdpmStage;
@@ -246,7 +246,7 @@ schedule = "linear"       # decays to 0 by the end
             channels: config.channels,
             image_size: config.image_size,
         };
-        let data = DomainData::new(&dataset, &norm, format, device)?;
+        let data = DeviceDataset::new(&dataset, &norm, format, device)?;
         let batch = effective_batch(params.batch_size, &[dataset.len()]);
         let order = IndexStream::new(
             dataset.len(),
@@ -329,8 +329,7 @@ schedule = "linear"       # decays to 0 by the end
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
 
     #[test]
     fn params_default_to_the_reference_and_are_checked() {

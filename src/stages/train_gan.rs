@@ -31,7 +31,7 @@ use crate::training::checkpoint::{named_variables, ModelMeta};
 use crate::training::gan::{progress_file, GanModel, GanSettings, GanTraining, STRIP_FILE};
 use crate::training::setup::{self, SOURCE_STREAM};
 use crate::training::{
-    train, DomainData, History, IndexStream, InputFormat, LoopPlan, Normalisation,
+    train, DeviceDataset, History, IndexStream, InputFormat, LoopPlan, Normalisation,
     OptimizerSettings,
 };
 use crate::viz::{curves_png, CurvesPlot, Series};
@@ -314,7 +314,7 @@ betas = [0.5, 0.999]
             channels: config.channels,
             image_size: config.image_size,
         };
-        let data = DomainData::new(&dataset, &norm, format, device)?;
+        let data = DeviceDataset::new(&dataset, &norm, format, device)?;
         let order = IndexStream::new(
             dataset.len(),
             batch,
@@ -428,8 +428,7 @@ fn draw_d_outputs(history: &History, out_dir: &camino::Utf8Path) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::train_classifier::tests::{context, input, params, tempdir};
-    use crate::training::classifier::tests::banded;
+    use crate::testing::{banded, context, input, params, tempdir};
 
     #[test]
     fn optimizers_default_by_loss() {

@@ -36,7 +36,8 @@ use crate::data::dataset::UNLABELLED;
 use crate::data::FeatureSet;
 use crate::metrics::{trustworthiness, tsne, Embedding, Init, TsneConfig, TsneError};
 use crate::stage::{
-    Cancelled, InputSpec, Inputs, Metrics, Stage, StageContext, StageOutcome, StageShape,
+    Cancelled, InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome,
+    StageShape,
 };
 use crate::viz::{scatter_png, ScatterPlot, DEFAULT_SIZE};
 
@@ -133,6 +134,28 @@ max_points = 3000
 init = "pca"                  # or "random"
 trustworthiness_points = 2000
 "#;
+
+    fn validate(params: &Self::Params) -> Result<(), ParamError> {
+        ParamError::check(
+            params.perplexity.is_finite() && params.perplexity > 0.0,
+            "perplexity",
+            "a finite number > 0",
+        )?;
+        ParamError::check(params.iterations >= 1, "iterations", "at least 1")?;
+        ParamError::check(
+            params.theta.is_finite() && params.theta >= 0.0,
+            "theta",
+            "a finite number >= 0 (0: exact gradients)",
+        )?;
+        if let Some(rate) = params.learning_rate {
+            ParamError::check(
+                rate.is_finite() && rate > 0.0,
+                "learning_rate",
+                "a finite number > 0",
+            )?;
+        }
+        Ok(())
+    }
 
     fn shape(_params: &Self::Params) -> StageShape {
         StageShape::default()
@@ -409,7 +432,7 @@ mod tests {
             outcome: Default::default(),
         };
         let inputs = BTreeMap::from([("features".to_owned(), artifact)]);
-        let mut ctx = StageContext::detached("tsne", root.join("out"), inputs, 3);
+        let mut ctx = StageContext::new("tsne", root.join("out"), inputs, 3);
         let p = params("perplexity = 10\nmax_points = 120\ntrustworthiness_points = 100");
         let outcome = TsneStage::run(p, &mut ctx).unwrap();
 
@@ -423,5 +446,16 @@ mod tests {
                 DEFAULT_SIZE
             );
         }
+    }
+
+    #[test]
+    fn nonsense_optimisation_settings_are_refused() {
+        let path = |text: &str| crate::testing::params::<TsneStage>(text).unwrap_err().path;
+        assert_eq!(path("perplexity = nan"), ["perplexity"]);
+        assert_eq!(path("perplexity = -5.0"), ["perplexity"]);
+        assert_eq!(path("theta = inf"), ["theta"]);
+        assert_eq!(path("learning_rate = 0.0"), ["learning_rate"]);
+        assert_eq!(path("iterations = 0"), ["iterations"]);
+        assert!(crate::testing::params::<TsneStage>("theta = 0.0").is_ok());
     }
 }

@@ -8,16 +8,16 @@ use std::collections::HashMap;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::DomainData;
+use super::batches::AdaptationData;
+use super::batches::DeviceDataset;
 use super::classifier::constant_labels;
-use super::dann::DannData;
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::setup::val_accuracy;
 use super::state::{restore_store, StateError, TrainingState};
 use super::trainer::named_scalars;
 use crate::models::digit_cnn::feature_extractor;
-use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
+use crate::models::domain_classifier::{SOURCE_DOMAIN, TARGET_DOMAIN};
 use crate::models::summary::ModuleTree;
 use crate::models::{DigitCnn, DomainClassifier, ModelError, Stack};
 
@@ -110,8 +110,8 @@ pub struct AddaTraining {
     pub model: AddaModel,
     target_optimizer: Optimizer,
     discriminator_optimizer: Optimizer,
-    data: DannData,
-    val: Option<DomainData>,
+    data: AdaptationData,
+    val: Option<DeviceDataset>,
 }
 
 impl AddaTraining {
@@ -123,8 +123,8 @@ impl AddaTraining {
         model: AddaModel,
         target: OptimizerSettings,
         discriminator: OptimizerSettings,
-        data: DannData,
-        val: Option<DomainData>,
+        data: AdaptationData,
+        val: Option<DeviceDataset>,
     ) -> Self {
         let target_optimizer = Optimizer::new(target, &[&model.target_vs]);
         let discriminator_optimizer = Optimizer::new(discriminator, &[&model.discriminator_vs]);
@@ -184,7 +184,7 @@ impl TrainingMethod for AddaTraining {
         Ok(named_scalars(
             &["disc_loss", "encoder_loss", "disc_acc"],
             &[&disc_loss, &encoder_loss, &disc_acc],
-        ))
+        )?)
     }
 
     fn end_epoch(&mut self, _end: EpochEnd<'_>) -> anyhow::Result<Scalars> {

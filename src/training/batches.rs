@@ -107,8 +107,19 @@ pub struct InputFormat {
     pub image_size: i64,
 }
 
+/// What a domain-adaptation method (DANN, ADDA) draws its batches from: the labelled source set
+/// and the unlabelled target set, each with its own order.
+pub struct AdaptationData {
+    pub source: DeviceDataset,
+    pub target: DeviceDataset,
+    /// Over the source set; one pass is one epoch.
+    pub source_order: IndexStream,
+    /// Over the target set, with the same batch size.
+    pub target_order: IndexStream,
+}
+
 /// One dataset on the device, ready to be batched for a model.
-pub struct DomainData {
+pub struct DeviceDataset {
     images: Tensor,
     labels: Tensor,
     /// `1 / (255 std)` per channel, `[1, C, 1, 1]`.
@@ -116,13 +127,13 @@ pub struct DomainData {
     /// `-mean / std` per channel, `[1, C, 1, 1]`.
     shift: Tensor,
     format: InputFormat,
-    /// The batches' memory layout, channels-last unless [`DomainData::in_layout`] says otherwise.
+    /// The batches' memory layout, channels-last unless [`DeviceDataset::in_layout`] says otherwise.
     layout: MemoryFormat,
     len: usize,
     shape: [usize; 4],
 }
 
-impl DomainData {
+impl DeviceDataset {
     /// Moves `dataset` to `device`, to be normalised with `norm` and converted to `format`.
     pub fn new(
         dataset: &Dataset,
@@ -162,7 +173,7 @@ impl DomainData {
                 .map(|(m, s)| -m / s)
                 .collect(),
         );
-        Ok(DomainData {
+        Ok(DeviceDataset {
             images: dataset.images_tensor().to_device(device),
             labels: dataset.labels_tensor().to_device(device),
             scale,
@@ -176,7 +187,7 @@ impl DomainData {
 
     /// The same data, batched in `layout` (the layout the model's weights are in).
     pub fn in_layout(self, layout: MemoryFormat) -> Self {
-        DomainData { layout, ..self }
+        DeviceDataset { layout, ..self }
     }
 
     pub fn len(&self) -> usize {
@@ -208,7 +219,7 @@ impl DomainData {
         self.labels.index_select(0, index)
     }
 
-    /// Images `start..start+len` in order, converted like [`DomainData::images`].
+    /// Images `start..start+len` in order, converted like [`DeviceDataset::images`].
     pub fn images_range(&self, start: usize, len: usize) -> Tensor {
         let x = self
             .images
@@ -362,7 +373,7 @@ mod tests {
             channels: 3,
             image_size: 4,
         };
-        let domain = DomainData::new(&data, &norm, format, Device::Cpu).unwrap();
+        let domain = DeviceDataset::new(&data, &norm, format, Device::Cpu).unwrap();
         let x = domain.images(&Tensor::from_slice(&[0i64]));
         assert_eq!(x.size(), [1, 3, 4, 4]);
         // Normalised to -1/+1; bilinear resizing keeps the extremes in the corners.
@@ -379,8 +390,8 @@ mod tests {
             image_size: 2,
         };
         let index = Tensor::from_slice(&[1i64, 0]);
-        let nhwc = DomainData::new(&data, &norm, format, Device::Cpu).unwrap();
-        let nchw = DomainData::new(&data, &norm, format, Device::Cpu)
+        let nhwc = DeviceDataset::new(&data, &norm, format, Device::Cpu).unwrap();
+        let nchw = DeviceDataset::new(&data, &norm, format, Device::Cpu)
             .unwrap()
             .in_layout(MemoryFormat::Contiguous);
         let (a, b) = (nhwc.images(&index), nchw.images(&index));

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream};
+use super::batches::{DeviceDataset, IndexStream};
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::setup::val_accuracy;
@@ -18,9 +18,9 @@ pub struct ClassifierTraining {
     pub vs: nn::VarStore,
     pub model: DigitCnn,
     optimizer: Optimizer,
-    data: DomainData,
+    data: DeviceDataset,
     order: IndexStream,
-    val: Option<DomainData>,
+    val: Option<DeviceDataset>,
 }
 
 impl ClassifierTraining {
@@ -29,9 +29,9 @@ impl ClassifierTraining {
         vs: nn::VarStore,
         model: DigitCnn,
         settings: OptimizerSettings,
-        data: DomainData,
+        data: DeviceDataset,
         order: IndexStream,
-        val: Option<DomainData>,
+        val: Option<DeviceDataset>,
     ) -> Self {
         let optimizer = Optimizer::new(settings, &[&vs]);
         ClassifierTraining {
@@ -96,7 +96,7 @@ pub fn supervised_step(
     Ok(named_scalars(
         &["train_loss", "train_acc"],
         &[&loss, &accuracy],
-    ))
+    )?)
 }
 
 /// Labels as they go into a cross-entropy loss: `value` repeated `n` times.
@@ -105,40 +105,11 @@ pub fn constant_labels(value: i64, n: i64, device: Device) -> Tensor {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::data::Dataset;
     use crate::models::{Arch, DigitCnnConfig};
+    use crate::testing::banded;
     use crate::training::{InputFormat, Normalisation};
-
-    /// A learnable toy problem: class `k` lights up a horizontal band at row `2k`, plus noise.
-    pub fn banded(n: usize, channels: usize, size: usize, seed: u64) -> Dataset {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut images = Vec::with_capacity(n * channels * size * size);
-        let mut labels = Vec::with_capacity(n);
-        for i in 0..n {
-            let class = i % 10;
-            labels.push(class as i64);
-            for _ in 0..channels {
-                for row in 0..size {
-                    let band = row * 10 / size == class;
-                    for _ in 0..size {
-                        let noise: u8 = rng.random_range(0..60);
-                        images.push(if band { 190 + noise } else { noise });
-                    }
-                }
-            }
-        }
-        Dataset::new(
-            images,
-            [n, channels, size, size],
-            labels,
-            Dataset::digit_classes(),
-            "banded",
-        )
-        .unwrap()
-    }
 
     #[test]
     fn loss_goes_down_on_a_tiny_problem() {
@@ -149,7 +120,7 @@ pub(crate) mod tests {
             channels: 3,
             image_size: 16,
         };
-        let data = DomainData::new(&dataset, &norm, format, Device::Cpu).unwrap();
+        let data = DeviceDataset::new(&dataset, &norm, format, Device::Cpu).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let config = DigitCnnConfig {
             arch: Arch::Mnist,

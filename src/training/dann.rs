@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream, Normalisation};
+use super::batches::{AdaptationData, DeviceDataset, Normalisation};
 use super::classifier::constant_labels;
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::moving_average::MovingAverage;
@@ -31,7 +31,7 @@ use super::setup::val_accuracy;
 use super::state::{restore_store, StateError, TrainingState};
 use super::trainer::named_scalars;
 use crate::models::blocks::norm::DEFAULT_MOMENTUM;
-use crate::models::discriminator::{SOURCE_DOMAIN, TARGET_DOMAIN};
+use crate::models::domain_classifier::{SOURCE_DOMAIN, TARGET_DOMAIN};
 use crate::models::summary::ModuleTree;
 use crate::models::{reverse_gradient, DigitCnn, DigitCnnConfig, DomainClassifier, ModelError};
 
@@ -123,23 +123,13 @@ impl DannModel {
     }
 }
 
-/// The data a [`DannTraining`] draws from.
-pub struct DannData {
-    pub source: DomainData,
-    pub target: DomainData,
-    /// Over the source set; one pass is one epoch.
-    pub source_order: IndexStream,
-    /// Over the target set, with the same batch size.
-    pub target_order: IndexStream,
-}
-
 /// The model, its optimizer, the two data streams and the GRL schedule.
 pub struct DannTraining {
     pub vs: nn::VarStore,
     pub model: DannModel,
     optimizer: Optimizer,
-    data: DannData,
-    val: Option<DomainData>,
+    data: AdaptationData,
+    val: Option<DeviceDataset>,
     /// Steepness of the GRL weight schedule [`dann_lambda`].
     lambda_gamma: f64,
     passes: DannPasses,
@@ -154,8 +144,8 @@ impl DannTraining {
         model: DannModel,
         settings: OptimizerSettings,
         (lambda_gamma, passes): (f64, DannPasses),
-        data: DannData,
-        val: Option<DomainData>,
+        data: AdaptationData,
+        val: Option<DeviceDataset>,
     ) -> Self {
         let optimizer = Optimizer::new(settings, &[&vs]);
         DannTraining {
@@ -399,13 +389,14 @@ pub fn dann_step(
     Ok(named_scalars(
         &["train_loss", "class_loss", "domain_loss", "train_acc"],
         &[&loss, &class_loss, &domain_loss, &accuracy],
-    ))
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::{Arch, DigitCnnConfig};
+    use crate::training::IndexStream;
     use tch::Device;
 
     fn model(arch: Arch) -> (nn::VarStore, DannModel) {
@@ -490,7 +481,7 @@ mod tests {
 
     /// A training on two banded 32-image domains (batches of 16) with Adam 1e-3.
     fn banded_training() -> DannTraining {
-        use crate::training::classifier::tests::banded;
+        use crate::testing::banded;
         use crate::training::InputFormat;
         tch::manual_seed(4);
         let (vs, model) = model(Arch::DannBn);
@@ -505,9 +496,9 @@ mod tests {
                 mean: vec![mean; 3],
                 std: vec![0.25; 3],
             };
-            DomainData::new(d, &norm, format, Device::Cpu).unwrap()
+            DeviceDataset::new(d, &norm, format, Device::Cpu).unwrap()
         };
-        let data = DannData {
+        let data = AdaptationData {
             source: domain(&source, 0.0),
             target: domain(&target, 0.0),
             source_order: IndexStream::new(32, 16, 1, Device::Cpu),

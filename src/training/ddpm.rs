@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use camino::Utf8Path;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream, Normalisation};
+use super::batches::{DeviceDataset, IndexStream, Normalisation};
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::moving_average::MovingAverage;
 use super::optimizer::{Optimizer, OptimizerSettings};
@@ -144,7 +144,7 @@ impl DdpmModel {
 pub struct DdpmTraining {
     pub model: DdpmModel,
     optimizer: Optimizer,
-    data: DomainData,
+    data: DeviceDataset,
     order: IndexStream,
     pub schedule: NoiseSchedule,
     drop_prob: f64,
@@ -163,7 +163,7 @@ impl DdpmTraining {
     pub fn new(
         model: DdpmModel,
         settings: OptimizerSettings,
-        data: DomainData,
+        data: DeviceDataset,
         order: IndexStream,
         schedule: NoiseSchedule,
         drop_prob: f64,
@@ -249,7 +249,7 @@ impl TrainingMethod for DdpmTraining {
         );
         self.optimizer.backward_step(&loss, at.p)?;
         self.model.update_ema();
-        Ok(named_scalars(&["train_loss"], &[&loss]))
+        Ok(named_scalars(&["train_loss"], &[&loss])?)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {

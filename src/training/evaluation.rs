@@ -2,13 +2,13 @@
 
 use tch::{Kind, Tensor};
 
-use super::batches::DomainData;
+use super::batches::DeviceDataset;
 
 /// Images per inference chunk.
 pub const EVAL_BATCH: usize = 512;
 
 /// Applies `forward` (images -> rows) to all images in order, in inference mode; `[N, ...]`.
-pub fn map_all(data: &DomainData, forward: impl Fn(&Tensor) -> Tensor) -> Tensor {
+pub fn map_all(data: &DeviceDataset, forward: impl Fn(&Tensor) -> Tensor) -> Tensor {
     crate::accel::inference(|| {
         let chunks: Vec<Tensor> = (0..data.len())
             .step_by(EVAL_BATCH)
@@ -19,7 +19,7 @@ pub fn map_all(data: &DomainData, forward: impl Fn(&Tensor) -> Tensor) -> Tensor
 }
 
 /// The predicted class of every image, `[N]` i64.
-pub fn predict(data: &DomainData, logits: impl Fn(&Tensor) -> Tensor) -> Tensor {
+pub fn predict(data: &DeviceDataset, logits: impl Fn(&Tensor) -> Tensor) -> Tensor {
     map_all(data, |x| logits(x).argmax(-1, false))
 }
 
@@ -59,18 +59,29 @@ pub fn per_class_accuracy(
         .collect()
 }
 
-/// `confusion[true][predicted]` counts over labelled images.
-pub fn confusion_matrix(predictions: &Tensor, labels: &Tensor, classes: usize) -> Vec<Vec<u64>> {
-    let predicted =
-        Vec::<i64>::try_from(predictions.to_device(tch::Device::Cpu)).unwrap_or_default();
-    let truth = Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu)).unwrap_or_default();
+/// `confusion[true][predicted]` counts over labelled images; `predictions` and `labels` are both
+/// `[N]`, anything else an error.
+pub fn confusion_matrix(
+    predictions: &Tensor,
+    labels: &Tensor,
+    classes: usize,
+) -> Result<Vec<Vec<u64>>, tch::TchError> {
+    let predicted = Vec::<i64>::try_from(predictions.to_device(tch::Device::Cpu))?;
+    let truth = Vec::<i64>::try_from(labels.to_device(tch::Device::Cpu))?;
+    if predicted.len() != truth.len() {
+        return Err(tch::TchError::Shape(format!(
+            "{} predictions for {} labels",
+            predicted.len(),
+            truth.len()
+        )));
+    }
     let mut matrix = vec![vec![0u64; classes]; classes];
     for (&t, &p) in truth.iter().zip(&predicted) {
         if (0..classes as i64).contains(&t) && (0..classes as i64).contains(&p) {
             matrix[t as usize][p as usize] += 1;
         }
     }
-    matrix
+    Ok(matrix)
 }
 
 #[cfg(test)]
@@ -86,6 +97,13 @@ mod tests {
             per_class_accuracy(&predictions, &labels, 3),
             [Some(0.5), Some(1.0), None]
         );
-        assert_eq!(confusion_matrix(&predictions, &labels, 3)[0], [1, 1, 0]);
+        assert_eq!(
+            confusion_matrix(&predictions, &labels, 3).unwrap()[0],
+            [1, 1, 0]
+        );
+        let matrix = Tensor::from_slice(&[0i64, 1, 1, 2]).view([2, 2]);
+        assert!(confusion_matrix(&matrix, &labels, 3).is_err());
+        let short = Tensor::from_slice(&[0i64, 1]);
+        assert!(confusion_matrix(&short, &labels, 3).is_err());
     }
 }

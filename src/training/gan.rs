@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use camino::Utf8Path;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::batches::{DomainData, IndexStream};
+use super::batches::{DeviceDataset, IndexStream};
 use super::method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 use super::optimizer::{Optimizer, OptimizerSettings};
 use super::state::{restore_store, StateError, TrainingState};
@@ -289,7 +289,7 @@ pub struct GanTraining {
     settings: GanSettings,
     g_optimizer: Optimizer,
     d_optimizer: Optimizer,
-    data: DomainData,
+    data: DeviceDataset,
     order: IndexStream,
     pub fixed: FixedBatch,
     /// The first row of the fixed batch at every rendered epoch, `[k * row, C, H, W]`.
@@ -313,7 +313,7 @@ impl GanTraining {
     pub fn new(
         model: GanModel,
         settings: GanSettings,
-        data: DomainData,
+        data: DeviceDataset,
         order: IndexStream,
     ) -> Self {
         let layout = training_layout(settings.loss);
@@ -451,7 +451,7 @@ impl TrainingMethod for GanTraining {
             names.push("class_acc");
             values.push(acc);
         }
-        Ok(named_scalars(&names, &values))
+        Ok(named_scalars(&names, &values)?)
     }
 
     fn end_epoch(&mut self, end: EpochEnd<'_>) -> anyhow::Result<Scalars> {

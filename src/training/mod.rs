@@ -24,7 +24,7 @@ pub mod state;
 pub mod threads;
 pub mod trainer;
 
-pub use batches::{DomainData, IndexStream, InputFormat, Normalisation};
+pub use batches::{AdaptationData, DeviceDataset, IndexStream, InputFormat, Normalisation};
 pub use method::{EpochEnd, Scalars, StepProgress, TrainingMethod};
 pub use optimizer::{LrSchedule, Optimizer, OptimizerKind, OptimizerSettings};
 pub use state::{StateError, TrainingState};

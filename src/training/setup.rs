@@ -5,7 +5,7 @@ use anyhow::Context;
 use camino::Utf8Path;
 use tch::Tensor;
 
-use super::batches::{BatchError, DomainData, InputFormat, Normalisation};
+use super::batches::{BatchError, DeviceDataset, InputFormat, Normalisation};
 use super::checkpoint::{self, ModelMeta};
 use super::evaluation;
 use super::optimizer::OptimizerSettings;
@@ -151,7 +151,7 @@ pub fn validation_data(
     norm: &Normalisation,
     format: InputFormat,
     ctx: &StageContext,
-) -> Result<Option<DomainData>, BatchError> {
+) -> Result<Option<DeviceDataset>, BatchError> {
     let Some(val) = val else { return Ok(None) };
     let own;
     let norm = if val.domain == norm.domain && val.shape[1] == norm.mean.len() {
@@ -164,12 +164,12 @@ pub fn validation_data(
         own = Normalisation::of(val);
         &own
     };
-    DomainData::new(val, norm, format, ctx.device()).map(Some)
+    DeviceDataset::new(val, norm, format, ctx.device()).map(Some)
 }
 
 /// Accuracy of `logits` on `val` as an epoch-record entry (nothing without a validation set).
 pub fn val_accuracy(
-    val: Option<&DomainData>,
+    val: Option<&DeviceDataset>,
     logits: impl Fn(&Tensor) -> Tensor,
 ) -> Vec<(&'static str, f64)> {
     val.and_then(|data| evaluation::accuracy(&evaluation::predict(data, logits), data.labels()))

@@ -274,17 +274,17 @@ fn epoch_seed(seed: u64, phase: &str, epoch: usize) -> i64 {
 }
 
 /// Reads scalar tensors in one transfer (one device sync per step instead of one per value).
-pub fn read_scalars(values: &[&Tensor]) -> Vec<f64> {
-    let stacked: Vec<Tensor> = values
+pub fn read_scalars(values: &[&Tensor]) -> Result<Vec<f64>, tch::TchError> {
+    let stacked = values
         .iter()
-        .map(|t| t.detach().to_kind(Kind::Double).reshape([1]))
-        .collect();
-    Vec::<f64>::try_from(Tensor::cat(&stacked, 0).to_device(Device::Cpu)).unwrap_or_default()
+        .map(|t| t.detach().to_kind(Kind::Double).f_reshape([1]))
+        .collect::<Result<Vec<Tensor>, _>>()?;
+    Vec::<f64>::try_from(Tensor::f_cat(&stacked, 0)?.to_device(Device::Cpu))
 }
 
 /// Names `values` read with [`read_scalars`].
-pub fn named_scalars(names: &[&'static str], values: &[&Tensor]) -> Scalars {
-    names.iter().copied().zip(read_scalars(values)).collect()
+pub fn named_scalars(names: &[&'static str], values: &[&Tensor]) -> Result<Scalars, tch::TchError> {
+    Ok(names.iter().copied().zip(read_scalars(values)?).collect())
 }
 
 fn check_finite(plan: &LoopPlan, scalars: &Scalars, at: StepProgress) -> Result<(), TrainingError> {
@@ -390,9 +390,18 @@ mod tests {
     fn ctx(checkpoints: Option<Utf8PathBuf>) -> (tempfile::TempDir, StageContext) {
         let dir = tempfile::tempdir().unwrap();
         let path = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
-        let ctx = StageContext::detached("t", path, Default::default(), 0)
-            .with_checkpoint_dir(checkpoints);
+        let ctx =
+            StageContext::new("t", path, Default::default(), 0).with_checkpoint_dir(checkpoints);
         (dir, ctx)
+    }
+
+    #[test]
+    fn scalars_are_read_together_and_anything_else_is_an_error() {
+        let (a, b) = (Tensor::from(1.5f32), Tensor::from(2i64));
+        assert_eq!(read_scalars(&[&a, &b]).unwrap(), [1.5, 2.0]);
+        let pair = Tensor::from_slice(&[1.0f32, 2.0]);
+        assert!(read_scalars(&[&a, &pair]).is_err());
+        assert!(read_scalars(&[]).is_err());
     }
 
     #[test]

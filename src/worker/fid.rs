@@ -8,12 +8,11 @@
 
 use anyhow::{bail, Context};
 use camino::{Utf8Path, Utf8PathBuf};
-use clap::Parser;
+use clap::{Args, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::serve::resolve;
 use super::DeviceRequest;
-use crate::cli::args::FidArgs;
 use crate::error::exit_code;
 use crate::metrics::fid::{frechet_distance, FidStatistics};
 use crate::metrics::inception_features::{
@@ -21,27 +20,84 @@ use crate::metrics::inception_features::{
 };
 use crate::models::inception::{block_of_dims, FidInception, WEIGHTS_FILE, WEIGHTS_URL};
 
-#[derive(Debug, Parser)]
+/// pytorch-fid's command line, which `hwrun fid` takes from the user and hands on to the worker.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct FidOptions {
+    /// Two image folders or `.npz` statistics; with `--save-stats`, a folder and the `.npz` to write.
+    #[arg(value_name = "PATH", num_args = 2, required = true)]
+    pub paths: Vec<Utf8PathBuf>,
+
+    /// The FID Inception weights (`pt_inception-2015-12-05-6726825d.pth` or `.safetensors`);
+    /// default: where pytorch-fid keeps them (`$TORCH_HOME/hub/checkpoints`).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<Utf8PathBuf>,
+
+    /// Feature dimensions: 64, 192, 768 or 2048 (the pool features).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub dims: i64,
+
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Write the statistics of the first path's images to the second path instead.
+    #[arg(long)]
+    pub save_stats: bool,
+}
+
+/// What `hwrun fid` asks of the worker: the user's options and the device (hwrun's global
+/// `--device`). The worker reads it from its command line and [`FidRequest::args`] writes that
+/// command line, so both ends of it live here.
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "hwrun-torch fid")]
-struct WorkerFid {
+pub struct FidRequest {
     #[command(flatten)]
-    args: FidArgs,
+    pub options: FidOptions,
     /// `auto`, `cpu`, `cuda`, `cuda:N`.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceRequest,
+}
+
+impl FidRequest {
+    /// The worker's command line after `hwrun-torch fid`.
+    pub fn args(&self) -> Vec<String> {
+        let options = &self.options;
+        let mut args = vec![
+            "--device".to_owned(),
+            self.device.arg(),
+            "--dims".to_owned(),
+            options.dims.to_string(),
+            "--batch-size".to_owned(),
+            options.batch_size.to_string(),
+        ];
+        if let Some(weights) = &options.weights {
+            args.extend(["--weights".to_owned(), weights.to_string()]);
+        }
+        if options.save_stats {
+            args.push("--save-stats".to_owned());
+        }
+        args.push("--".to_owned());
+        args.extend(options.paths.iter().map(Utf8PathBuf::to_string));
+        args
+    }
+}
+
+fn parse_device(text: &str) -> Result<DeviceRequest, String> {
+    DeviceRequest::parse(text)
+        .ok_or_else(|| format!("unknown device `{text}`: use `cpu`, `cuda` or `cuda:N`"))
 }
 
 /// Runs the command; the exit code is 0 on success, 1 when the computation failed, 2 for bad
 /// arguments.
 pub fn main(args: impl Iterator<Item = String>) -> i32 {
-    let parsed = match WorkerFid::try_parse_from(args) {
-        Ok(parsed) => parsed,
+    let request = match FidRequest::try_parse_from(args) {
+        Ok(request) => request,
         Err(err) => {
             let _ = err.print();
             return exit_code::INVALID_INPUT;
         }
     };
-    match run(&parsed) {
+    match run(&request) {
         Ok(()) => exit_code::SUCCESS,
         Err(err) => {
             eprint!("{}", crate::error::render_error(&err));
@@ -50,8 +106,8 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
     }
 }
 
-fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
-    let args = &cmd.args;
+fn run(request: &FidRequest) -> anyhow::Result<()> {
+    let args = &request.options;
     block_of_dims(args.dims)?;
     let inputs = if args.save_stats {
         &args.paths[..1]
@@ -63,13 +119,7 @@ fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
             bail!("invalid path: {path} does not exist");
         }
     }
-    let request = DeviceRequest::parse(&cmd.device).with_context(|| {
-        format!(
-            "unknown device `{}`: use `cpu`, `cuda` or `cuda:N`",
-            cmd.device
-        )
-    })?;
-    let device = resolve(request)?;
+    let device = resolve(request.device)?;
     let mut model = None;
     if args.save_stats {
         let (input, output) = (&args.paths[0], &args.paths[1]);
@@ -77,12 +127,12 @@ fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
             bail!("existing output file: {output} (pytorch-fid does not overwrite it either)");
         }
         eprintln!("Saving statistics for {input}");
-        let stats = statistics_of(input, cmd, device, &mut model)?;
+        let stats = statistics_of(input, args, device, &mut model)?;
         stats.write_npz(output)?;
         return Ok(());
     }
-    let first = statistics_of(&args.paths[0], cmd, device, &mut model)?;
-    let second = statistics_of(&args.paths[1], cmd, device, &mut model)?;
+    let first = statistics_of(&args.paths[0], args, device, &mut model)?;
+    let second = statistics_of(&args.paths[1], args, device, &mut model)?;
     let fid = frechet_distance(&first, &second)?;
     println!("FID:  {fid}");
     Ok(())
@@ -91,7 +141,7 @@ fn run(cmd: &WorkerFid) -> anyhow::Result<()> {
 /// The statistics of one path: read from `.npz`, or featurised (loading the network once).
 fn statistics_of(
     path: &Utf8Path,
-    cmd: &WorkerFid,
+    args: &FidOptions,
     device: tch::Device,
     model: &mut Option<FidInception>,
 ) -> anyhow::Result<FidStatistics> {
@@ -101,7 +151,7 @@ fn statistics_of(
     let images = load_image_set(path, ProgressBar::hidden())
         .with_context(|| format!("reading the images of {path}"))?;
     if model.is_none() {
-        let weights = weights_path(cmd.args.weights.as_deref())?;
+        let weights = weights_path(args.weights.as_deref())?;
         *model = Some(FidInception::load(&weights, device)?);
     }
     let network = model
@@ -114,10 +164,8 @@ fn statistics_of(
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(path.to_string());
-    let kind = FeatureKind::Fid {
-        dims: cmd.args.dims,
-    };
-    let features = featurise_all(network, &images, cmd.args.batch_size, kind, |done| {
+    let kind = FeatureKind::Fid { dims: args.dims };
+    let features = featurise_all(network, &images, args.batch_size, kind, |done| {
         bar.set_position(done as u64);
         Ok::<(), ImageSetError>(())
     })?;
@@ -152,5 +200,26 @@ fn weights_path(given: Option<&Utf8Path>) -> anyhow::Result<Utf8PathBuf> {
              download it from {WEIGHTS_URL} (sha256 starts with 6726825d)"
         ),
         Err(_) => bail!("no FID Inception weights: pass `--weights FILE` (download {WEIGHTS_URL})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reads_back_from_its_command_line() {
+        let request = FidRequest {
+            options: FidOptions {
+                paths: vec!["a dir".into(), "-b.npz".into()],
+                weights: Some("w.pth".into()),
+                dims: 64,
+                batch_size: 7,
+                save_stats: true,
+            },
+            device: DeviceRequest::Cuda(1),
+        };
+        let args = std::iter::once("fid".to_owned()).chain(request.args());
+        assert_eq!(FidRequest::try_parse_from(args).unwrap(), request);
     }
 }

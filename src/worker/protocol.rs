@@ -31,6 +31,15 @@ impl DeviceRequest {
                 .map(DeviceRequest::Cuda),
         }
     }
+
+    /// The `--device` text that [`DeviceRequest::parse`] reads back as this request.
+    pub fn arg(self) -> String {
+        match self {
+            DeviceRequest::Auto => "auto".to_owned(),
+            DeviceRequest::Cpu => "cpu".to_owned(),
+            DeviceRequest::Cuda(index) => format!("cuda:{index}"),
+        }
+    }
 }
 
 impl std::fmt::Display for DeviceRequest {
@@ -89,6 +98,13 @@ mod tests {
         assert_eq!(DeviceRequest::parse("cuda"), Some(DeviceRequest::Cuda(0)));
         assert_eq!(DeviceRequest::parse("cuda:1"), Some(DeviceRequest::Cuda(1)));
         assert_eq!(DeviceRequest::parse("gpu"), None);
+        for request in [
+            DeviceRequest::Auto,
+            DeviceRequest::Cpu,
+            DeviceRequest::Cuda(2),
+        ] {
+            assert_eq!(DeviceRequest::parse(&request.arg()), Some(request));
+        }
     }
 
     #[test]

@@ -157,17 +157,12 @@ fn run_request(cancel: &CancelToken) -> anyhow::Result<WorkerEvent> {
         .with_context(|| format!("cannot open the stage log `{}`", request.log_file))?;
     let bar = ProgressBar::hidden();
     let reporter = ProgressReporter::start(bar.clone());
-    let mut ctx = StageContext::new(
-        request.name,
-        request.out_dir,
-        request.inputs,
-        request.seed,
-        device,
-        bar,
-        cancel.clone(),
-        Some(log_file),
-    )
-    .with_checkpoint_dir(request.checkpoint_dir);
+    let mut ctx = StageContext::new(request.name, request.out_dir, request.inputs, request.seed)
+        .on_device(device)
+        .with_progress(bar)
+        .with_cancel(cancel.clone())
+        .with_log_file(log_file)
+        .with_checkpoint_dir(request.checkpoint_dir);
     let result = runners::run_catching(runner, &params, &mut ctx);
     reporter.stop();
     let outcome = result?;

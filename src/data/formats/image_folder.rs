@@ -77,16 +77,8 @@ pub fn load_rgb_folder_like_pytorch_fid(
         progress,
         ..ReadOptions::default()
     };
-    let decoded = decode_all(&files, &options)?;
-    let labels = vec![UNLABELLED; files.len()];
     let domain = dir.file_name().unwrap_or("images");
-    Ok(Dataset::new(
-        decoded.pixels,
-        decoded.shape,
-        labels,
-        Vec::new(),
-        domain,
-    )?)
+    unlabelled(&files, domain, &options)
 }
 
 /// Reads the images of `dir` (the first `options.limit` by name) as an unlabelled dataset.
@@ -97,7 +89,16 @@ pub fn load_image_folder(
 ) -> Result<Dataset, FormatError> {
     let mut files = list_images(dir)?;
     files.truncate(limited(files.len(), options));
-    let decoded = decode_all(&files, options)?;
+    unlabelled(&files, domain, options)
+}
+
+/// `files` decoded into a dataset without classes.
+fn unlabelled(
+    files: &[Utf8PathBuf],
+    domain: &str,
+    options: &ReadOptions,
+) -> Result<Dataset, FormatError> {
+    let decoded = decode_all(files, options)?;
     let labels = vec![UNLABELLED; files.len()];
     Ok(Dataset::new(
         decoded.pixels,

@@ -41,7 +41,7 @@ enum Endian {
     Big,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MatError {
     #[error("not a MATLAB 5 MAT-file: expected endian indicator `IM` or `MI` at bytes 126..128, found {found:?} (MATLAB 7.3 files are HDF5: save with `-v7` instead)")]
     NotMat5 { found: String },
@@ -51,8 +51,11 @@ pub enum MatError {
         expected: usize,
         found: usize,
     },
-    #[error("cannot decompress the element at byte {offset}: {message}")]
-    Decompress { offset: usize, message: String },
+    #[error("cannot decompress the element at byte {offset}: {source}")]
+    Decompress {
+        offset: usize,
+        source: std::io::Error,
+    },
     #[error("expected {expected} at byte {offset} of a matrix, found data type {found}")]
     UnexpectedElement {
         offset: usize,
@@ -184,10 +187,7 @@ fn compressed_matrix(
     let mut inner = Vec::with_capacity(zlib.len() * 2);
     flate2::read::ZlibDecoder::new(zlib)
         .read_to_end(&mut inner)
-        .map_err(|e| MatError::Decompress {
-            offset,
-            message: e.to_string(),
-        })?;
+        .map_err(|source| MatError::Decompress { offset, source })?;
     let element = element(&inner, 0, endian)?;
     if element.data_type != MI_MATRIX {
         return Ok(None);

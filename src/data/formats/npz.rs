@@ -27,8 +27,17 @@ pub enum NpzError {
         path: Utf8PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a numpy .npz archive: {message}")]
-    Zip { path: Utf8PathBuf, message: String },
+    #[error("{path} is not a numpy .npz archive: {source}")]
+    Zip {
+        path: Utf8PathBuf,
+        source: zip::result::ZipError,
+    },
+    #[error("{path} is not a numpy .npz archive: entry `{name}`: {source}")]
+    Entry {
+        path: Utf8PathBuf,
+        name: String,
+        source: std::io::Error,
+    },
     #[error("{path}: array `{name}`: {problem}")]
     Array {
         path: Utf8PathBuf,
@@ -43,26 +52,32 @@ pub enum NpzError {
         name: String,
         found: String,
     },
-    #[error("cannot write {path}: {message}")]
-    Write { path: Utf8PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteZip {
+        path: Utf8PathBuf,
+        source: zip::result::ZipError,
+    },
 }
 
 /// Reads every array of an `.npz` archive, by name (without `.npy`).
 pub fn read_npz(path: &Utf8Path) -> Result<BTreeMap<String, NpyArray>, NpzError> {
-    let zip_error = |message: String| NpzError::Zip {
+    let zip_error = |source| NpzError::Zip {
         path: path.to_owned(),
-        message,
+        source,
     };
     let file = std::fs::File::open(path).map_err(|source| NpzError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| zip_error(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(zip_error)?;
     let mut arrays = BTreeMap::new();
     for index in 0..archive.len() {
-        let mut entry = archive
-            .by_index(index)
-            .map_err(|e| zip_error(e.to_string()))?;
+        let mut entry = archive.by_index(index).map_err(zip_error)?;
         let name = entry
             .name()
             .strip_suffix(".npy")
@@ -71,7 +86,11 @@ pub fn read_npz(path: &Utf8Path) -> Result<BTreeMap<String, NpyArray>, NpzError>
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry
             .read_to_end(&mut bytes)
-            .map_err(|e| zip_error(format!("entry `{name}`: {e}")))?;
+            .map_err(|source| NpzError::Entry {
+                path: path.to_owned(),
+                name: name.clone(),
+                source,
+            })?;
         let array = parse_npy(&bytes).map_err(|problem| NpzError::Array {
             path: path.to_owned(),
             name: name.clone(),
@@ -98,22 +117,25 @@ pub fn take_array(
 
 /// Writes `arrays` as a deflated `.npz` archive of little-endian f8 `.npy` files.
 pub fn write_npz(path: &Utf8Path, arrays: &[(&str, &NpyArray)]) -> Result<(), NpzError> {
-    let write_error = |message: String| NpzError::Write {
+    let write_error = |source| NpzError::Write {
         path: path.to_owned(),
-        message,
+        source,
     };
-    let file = std::fs::File::create(path).map_err(|e| write_error(e.to_string()))?;
+    let zip_error = |source| NpzError::WriteZip {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(write_error)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     for (name, array) in arrays {
         zip.start_file(format!("{name}.npy"), options)
-            .map_err(|e| write_error(e.to_string()))?;
-        zip.write_all(&npy_bytes(array))
-            .map_err(|e| write_error(e.to_string()))?;
+            .map_err(zip_error)?;
+        zip.write_all(&npy_bytes(array)).map_err(write_error)?;
     }
-    let mut inner = zip.finish().map_err(|e| write_error(e.to_string()))?;
-    inner.flush().map_err(|e| write_error(e.to_string()))
+    let mut inner = zip.finish().map_err(zip_error)?;
+    inner.flush().map_err(write_error)
 }
 
 /// One array as `.npy` version 1.0 bytes.

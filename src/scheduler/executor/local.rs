@@ -28,17 +28,12 @@ impl Compute for LocalExecutor {
                     .append(true)
                     .open(&work.log_path)
                     .with_context(|| format!("cannot open the stage log `{}`", work.log_path))?;
-                let mut ctx = StageContext::new(
-                    job.label.clone(),
-                    work.out_dir.clone(),
-                    inputs,
-                    job.seed,
-                    tch::Device::Cpu,
-                    work.bar.clone(),
-                    work.cancel.clone(),
-                    Some(log),
-                )
-                .with_checkpoint_dir(Some(work.checkpoint_dir.clone()));
+                let mut ctx =
+                    StageContext::new(job.label.clone(), work.out_dir.clone(), inputs, job.seed)
+                        .with_progress(work.bar.clone())
+                        .with_cancel(work.cancel.clone())
+                        .with_log_file(log)
+                        .with_checkpoint_dir(Some(work.checkpoint_dir.clone()));
                 Ok((
                     runners::run_catching(runner, &job.param_table()?, &mut ctx)?,
                     "cpu".to_owned(),

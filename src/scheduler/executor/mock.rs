@@ -137,9 +137,9 @@ mod tests {
     use crate::cache::Cache;
     use crate::graph::{assess, Plan};
     use crate::output::{OutputMode, Printer};
-    use crate::recipe::{self, RecipeSource};
     use crate::scheduler::{Executor, RunEnv, RunOptions, StageResult};
     use crate::stage::CancelToken;
+    use crate::testing::load_recipe;
     use crate::worker::DeviceRequest;
 
     const QUICKSTART: &str = include_str!("../../../recipes/quickstart.toml");
@@ -150,15 +150,9 @@ mod tests {
         cache: &Cache,
         keep_going: bool,
     ) -> crate::scheduler::RunSummary {
-        let recipe = recipe::load(
-            RecipeSource::Text {
-                name: "test.toml",
-                text,
-            },
-            &[],
-        )
-        .map_err(|e| e.error)
-        .unwrap();
+        let recipe = load_recipe("test.toml", text, &[])
+            .map_err(|e| e.error)
+            .unwrap();
         let plan = Plan::build(recipe, &mut StatCache::default()).unwrap();
         let statuses = assess(&plan, cache);
         // One at a time, so the order is deterministic.

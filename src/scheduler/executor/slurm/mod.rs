@@ -29,7 +29,7 @@ use crate::graph::Status;
 use crate::scheduler::job::StageJob;
 use crate::scheduler::{RunEnv, RunSummary, StageReport, StageResult};
 pub use config::SlurmConfig;
-use queue::JobState;
+use queue::{top_job, JobState, JobStates};
 use record::{sanitize, write_json, JobFile, SubmissionRecord, SubmittedStage};
 
 const POLL_FIRST: Duration = Duration::from_millis(500);
@@ -243,24 +243,12 @@ impl SlurmExecutor {
                     continue;
                 }
             };
-            let forgotten: Vec<String> = unfinished
-                .values()
-                .filter(|&&i| !states.contains_key(&record.stages[i].job))
-                .map(|&i| top_job(&record.stages[i].job).to_owned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let accounted = if forgotten.is_empty() {
-                None
-            } else {
-                queue::sacct(&forgotten)
-            };
+            let unfinished_jobs = unfinished.values().map(|&i| record.stages[i].job.as_str());
+            let states = JobStates::complete(states, unfinished_jobs);
             let mut changed = false;
             for (node, index) in unfinished.clone() {
                 let submitted = &record.stages[index];
-                let job_state = states
-                    .get(&submitted.job)
-                    .or_else(|| accounted.as_ref()?.get(&submitted.job));
+                let job_state = states.get(&submitted.job);
                 let stage = &plan.graph[node];
                 let report = match classify(run.cache, &stage.key, job_state) {
                     StageState::Pending => continue,
@@ -493,11 +481,6 @@ fn last_error_line(log: &Utf8Path) -> Option<String> {
         .rev()
         .find(|l| l.starts_with("error"))
         .map(|l| l.trim().to_owned())
-}
-
-/// `123` of `123_4`.
-pub fn top_job(job: &str) -> &str {
-    job.split('_').next().unwrap_or(job)
 }
 
 fn sleep_unless_cancelled(delay: Duration, run: &RunEnv<'_>) {

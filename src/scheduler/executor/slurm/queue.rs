@@ -1,7 +1,7 @@
 //! Talking to Slurm's command-line tools: `sbatch`, one batched `squeue` (or `sacct`) for the
 //! state of every job, `scancel`. No value is ever passed through a shell.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Output};
 
 use anyhow::{bail, Context};
@@ -109,6 +109,47 @@ pub fn squeue(job_ids: &[String]) -> anyhow::Result<HashMap<String, JobState>> {
         bail!("squeue failed ({}): {message}", output.status);
     }
     Ok(parse_lines(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Where each job of a submission stands: [`squeue`]'s answer, completed by one [`sacct`] call for
+/// the jobs squeue has already forgotten (finished longer than `MinJobAge` ago).
+pub struct JobStates {
+    queued: HashMap<String, JobState>,
+    accounted: Option<HashMap<String, JobState>>,
+}
+
+impl JobStates {
+    /// `queued` is what [`squeue`] said; `jobs` are the ids (`id` or `id_index`) that
+    /// [`JobStates::get`] will be asked about.
+    pub fn complete<'a>(
+        queued: HashMap<String, JobState>,
+        jobs: impl IntoIterator<Item = &'a str>,
+    ) -> JobStates {
+        let forgotten: Vec<String> = jobs
+            .into_iter()
+            .filter(|job| !queued.contains_key(*job))
+            .map(|job| top_job(job).to_owned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let accounted = if forgotten.is_empty() {
+            None
+        } else {
+            sacct(&forgotten)
+        };
+        JobStates { queued, accounted }
+    }
+
+    pub fn get(&self, job: &str) -> Option<&JobState> {
+        self.queued
+            .get(job)
+            .or_else(|| self.accounted.as_ref()?.get(job))
+    }
+}
+
+/// `123` of `123_4`.
+pub fn top_job(job: &str) -> &str {
+    job.split('_').next().unwrap_or(job)
 }
 
 /// Like [`squeue`] from the accounting database, for jobs squeue has forgotten; `None` when the
