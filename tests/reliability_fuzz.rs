@@ -138,6 +138,7 @@ fn plan_or_render(text: &str, sets: &[String]) -> Result<(), String> {
             text,
         },
         sets,
+        hwrun::stages::registry(),
     ) {
         Ok(recipe) => {
             let _ = Plan::build(recipe, &mut StatCache::default());
