@@ -156,7 +156,7 @@ impl Dict {
     }
 
     fn insert(&mut self, key: Value, value: Value) -> Result<(), String> {
-        let hashed = Key::of(&key, 0)?;
+        let hashed = Key::of(&key, 0, &mut { MAX_KEY_ELEMENTS })?;
         match self.index.get(&hashed) {
             Some(&i) => self.entries[i].1 = value,
             None => {
@@ -178,6 +178,11 @@ impl Drop for Dict {
 /// How deeply tuples may nest inside a dict key.
 const MAX_KEY_DEPTH: usize = 16;
 
+/// How many values a dict key may hold in all, nested tuples counted: the memo shares values,
+/// so a few KB of pickle can describe a tuple of tuples with 10^9 leaves, which copying into a
+/// hashable key would try to allocate. State dicts key by strings.
+const MAX_KEY_ELEMENTS: usize = 4096;
+
 /// The hashable values that may key a dict.
 #[derive(Debug, PartialEq, Eq, Hash)]
 enum Key {
@@ -192,7 +197,11 @@ enum Key {
 }
 
 impl Key {
-    fn of(value: &Value, depth: usize) -> Result<Key, String> {
+    /// The hashable copy of `value`, which may hold no more than `budget` values in all.
+    fn of(value: &Value, depth: usize, budget: &mut usize) -> Result<Key, String> {
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            format!("a dict key of more than {MAX_KEY_ELEMENTS} values is not a tensor file's")
+        })?;
         Ok(match value {
             Value::None => Key::None,
             Value::Bool(b) => Key::Bool(*b),
@@ -205,7 +214,7 @@ impl Key {
                 items
                     .0
                     .iter()
-                    .map(|v| Key::of(v, depth + 1))
+                    .map(|v| Key::of(v, depth + 1, budget))
                     .collect::<Result<_, _>>()?,
             ),
             other => return Err(format!("{} cannot be a dict key", describe(other))),
@@ -305,16 +314,45 @@ pub fn describe(value: &Value) -> String {
     }
 }
 
-/// A dict key as one segment of a dotted tensor name.
+/// The longest text [`key_text`] gives: names go into error messages, and a key of shared
+/// long strings could otherwise expand into hundreds of megabytes of message.
+const MAX_KEY_TEXT: usize = 200;
+
+/// A dict key as one segment of a dotted tensor name, cut at [`MAX_KEY_TEXT`] characters.
 pub fn key_text(key: &Value) -> String {
+    let mut text = String::new();
+    push_key_text(key, &mut text);
+    if text.len() > MAX_KEY_TEXT {
+        let cut = (0..=MAX_KEY_TEXT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// Appends `key`'s text to `out`, stopping once `out` is past [`MAX_KEY_TEXT`].
+fn push_key_text(key: &Value, out: &mut String) {
+    if out.len() > MAX_KEY_TEXT {
+        return;
+    }
     match key {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        Value::None => "None".into(),
-        Value::Float(f) => f.to_string(),
-        Value::Tuple(items) => items.0.iter().map(key_text).collect::<Vec<_>>().join(","),
-        other => describe(other),
+        Value::Str(s) => out.extend(s.chars().take(MAX_KEY_TEXT + 1)),
+        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+        Value::None => out.push_str("None"),
+        Value::Float(f) => out.push_str(&f.to_string()),
+        Value::Tuple(items) => {
+            for (i, item) in items.0.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_key_text(item, out);
+                if out.len() > MAX_KEY_TEXT {
+                    return;
+                }
+            }
+        }
+        other => out.push_str(&describe(other)),
     }
 }
 
@@ -1086,6 +1124,30 @@ mod tests {
         }
         p.extend(b"h\x00.");
         assert!(matches!(unpickle(&p).unwrap().root, Value::Tuple(_)));
+    }
+
+    #[test]
+    fn a_dict_key_of_a_billion_shared_leaves_is_refused_not_copied() {
+        // memo[0] = None; three times memo[0] = (memo[0],) * 1000; {memo[0]: None}.
+        let mut p = b"\x80\x02Nq\x00".to_vec();
+        for _ in 0..3 {
+            p.push(b'(');
+            p.extend(b"h\x00".repeat(1000));
+            p.extend(b"tq\x000");
+        }
+        p.extend(b"}h\x00Ns.");
+        let err = unpickle(&p).err().unwrap().to_string();
+        assert!(err.contains("dict key of more than 4096 values"), "{err}");
+        assert!(err.len() < 1000, "the message stays short: {} bytes", err.len());
+    }
+
+    #[test]
+    fn key_text_is_cut_short() {
+        let long: Rc<str> = "x".repeat(1000).into();
+        let key = Value::Tuple(Rc::new(Seq(vec![Value::Str(long); 100])));
+        let text = key_text(&key);
+        assert_eq!(text.chars().count(), MAX_KEY_TEXT + 1, "{text}");
+        assert!(text.ends_with('…'));
     }
 
     #[test]

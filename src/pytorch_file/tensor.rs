@@ -112,6 +112,13 @@ pub trait StorageSource {
 /// more than this factor over the whole file, so a crafted shape cannot exhaust memory.
 const MAX_EXPANSION: u64 = 16;
 
+/// The most bytes all of a file's storages may inflate to, whatever their compression:
+/// `torch.save` stores storages uncompressed, so a storage larger than the file can only be a
+/// deflated one, and deflate's 1032:1 would let a few MB of zeros claim gigabytes (a zip bomb).
+pub fn storage_budget(file_len: u64) -> u64 {
+    file_len.max(4 << 20).saturating_mul(MAX_EXPANSION)
+}
+
 /// Builds tensors from their specs, reading each storage once.
 pub struct Materializer {
     path: Utf8PathBuf,
@@ -119,6 +126,8 @@ pub struct Materializer {
     file_len: u64,
     big_endian: bool,
     storages: HashMap<Rc<str>, (Dtype, Tensor)>,
+    /// Bytes of storage read so far, against [`storage_budget`].
+    inflated: u64,
 }
 
 impl Materializer {
@@ -134,6 +143,7 @@ impl Materializer {
             file_len,
             big_endian,
             storages: HashMap::new(),
+            inflated: 0,
         }
     }
 
@@ -239,13 +249,14 @@ impl Materializer {
         let nbytes = storage
             .numel
             .checked_mul(size as u64)
-            .filter(|&n| n <= self.file_len.saturating_mul(1032));
+            .filter(|&n| n <= storage_budget(self.file_len).saturating_sub(self.inflated));
         let Some(nbytes) = nbytes else {
             return Err(self.malformed(format!(
-                "storage `{}` claims {} elements, more than the file can hold",
-                storage.key, storage.numel
+                "storage `{}` claims {} elements, more than a file of {} bytes can hold ({} times its size, or 64 MiB, for all storages together)",
+                storage.key, storage.numel, self.file_len, MAX_EXPANSION
             )));
         };
+        self.inflated += nbytes;
         let mut bytes = self.source.read(&storage.key, nbytes)?;
         if (bytes.len() as u64) < nbytes {
             let detail = format!(
@@ -364,6 +375,47 @@ mod tests {
             err.to_string().contains("test.pt") && err.to_string().contains("`w`"),
             "{err}"
         );
+    }
+
+    /// A source that would hand out any number of zero bytes, as a deflated zip bomb inflates,
+    /// and counts what it was asked for.
+    struct Zeros(u64);
+
+    impl StorageSource for Zeros {
+        fn read(&mut self, _key: &str, nbytes: u64) -> Result<Cow<'_, [u8]>, PytorchFileError> {
+            self.0 += nbytes;
+            Ok(Cow::Owned(vec![0; nbytes as usize]))
+        }
+    }
+
+    #[test]
+    fn storages_inflate_no_further_than_the_files_budget() {
+        let budget_elements = storage_budget(1 << 10) / 4;
+        let mut m = Materializer::new("bomb.pt".into(), Box::new(Zeros(0)), 1 << 10, false);
+        // A tiny view into a storage that claims more than the whole budget: refused unread.
+        let err = m
+            .tensor("w", &spec(budget_elements + 1, 0, &[3], &[1]))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("more than a file of 1024 bytes can hold"), "{err}");
+        // Two storages of two thirds of the budget each: the second one is over what is left.
+        let two_thirds = budget_elements * 2 / 3;
+        let storage = |key: &str| {
+            Rc::new(StorageRef {
+                key: key.into(),
+                dtype: Dtype::F32,
+                numel: two_thirds,
+                view: None,
+            })
+        };
+        let view = |storage| TensorSpec {
+            storage,
+            offset: 0,
+            size: vec![3],
+            stride: vec![1],
+        };
+        assert!(m.tensor("a", &view(storage("a"))).is_ok());
+        assert!(m.tensor("b", &view(storage("b"))).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use zip::result::ZipError;
 use zip::ZipArchive;
 
 use super::pickle::unpickle;
-use super::tensor::{Materializer, StorageSource};
+use super::tensor::{storage_budget, Materializer, StorageSource};
 use super::{Loaded, PytorchFileError};
 
 type Archive = ZipArchive<BufReader<File>>;
@@ -136,12 +136,13 @@ struct ZipStorages {
 impl StorageSource for ZipStorages {
     fn read(&mut self, key: &str, nbytes: u64) -> Result<Cow<'_, [u8]>, PytorchFileError> {
         let name = format!("{}data/{key}", self.prefix);
-        // Storages are stored uncompressed; a deflated one may expand, but not beyond deflate's ratio.
+        // The materializer asks for no more than the file's storage budget, so a deflated entry
+        // inflates no further than that.
         let bytes = read_entry(
             &self.path,
             &mut self.archive,
             &name,
-            nbytes.min(self.file_len.saturating_mul(1032)),
+            nbytes.min(storage_budget(self.file_len)),
         )?
         .ok_or_else(|| PytorchFileError::MissingStorage {
             path: self.path.clone(),

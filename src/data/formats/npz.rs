@@ -77,28 +77,76 @@ pub fn read_npz(path: &Utf8Path) -> Result<BTreeMap<String, NpyArray>, NpzError>
     let mut archive = zip::ZipArchive::new(file).map_err(zip_error)?;
     let mut arrays = BTreeMap::new();
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(zip_error)?;
+        let entry = archive.by_index(index).map_err(zip_error)?;
         let name = entry
             .name()
             .strip_suffix(".npy")
             .unwrap_or(entry.name())
             .to_owned();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|source| NpzError::Entry {
+        let array = read_npy(entry).map_err(|problem| match problem {
+            NpyReadError::Io(source) => NpzError::Entry {
                 path: path.to_owned(),
                 name: name.clone(),
                 source,
-            })?;
-        let array = parse_npy(&bytes).map_err(|problem| NpzError::Array {
-            path: path.to_owned(),
-            name: name.clone(),
-            problem,
+            },
+            NpyReadError::Invalid(problem) => NpzError::Array {
+                path: path.to_owned(),
+                name: name.clone(),
+                problem,
+            },
         })?;
         arrays.insert(name, array);
     }
     Ok(arrays)
+}
+
+/// The most bytes one array may hold: pytorch-fid's largest statistics (a 2048x2048 f8 sigma)
+/// take 32 MiB, so this is room to spare, while a few KB of deflated zeros claiming gigabytes
+/// (a zip bomb) are refused before anything is inflated past it.
+pub const MAX_ARRAY_BYTES: usize = 512 << 20;
+
+/// The longest header read: numpy's own are under 100 bytes.
+const MAX_HEADER_BYTES: usize = 1 << 16;
+
+enum NpyReadError {
+    Io(std::io::Error),
+    Invalid(String),
+}
+
+/// Reads one `.npy` from a stream, inflating no more than its header says the data needs.
+fn read_npy(mut reader: impl Read) -> Result<NpyArray, NpyReadError> {
+    let mut bytes = vec![0; MAGIC.len() + 4];
+    read_exactly(&mut reader, &mut bytes)?;
+    let (header_len, start) = header_extent(&bytes).map_err(NpyReadError::Invalid)?;
+    if header_len > MAX_HEADER_BYTES {
+        return Err(NpyReadError::Invalid(format!(
+            "a header of {header_len} bytes is not a numpy header"
+        )));
+    }
+    bytes.resize(start + header_len, 0);
+    read_exactly(&mut reader, &mut bytes[MAGIC.len() + 4..])?;
+    let header = parse_header(&bytes[start..]).map_err(NpyReadError::Invalid)?;
+    let data_start = bytes.len();
+    bytes.resize(data_start + header.data_bytes, 0);
+    read_exactly(&mut reader, &mut bytes[data_start..])?;
+    // Reading on to the end is what makes the zip reader check the entry's CRC.
+    let mut past_end = [0; 1];
+    match reader.read(&mut past_end).map_err(NpyReadError::Io)? {
+        0 => Ok(decode(&bytes[data_start..], header)),
+        _ => Err(NpyReadError::Invalid(
+            "data continues past the size its header gives".into(),
+        )),
+    }
+}
+
+fn read_exactly(reader: &mut impl Read, buffer: &mut [u8]) -> Result<(), NpyReadError> {
+    reader.read_exact(buffer).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            NpyReadError::Invalid("truncated: the array ends before its header says".into())
+        } else {
+            NpyReadError::Io(error)
+        }
+    })
 }
 
 /// Takes array `name` out of `arrays` read from `path`, or says which arrays there are.
@@ -168,54 +216,96 @@ pub fn npy_bytes(array: &NpyArray) -> Vec<u8> {
 
 /// Parses `.npy` bytes (versions 1 to 3); the error says what was wrong.
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
+    let (header_len, start) = header_extent(bytes)?;
+    let header = bytes
+        .get(start..start.saturating_add(header_len))
+        .ok_or("the header is cut off")?;
+    let header = parse_header(header)?;
+    let payload = &bytes[start + header_len..];
+    if payload.len() < header.data_bytes {
+        return Err(format!(
+            "truncated: {} bytes of data needed, found {}",
+            header.data_bytes,
+            payload.len()
+        ));
+    }
+    Ok(decode(&payload[..header.data_bytes], header))
+}
+
+/// The header's length and where it starts, from the fixed preamble.
+fn header_extent(bytes: &[u8]) -> Result<(usize, usize), String> {
     if !bytes.starts_with(MAGIC) || bytes.len() < MAGIC.len() + 4 {
         return Err("not a .npy array (bad magic)".into());
     }
-    let major = bytes[MAGIC.len()];
-    let (header_len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
+    match bytes[MAGIC.len()] {
+        1 => Ok((u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)),
+        2 | 3 if bytes.len() >= 12 => Ok((
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
-        ),
-        other => return Err(format!(".npy format version {other} is not supported")),
-    };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or("the header is cut off")?;
+        )),
+        2 | 3 => Err("the header is cut off".into()),
+        other => Err(format!(".npy format version {other} is not supported")),
+    }
+}
+
+/// What an array's header says about its data.
+struct NpyHeader {
+    shape: Vec<usize>,
+    /// Bytes per value: 8 for `<f8`, 4 for `<f4`.
+    width: usize,
+    fortran: bool,
+    /// Bytes of data that follow the header, checked against [`MAX_ARRAY_BYTES`].
+    data_bytes: usize,
+}
+
+fn parse_header(header: &[u8]) -> Result<NpyHeader, String> {
     let header = std::str::from_utf8(header).map_err(|_| "the header is not text")?;
     let descr = header_value(header, "descr").ok_or("the header has no `descr`")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran =
         header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")? == "True";
     let shape = parse_shape(header_value(header, "shape").ok_or("the header has no `shape`")?)?;
-    let count: usize = shape.iter().product();
-    let payload = &bytes[start + header_len..];
     let width = match descr {
         "<f8" => 8,
         "<f4" => 4,
         other => return Err(format!("dtype `{other}` is not supported (expected little-endian float64 `<f8` or float32 `<f4`)")),
     };
-    if payload.len() < count * width {
-        return Err(format!(
-            "truncated: {count} values of {width} bytes need {} bytes, found {}",
-            count * width,
-            payload.len()
-        ));
-    }
-    let data: Vec<f64> = payload[..count * width]
-        .chunks_exact(width)
+    let data_bytes = shape
+        .iter()
+        .try_fold(width, |bytes, &dim| bytes.checked_mul(dim))
+        .filter(|&bytes| bytes <= MAX_ARRAY_BYTES)
+        .ok_or_else(|| {
+            format!(
+                "shape {shape:?} of {width}-byte values is larger than the {} MiB an array may hold",
+                MAX_ARRAY_BYTES >> 20
+            )
+        })?;
+    Ok(NpyHeader {
+        shape,
+        width,
+        fortran,
+        data_bytes,
+    })
+}
+
+/// The values of `payload` (exactly the header's data bytes) as f64 in C order.
+fn decode(payload: &[u8], header: NpyHeader) -> NpyArray {
+    let data: Vec<f64> = payload
+        .chunks_exact(header.width)
         .map(|c| match c {
             [a, b, c, d] => f64::from(f32::from_le_bytes([*a, *b, *c, *d])),
             _ => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
         })
         .collect();
-    let data = if fortran {
-        fortran_to_c(&data, &shape)
+    let data = if header.fortran {
+        fortran_to_c(&data, &header.shape)
     } else {
         data
     };
-    Ok(NpyArray { shape, data })
+    NpyArray {
+        shape: header.shape,
+        data,
+    }
 }
 
 /// The text of `key`'s value in a header dict like `{'descr': '<f8', 'shape': (3, 4), }`.
@@ -348,5 +438,61 @@ mod tests {
         });
         cut.truncate(cut.len() - 3);
         assert!(parse_npy(&cut).unwrap_err().contains("truncated"));
+    }
+
+    /// An `.npy` with `header` and then `data`, as raw bytes.
+    fn raw_npy(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    /// Writes `entries` (name, bytes) as a deflated zip and reads it back with [`read_npz`].
+    fn read_raw_npz(entries: &[(&str, Vec<u8>)]) -> Result<BTreeMap<String, NpyArray>, NpzError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::from_path_buf(dir.path().join("raw.npz")).unwrap();
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in entries {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        read_npz(&path)
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_an_error_not_a_panic() {
+        // 2**61 values of 8 bytes wrap a 64-bit byte count to 0.
+        let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }";
+        let npy = raw_npy(header, &[]);
+        assert!(parse_npy(&npy).unwrap_err().contains("larger than"));
+        let error = read_raw_npz(&[("mu.npy", npy)]).unwrap_err().to_string();
+        assert!(error.contains("array `mu`") && error.contains("larger than"), "{error}");
+    }
+
+    #[test]
+    fn an_array_claiming_more_than_the_limit_is_refused_before_inflating() {
+        let values = MAX_ARRAY_BYTES / 8 + 1;
+        let header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({values},), }}");
+        // A few KB of deflated zeros would inflate to the gigabytes the header claims.
+        let npy = raw_npy(&header, &vec![0; 1 << 20]);
+        let error = read_raw_npz(&[("sigma.npy", npy)]).unwrap_err().to_string();
+        assert!(error.contains("larger than the 512 MiB"), "{error}");
+    }
+
+    #[test]
+    fn data_past_what_the_header_gives_is_refused() {
+        let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }";
+        let error = read_raw_npz(&[("mu.npy", raw_npy(header, &[0; 16 + (64 << 10)]))])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("continues past"), "{error}");
+        let exact = read_raw_npz(&[("mu.npy", raw_npy(header, &[0; 16]))]).unwrap();
+        assert_eq!(exact["mu"].data, [0.0, 0.0]);
     }
 }
