@@ -18,6 +18,7 @@ pub mod graph;
 pub mod metrics;
 pub mod models;
 pub mod output;
+pub mod process;
 pub mod pytorch_file;
 pub mod recipe;
 pub mod report;

@@ -123,6 +123,30 @@ fn bad_recipes() -> Vec<(&'static str, String, Vec<&'static str>, &'static str)>
             "not a plain file name",
         ),
         ("unknown stage kind", "name = \"bad\"\n[stages.a]\nkind = \"comand\"\n".to_owned(), vec![], "did you mean `command`?"),
+        ("a recipe name with an escape sequence", format!("name = \"bad\\u001b]0;owned\\u0007\"\n{producer}"), vec![], "control character U+001B"),
+        ("a recipe name with a bidi override", format!("name = \"bad\\u202egnp.exe\"\n{producer}"), vec![], "control character U+202E"),
+        ("a 300-character recipe name", format!("name = \"{}\"\n{producer}", "n".repeat(300)), vec![], "300 characters"),
+        ("defaults of a misspelt kind", format!("name = \"bad\"\n[defaults.comand]\nshell = \"x\"\n{producer}"), vec![], "did you mean `command`?"),
+        (
+            "a large variable used many times",
+            format!(
+                "name = \"bad\"\n[vars]\nbig = \"{}\"\n[stages.a]\nkind = \"command\"\nargs = [{}]\n",
+                "x".repeat(900_000),
+                vec!["\"${big}\""; 3000].join(", ")
+            ),
+            vec![],
+            "longer than 16 MiB",
+        ),
+        (
+            "a sweep planning 10^6 stages",
+            format!(
+                "name = \"bad\"\n{}[sweep]\n\"s0.env.A\" = [{}]\n",
+                (0..20).map(|i| format!("[stages.s{i}]\nkind = \"command\"\nshell = \"echo s >> {{runs}}\"\n")).collect::<String>(),
+                (0..60_000).map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(", ")
+            ),
+            vec![],
+            "stage instances",
+        ),
         ("bad stage name", "name = \"bad\"\n[stages.\"a/b\"]\nkind = \"command\"\n".to_owned(), vec![], "stage names may only contain"),
     ]
 }
@@ -733,6 +757,62 @@ fn foreign_lock(host: &str, pid: u32, heartbeat_ms: u128) -> String {
         "hwrun-lock 1\nhost {host}\npid {pid:>10}\nstart {:>20}\nheartbeat {heartbeat_ms:>39}\n",
         1
     )
+}
+
+#[test]
+fn a_run_in_another_pid_namespace_of_this_host_keeps_its_lock() {
+    let project = Project::new();
+    let recipe = project.write_logged_recipe(
+        "slow.toml",
+        "name = \"slow\"\n[stages.s]\nkind = \"command\"\nshell = \"echo s >> {runs}; sleep 3; touch {out}/x\"\n",
+    );
+    // A container beside this one: the same hostname, its own PID namespace.
+    let mut contained = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_hwrun"),
+            "--quiet",
+        ])
+        .arg(&recipe)
+        .current_dir(project.path())
+        .env("HWRUN_CACHE", project.cache())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare runs");
+    let started = Instant::now();
+    while project.runs().is_empty() {
+        if let Some(status) = contained.try_wait().unwrap() {
+            let mut reason = String::new();
+            use std::io::Read;
+            contained
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut reason)
+                .unwrap();
+            println!("SKIPPED: no PID namespace for the test ({status}): {reason}");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the contained run never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let summary = project.run_json_ok(&[&recipe]);
+    assert!(contained.wait().unwrap().success());
+    assert_eq!(
+        project.runs(),
+        ["s"],
+        "the stage ran once, in the container: {summary}"
+    );
+    assert!(
+        ran(&summary).is_empty(),
+        "the second run waited and reused it: {summary}"
+    );
 }
 
 #[test]

@@ -144,6 +144,79 @@ fn a_killed_hwrun_takes_its_worker_along() {
     assert!(workers_using(&project.cache()).is_empty());
 }
 
+/// The pids written into `file`, one per line, once there are `count` of them.
+fn pids_in(file: &Path, count: usize) -> Option<Vec<i32>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    (pids.len() >= count).then_some(pids)
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie has released everything; only a process that still runs counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn a_killed_hwrun_takes_its_command_program_along() {
+    let project = Project::new();
+    let pids = project.path().join("pids");
+    // A student's training script, as the shell hands over to it.
+    let recipe = project.write(
+        "cmd.toml",
+        &format!(
+            "name = \"cmd\"\n[stages.train]\nkind = \"command\"\nshell = \"echo $$ >> {pids}; exec sleep 60\"\n",
+            pids = pids.display()
+        ),
+    );
+    let mut child = start(&project, recipe.to_str().unwrap());
+    let started = wait_until(Duration::from_secs(30), || pids_in(&pids, 1).is_some());
+    assert!(started.is_some(), "the command stage never started");
+    let program = pids_in(&pids, 1).unwrap()[0];
+    std::thread::sleep(Duration::from_millis(100));
+    kill(child.id() as i32);
+    child.wait().unwrap();
+    let gone = wait_until(Duration::from_secs(5), || !alive(program));
+    if gone.is_none() {
+        kill(program);
+    }
+    assert!(
+        gone.is_some(),
+        "the command's program outlived the killed hwrun"
+    );
+}
+
+#[test]
+fn a_cancelled_command_stage_is_killed_with_everything_it_started() {
+    let project = Project::new();
+    let pids = project.path().join("pids");
+    let recipe = project.write(
+        "cmd.toml",
+        &format!(
+            "name = \"cmd\"\n[stages.train]\nkind = \"command\"\nshell = \"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait\"\n",
+            pids = pids.display()
+        ),
+    );
+    let mut child = start(&project, recipe.to_str().unwrap());
+    let started = wait_until(Duration::from_secs(30), || pids_in(&pids, 2).is_some());
+    assert!(started.is_some(), "the command stage never started");
+    let programs = pids_in(&pids, 2).unwrap();
+    // Ctrl-C: hwrun cancels the stage and kills the command's process group.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let gone = wait_until(Duration::from_secs(5), || {
+        programs.iter().all(|&pid| !alive(pid))
+    });
+    assert!(gone.is_some(), "{programs:?} outlived the cancelled stage");
+}
+
 #[test]
 fn a_worker_killed_mid_stage_fails_its_stage_and_leaves_no_entry() {
     let project = Project::new();

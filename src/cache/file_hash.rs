@@ -101,6 +101,16 @@ impl StatCache {
             .unwrap_or_default()
     }
 
+    /// Forgets every file under `dir`, so the next hash of each reads its bytes again; says
+    /// whether anything was forgotten.
+    pub fn forget_under(&mut self, dir: &Utf8Path) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|path, _| !path.starts_with(dir));
+        let forgot = self.entries.len() != before;
+        self.dirty |= forgot;
+        forgot
+    }
+
     /// Saves it if anything changed (write to a temporary file, then rename).
     pub fn save(&self, path: &Utf8Path) -> std::io::Result<()> {
         if !self.dirty {

@@ -4,8 +4,9 @@
 //! NFSv3+) holding the holder's host, pid, process start time and a heartbeat timestamp. While
 //! it is held, a background thread rewrites the heartbeat every quarter of the stale time
 //! (`HWRUN_LOCK_STALE_SECS`, default 60 s). Another process takes a lock over when
-//! - its holder runs on this host and that process is gone (checked by pid and start time, so a
-//!   reused pid does not keep a dead lock alive): at once;
+//! - its holder shares this process table (the same boot of the same kernel and the same PID
+//!   namespace; containers that share a hostname do not) and that process is gone (checked by
+//!   pid and start time, so a reused pid does not keep a dead lock alive): at once;
 //! - its heartbeat is older than the stale time (a holder on another node that died, or whose
 //!   node died): after that time. Nodes' clocks must agree to well within the stale time.
 //!
@@ -65,6 +66,28 @@ pub fn hostname() -> &'static str {
     })
 }
 
+/// Which process table pids refer to here: this boot's id and this PID namespace's inode. Two
+/// containers of one pod can share a hostname but not a PID namespace, where a pid that does
+/// not exist here may be a live process there.
+pub fn process_table() -> &'static str {
+    static TABLE: OnceLock<String> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default();
+        let namespace = fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino());
+        let table: String = format!("{boot}:{namespace}")
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(TABLE_WIDTH)
+            .collect();
+        table
+    })
+}
+
+/// The width the `table` field of a lock header is padded to, so heartbeats rewrite in place.
+const TABLE_WIDTH: usize = 60;
+
 /// The start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
 fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -77,6 +100,8 @@ fn process_start(pid: u32) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub host: String,
+    /// [`process_table`] of the holder; empty in locks written before it was recorded.
+    pub table: String,
     pub pid: u32,
     pub start: u64,
     pub heartbeat_ms: u128,
@@ -87,6 +112,7 @@ impl Holder {
         let pid = std::process::id();
         Holder {
             host: hostname().to_owned(),
+            table: process_table().to_owned(),
             pid,
             start: process_start(pid).unwrap_or(0),
             heartbeat_ms: now_ms(),
@@ -96,14 +122,14 @@ impl Holder {
     /// A fixed-length header (for one process), so a heartbeat rewrites it in place.
     fn header(&self) -> String {
         format!(
-            "hwrun-lock 1\nhost {}\npid {:>10}\nstart {:>20}\nheartbeat {:>39}\n",
-            self.host, self.pid, self.start, self.heartbeat_ms
+            "hwrun-lock 2\nhost {}\ntable {:<TABLE_WIDTH$}\npid {:>10}\nstart {:>20}\nheartbeat {:>39}\n",
+            self.host, self.table, self.pid, self.start, self.heartbeat_ms
         )
     }
 
     fn parse(text: &str) -> Option<Holder> {
         let mut lines = text.lines();
-        (lines.next()? == "hwrun-lock 1").then_some(())?;
+        let version = lines.next()?;
         let mut field = |name: &str| {
             lines
                 .next()?
@@ -111,22 +137,33 @@ impl Holder {
                 .strip_prefix(' ')
                 .map(|v| v.trim().to_owned())
         };
-        let host = field("host")?;
+        let (host, table) = match version {
+            "hwrun-lock 1" => (field("host")?, String::new()),
+            "hwrun-lock 2" => (field("host")?, field("table")?),
+            _ => return None,
+        };
         let pid = field("pid")?.parse().ok()?;
         let start = field("start")?.parse().ok()?;
         let heartbeat_ms = field("heartbeat")?.parse().ok()?;
         Some(Holder {
             host,
+            table,
             pid,
             start,
             heartbeat_ms,
         })
     }
 
-    /// Whether the holder is certainly gone: a dead process on this host, or a heartbeat older
-    /// than the stale time.
+    /// Whether the holder is certainly gone: a dead process in this process table, or a
+    /// heartbeat older than the stale time.
     pub fn is_stale(&self, stale_after: Duration) -> bool {
-        if self.host == hostname() {
+        let same_table = if self.table.is_empty() {
+            // Written by a hwrun that did not record its table: its host is all there is.
+            self.host == hostname()
+        } else {
+            self.table == process_table()
+        };
+        if same_table {
             // Same host: the process table is the truth (a reused pid has another start time).
             return match process_start(self.pid) {
                 None => true,
@@ -427,6 +464,11 @@ mod tests {
     fn foreign(host: &str, pid: u32, heartbeat_ms: u128) -> String {
         Holder {
             host: host.into(),
+            table: if host == hostname() {
+                process_table().into()
+            } else {
+                format!("{host}-boot:1")
+            },
             pid,
             start: 1,
             heartbeat_ms,
@@ -477,6 +519,30 @@ mod tests {
             FileLock::try_acquire(&path).unwrap().is_some(),
             "expired heartbeat: taken over"
         );
+    }
+
+    #[test]
+    fn a_holder_in_another_pid_namespace_of_this_host_waits_for_its_heartbeat() {
+        let (_tmp, dir) = dir();
+        let path = dir.join("k.lock");
+        // A container beside this one: same hostname, a pid that does not exist here.
+        let neighbour = |heartbeat_ms| {
+            Holder {
+                host: hostname().into(),
+                table: format!("{}-other-namespace", process_table()),
+                pid: u32::MAX - 1,
+                start: 1,
+                heartbeat_ms,
+            }
+            .header()
+        };
+        fs::write(&path, neighbour(now_ms())).unwrap();
+        assert!(
+            FileLock::try_acquire(&path).unwrap().is_none(),
+            "its process is not in this table: alive as far as anyone here knows"
+        );
+        fs::write(&path, neighbour(0)).unwrap();
+        assert!(FileLock::try_acquire(&path).unwrap().is_some());
     }
 
     #[test]

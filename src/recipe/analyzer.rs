@@ -66,13 +66,32 @@ impl Recipe {
     ) -> Result<Recipe, RecipeError> {
         let root = &document.root;
         check_known_keys(document, root, &[], ROOT_KEYS, "the recipe")?;
+        if let Some(Value::Table(defaults)) = root.get("defaults") {
+            // `[defaults.trian_classifier]` would otherwise be ignored without a word.
+            let kind_names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
+            check_known_keys(
+                document,
+                defaults,
+                &["defaults"],
+                &kind_names,
+                "`[defaults]` (stage kinds)",
+            )?;
+        }
         let name = match root.get("name") {
             Some(Value::String(name)) if name.trim().is_empty() => {
                 return Err(RecipeError::RecipeNameEmpty {
                     at: document.spans.value(&["name".to_owned()]),
                 })
             }
-            Some(Value::String(name)) => name.clone(),
+            Some(Value::String(name)) => {
+                if let Some(problem) = name_problem(name) {
+                    return Err(RecipeError::RecipeNameInvalid {
+                        problem,
+                        at: document.spans.value(&["name".to_owned()]),
+                    });
+                }
+                name.clone()
+            }
             Some(other) => return Err(document.wrong_type("name", "a string", other)),
             None => {
                 return Err(RecipeError::KeyMissing {
@@ -261,6 +280,25 @@ pub fn check_params(
             at,
         }
     })
+}
+
+/// The longest recipe name: it names folders (`results/<name>/`) and terminal lines.
+const MAX_NAME_CHARS: usize = 100;
+
+/// What is wrong with a recipe name, if anything: it is printed to terminals and names
+/// folders, so control characters (escape sequences, newlines), bidirectional overrides (which
+/// reorder what a terminal shows) and very long names are refused.
+fn name_problem(name: &str) -> Option<String> {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if let Some(c) = name.chars().find(|&c| c.is_control() || bidi(c)) {
+        return Some(format!(
+            "contains the control character U+{:04X}; use letters, digits and punctuation",
+            c as u32
+        ));
+    }
+    let chars = name.chars().count();
+    (chars > MAX_NAME_CHARS)
+        .then(|| format!("has {chars} characters, more than the {MAX_NAME_CHARS} a name may have"))
 }
 
 fn check_known_keys(

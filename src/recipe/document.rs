@@ -46,11 +46,10 @@ impl RecipeDocument {
         path: &Utf8Path,
         chain: &mut Vec<Utf8PathBuf>,
     ) -> Result<(Table, SpanIndex), RecipeError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| RecipeError::RecipeUnreadable {
-                path: path.to_owned(),
-                source,
-            })?;
+        let text = read_recipe_text(path).map_err(|source| RecipeError::RecipeUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         let dir = path.parent().unwrap_or(Utf8Path::new("."));
         self.parse_text(path, dir, text, chain)
     }
@@ -202,6 +201,45 @@ pub fn merge_tables(base: &mut Table, overlay: Table) {
     }
 }
 
+/// The largest recipe file read: hand-written recipes are a few KB, and a bigger file is a
+/// mistake (a data file named by accident) that would otherwise be read whole into memory.
+pub const MAX_RECIPE_BYTES: u64 = 1 << 20;
+
+/// Reads a recipe file, refusing anything but a regular file of at most [`MAX_RECIPE_BYTES`]:
+/// a FIFO would block `plan` forever and `/dev/zero` never ends.
+fn read_recipe_text(path: &Utf8Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |what: String| Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+    let meta = std::fs::metadata(path)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return refuse(format!(
+            "it is {what}; give the path of a .toml recipe file"
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_RECIPE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_RECIPE_BYTES {
+        return refuse(format!(
+            "it is larger than {} KiB, which no recipe is; is this the right file?",
+            MAX_RECIPE_BYTES >> 10
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +282,29 @@ mod tests {
             "{err}"
         );
         assert_eq!(doc.sources.locate(err.span().unwrap()).unwrap().line, 2);
+    }
+
+    #[test]
+    fn special_and_oversized_files_are_refused_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let fifo = dir.join("fifo.toml");
+        let c_path = std::ffi::CString::new(fifo.as_str()).unwrap();
+        // SAFETY: a NUL-terminated path and a mode, no other pointers.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "# x\n".repeat(MAX_RECIPE_BYTES as usize / 4 + 1)).unwrap();
+        std::fs::write(dir.join("extends_fifo.toml"), "extends = \"fifo.toml\"\n").unwrap();
+        for (path, expected) in [
+            (fifo.clone(), "it is a FIFO"),
+            (Utf8PathBuf::from("/dev/zero"), "it is a device"),
+            (dir.to_owned(), "it is a directory"),
+            (big, "larger than 1024 KiB"),
+            (dir.join("extends_fifo.toml"), "it is a FIFO"),
+        ] {
+            let err = RecipeDocument::default().read_file(&path).unwrap_err();
+            assert!(err.to_string().contains(expected), "{path}: {err}");
+        }
     }
 
     #[test]

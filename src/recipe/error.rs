@@ -21,6 +21,8 @@ pub enum RecipeError {
     },
     #[error("the recipe's `name` must not be empty")]
     RecipeNameEmpty { at: Option<Span> },
+    #[error("the recipe's `name` {problem}")]
+    RecipeNameInvalid { problem: String, at: Option<Span> },
     #[error("recipe `{path}` extends itself through `{chain}`")]
     RecipeExtendsCycle {
         path: Utf8PathBuf,
@@ -117,6 +119,12 @@ pub enum RecipeError {
         known: Vec<String>,
         at: Option<Span>,
     },
+    #[error("`${{{name}}}` here makes the recipe's strings longer than {limit_mib} MiB in all")]
+    VariablesTooLong {
+        name: String,
+        limit_mib: usize,
+        at: Option<Span>,
+    },
     #[error("`--set vars.{name}`: the recipe declares no variable `{name}`")]
     VariableUndeclared {
         name: String,
@@ -134,6 +142,7 @@ impl RecipeError {
             RecipeUnreadable { .. } => None,
             ExtendsUnreadable { at, .. }
             | RecipeNameEmpty { at }
+            | RecipeNameInvalid { at, .. }
             | StageOutputNotAName { at, .. }
             | VariableUndeclared { at, .. }
             | RecipeExtendsCycle { at, .. }
@@ -152,7 +161,8 @@ impl RecipeError {
             | OverrideInvalid { at, .. }
             | SweepInvalid { at, .. }
             | SeedOverrideSwept { at }
-            | VariableUnknown { at, .. } => at.as_ref(),
+            | VariableUnknown { at, .. }
+            | VariablesTooLong { at, .. } => at.as_ref(),
         }
     }
 
@@ -187,7 +197,7 @@ impl RecipeError {
             } else {
                 format!("declared variables: {}", known.join(", "))
             }),
-            RecipeNameEmpty { .. } => {
+            RecipeNameEmpty { .. } | RecipeNameInvalid { .. } => {
                 Some("name the recipe, e.g. `name = \"quickstart\"`".to_owned())
             }
             StageOutputUnknown { available, .. } => Some(format!(
@@ -209,6 +219,9 @@ impl RecipeError {
             }
             OverrideInvalid { .. } => {
                 Some("write `--set stage.parameter=value`, e.g. `--set train.lr=1e-3`".to_owned())
+            }
+            VariablesTooLong { .. } => {
+                Some("variables are for paths and names; pass large data as a file".to_owned())
             }
             VariableUnknown { known, .. } => Some(if known.is_empty() {
                 "declare it in a `[vars]` table".to_owned()

@@ -26,6 +26,10 @@ use super::error::{suggest, RecipeError};
 /// (100,000 variants of a 2-stage recipe plan in seconds, in tens of megabytes).
 pub const MAX_VARIANTS: usize = 100_000;
 
+/// The most stage instances a sweep may plan (its variants times the recipe's stages, before
+/// shared upstream stages are merged): 10^8 would exhaust memory before the plan could say so.
+pub const MAX_PLANNED_STAGES: usize = 1_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepMode {
     Grid,
@@ -186,6 +190,16 @@ impl Sweep {
                 .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
                 .unwrap_or(usize::MAX),
         };
+        let planned = count.saturating_mul(stages.len());
+        if count <= MAX_VARIANTS && planned > MAX_PLANNED_STAGES {
+            return Err(RecipeError::SweepInvalid {
+                reason: format!(
+                    "{count} variants of {} stages would plan {planned} stage instances, more than the {MAX_PLANNED_STAGES} hwrun plans at most: sweep fewer values",
+                    stages.len()
+                ),
+                at: document.spans.key(&["sweep".to_owned()]),
+            });
+        }
         if count > MAX_VARIANTS {
             let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
             return Err(RecipeError::SweepInvalid {
@@ -419,6 +433,26 @@ mod tests {
             Ok(_) => panic!("the recipe loaded"),
             Err(err) => err,
         }
+    }
+
+    #[test]
+    fn a_sweep_that_would_plan_too_many_stage_instances_is_refused() {
+        let stages: String = (0..20)
+            .map(|i| format!("[stages.s{i}]\nkind = \"command\"\nshell = \"true\"\n"))
+            .collect();
+        let values: Vec<String> = (0..60_000).map(|i| format!("\"{i}\"")).collect();
+        let text = format!(
+            "name = \"t\"\n{stages}[sweep]\n\"s0.env.A\" = [{}]\n",
+            values.join(", ")
+        );
+        let error = match crate::testing::load_recipe("t.toml", &text, &[]) {
+            Ok(_) => panic!("20 stages x 60,000 variants planned"),
+            Err(load) => load.error.to_string(),
+        };
+        assert!(
+            error.contains("would plan 1200000 stage instances"),
+            "{error}"
+        );
     }
 
     #[test]

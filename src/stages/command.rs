@@ -145,6 +145,8 @@ env = { LC_ALL = "C" }
             .clone()
             .unwrap_or_else(|| params.args.join(" "));
         ctx.log(format!("$ {shown}"));
+        crate::process::dies_with_parent(&mut command);
+        crate::process::in_own_group(&mut command);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -171,15 +173,14 @@ env = { LC_ALL = "C" }
     }
 }
 
-/// Waits for the child, killing it if the run is cancelled.
+/// Waits for the child, killing it and everything it started if the run is cancelled.
 fn wait(child: &mut Child, ctx: &StageContext) -> anyhow::Result<std::process::ExitStatus> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
         if ctx.check_cancelled().is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::process::kill_group(child);
             ctx.check_cancelled()?;
         }
         std::thread::sleep(Duration::from_millis(20));

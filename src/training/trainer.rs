@@ -117,6 +117,10 @@ impl History {
 struct Progress {
     epoch: usize,
     history: History,
+    /// blake3 of the state file, written last: a state whose bytes changed (a flipped bit, a
+    /// cut-off write) would otherwise resume silently into a wrong model.
+    #[serde(default)]
+    state_blake3: Option<String>,
 }
 
 const STATE_FILE: &str = "state.safetensors";
@@ -132,7 +136,7 @@ pub fn train(
     let checkpoints = ctx.checkpoint_dir().map(|dir| dir.join(&plan.phase));
     let (mut history, done) = match checkpoints
         .as_deref()
-        .map(|dir| resume(dir, method))
+        .map(|dir| resume(dir, method, ctx))
         .transpose()?
     {
         Some(Some((history, epoch))) => {
@@ -192,10 +196,12 @@ pub fn train(
 }
 
 /// The history and epoch of the checkpoint in `dir`, with `method` restored from it; `None`
-/// when there is no usable checkpoint.
+/// when there is no usable checkpoint. A checkpoint whose state does not match its recorded
+/// hash is deleted with a warning, and the phase starts over.
 fn resume(
     dir: &Utf8Path,
     method: &mut dyn TrainingMethod,
+    ctx: &StageContext,
 ) -> anyhow::Result<Option<(History, usize)>> {
     let Ok(bytes) = std::fs::read(dir.join(PROGRESS_FILE)) else {
         return Ok(None);
@@ -203,7 +209,29 @@ fn resume(
     let Ok(progress) = serde_json::from_slice::<Progress>(&bytes) else {
         return Ok(None);
     };
-    let state = TrainingState::load(&dir.join(STATE_FILE))?;
+    let state_file = dir.join(STATE_FILE);
+    let actual = blake3::Hasher::new()
+        .update_mmap(&state_file)
+        .map(|hasher| hasher.finalize().to_hex().to_string());
+    let problem = match (&actual, &progress.state_blake3) {
+        (Err(error), _) => Some(format!("its state cannot be read ({error})")),
+        (Ok(_), None) => Some("it records no hash of its state".to_owned()),
+        (Ok(actual), Some(recorded)) if actual != recorded => {
+            Some("its state does not match the hash recorded with it".to_owned())
+        }
+        (Ok(_), Some(_)) => None,
+    };
+    if let Some(problem) = problem {
+        let warning = format!("discarding the checkpoint at {dir}: {problem}; starting over");
+        tracing::warn!("{warning}");
+        ctx.log(warning);
+        std::fs::remove_dir_all(dir).map_err(|e| TrainingError::Write {
+            path: dir.to_string(),
+            message: e.to_string(),
+        })?;
+        return Ok(None);
+    }
+    let state = TrainingState::load(&state_file)?;
     method.load_state(&state)?;
     Ok(Some((progress.history, progress.epoch)))
 }
@@ -223,20 +251,12 @@ fn save_checkpoint(
     })?;
     let fresh = Utf8PathBuf::from(format!("{dir}.new"));
     let _ = std::fs::remove_dir_all(&fresh);
-    std::fs::create_dir_all(&fresh).map_err(|e| TrainingError::Write {
-        path: fresh.to_string(),
-        message: e.to_string(),
-    })?;
-    let mut state = TrainingState::default();
-    method.save_state(&mut state);
-    state.save(&fresh.join(STATE_FILE))?;
-    write_json(
-        &fresh.join(PROGRESS_FILE),
-        &Progress {
-            epoch,
-            history: history.clone(),
-        },
-    )?;
+    let written = write_checkpoint(&fresh, method, epoch, history);
+    if written.is_err() {
+        // A full disk must not leave a half-written checkpoint behind.
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    written?;
     let old = Utf8PathBuf::from(format!("{dir}.old"));
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
@@ -250,6 +270,39 @@ fn save_checkpoint(
         message: e.to_string(),
     })?;
     let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Writes the state and then, last, the progress file with the state's hash into `fresh`.
+fn write_checkpoint(
+    fresh: &Utf8Path,
+    method: &dyn TrainingMethod,
+    epoch: usize,
+    history: &History,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(fresh).map_err(|e| TrainingError::Write {
+        path: fresh.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut state = TrainingState::default();
+    method.save_state(&mut state);
+    let state_file = fresh.join(STATE_FILE);
+    state.save(&state_file)?;
+    let hash = blake3::Hasher::new()
+        .update_mmap(&state_file)
+        .map_err(|e| TrainingError::Write {
+            path: state_file.to_string(),
+            message: e.to_string(),
+        })?
+        .finalize();
+    write_json(
+        &fresh.join(PROGRESS_FILE),
+        &Progress {
+            epoch,
+            history: history.clone(),
+            state_blake3: Some(hash.to_hex().to_string()),
+        },
+    )?;
     Ok(())
 }
 
@@ -462,5 +515,41 @@ mod tests {
         assert_eq!(second.steps, 9, "restored 6 steps, ran the third epoch");
         assert_eq!(second.ps.len(), 3);
         assert_eq!(history.epochs.len(), 3);
+    }
+
+    fn counter() -> Counter {
+        Counter {
+            steps: 0,
+            ps: vec![],
+            nan_at: None,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_that_does_not_verify_is_discarded_and_the_phase_starts_over() {
+        let checkpoints = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(checkpoints.path().to_owned()).unwrap();
+        let (_out, ctx) = ctx(Some(dir.clone()));
+        let state = dir.join("train").join(STATE_FILE);
+        type Damage = fn(&mut Vec<u8>);
+        let damages: [(&str, Damage); 2] = [
+            ("a flipped bit", |bytes| {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+            }),
+            ("a cut-off write", |bytes| bytes.truncate(bytes.len() / 2)),
+        ];
+        for (damage, apply) in damages {
+            train(&ctx, &LoopPlan::new("train", 2, "lr"), &mut counter()).unwrap();
+            let mut bytes = std::fs::read(&state).unwrap();
+            apply(&mut bytes);
+            std::fs::write(&state, bytes).unwrap();
+            let mut rerun = counter();
+            let history = train(&ctx, &LoopPlan::new("train", 3, "lr"), &mut rerun).unwrap();
+            assert_eq!(rerun.steps, 9, "{damage}: all three epochs ran again");
+            assert_eq!(rerun.ps.len(), 9, "{damage}");
+            assert_eq!(history.epochs.len(), 3, "{damage}");
+            std::fs::remove_dir_all(dir.join("train")).unwrap();
+        }
     }
 }

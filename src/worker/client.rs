@@ -42,23 +42,9 @@ pub fn run_in_worker(
     printer: &Printer,
 ) -> anyhow::Result<(StageOutcome, String)> {
     let mut command = Command::new(worker_path()?);
-    // The death signal is set between fork and exec too, so the worker dies with hwrun even while
-    // it is still loading libtorch (seconds on a busy machine), before its own `main` runs.
-    // SAFETY: the closure only calls prctl, which is async-signal-safe.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            Ok(())
-        });
-    }
+    // The worker dies with hwrun even while it is still loading libtorch (seconds on a busy
+    // machine), before its own `main` runs.
+    crate::process::dies_with_parent(&mut command);
     let mut child = command
         .arg("stage")
         .env(PARENT_PID_ENV, std::process::id().to_string())

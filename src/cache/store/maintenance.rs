@@ -135,6 +135,11 @@ impl Cache {
                 )));
             }
         }
+        for problem in &problems {
+            if let Some(key) = CacheKey::from_hex(&problem.key) {
+                self.forget_hashes(&key)?;
+            }
+        }
         Ok(problems)
     }
 

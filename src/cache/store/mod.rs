@@ -152,6 +152,19 @@ impl Cache {
         self.stat_cache().save(&self.root.join("stat-cache.json"))
     }
 
+    /// Forgets the remembered hashes of the files under `key`, on disk too, so the next check
+    /// reads them again: a corruption `fsck` found that kept each file's size, inode and mtime
+    /// would otherwise pass the next run's stat-based check. The stat cache is derived data, so
+    /// this writes it even for a read-only `fsck`.
+    pub fn forget_hashes(&self, key: &CacheKey) -> Result<(), CacheError> {
+        let mut stats = self.stat_cache();
+        if stats.forget_under(&self.entry_dir(key)) {
+            let path = self.root.join("stat-cache.json");
+            stats.save(&path).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
     pub fn entry_dir(&self, key: &CacheKey) -> Utf8PathBuf {
         self.root.join("entries").join(key.hex())
     }
@@ -374,6 +387,42 @@ mod tests {
         let problems = cache.fsck().unwrap();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].problem.contains("out/a"), "{problems:?}");
+    }
+
+    #[test]
+    fn what_fsck_finds_is_found_again_by_the_next_run() {
+        let (_tmp, cache) = cache();
+        let k = key(3);
+        let staging = cache.stage(k, cache.lock(&k).unwrap()).unwrap();
+        fs::write(staging.out_dir().join("a"), "xxxx").unwrap();
+        cache.commit(staging, manifest(&k)).unwrap();
+        let file = cache.output_dir(&k).join("a");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        // An mtime well in the past, so the stat cache trusts it (a fresh one is re-read).
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let set_mtime = || {
+            fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap()
+        };
+        set_mtime();
+        // A run checks the entry and saves what it hashed.
+        assert!(matches!(cache.check(&k), Lookup::Valid(_)));
+        cache.save_stat_cache().unwrap();
+        // Flip bytes in place and put the mtime back: size, inode and mtime all unchanged.
+        fs::write(&file, "yyyy").unwrap();
+        set_mtime();
+        let stale = Cache::open(cache.root()).unwrap();
+        assert!(
+            matches!(stale.check(&k), Lookup::Valid(_)),
+            "the stat cache trusts unchanged stat data, as designed"
+        );
+        assert_eq!(Cache::open(cache.root()).unwrap().fsck().unwrap().len(), 1);
+        let next_run = Cache::open(cache.root()).unwrap();
+        assert!(matches!(next_run.check(&k), Lookup::Corrupt(_)));
     }
 
     #[test]

@@ -265,7 +265,7 @@ fn parse_header(header: &[u8]) -> Result<NpyHeader, String> {
     let fortran =
         header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")? == "True";
     let shape = parse_shape(header_value(header, "shape").ok_or("the header has no `shape`")?)?;
-    let width = match descr {
+    let width: usize = match descr {
         "<f8" => 8,
         "<f4" => 4,
         other => return Err(format!("dtype `{other}` is not supported (expected little-endian float64 `<f8` or float32 `<f4`)")),
@@ -472,7 +472,10 @@ mod tests {
         let npy = raw_npy(header, &[]);
         assert!(parse_npy(&npy).unwrap_err().contains("larger than"));
         let error = read_raw_npz(&[("mu.npy", npy)]).unwrap_err().to_string();
-        assert!(error.contains("array `mu`") && error.contains("larger than"), "{error}");
+        assert!(
+            error.contains("array `mu`") && error.contains("larger than"),
+            "{error}"
+        );
     }
 
     #[test]
