@@ -854,3 +854,100 @@ fn a_lock_of_a_dead_node_is_taken_over_after_its_heartbeat_expires() {
         "the lock is released"
     );
 }
+
+// --- issue 30. crafted files -------------------------------------------------------------------------
+
+/// An `.npz` holding one array `name` whose `.npy` header is `header`, followed by `data`.
+fn crafted_npz(path: &Path, name: &str, header: &str, data: &[u8]) {
+    use std::io::Write;
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend_from_slice(data);
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file(format!("{name}.npy"), options).unwrap();
+    zip.write_all(&npy).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn crafted_npz_statistics_are_clear_errors_not_panics_or_gigabytes() {
+    let project = Project::new();
+    let good = project.path().join("good.npz");
+    let f8 =
+        |shape: &str| format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    crafted_npz(&good, "mu", &f8("(1,)"), &[0; 8]);
+    let cases = [
+        // 2**61 values: the byte count wraps to 0 in 64 bits.
+        ("wrapping shape", f8("(2305843009213693952,)"), vec![]),
+        // 4 MB of deflated zeros claiming 8 GB.
+        ("zip bomb", f8("(1000000000,)"), vec![0; 4 << 20]),
+    ];
+    for (what, header, data) in cases {
+        let bad = project.path().join("bad.npz");
+        crafted_npz(&bad, "mu", &header, &data);
+        let output = project.hwrun(&["fid", bad.to_str().unwrap(), good.to_str().unwrap()]);
+        let err = stderr(&output);
+        assert!(
+            matches!(output.status.code(), Some(1 | 2)),
+            "{what}: exit {:?}\n{err}",
+            output.status.code()
+        );
+        assert!(
+            err.contains("array `mu`") && err.contains("larger than"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_pt_file_whose_dict_key_would_take_gigabytes_is_a_clear_error() {
+    use std::io::Write;
+    let project = Project::new();
+    // memo[0] = None; three times memo[0] = (memo[0],) * 1000; then {memo[0]: None}: 6 KB of
+    // pickle describing a dict key of 10^9 leaves.
+    let mut pickle = b"\x80\x02Nq\x00".to_vec();
+    for _ in 0..3 {
+        pickle.push(b'(');
+        pickle.extend(b"h\x00".repeat(1000));
+        pickle.extend(b"tq\x000");
+    }
+    pickle.extend(b"}h\x00Ns.");
+    let weights = project.path().join("bomb.pt");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&weights).unwrap());
+    zip.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(&pickle).unwrap();
+    zip.finish().unwrap();
+    let images = project.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    image::RgbImage::new(8, 8)
+        .save(images.join("a.png"))
+        .unwrap();
+    let started = Instant::now();
+    let output = project.hwrun(&[
+        "fid",
+        "--weights",
+        weights.to_str().unwrap(),
+        images.to_str().unwrap(),
+        images.to_str().unwrap(),
+    ]);
+    let err = stderr(&output);
+    assert!(
+        matches!(output.status.code(), Some(1 | 2)),
+        "exit {:?}\n{err}",
+        output.status.code()
+    );
+    assert!(
+        err.len() < 4000,
+        "a short message, not the key: {} bytes",
+        err.len()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
