@@ -4,7 +4,7 @@
 use tch::{nn, Kind, Tensor};
 
 use super::init::Init;
-use super::repr::py_float;
+use super::repr::{py_float, tuple};
 use super::Module;
 use crate::models::summary::ModuleTree;
 
@@ -165,14 +165,9 @@ impl Module for LayerNorm {
     }
 
     fn tree(&self) -> ModuleTree {
-        let dims: Vec<String> = self.shape.iter().map(i64::to_string).collect();
-        let tuple = if dims.len() == 1 {
-            format!("({},)", dims[0])
-        } else {
-            format!("({})", dims.join(", "))
-        };
         ModuleTree::leaf(format!(
-            "LayerNorm({tuple}, eps={}, elementwise_affine=True)",
+            "LayerNorm({}, eps={}, elementwise_affine=True)",
+            tuple(&self.shape),
             py_float(self.eps)
         ))
     }
