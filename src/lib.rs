@@ -16,6 +16,7 @@ pub mod error;
 pub mod graph;
 pub mod metrics;
 pub mod models;
+pub mod network;
 pub mod output;
 pub mod pytorch_file;
 pub mod recipe;
