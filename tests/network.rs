@@ -210,3 +210,46 @@ fn network_bad_input_exits_2_with_the_located_error() {
     let missing = project.hwrun(&["net", "no-such-network.txt"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn network_built_with_libtorch_computes_pytorchs_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let arguments: Vec<String> = SEQUENTIAL
+        .iter()
+        .map(|(id, input, _)| format!("{}:{input}", fixture(id, "txt").display()))
+        .collect();
+    let mut command = vec!["--forward", dir.path().to_str().unwrap()];
+    command.extend(arguments.iter().map(String::as_str));
+    run_python(ORACLE, &command);
+    for (id, input, _) in SEQUENTIAL {
+        let described = hwrun::network::printout::parse(&printout(id)).unwrap();
+        let input: Vec<i64> = input.split('x').map(|d| d.parse().unwrap()).collect();
+        let shapes =
+            hwrun::network::shape::infer(&described.network, &input, &described.locations).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let built = hwrun::network::build::build(&described.network, &shapes, &vs.root())
+            .unwrap_or_else(|error| panic!("{id}: {error}"));
+        let weights = dir.path().join(format!("{id}.pt"));
+        hwrun::models::weights::load_file_strict(
+            &vs,
+            camino::Utf8Path::from_path(&weights).unwrap(),
+        )
+        .unwrap_or_else(|error| panic!("{id}: {error}"));
+        let tensors: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(dir.path().join(format!("{id}.safetensors")))
+                .unwrap()
+                .into_iter()
+                .collect();
+        let y = tch::no_grad(|| built.forward_t(&tensors["x"], false));
+        assert_eq!(y.size(), tensors["y"].size(), "{id}");
+        let difference = (&y - &tensors["y"]).abs().max().double_value(&[]);
+        assert!(
+            difference < 1e-5,
+            "{id}: the outputs differ by {difference}"
+        );
+        assert_eq!(
+            built.tree().to_string(),
+            described.network.tree().to_string()
+        );
+    }
+}

@@ -7,9 +7,12 @@
 //! in order, with the flattens and unflattens that the printout cannot show inferred from the
 //! shapes.
 //!
+//! [`build`] makes the libtorch module of a tree, for the worker process only.
+//!
 //! Layers are described by PyTorch's constructor signatures ([`vocabulary`]), so any argument
 //! PyTorch accepts by position or keyword is accepted here too ([`call`]).
 
+pub mod build;
 pub mod call;
 pub mod error;
 pub mod printout;

@@ -12,7 +12,15 @@ Prints a JSON list, one object per file: `print` (str(model) in this torch), `pa
 shape, `output`: the eval-mode output shape of one sample run through the leaf modules in
 order, flattening an image before a Linear that reads C*H*W features and viewing a vector as a
 square image before a conv that needs it (the reshapes student code does in forward).
+
+Usage: python network.py --forward DIR FILE:CxHxW ...
+Gives each network seeded random weights (and running statistics), saves its state_dict with
+torch.save as DIR/<file stem>.pt, and a batch of 2 inputs `x` with the eval-mode outputs `y`
+as DIR/<file stem>.safetensors.
 """
+
+import os
+
 
 import json
 import math
@@ -58,8 +66,8 @@ def leaves(model):
     return [m for m in model.modules() if len(list(m.children())) == 0]
 
 
-def output_shape(model, shape):
-    x = torch.zeros(1, *shape)
+def run(model, x):
+    """The eval-mode forward of the leaf modules in order, with the reshapes of forward code."""
     model.eval()
     with torch.no_grad():
         for layer in leaves(model):
@@ -67,9 +75,38 @@ def output_shape(model, shape):
                 x = x.flatten(1)
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and x.dim() == 2:
                 side = math.isqrt(x.shape[1] // layer.in_channels)
-                x = x.view(1, layer.in_channels, side, side)
+                x = x.view(x.shape[0], layer.in_channels, side, side)
             x = layer(x)
-    return list(x.shape[1:])
+    return x
+
+
+def output_shape(model, shape):
+    return list(run(model, torch.zeros(1, *shape)).shape[1:])
+
+
+def save_forward(directory, argument):
+    from safetensors.torch import save_file
+
+    path, _, shape = argument.partition(":")
+    with open(path) as file:
+        model = build(file.read())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+        # Norm weights start at 1 and biases at 0: make them count.
+        for module in model.modules():
+            if "Norm" in type(module).__name__:
+                for parameter in module.parameters(recurse=False):
+                    parameter.add_(torch.randn_like(parameter) * 0.1)
+    x = torch.randn(2, *[int(d) for d in shape.split("x")])
+    y = run(model, x)
+    stem = os.path.join(directory, os.path.splitext(os.path.basename(path))[0])
+    torch.save(model.state_dict(), stem + ".pt")
+    save_file({"x": x.contiguous(), "y": y.contiguous()}, stem + ".safetensors")
 
 
 def describe(argument):
@@ -87,4 +124,8 @@ def describe(argument):
 
 
 if __name__ == "__main__":
-    print(json.dumps([describe(argument) for argument in sys.argv[1:]]))
+    if sys.argv[1] == "--forward":
+        for argument in sys.argv[3:]:
+            save_forward(sys.argv[2], argument)
+    else:
+        print(json.dumps([describe(argument) for argument in sys.argv[1:]]))

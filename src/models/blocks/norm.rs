@@ -39,6 +39,11 @@ impl BatchNorm {
         Self::new(path, features, eps, init, 1)
     }
 
+    /// The same layer with another running-statistics momentum (PyTorch's default is 0.1).
+    pub fn momentum(self, momentum: f64) -> Self {
+        BatchNorm { momentum, ..self }
+    }
+
     fn new(path: &nn::Path, features: i64, eps: f64, init: Init, dims: usize) -> Self {
         let device = path.device();
         BatchNorm {
