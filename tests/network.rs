@@ -253,3 +253,55 @@ fn network_built_with_libtorch_computes_pytorchs_forward() {
         );
     }
 }
+
+/// The `state_dict` keys of hook-style spectral norm that `SEED_NETWORKS.md` lists for
+/// `s003_gan_b_critic` in place of each conv's `weight`.
+const CRITIC_HIDDEN_KEYS: &[&str] = &[
+    "disc.0.weight_orig",
+    "disc.0.weight_u",
+    "disc.0.weight_v",
+    "disc.2.0.weight_orig",
+    "disc.2.0.weight_u",
+    "disc.2.0.weight_v",
+    "disc.3.0.weight_orig",
+    "disc.3.0.weight_u",
+    "disc.3.0.weight_v",
+    "disc.4.0.weight_orig",
+    "disc.4.0.weight_u",
+    "disc.4.0.weight_v",
+    "disc.5.weight_orig",
+    "disc.5.weight_u",
+    "disc.5.weight_v",
+];
+
+#[test]
+fn network_spectral_norm_has_pytorchs_hidden_keys() {
+    // The printout cannot show hook-style spectral norm; hwrun's `spectral_norm=True` says it.
+    let text =
+        printout("s003_gan_b_critic").replace("bias=False)", "bias=False, spectral_norm=True)");
+    let network = hwrun::network::printout::parse(&text).unwrap().network;
+    let file = fixture("s003_gan_b_critic", "txt").display().to_string();
+    let pytorch = &oracle(&["--spectral".to_owned(), file])[0];
+    assert_eq!(
+        network.tree().to_string(),
+        pytorch["print"].as_str().unwrap()
+    );
+    assert_eq!(network.parameter_count(), 2_878_464);
+    assert_eq!(
+        network.parameter_count(),
+        pytorch["params"].as_i64().unwrap()
+    );
+    let state_dict: Vec<Value> = network
+        .state_dict()
+        .into_iter()
+        .map(|entry| serde_json::json!([entry.name, entry.shape]))
+        .collect();
+    assert_eq!(Value::Array(state_dict), pytorch["state_dict"]);
+    let hidden: Vec<String> = network
+        .state_dict()
+        .into_iter()
+        .map(|entry| entry.name)
+        .filter(|name| name.contains("weight_"))
+        .collect();
+    assert_eq!(hidden, CRITIC_HIDDEN_KEYS);
+}

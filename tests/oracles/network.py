@@ -13,6 +13,10 @@ shape, `output`: the eval-mode output shape of one sample run through the leaf m
 order, flattening an image before a Linear that reads C*H*W features and viewing a vector as a
 square image before a conv that needs it (the reshapes student code does in forward).
 
+Usage: python network.py --spectral FILE ...
+The same report after `torch.nn.utils.spectral_norm` (hook style) on every conv and linear
+layer, which the printout does not show.
+
 Usage: python network.py --forward DIR FILE:CxHxW ...
 Gives each network seeded random weights (and running statistics), saves its state_dict with
 torch.save as DIR/<file stem>.pt, and a batch of 2 inputs `x` with the eval-mode outputs `y`
@@ -109,10 +113,14 @@ def save_forward(directory, argument):
     save_file({"x": x.contiguous(), "y": y.contiguous()}, stem + ".safetensors")
 
 
-def describe(argument):
+def describe(argument, spectral=False):
     path, _, shape = argument.partition(":")
     with open(path) as file:
         model = build(file.read())
+    if spectral:
+        for module in list(model.modules()):
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.utils.spectral_norm(module)
     report = {
         "print": str(model),
         "params": sum(p.numel() for p in model.parameters()),
@@ -127,5 +135,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "--forward":
         for argument in sys.argv[3:]:
             save_forward(sys.argv[2], argument)
+    elif sys.argv[1] == "--spectral":
+        print(json.dumps([describe(argument, spectral=True) for argument in sys.argv[2:]]))
     else:
         print(json.dumps([describe(argument) for argument in sys.argv[1:]]))
