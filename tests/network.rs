@@ -117,6 +117,11 @@ fn network_printouts_counts_and_state_dicts_match_pytorch() {
             pytorch["state_dict"],
             "{id}: state_dict names, shapes and order"
         );
+        // A printout from torch 2.13 (with `bias=True` on the norms) reads as the same network.
+        let reprinted = hwrun::network::printout::parse(&network.tree().to_string())
+            .unwrap_or_else(|error| panic!("{id} as torch 2.13 prints it: {error}"))
+            .network;
+        assert_eq!(reprinted, network, "{id}");
     }
 }
 
