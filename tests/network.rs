@@ -310,3 +310,26 @@ fn network_spectral_norm_has_pytorchs_hidden_keys() {
         .collect();
     assert_eq!(hidden, CRITIC_HIDDEN_KEYS);
 }
+
+#[test]
+fn network_net_command_prints_what_pytorch_would() {
+    let project = Project::new();
+    let file = fixture("s001_adda_encoder", "txt");
+    let output = project.hwrun(&["net", file.to_str().unwrap(), "--input", "1x28x28"]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with("Encoder(\n  (feature_extractor): Sequential(\n"),
+        "{text}"
+    );
+    assert!(text.contains("Total parameters: 426,070\n"), "{text}");
+    assert!(
+        text.contains("  fc1.weight                  [500, 800]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: `fc1` reads its [50, 4, 4] input as [800]"),
+        "{text}"
+    );
+    assert!(text.ends_with("output: [500]\n"), "{text}");
+}

@@ -442,5 +442,7 @@ mod tests {
         assert_eq!(shapes(text, &[1, 6, 6]).unwrap().output, [1, 3, 3]);
         let floor = text.replace("ceil_mode=True", "ceil_mode=False");
         assert_eq!(shapes(&floor, &[1, 6, 6]).unwrap().output, [1, 2, 2]);
+        let zero_stride = text.replace("stride=2", "stride=0");
+        assert!(parse(&zero_stride).is_err());
     }
 }

@@ -223,14 +223,16 @@ pub fn layer(call: &Call) -> Result<Layer, NetworkError> {
             )?;
             b.only_default("return_indices", &Value::Bool(false))?;
             let kernel = b.required("kernel_size", Bound::size2)?;
-            Ok(Layer::MaxPool2d {
+            let layer = Layer::MaxPool2d {
                 kernel,
                 // PyTorch's default stride is the kernel size.
                 stride: b.size2("stride")?.unwrap_or(kernel),
                 padding: b.size2("padding")?.unwrap_or(Size::Square(0)),
                 dilation: b.size2("dilation")?.unwrap_or(Size::Square(1)),
                 ceil_mode: b.flag("ceil_mode", false)?,
-            })
+            };
+            pool_sizes_valid(&b, &layer)?;
+            Ok(layer)
         }
         "AvgPool2d" => {
             let b = bind(
@@ -247,13 +249,15 @@ pub fn layer(call: &Call) -> Result<Layer, NetworkError> {
             )?;
             b.only_default("divisor_override", &Value::None)?;
             let kernel = b.required("kernel_size", Bound::size2)?;
-            Ok(Layer::AvgPool2d {
+            let layer = Layer::AvgPool2d {
                 kernel,
                 stride: b.size2("stride")?.unwrap_or(kernel),
                 padding: b.size2("padding")?.unwrap_or(Size::Square(0)),
                 ceil_mode: b.flag("ceil_mode", false)?,
                 count_include_pad: b.flag("count_include_pad", true)?,
-            })
+            };
+            pool_sizes_valid(&b, &layer)?;
+            Ok(layer)
         }
         "Upsample" => {
             let b = bind(
@@ -268,7 +272,9 @@ pub fn layer(call: &Call) -> Result<Layer, NetworkError> {
                 ],
             )?;
             let resize = match (b.size2("size")?, b.float("scale_factor")?) {
-                (Some(size), None) => Resize::Size(size),
+                (Some(size), None) if size.pair().iter().all(|&side| side > 0) => {
+                    Resize::Size(size)
+                }
                 (None, Some(factor)) if factor > 0.0 => Resize::ScaleFactor(factor),
                 _ => {
                     return Err(b.error(
@@ -406,8 +412,8 @@ fn conv(b: &Bound, transposed: bool) -> Result<ConvSpec, NetworkError> {
             },
         ));
     }
-    let sizes = [spec.kernel, spec.stride, spec.dilation];
-    if sizes.iter().flatten().any(|&v| v < 1) || spec.padding.iter().any(|&v| v < 0) {
+    let positive = [spec.kernel, spec.stride, spec.dilation];
+    if positive.iter().flatten().any(|&v| v < 1) || spec.padding.iter().any(|&v| v < 0) {
         return Err(b.error(
             "kernel_size",
             ErrorKind::Unsupported {
@@ -432,6 +438,38 @@ fn conv(b: &Bound, transposed: bool) -> Result<ConvSpec, NetworkError> {
         ));
     }
     Ok(spec)
+}
+
+/// Refuses what PyTorch refuses: a pooling kernel, stride or dilation below 1, a negative
+/// padding (shape inference divides by the stride).
+fn pool_sizes_valid(b: &Bound, layer: &Layer) -> Result<(), NetworkError> {
+    let (positive, padding) = match layer {
+        Layer::MaxPool2d {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ..
+        } => (vec![*kernel, *stride, *dilation], *padding),
+        Layer::AvgPool2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        } => (vec![*kernel, *stride], *padding),
+        _ => return Ok(()),
+    };
+    let below_one = positive.iter().flat_map(|size| size.pair()).any(|v| v < 1);
+    if below_one || padding.pair().iter().any(|&v| v < 0) {
+        return Err(b.error(
+            "kernel_size",
+            ErrorKind::Unsupported {
+                layer: b.layer,
+                what: "a kernel, stride or dilation below 1, or a negative padding".to_owned(),
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn norm(b: &Bound, affine: bool, track: bool) -> Result<NormOptions, NetworkError> {
