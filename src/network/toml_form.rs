@@ -28,130 +28,291 @@
 //! ]
 //! ```
 //!
-//! TOML keeps no line numbers for these values here, so errors name the layer's path instead.
+//! Errors point at the line and column of the layer (or of its argument) and name its path.
+//! Beside PyTorch's arguments, a conv or linear layer takes `spectral_norm = true`, which its
+//! printout does not show.
 
 use std::collections::BTreeMap;
 
 use super::call::{parse_arguments, Arg, Call, Value};
-use super::error::{ErrorKind, NetworkError};
+use super::error::{ErrorKind, Location, NetworkError};
 use super::spec::{join, Child, Module, Network};
 use super::vocabulary::{class_named, layer, unknown_layer};
 use super::Described;
+use crate::recipe::span_index::SpanIndex;
 
 /// Keys of a container table.
 const CONTAINER_KEYS: &[&str] = &["class", "name", "layers"];
 
-/// Parses a TOML document with a `[network]` table.
+/// Parses a TOML document with a `[network]` table; errors and [`Described::locations`] point
+/// at the document's lines.
 pub fn parse(text: &str) -> Result<Described, NetworkError> {
     let document: toml::Table = text
         .parse()
         .map_err(|error| NetworkError::at(None, ErrorKind::Toml(error)))?;
     let Some(toml::Value::Table(network)) = document.get("network") else {
-        return Err(shape_error("", "the document has no `[network]` table"));
-    };
-    from_table(network)
-}
-
-/// The network in a `[network]`-style table (`class`, `layers`).
-pub fn from_table(table: &toml::Table) -> Result<Described, NetworkError> {
-    let root = container(table, "")?;
-    Ok(Described {
-        network: Network { root },
-        locations: BTreeMap::new(),
-    })
-}
-
-fn shape_error(path: &str, problem: &str) -> NetworkError {
-    let at = if path.is_empty() {
-        "[network]".to_owned()
-    } else {
-        format!("layer `{path}`")
-    };
-    NetworkError::at(None, ErrorKind::TomlShape(format!("{at}: {problem}")))
-}
-
-fn container(table: &toml::Table, path: &str) -> Result<Module, NetworkError> {
-    if let Some(key) = table
-        .keys()
-        .find(|key| !CONTAINER_KEYS.contains(&key.as_str()))
-    {
-        return Err(shape_error(
-            path,
-            &format!("a container takes `class`, `name` and `layers`, not `{key}`"),
+        return Err(NetworkError::at(
+            None,
+            ErrorKind::TomlShape("the document has no `[network]` table".to_owned()),
         ));
+    };
+    let spans = Some((SpanIndex::of_document(text, 0), text));
+    Reader::new(spans).read(network, vec!["network".to_owned()])
+}
+
+/// The network in a `[network]`-style table (`class`, `layers`) whose text is not at hand
+/// (errors name layers by path only).
+pub fn from_table(table: &toml::Table) -> Result<Described, NetworkError> {
+    Reader::new(None).read(table, Vec::new())
+}
+
+/// Reads the tables, recording where each layer was written when the text is known.
+struct Reader<'a> {
+    spans: Option<(SpanIndex, &'a str)>,
+    locations: BTreeMap<String, Location>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(spans: Option<(SpanIndex, &'a str)>) -> Self {
+        Reader {
+            spans,
+            locations: BTreeMap::new(),
+        }
     }
-    let class = match table.get("class") {
-        None => "Sequential".to_owned(),
-        Some(toml::Value::String(class)) => class.clone(),
-        Some(_) => return Err(shape_error(path, "`class` must be a string")),
-    };
-    let Some(toml::Value::Array(layers)) = table.get("layers") else {
-        return Err(shape_error(path, "a container needs a `layers` array"));
-    };
-    let mut children: Vec<Child> = Vec::with_capacity(layers.len());
-    for (index, item) in layers.iter().enumerate() {
-        let name = match item.as_table().and_then(|t| t.get("name")) {
-            None => index.to_string(),
-            Some(toml::Value::String(name)) => name.clone(),
-            Some(_) => {
-                return Err(shape_error(
-                    &join(path, &index.to_string()),
-                    "`name` must be a string",
-                ))
-            }
+
+    fn read(
+        mut self,
+        table: &toml::Table,
+        toml_path: Vec<String>,
+    ) -> Result<Described, NetworkError> {
+        let root = self.container(table, "", &toml_path)?;
+        Ok(Described {
+            network: Network { root },
+            locations: self.locations,
+        })
+    }
+
+    /// Where the value at `toml_path` (`network.layers.0.stride`) starts.
+    fn locate(&self, toml_path: &[String]) -> Option<Location> {
+        let (index, text) = self.spans.as_ref()?;
+        let start = index.value(toml_path)?.range.start;
+        let before = text.get(..start)?;
+        let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+        Some(Location {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        })
+    }
+
+    fn shape_error(&self, path: &str, toml_path: &[String], problem: &str) -> NetworkError {
+        let at = if path.is_empty() {
+            "[network]".to_owned()
+        } else {
+            format!("layer `{path}`")
         };
-        let child_path = join(path, &name);
-        if children.iter().any(|child| child.name == name) {
-            return Err(shape_error(
+        NetworkError::at(
+            self.locate(toml_path),
+            ErrorKind::TomlShape(format!("{at}: {problem}")),
+        )
+    }
+
+    fn container(
+        &mut self,
+        table: &toml::Table,
+        path: &str,
+        toml_path: &[String],
+    ) -> Result<Module, NetworkError> {
+        if let Some(key) = table
+            .keys()
+            .find(|key| !CONTAINER_KEYS.contains(&key.as_str()))
+        {
+            return Err(self.shape_error(
                 path,
-                &format!("two children are named `{name}`"),
+                &extend(toml_path, [key.as_str()]),
+                &format!("a container takes `class`, `name` and `layers`, not `{key}`"),
             ));
         }
-        let module = match item {
-            toml::Value::Table(table) if table.contains_key("layers") => container(table, &child_path)?,
-            toml::Value::Table(table) => table_call(table, &child_path)
-                .and_then(|call| layer(&call))
-                .map(Module::Layer)
-                .map_err(|error| error.in_layer(&child_path))?,
-            toml::Value::String(text) => string_call(text, &child_path)
-                .and_then(|call| layer(&call))
-                .map(Module::Layer)
-                .map_err(|error| error.in_layer(&child_path))?,
-            _ => {
-                return Err(shape_error(
-                    &child_path,
-                    "a layer is a string (`\"relu\"`, `\"BatchNorm2d(64)\"`) or a table (`{ conv2d = [3, 64, 4] }`)",
+        let class = match table.get("class") {
+            None => "Sequential".to_owned(),
+            Some(toml::Value::String(class)) => class.clone(),
+            Some(_) => {
+                return Err(self.shape_error(
+                    path,
+                    &extend(toml_path, ["class"]),
+                    "`class` must be a string",
                 ))
             }
         };
-        children.push(Child { name, module });
+        let Some(toml::Value::Array(layers)) = table.get("layers") else {
+            return Err(self.shape_error(path, toml_path, "a container needs a `layers` array"));
+        };
+        let mut children: Vec<Child> = Vec::with_capacity(layers.len());
+        for (index, item) in layers.iter().enumerate() {
+            let item_path = extend(toml_path, ["layers", &index.to_string()]);
+            let name = match item.as_table().and_then(|t| t.get("name")) {
+                None => index.to_string(),
+                Some(toml::Value::String(name)) => name.clone(),
+                Some(_) => {
+                    return Err(self.shape_error(
+                        &join(path, &index.to_string()),
+                        &extend(&item_path, ["name"]),
+                        "`name` must be a string",
+                    ))
+                }
+            };
+            let child_path = join(path, &name);
+            if children.iter().any(|child| child.name == name) {
+                return Err(self.shape_error(
+                    path,
+                    &item_path,
+                    &format!("two children are named `{name}`"),
+                ));
+            }
+            if let Some(at) = self.locate(&item_path) {
+                self.locations.insert(child_path.clone(), at);
+            }
+            let module = match item {
+                toml::Value::Table(table) if table.contains_key("layers") => {
+                    self.container(table, &child_path, &item_path)?
+                }
+                toml::Value::Table(table) => self
+                    .table_call(table, &child_path, &item_path)
+                    .and_then(|call| layer(&call))
+                    .map(Module::Layer)
+                    .map_err(|error| error.in_layer(&child_path))?,
+                toml::Value::String(text) => self
+                    .string_call(text, &child_path, &item_path)
+                    .and_then(|call| layer(&call))
+                    .map(Module::Layer)
+                    .map_err(|error| error.in_layer(&child_path))?,
+                _ => {
+                    return Err(self.shape_error(
+                        &child_path,
+                        &item_path,
+                        "a layer is a string (`\"relu\"`, `\"BatchNorm2d(64)\"`) or a table (`{ conv2d = [3, 64, 4] }`)",
+                    ))
+                }
+            };
+            children.push(Child { name, module });
+        }
+        Ok(Module::Container { class, children })
     }
-    Ok(Module::Container { class, children })
+
+    /// `"relu"` or `"LeakyReLU(0.2, inplace=True)"`; columns count from the string's quote, as
+    /// long as the string has no escapes.
+    fn string_call(
+        &self,
+        text: &str,
+        path: &str,
+        item_path: &[String],
+    ) -> Result<Call, NetworkError> {
+        let at = self.locate(item_path);
+        let text = text.trim();
+        let (class, arguments) = match text.split_once('(') {
+            None => (text, ""),
+            Some((class, rest)) => {
+                let Some(arguments) = rest.strip_suffix(')') else {
+                    return Err(self.shape_error(
+                        path,
+                        item_path,
+                        &format!("`{text}` does not end in `)`"),
+                    ));
+                };
+                (class, arguments)
+            }
+        };
+        let (line, quote_column) = at.map_or((1, 0), |at| (at.line, at.column));
+        let first_argument_column = quote_column + 1 + class.chars().count() + 1;
+        let (positional, keyword) = parse_arguments(arguments, line, first_argument_column)?;
+        let keep = |arg: Arg| {
+            if at.is_some() {
+                arg
+            } else {
+                without_location(arg)
+            }
+        };
+        Ok(Call {
+            class: class.trim().to_owned(),
+            location: at.map(|at| Location {
+                column: at.column + 1,
+                ..at
+            }),
+            positional: positional.into_iter().map(keep).collect(),
+            keyword: keyword
+                .into_iter()
+                .map(|(name, arg)| (name, keep(arg)))
+                .collect(),
+        })
+    }
+
+    /// `{ conv2d = [3, 64, 4], stride = 2 }`.
+    fn table_call(
+        &self,
+        table: &toml::Table,
+        path: &str,
+        item_path: &[String],
+    ) -> Result<Call, NetworkError> {
+        let mut layer_keys = table.keys().filter(|key| class_named(key).is_some());
+        let (Some(class_key), None) = (layer_keys.next(), layer_keys.next()) else {
+            let keys: Vec<&str> = table
+                .keys()
+                .map(String::as_str)
+                .filter(|key| *key != "name")
+                .collect();
+            // A lone unknown key is most likely a misspelt layer.
+            if let [only] = keys.as_slice() {
+                return Err(unknown_layer(&Call {
+                    class: (*only).to_owned(),
+                    location: self.locate(item_path),
+                    positional: Vec::new(),
+                    keyword: Vec::new(),
+                }));
+            }
+            return Err(self.shape_error(
+                path,
+                item_path,
+                &format!(
+                    "a layer table needs exactly one layer key (`conv2d = [...]`), has {keys:?}"
+                ),
+            ));
+        };
+        let class_path = extend(item_path, [class_key.as_str()]);
+        let read = |item: &toml::Value, at: &[String]| {
+            value(item)
+                .map(|value| Arg {
+                    value,
+                    location: self.locate(at),
+                })
+                .map_err(|problem| self.shape_error(path, at, &problem))
+        };
+        let positional = match &table[class_key] {
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| read(item, &extend(&class_path, [index.to_string().as_str()])))
+                .collect::<Result<Vec<_>, _>>()?,
+            other => vec![read(other, &class_path)?],
+        };
+        let keyword = table
+            .iter()
+            .filter(|(key, _)| *key != class_key && *key != "name")
+            .map(|(key, item)| Ok((key.clone(), read(item, &extend(item_path, [key.as_str()]))?)))
+            .collect::<Result<Vec<_>, NetworkError>>()?;
+        Ok(Call {
+            class: class_key.clone(),
+            location: self.locate(item_path),
+            positional,
+            keyword,
+        })
+    }
 }
 
-/// `"relu"` or `"LeakyReLU(0.2, inplace=True)"`.
-fn string_call(text: &str, path: &str) -> Result<Call, NetworkError> {
-    let text = text.trim();
-    let (class, arguments) = match text.split_once('(') {
-        None => (text, ""),
-        Some((class, rest)) => {
-            let Some(arguments) = rest.strip_suffix(')') else {
-                return Err(shape_error(path, &format!("`{text}` does not end in `)`")));
-            };
-            (class, arguments)
-        }
-    };
-    let (positional, keyword) = parse_arguments(arguments, 1, class.len() + 2)
-        .map_err(|error| shape_error(path, &format!("in `{text}`: {error}")))?;
-    Ok(Call {
-        class: class.trim().to_owned(),
-        location: None,
-        positional: strip_locations(positional),
-        keyword: keyword
-            .into_iter()
-            .map(|(name, arg)| (name, without_location(arg)))
-            .collect(),
-    })
+/// `path` with `more` segments appended.
+fn extend<'s>(path: &[String], more: impl IntoIterator<Item = &'s str>) -> Vec<String> {
+    path.iter()
+        .cloned()
+        .chain(more.into_iter().map(str::to_owned))
+        .collect()
 }
 
 fn without_location(arg: Arg) -> Arg {
@@ -159,66 +320,6 @@ fn without_location(arg: Arg) -> Arg {
         location: None,
         ..arg
     }
-}
-
-fn strip_locations(args: Vec<Arg>) -> Vec<Arg> {
-    args.into_iter().map(without_location).collect()
-}
-
-/// `{ conv2d = [3, 64, 4], stride = 2 }`.
-fn table_call(table: &toml::Table, path: &str) -> Result<Call, NetworkError> {
-    let mut layer_keys = table.keys().filter(|key| class_named(key).is_some());
-    let (Some(class_key), None) = (layer_keys.next(), layer_keys.next()) else {
-        let keys: Vec<&str> = table
-            .keys()
-            .map(String::as_str)
-            .filter(|key| *key != "name")
-            .collect();
-        // A lone unknown key is most likely a misspelt layer.
-        if let [only] = keys.as_slice() {
-            return Err(unknown_layer(&Call {
-                class: (*only).to_owned(),
-                location: None,
-                positional: Vec::new(),
-                keyword: Vec::new(),
-            }));
-        }
-        return Err(shape_error(
-            path,
-            &format!("a layer table needs exactly one layer key (`conv2d = [...]`), has {keys:?}"),
-        ));
-    };
-    let positional = match &table[class_key] {
-        toml::Value::Array(items) => items.iter().map(value).collect::<Result<Vec<_>, _>>(),
-        other => value(other).map(|one| vec![one]),
-    }
-    .map_err(|problem| shape_error(path, &problem))?;
-    let mut keyword = Vec::new();
-    for (key, item) in table {
-        if key == class_key || key == "name" {
-            continue;
-        }
-        let value = value(item).map_err(|problem| shape_error(path, &problem))?;
-        keyword.push((
-            key.clone(),
-            Arg {
-                value,
-                location: None,
-            },
-        ));
-    }
-    Ok(Call {
-        class: class_key.clone(),
-        location: None,
-        positional: positional
-            .into_iter()
-            .map(|value| Arg {
-                value,
-                location: None,
-            })
-            .collect(),
-        keyword,
-    })
 }
 
 /// A TOML value as the Python literal it stands for (arrays are tuples).
@@ -285,5 +386,25 @@ layers = [
         assert_eq!(error.help().as_deref(), Some("did you mean `Conv2d`?"));
         let error = parse("[network]\nlayers = [{ name = \"c\", layers = [3] }]").unwrap_err();
         assert!(error.to_string().contains("layer `c.0`"), "{error}");
+        assert_eq!(
+            error.location,
+            Some(Location {
+                line: 2,
+                column: 35
+            })
+        );
+        let error = parse("[network]\nlayers = [\n  \"relu\",\n  \"Linear(3, 4, bias=Flase)\",\n]")
+            .unwrap_err();
+        assert_eq!(
+            error.location,
+            Some(Location {
+                line: 4,
+                column: 17
+            })
+        );
+        assert_eq!(
+            error.to_string(),
+            "in layer `1`: `Linear`'s `bias` must be True or False, not `Flase`"
+        );
     }
 }
