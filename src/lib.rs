@@ -17,6 +17,7 @@ pub mod error;
 pub mod graph;
 pub mod metrics;
 pub mod models;
+pub mod network;
 pub mod output;
 pub mod process;
 pub mod pytorch_file;

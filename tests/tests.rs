@@ -18,6 +18,7 @@ mod face_unet;
 mod fid_reference;
 mod formats;
 mod gan;
+mod network;
 mod parity_gan;
 mod parity_pytorch;
 mod precision;

@@ -50,6 +50,40 @@ pub enum Command {
     Stages(StagesArgs),
     /// FID of two image folders or `.npz` statistics, as `python -m pytorch_fid A B`.
     Fid(FidOptions),
+    /// Describe a network given as the text PyTorch's `print(model)` printed, or as a TOML
+    /// `[network]` table: PyTorch's printout of it, its parameter count, every state_dict
+    /// entry with its shape and, with `--input`, the output shape.
+    Net(NetArgs),
+}
+
+/// `hwrun net FILE --input 3x64x64`.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// The network: a `print(model)` text pasted into a file, or a `.toml` file with a
+    /// `[network]` table.
+    #[arg(value_name = "FILE")]
+    pub file: Utf8PathBuf,
+
+    /// The shape of one input sample, without the batch: `3x64x64` for an image, `100` for a
+    /// vector. Checks every layer's input and prints the output shape.
+    #[arg(long, value_name = "SHAPE", value_parser = parse_shape)]
+    pub input: Option<InputShape>,
+}
+
+/// A per-sample tensor shape (`3x64x64`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputShape(pub Vec<i64>);
+
+fn parse_shape(text: &str) -> Result<InputShape, String> {
+    text.split('x')
+        .map(|dim| match dim.trim().parse::<i64>() {
+            Ok(size) if size > 0 => Ok(size),
+            _ => Err(format!(
+                "`{text}` is not a shape: positive sizes joined by `x`, such as 3x64x64"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(InputShape)
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +283,19 @@ mod tests {
         );
         assert_eq!(cli.global.device.as_deref(), Some("cpu"));
         assert!(Cli::try_parse_from(["hwrun", "fid", "a"]).is_err());
+    }
+
+    #[test]
+    fn net_takes_a_file_and_an_input_shape() {
+        let cli = parse(&["net", "g.txt", "--input", "3x64x64", "--json"]);
+        let Some(Command::Net(args)) = cli.command else {
+            panic!("not net")
+        };
+        assert_eq!(args.file, "g.txt");
+        assert_eq!(args.input, Some(InputShape(vec![3, 64, 64])));
+        assert!(cli.global.json);
+        assert!(Cli::try_parse_from(["hwrun", "net", "g.txt", "--input", "3x0"]).is_err());
+        assert!(Cli::try_parse_from(["hwrun", "net", "g.txt", "--input", "3,64"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod args;
 mod compare;
 pub mod fid;
 mod maintenance;
+mod net;
 mod plan;
 mod results;
 mod run;
@@ -58,6 +59,7 @@ pub fn main() -> i32 {
         Some(Command::Fsck(ref args)) => maintenance::fsck(&cli.global, args, &printer),
         Some(Command::Stages(ref args)) => maintenance::stages(args.kind.as_deref(), &printer),
         Some(Command::Fid(ref args)) => fid::fid(&cli.global, args),
+        Some(Command::Net(ref args)) => net::net(args, &printer),
     };
     match outcome {
         Ok(code) => code,

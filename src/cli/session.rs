@@ -7,6 +7,7 @@ use super::{DEFAULT_RECIPE, DEFAULT_RECIPE_NAME};
 use crate::cache::Cache;
 use crate::error::{exit_code, render_error, render_recipe_error};
 use crate::graph::{assess, NodeStatus, Plan, PlanError};
+use crate::network::NetworkError;
 use crate::recipe::{self, LoadError, Recipe, RecipeSource};
 
 /// Why a command could not finish, rendered once at the top.
@@ -15,6 +16,13 @@ pub enum Failure {
     Recipe(LoadError),
     /// Anything else about the input (a missing file, a bad flag).
     Input(anyhow::Error),
+    /// A network description that does not read or fit (rendered with its line).
+    Network {
+        error: NetworkError,
+        /// The file, as the user named it.
+        source_name: String,
+        text: String,
+    },
 }
 
 impl Failure {
@@ -22,6 +30,11 @@ impl Failure {
         match self {
             Failure::Recipe(load) => render_recipe_error(&load.error, &load.sources),
             Failure::Input(error) => render_error(error),
+            Failure::Network {
+                error,
+                source_name,
+                text,
+            } => error.render(source_name, text),
         }
     }
 
@@ -39,10 +52,19 @@ impl Failure {
                 (load.error.to_string(), location)
             }
             Failure::Input(error) => (crate::output::chain_text(error), None),
+            Failure::Network {
+                error, source_name, ..
+            } => {
+                let location = error.location.map(|at| {
+                    serde_json::json!({ "file": source_name, "line": at.line, "column": at.column })
+                });
+                (error.to_string(), location)
+            }
         };
         let help = match self {
             Failure::Recipe(load) => load.error.help(),
             Failure::Input(_) => None,
+            Failure::Network { error, .. } => error.help(),
         };
         serde_json::json!({ "error": message, "exit_code": self.exit_code(), "location": location, "help": help })
     }

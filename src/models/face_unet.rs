@@ -56,7 +56,8 @@ impl FaceUnetConfig {
 enum Part {
     Res {
         block: Box<ResBlock>,
-        attention: Option<SelfAttention>,
+        // Boxed like the block: the variants `Down` and `Up` hold one conv.
+        attention: Option<Box<SelfAttention>>,
     },
     /// Stride-2 3x3 conv (`N.0`).
     Down(Conv2d),
@@ -154,8 +155,14 @@ impl FaceUnet {
                 dropout: 0.0,
             };
             let block = Box::new(ResBlock::new(&(&path / "resblocks"), spec));
-            let attention = attention
-                .then(|| SelfAttention::new(&(&path / "attention"), co, config.groups, EPS));
+            let attention = attention.then(|| {
+                Box::new(SelfAttention::new(
+                    &(&path / "attention"),
+                    co,
+                    config.groups,
+                    EPS,
+                ))
+            });
             Named {
                 name: name.to_owned(),
                 part: Part::Res { block, attention },

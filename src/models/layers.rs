@@ -243,15 +243,13 @@ fn push_layer(
         needs,
         found: input,
     };
-    let conv_spec = |in_channels, out_channels, kernel, stride, padding, bias| ConvSpec {
-        in_channels,
-        out_channels,
-        kernel,
-        stride,
-        padding,
-        bias,
-        init: options.init,
-        spectral_norm: options.spectral_norm,
+    let conv_spec = |in_channels, out_channels, kernel, stride, padding, bias| {
+        ConvSpec::new(in_channels, out_channels, kernel)
+            .stride(stride)
+            .padding(padding)
+            .bias(bias)
+            .init(options.init)
+            .spectral_norm(options.spectral_norm)
     };
     match (spec, input) {
         (
@@ -269,12 +267,9 @@ fn push_layer(
             },
         ) => {
             let conv = conv_spec(channels, out_channels, kernel, stride, padding, bias);
-            let next = image(
-                out_channels,
-                conv.conv_output(height),
-                conv.conv_output(width),
-            )
-            .ok_or_else(|| mismatch("a larger image"))?;
+            let [height, width] = conv.conv_output([height, width]);
+            let next =
+                image(out_channels, height, width).ok_or_else(|| mismatch("a larger image"))?;
             layers.push(name, Conv2d::new(path, conv));
             Ok(next)
         }
@@ -293,12 +288,9 @@ fn push_layer(
             },
         ) => {
             let conv = conv_spec(channels, out_channels, kernel, stride, padding, bias);
-            let next = image(
-                out_channels,
-                conv.transposed_output(height),
-                conv.transposed_output(width),
-            )
-            .ok_or_else(|| mismatch("a larger image"))?;
+            let [height, width] = conv.transposed_output([height, width]);
+            let next =
+                image(out_channels, height, width).ok_or_else(|| mismatch("a larger image"))?;
             layers.push(name, ConvTranspose2d::new(path, conv));
             Ok(next)
         }

@@ -205,14 +205,15 @@ pub fn read_noise(path: &Utf8Path) -> anyhow::Result<Option<Tensor>> {
 }
 
 /// The noise model a chain calls: `eps(x, t)` at schedule index `t`.
+/// Both networks are boxed: their blocks hold every conv's hyper-parameters, hundreds of bytes.
 enum NoiseModel {
     Face {
-        unet: FaceUnet,
+        unet: Box<FaceUnet>,
         _vs: nn::VarStore,
         schedule: NoiseSchedule,
     },
     Digits {
-        ddpm: LoadedDdpm,
+        ddpm: Box<LoadedDdpm>,
         schedule: NoiseSchedule,
         guidance: f64,
     },
@@ -524,7 +525,7 @@ fn load_model(
             crate::accel::memory_format::vars_to_channels_last(&vs)?;
             let schedule = NoiseSchedule::linear(params.n_t, params.beta_start, params.beta_end);
             Ok(NoiseModel::Face {
-                unet,
+                unet: Box::new(unet),
                 _vs: vs,
                 schedule,
             })
@@ -542,7 +543,7 @@ fn load_model(
                 );
             }
             Ok(NoiseModel::Digits {
-                ddpm,
+                ddpm: Box::new(ddpm),
                 schedule,
                 guidance: params.guidance,
             })

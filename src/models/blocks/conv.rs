@@ -1,22 +1,30 @@
-//! `Conv2d` and `ConvTranspose2d` with any stride and padding, optional bias, and an optional
-//! spectral normalisation of the weight.
+//! `Conv2d` and `ConvTranspose2d` with any kernel (square or not), stride, padding,
+//! `output_padding`, dilation and groups, optional bias, and an optional spectral normalisation
+//! of the weight.
 
+use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
 use super::init::Init;
-use super::repr::{pair, py_bool};
+use super::repr::{py_bool, tuple};
 use super::spectral_norm::{SpectralNorm, Weight};
 use super::Module;
 use crate::models::summary::ModuleTree;
 
-/// The hyper-parameters of a square convolution.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The hyper-parameters of a convolution; every size is `[height, width]`, as PyTorch's
+/// `_pair` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ConvSpec {
     pub in_channels: i64,
     pub out_channels: i64,
-    pub kernel: i64,
-    pub stride: i64,
-    pub padding: i64,
+    pub kernel: [i64; 2],
+    pub stride: [i64; 2],
+    pub padding: [i64; 2],
+    /// Extra rows and columns on one side of a transposed convolution's output (PyTorch's
+    /// `output_padding`); always zero for `Conv2d`.
+    pub output_padding: [i64; 2],
+    pub dilation: [i64; 2],
+    pub groups: i64,
     pub bias: bool,
     pub init: Init,
     /// Normalise the weight by its largest singular value (Miyato et al. 2018).
@@ -24,14 +32,17 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
-    /// A stride-1, unpadded convolution with bias and PyTorch's initialisation.
+    /// A stride-1, unpadded, square convolution with bias and PyTorch's initialisation.
     pub fn new(in_channels: i64, out_channels: i64, kernel: i64) -> Self {
         ConvSpec {
             in_channels,
             out_channels,
-            kernel,
-            stride: 1,
-            padding: 0,
+            kernel: [kernel; 2],
+            stride: [1; 2],
+            padding: [0; 2],
+            output_padding: [0; 2],
+            dilation: [1; 2],
+            groups: 1,
             bias: true,
             init: Init::Pytorch,
             spectral_norm: false,
@@ -39,11 +50,17 @@ impl ConvSpec {
     }
 
     pub fn stride(self, stride: i64) -> Self {
-        ConvSpec { stride, ..self }
+        ConvSpec {
+            stride: [stride; 2],
+            ..self
+        }
     }
 
     pub fn padding(self, padding: i64) -> Self {
-        ConvSpec { padding, ..self }
+        ConvSpec {
+            padding: [padding; 2],
+            ..self
+        }
     }
 
     pub fn bias(self, bias: bool) -> Self {
@@ -61,26 +78,57 @@ impl ConvSpec {
         }
     }
 
-    /// Output side of a convolution over `side` pixels.
-    pub fn conv_output(&self, side: i64) -> i64 {
-        (side + 2 * self.padding - self.kernel).div_euclid(self.stride) + 1
+    /// Output `[height, width]` of a convolution over `[height, width]` pixels (PyTorch's
+    /// formula; zero or less when the input is too small).
+    pub fn conv_output(&self, input: [i64; 2]) -> [i64; 2] {
+        std::array::from_fn(|axis| {
+            let reach = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
+            (input[axis] + 2 * self.padding[axis] - reach).div_euclid(self.stride[axis]) + 1
+        })
     }
 
-    /// Output side of a transposed convolution over `side` pixels.
-    pub fn transposed_output(&self, side: i64) -> i64 {
-        (side - 1) * self.stride - 2 * self.padding + self.kernel
+    /// Output `[height, width]` of a transposed convolution over `[height, width]` pixels.
+    pub fn transposed_output(&self, input: [i64; 2]) -> [i64; 2] {
+        std::array::from_fn(|axis| {
+            (input[axis] - 1) * self.stride[axis] - 2 * self.padding[axis]
+                + self.dilation[axis] * (self.kernel[axis] - 1)
+                + self.output_padding[axis]
+                + 1
+        })
     }
 
-    fn repr(&self, name: &str) -> String {
+    /// The weight's shape: `[out, in / groups, kh, kw]`, or `[in, out / groups, kh, kw]` for a
+    /// transposed convolution.
+    pub fn weight_shape(&self, transposed: bool) -> [i64; 4] {
+        let [kh, kw] = self.kernel;
+        if transposed {
+            [self.in_channels, self.out_channels / self.groups, kh, kw]
+        } else {
+            [self.out_channels, self.in_channels / self.groups, kh, kw]
+        }
+    }
+
+    /// PyTorch's `extra_repr` of `_ConvNd`, behind the class name: the sizes that differ from
+    /// their defaults, in its order.
+    pub fn repr(&self, name: &str) -> String {
         let mut text = format!(
             "{name}({}, {}, kernel_size={}, stride={}",
             self.in_channels,
             self.out_channels,
-            pair(self.kernel),
-            pair(self.stride)
+            tuple(&self.kernel),
+            tuple(&self.stride)
         );
-        if self.padding != 0 {
-            text.push_str(&format!(", padding={}", pair(self.padding)));
+        if self.padding != [0; 2] {
+            text.push_str(&format!(", padding={}", tuple(&self.padding)));
+        }
+        if self.dilation != [1; 2] {
+            text.push_str(&format!(", dilation={}", tuple(&self.dilation)));
+        }
+        if self.output_padding != [0; 2] {
+            text.push_str(&format!(", output_padding={}", tuple(&self.output_padding)));
+        }
+        if self.groups != 1 {
+            text.push_str(&format!(", groups={}", self.groups));
         }
         if !self.bias {
             text.push_str(&format!(", bias={}", py_bool(false)));
@@ -111,7 +159,7 @@ impl ConvSpec {
     }
 }
 
-/// `torch.nn.Conv2d` with a square kernel.
+/// `torch.nn.Conv2d`.
 pub struct Conv2d {
     pub spec: ConvSpec,
     weight: Weight,
@@ -120,14 +168,9 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn new(path: &nn::Path, spec: ConvSpec) -> Self {
-        let shape = [
-            spec.out_channels,
-            spec.in_channels,
-            spec.kernel,
-            spec.kernel,
-        ];
-        let (weight, bias) =
-            spec.variables(path, shape, spec.in_channels * spec.kernel * spec.kernel, 0);
+        let shape = spec.weight_shape(false);
+        // PyTorch's fan-in of a weight is the product of its dims after the first.
+        let (weight, bias) = spec.variables(path, shape, shape[1] * shape[2] * shape[3], 0);
         Conv2d { spec, weight, bias }
     }
 }
@@ -138,10 +181,10 @@ impl Module for Conv2d {
         xs.conv2d(
             &self.weight.get(train),
             self.bias.as_ref(),
-            [s.stride; 2],
-            [s.padding; 2],
-            [1, 1],
-            1,
+            s.stride,
+            s.padding,
+            s.dilation,
+            s.groups,
         )
     }
 
@@ -150,7 +193,7 @@ impl Module for Conv2d {
     }
 }
 
-/// `torch.nn.ConvTranspose2d` with a square kernel (weight `[in, out, k, k]`).
+/// `torch.nn.ConvTranspose2d` (weight `[in, out / groups, kh, kw]`).
 pub struct ConvTranspose2d {
     pub spec: ConvSpec,
     weight: Weight,
@@ -159,19 +202,10 @@ pub struct ConvTranspose2d {
 
 impl ConvTranspose2d {
     pub fn new(path: &nn::Path, spec: ConvSpec) -> Self {
-        let shape = [
-            spec.in_channels,
-            spec.out_channels,
-            spec.kernel,
-            spec.kernel,
-        ];
-        // PyTorch's fan-in of a transposed conv's weight is its dim 1 (the output channels).
-        let (weight, bias) = spec.variables(
-            path,
-            shape,
-            spec.out_channels * spec.kernel * spec.kernel,
-            1,
-        );
+        let shape = spec.weight_shape(true);
+        // PyTorch's fan-in of a transposed conv's weight is still the product of its dims after
+        // the first, whose dim 1 holds the output channels.
+        let (weight, bias) = spec.variables(path, shape, shape[1] * shape[2] * shape[3], 1);
         ConvTranspose2d { spec, weight, bias }
     }
 }
@@ -182,11 +216,11 @@ impl Module for ConvTranspose2d {
         xs.conv_transpose2d(
             &self.weight.get(train),
             self.bias.as_ref(),
-            [s.stride; 2],
-            [s.padding; 2],
-            [0, 0],
-            1,
-            [1, 1],
+            s.stride,
+            s.padding,
+            s.output_padding,
+            s.groups,
+            s.dilation,
         )
     }
 
@@ -207,7 +241,8 @@ mod tests {
         let down = Conv2d::new(&(vs.root() / "down"), spec);
         let x = Tensor::zeros([2, 3, 16, 16], (Kind::Float, Device::Cpu));
         let y = down.forward_t(&x, false);
-        assert_eq!(y.size(), [2, 8, spec.conv_output(16), 8]);
+        let [height, width] = spec.conv_output([16, 16]);
+        assert_eq!(y.size(), [2, 8, height, width]);
         assert_eq!(
             down.tree().to_string(),
             "Conv2d(3, 8, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False)"
@@ -215,7 +250,7 @@ mod tests {
         let up_spec = ConvSpec::new(8, 3, 4).stride(2).padding(1);
         let up = ConvTranspose2d::new(&(vs.root() / "up"), up_spec);
         assert_eq!(up.forward_t(&y, false).size(), [2, 3, 16, 16]);
-        assert_eq!(up_spec.transposed_output(8), 16);
+        assert_eq!(up_spec.transposed_output([8, 8]), [16, 16]);
         let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
         assert_eq!(
             names.into_iter().collect::<Vec<_>>(),

@@ -18,18 +18,19 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(path: &nn::Path, in_features: i64, out_features: i64, init: Init) -> Self {
-        Self::build(path, in_features, out_features, init, false)
+        Self::build(path, [in_features, out_features], true, init, false)
     }
 
     /// A linear layer whose weight is divided by its spectral norm.
     pub fn spectral(path: &nn::Path, in_features: i64, out_features: i64, init: Init) -> Self {
-        Self::build(path, in_features, out_features, init, true)
+        Self::build(path, [in_features, out_features], true, init, true)
     }
 
-    fn build(
+    /// `[in_features, out_features]`, with or without a bias, optionally spectrally normalised.
+    pub fn build(
         path: &nn::Path,
-        in_features: i64,
-        out_features: i64,
+        [in_features, out_features]: [i64; 2],
+        bias: bool,
         init: Init,
         spectral: bool,
     ) -> Self {
@@ -40,7 +41,7 @@ impl Linear {
         } else {
             Weight::Plain(path.var("weight", &shape, weight_init))
         };
-        let bias = Some(path.var("bias", &[out_features], init.bias(in_features)));
+        let bias = bias.then(|| path.var("bias", &[out_features], init.bias(in_features)));
         Linear {
             in_features,
             out_features,

@@ -39,22 +39,42 @@ impl Nonlinearity {
     }
 }
 
+impl Nonlinearity {
+    /// Whether PyTorch's module takes an `inplace` flag (and prints it when set).
+    pub fn has_inplace(self) -> bool {
+        matches!(
+            self,
+            Nonlinearity::Relu | Nonlinearity::LeakyRelu(_) | Nonlinearity::Silu
+        )
+    }
+
+    /// The module's PyTorch printout; `inplace` shows as `inplace=True` where PyTorch prints it.
+    pub fn repr(self, inplace: bool) -> String {
+        let flag = inplace && self.has_inplace();
+        match self {
+            Nonlinearity::Relu if flag => "ReLU(inplace=True)".to_owned(),
+            Nonlinearity::Relu => "ReLU()".to_owned(),
+            Nonlinearity::LeakyRelu(slope) => format!(
+                "LeakyReLU(negative_slope={}{})",
+                py_float(slope),
+                if flag { ", inplace=True" } else { "" }
+            ),
+            Nonlinearity::Silu if flag => "SiLU(inplace=True)".to_owned(),
+            Nonlinearity::Silu => "SiLU()".to_owned(),
+            Nonlinearity::Gelu => "GELU(approximate='none')".to_owned(),
+            Nonlinearity::Tanh => "Tanh()".to_owned(),
+            Nonlinearity::Sigmoid => "Sigmoid()".to_owned(),
+        }
+    }
+}
+
 impl Module for Nonlinearity {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         self.apply(xs)
     }
 
     fn tree(&self) -> ModuleTree {
-        ModuleTree::leaf(match self {
-            Nonlinearity::Relu => "ReLU()".to_owned(),
-            Nonlinearity::LeakyRelu(slope) => {
-                format!("LeakyReLU(negative_slope={})", py_float(*slope))
-            }
-            Nonlinearity::Silu => "SiLU()".to_owned(),
-            Nonlinearity::Gelu => "GELU(approximate='none')".to_owned(),
-            Nonlinearity::Tanh => "Tanh()".to_owned(),
-            Nonlinearity::Sigmoid => "Sigmoid()".to_owned(),
-        })
+        ModuleTree::leaf(self.repr(false))
     }
 }
 

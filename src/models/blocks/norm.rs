@@ -4,7 +4,7 @@
 use tch::{nn, Kind, Tensor};
 
 use super::init::Init;
-use super::repr::py_float;
+use super::repr::{py_float, tuple};
 use super::Module;
 use crate::models::summary::ModuleTree;
 
@@ -37,6 +37,11 @@ impl BatchNorm {
     /// `BatchNorm1d(features, eps)` with momentum 0.1.
     pub fn new_1d(path: &nn::Path, features: i64, eps: f64, init: Init) -> Self {
         Self::new(path, features, eps, init, 1)
+    }
+
+    /// The same layer with another running-statistics momentum (PyTorch's default is 0.1).
+    pub fn momentum(self, momentum: f64) -> Self {
+        BatchNorm { momentum, ..self }
     }
 
     fn new(path: &nn::Path, features: i64, eps: f64, init: Init, dims: usize) -> Self {
@@ -165,14 +170,9 @@ impl Module for LayerNorm {
     }
 
     fn tree(&self) -> ModuleTree {
-        let dims: Vec<String> = self.shape.iter().map(i64::to_string).collect();
-        let tuple = if dims.len() == 1 {
-            format!("({},)", dims[0])
-        } else {
-            format!("({})", dims.join(", "))
-        };
         ModuleTree::leaf(format!(
-            "LayerNorm({tuple}, eps={}, elementwise_affine=True)",
+            "LayerNorm({}, eps={}, elementwise_affine=True)",
+            tuple(&self.shape),
             py_float(self.eps)
         ))
     }

@@ -36,9 +36,13 @@ pub fn py_bool(value: bool) -> &'static str {
     }
 }
 
-/// A square size as PyTorch prints conv arguments: `(3, 3)`.
-pub fn pair(value: i64) -> String {
-    format!("({value}, {value})")
+/// A Python tuple of integers: `(3, 5)`, and `(8192,)` for one element.
+pub fn tuple(values: &[i64]) -> String {
+    let items: Vec<String> = values.iter().map(i64::to_string).collect();
+    match items.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", items.join(", ")),
+    }
 }
 
 #[cfg(test)]
