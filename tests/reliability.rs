@@ -126,6 +126,8 @@ fn bad_recipes() -> Vec<(&'static str, String, Vec<&'static str>, &'static str)>
         ("a recipe name with an escape sequence", format!("name = \"bad\\u001b]0;owned\\u0007\"\n{producer}"), vec![], "control character U+001B"),
         ("a recipe name with a bidi override", format!("name = \"bad\\u202egnp.exe\"\n{producer}"), vec![], "control character U+202E"),
         ("a 300-character recipe name", format!("name = \"{}\"\n{producer}", "n".repeat(300)), vec![], "300 characters"),
+        ("an executor hwrun does not have", format!("name = \"bad\"\n[run]\nexecutor = \"kubernetes\"\n{producer}"), vec![], "`local` or `slurm`"),
+        ("a misspelt key of [run]", format!("name = \"bad\"\n[run]\nretires = 2\n{producer}"), vec![], "did you mean `retries`?"),
         ("defaults of a misspelt kind", format!("name = \"bad\"\n[defaults.comand]\nshell = \"x\"\n{producer}"), vec![], "did you mean `command`?"),
         (
             "a large variable used many times",

@@ -66,6 +66,7 @@ impl Recipe {
     ) -> Result<Recipe, RecipeError> {
         let root = &document.root;
         check_known_keys(document, root, &[], ROOT_KEYS, "the recipe")?;
+        check_run_table(document)?;
         if let Some(Value::Table(defaults)) = root.get("defaults") {
             // `[defaults.trian_classifier]` would otherwise be ignored without a word.
             let kind_names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
@@ -280,6 +281,36 @@ pub fn check_params(
             at,
         }
     })
+}
+
+/// Executors a recipe's `[run] executor` may name.
+const EXECUTORS: &[&str] = &["local", "slurm"];
+
+/// `[run]`: checked here, at plan time, so that `executor = "kubernetes"` is refused at its
+/// line before anything runs, not when `run` reads the table.
+fn check_run_table(document: &RecipeDocument) -> Result<(), RecipeError> {
+    let Some(run) = document.root.get("run") else {
+        return Ok(());
+    };
+    let Value::Table(run) = run else {
+        return Err(document.wrong_type("run", "a table", run));
+    };
+    check_known_keys(document, run, &["run"], &["executor", "retries"], "`[run]`")?;
+    match run.get("executor") {
+        None => Ok(()),
+        Some(Value::String(name)) if EXECUTORS.contains(&name.as_str()) => Ok(()),
+        Some(other) => Err(RecipeError::ValueTypeWrong {
+            key: "run.executor".to_owned(),
+            expected: "`local` or `slurm`",
+            found: match other {
+                Value::String(_) => "another executor",
+                other => other.type_str(),
+            },
+            at: document
+                .spans
+                .value(&["run".to_owned(), "executor".to_owned()]),
+        }),
+    }
 }
 
 /// The longest recipe name: it names folders (`results/<name>/`) and terminal lines.
