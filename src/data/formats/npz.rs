@@ -266,7 +266,7 @@ fn parse_header(header: &[u8]) -> Result<NpyHeader, String> {
         header_value(header, "fortran_order").ok_or("the header has no `fortran_order`")? == "True";
     let shape = parse_shape(header_value(header, "shape").ok_or("the header has no `shape`")?)?;
     let width = match descr {
-        "<f8" => 8,
+        "<f8" => 8usize,
         "<f4" => 4,
         other => return Err(format!("dtype `{other}` is not supported (expected little-endian float64 `<f8` or float32 `<f4`)")),
     };
