@@ -159,7 +159,7 @@ fn plan_or_render(text: &str, sets: &[String]) -> Result<(), String> {
 /// would change the build of crates `hwrun` itself uses, and `make test` and `make run` share one.
 #[test]
 fn recipes_never_panic_the_planner() {
-    let mut rng = ChaCha8Rng::seed_from_u64(0x6877_7275_6e);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x0068_7772_756e);
     for case in 0..400 {
         let (text, sets) = recipe_text(&mut rng);
         let outcome = std::panic::catch_unwind(|| plan_or_render(&text, &sets));
