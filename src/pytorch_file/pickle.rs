@@ -323,7 +323,10 @@ pub fn key_text(key: &Value) -> String {
     let mut text = String::new();
     push_key_text(key, &mut text);
     if text.len() > MAX_KEY_TEXT {
-        let cut = (0..=MAX_KEY_TEXT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=MAX_KEY_TEXT)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }
@@ -1138,7 +1141,11 @@ mod tests {
         p.extend(b"}h\x00Ns.");
         let err = unpickle(&p).err().unwrap().to_string();
         assert!(err.contains("dict key of more than 4096 values"), "{err}");
-        assert!(err.len() < 1000, "the message stays short: {} bytes", err.len());
+        assert!(
+            err.len() < 1000,
+            "the message stays short: {} bytes",
+            err.len()
+        );
     }
 
     #[test]

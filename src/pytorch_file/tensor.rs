@@ -397,7 +397,11 @@ mod tests {
             .tensor("w", &spec(budget_elements + 1, 0, &[3], &[1]))
             .err()
             .unwrap();
-        assert!(err.to_string().contains("more than a file of 1024 bytes can hold"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("more than a file of 1024 bytes can hold"),
+            "{err}"
+        );
         // Two storages of two thirds of the budget each: the second one is over what is left.
         let two_thirds = budget_elements * 2 / 3;
         let storage = |key: &str| {

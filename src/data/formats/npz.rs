@@ -472,7 +472,10 @@ mod tests {
         let npy = raw_npy(header, &[]);
         assert!(parse_npy(&npy).unwrap_err().contains("larger than"));
         let error = read_raw_npz(&[("mu.npy", npy)]).unwrap_err().to_string();
-        assert!(error.contains("array `mu`") && error.contains("larger than"), "{error}");
+        assert!(
+            error.contains("array `mu`") && error.contains("larger than"),
+            "{error}"
+        );
     }
 
     #[test]
