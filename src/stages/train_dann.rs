@@ -39,8 +39,10 @@ use crate::accel::Precision;
 use crate::models::DigitCnnParams;
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::batches::{effective_batch, stream_seed, AdaptationData};
-use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::dann::{BnStats, DannForward, DannModel, DannPasses, DannTraining, InputNorm};
+use crate::training::checkpoint::{named_variables, ModelMeta, SOURCE_BN};
+use crate::training::dann::{
+    BnStats, DannForward, DannModel, DannPasses, DannTraining, Domain, InputNorm,
+};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
 use crate::training::{
@@ -126,7 +128,7 @@ fn default_lambda_gamma() -> f64 {
 impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const ABOUT: &'static str =
         "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -269,8 +271,20 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
         training.adopt_average()?;
         // The history's `val_acc` is measured with the running statistics (estimating the
         // target's at every epoch would change the random streams training draws from).
+        // Each domain's statistics for the averaged weights: the source's are kept beside the
+        // model's (`source_bn.*`) so that `features` can show each domain as training
+        // normalised it; the target's become the model's evaluation statistics.
+        let mut source_statistics = Vec::new();
+        let mut parts = vec!["feature".into(), "classifier".into(), "domain".into()];
         if params.bn_stats == BnStats::Target {
-            training.estimate_target_statistics();
+            training.estimate_statistics(Domain::Source);
+            source_statistics = training
+                .batch_norm_statistics()
+                .into_iter()
+                .map(|(name, statistic)| (format!("{SOURCE_BN}.{name}"), statistic.copy()))
+                .collect();
+            parts.push(SOURCE_BN.into());
+            training.estimate_statistics(Domain::Target);
             if let Some(acc) = training.val_accuracy() {
                 ctx.log(format!(
                     "batch-norm statistics re-estimated on the target: val_acc {acc:.4}"
@@ -278,17 +292,19 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             }
         }
 
+        let mut tensors = named_variables(&[&training.vs]);
+        tensors.extend(source_statistics);
         let meta = ModelMeta {
             method: "dann".into(),
             model: crate::models::ModelFamily::DigitCnn(config),
             class_names: source.classes.clone(),
             normalisation: vec![source_norm, target_norm],
-            parts: vec!["feature".into(), "classifier".into(), "domain".into()],
+            parts,
         };
         let vs = &training.vs;
         setup::write_model_dir(
             ctx.out_dir(),
-            &named_variables(&[vs]),
+            &tensors,
             &meta,
             &training.model.tree(),
             &[vs],

@@ -388,6 +388,7 @@ mod tests {
             domains: (0..n as i64).map(|i| (i / 2) % 2).collect(),
             class_names: vec!["a".into(), "b".into(), "c".into()],
             domain_names: vec!["mnistm".into(), "usps".into()],
+            note: None,
         }
     }
 
