@@ -283,7 +283,10 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
                 .into_iter()
                 .map(|(name, statistic)| (format!("{SOURCE_BN}.{name}"), statistic.copy()))
                 .collect();
-            parts.push(SOURCE_BN.into());
+            // A network without batch norm has one behaviour for both domains.
+            if !source_statistics.is_empty() {
+                parts.push(SOURCE_BN.into());
+            }
             training.estimate_statistics(Domain::Target);
             if let Some(acc) = training.val_accuracy() {
                 ctx.log(format!(
@@ -379,7 +382,7 @@ mod tests {
         ];
         let mut ctx = context(&root, inputs);
         let p = params::<TrainDannStage>(
-            "epochs = 2\nbatch_size = 16\nbn_stats = \"target\"\noptimizer = { kind = \"adam\", lr = 1e-3 }",
+            "epochs = 2\nbatch_size = 16\nbn_stats = \"target\"\nmodel = { arch = \"dann_bn\" }\noptimizer = { kind = \"adam\", lr = 1e-3 }",
         )
         .unwrap();
         let outcome = TrainDannStage::run(p, &mut ctx).unwrap();
@@ -398,5 +401,16 @@ mod tests {
         }
         let json = std::fs::read_to_string(root.join("out/model.json")).unwrap();
         assert!(json.contains("\"dann\""), "{json}");
+        // `bn_stats = "target"` keeps the source's statistics beside the target's, and they
+        // differ: the two domains' images differ.
+        assert!(json.contains(&format!("\"{SOURCE_BN}\"")), "{json}");
+        let weights: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(root.join("out/model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        let name = "feature.bn1.running_mean";
+        let source_mean = &weights[&format!("{SOURCE_BN}.{name}")];
+        assert!(!source_mean.allclose(&weights[name], 1e-3, 1e-3, false));
     }
 }
