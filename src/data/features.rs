@@ -31,6 +31,9 @@ pub struct FeatureSet {
     pub domains: Vec<i64>,
     pub class_names: Vec<String>,
     pub domain_names: Vec<String>,
+    /// How the features were made, as a phrase for figure captions (e.g. which batch-norm
+    /// statistics normalised each domain); `None` in sets written before it was recorded.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ struct FeatureMeta {
     dim: usize,
     class_names: Vec<String>,
     domain_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 impl FeatureSet {
@@ -116,6 +121,7 @@ impl FeatureSet {
             domains: indices.iter().map(|&i| self.domains[i]).collect(),
             class_names: self.class_names.clone(),
             domain_names: self.domain_names.clone(),
+            note: self.note.clone(),
         }
     }
 
@@ -137,6 +143,7 @@ impl FeatureSet {
             dim: self.dim,
             class_names: self.class_names.clone(),
             domain_names: self.domain_names.clone(),
+            note: self.note.clone(),
         };
         LAYOUT
             .write(dir, &meta, &tensors)
@@ -161,6 +168,7 @@ impl FeatureSet {
             domains: tensors.values("domains").map_err(read_err)?,
             class_names: meta.class_names,
             domain_names: meta.domain_names,
+            note: meta.note,
         };
         set.validate().map_err(|e| FeatureSetError::Invalid {
             path: dir.to_owned(),
@@ -225,6 +233,7 @@ mod tests {
             domains: vec![0, 1, 1],
             class_names: vec!["0".into(), "1".into()],
             domain_names: vec!["mnistm".into(), "svhn".into()],
+            note: Some("made in a test".into()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Squared euclidean distances between rows of row-major f32 matrices, the inner loop of the
-//! neighbour searches in t-SNE and trustworthiness.
+//! neighbour searches in t-SNE, trustworthiness and k-NN accuracy, and the exact neighbour search
+//! of the last two.
 
 /// Lanes of the unrolled loops: independent accumulators let the compiler vectorise the sum
 /// (a single running float sum cannot be reordered).
@@ -43,6 +44,32 @@ pub fn squared_f64(a: &[f32], b: &[f32]) -> f64 {
         .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
         .sum();
     acc.iter().sum::<f64>() + tail
+}
+
+/// Squared distances from row `i` to every row, infinite to itself so it is nobody's neighbour.
+pub fn distances_from(values: &[f32], dim: usize, i: usize) -> Vec<f64> {
+    let row = &values[i * dim..(i + 1) * dim];
+    values
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(j, other)| {
+            if j == i {
+                f64::INFINITY
+            } else {
+                squared_f64(row, other)
+            }
+        })
+        .collect()
+}
+
+/// Indices of the `k` smallest distances.
+pub fn nearest(distances: &[f64], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..distances.len()).collect();
+    order.select_nth_unstable_by(k, |&a, &b| {
+        distances[a].total_cmp(&distances[b]).then(a.cmp(&b))
+    });
+    order.truncate(k);
+    order
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::distance::squared_f64;
+use super::distance::{distances_from, nearest};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrustworthinessError {
@@ -71,32 +71,6 @@ fn rows(what: &'static str, values: &[f32], dim: usize) -> Result<usize, Trustwo
         });
     }
     Ok(values.len() / dim)
-}
-
-/// Squared distances from row `i` to every row, infinite to itself so it is nobody's neighbour.
-fn distances_from(values: &[f32], dim: usize, i: usize) -> Vec<f64> {
-    let row = &values[i * dim..(i + 1) * dim];
-    values
-        .chunks_exact(dim)
-        .enumerate()
-        .map(|(j, other)| {
-            if j == i {
-                f64::INFINITY
-            } else {
-                squared_f64(row, other)
-            }
-        })
-        .collect()
-}
-
-/// Indices of the `k` smallest distances.
-fn nearest(distances: &[f64], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..distances.len()).collect();
-    order.select_nth_unstable_by(k, |&a, &b| {
-        distances[a].total_cmp(&distances[b]).then(a.cmp(&b))
-    });
-    order.truncate(k);
-    order
 }
 
 /// 1-based rank of `j` by distance (ties go to the lower index, as a stable sort would).

@@ -2,7 +2,8 @@
 //! input declared in its outcome,
 //! training curves (`history.json`, drawn here), model architectures (`architecture.txt`) and
 //! hyperparameters. Figures are copied into the report's `figures/` folder so `report.md` works
-//! on its own.
+//! on its own. The recipe's sections then take their tables and the figures of the inputs they
+//! name, in their order; the figures no section names are left for the end.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +11,8 @@ use anyhow::Context;
 use camino::Utf8Path;
 use serde::Deserialize;
 
-use super::{fill_table, Figure, ReportData, Section, TableSpec};
-use crate::stage::InputArtifact;
+use super::{fill_table, Figure, Part, ReportData, Section, SectionSpec, TableSpec};
+use crate::stage::{split_seed_input_name, InputArtifact};
 use crate::viz::{curves_png, CurvesPlot, Series};
 
 /// Where figures go inside the report directory.
@@ -28,7 +29,7 @@ struct History {
 pub fn collect(
     title: String,
     description: Option<String>,
-    table_specs: &[TableSpec],
+    (table_specs, section_specs): (&[TableSpec], &[SectionSpec]),
     inputs: &BTreeMap<String, InputArtifact>,
     out_dir: &Utf8Path,
 ) -> anyhow::Result<ReportData> {
@@ -58,18 +59,60 @@ pub fn collect(
         .iter()
         .map(|s| (s.name.clone(), s.metrics.clone()))
         .collect();
-    let mut tables = Vec::with_capacity(table_specs.len());
-    for spec in table_specs {
-        tables.extend(
-            fill_table(spec, &metrics_of)
-                .map_err(anyhow::Error::msg)
-                .context("cannot fill the report's tables")?,
-        );
+    let fill = |specs: &[TableSpec]| -> anyhow::Result<Vec<_>> {
+        let mut tables = Vec::with_capacity(specs.len());
+        for spec in specs {
+            tables.extend(
+                fill_table(spec, &metrics_of)
+                    .map_err(anyhow::Error::msg)
+                    .context("cannot fill the report's tables")?,
+            );
+        }
+        Ok(tables)
+    };
+    let tables = fill(table_specs)?;
+    let mut placed = std::collections::BTreeSet::new();
+    let mut parts = Vec::with_capacity(section_specs.len());
+    for spec in section_specs {
+        let mut figures = Vec::new();
+        for wanted in &spec.figures {
+            // In a seed sweep the recipe's `tsne` is the report's `tsne[seed=0]`, `tsne[seed=1]`...
+            let named: Vec<&Section> = sections
+                .iter()
+                .filter(|s| {
+                    s.name == *wanted
+                        || split_seed_input_name(&s.name).is_some_and(|(b, _)| b == wanted)
+                })
+                .collect();
+            if named.is_empty() {
+                anyhow::bail!(
+                    "section `{}` shows the figures of `{wanted}`, which is no input of the report",
+                    spec.title
+                );
+            }
+            for section in named {
+                placed.insert(section.name.as_str());
+                figures.extend(section.figures.iter().cloned());
+            }
+        }
+        parts.push(Part {
+            title: spec.title.clone(),
+            text: spec.text.clone(),
+            tables: fill(&spec.tables)?,
+            figures,
+        });
     }
+    let figures = sections
+        .iter()
+        .filter(|s| !placed.contains(s.name.as_str()))
+        .flat_map(|s| s.figures.iter().cloned())
+        .collect();
     Ok(ReportData {
         title,
         description,
         tables,
+        parts,
+        figures,
         sections,
     })
 }

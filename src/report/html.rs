@@ -1,5 +1,8 @@
-//! The report as one self-contained `index.html`: tables, figures embedded as data URIs,
-//! hyperparameters and model architectures. Opens in any browser, also when mailed alone.
+//! The report as one self-contained `index.html`: tables, the recipe's sections (each a heading,
+//! its tables, its figures), the other figures, figures embedded as data URIs, hyperparameters
+//! and model architectures. Opens in any browser, also when mailed alone. Long strips are scaled
+//! down to fit (the full image is a click on "open image" away in any browser), and the long
+//! lists (all metrics, figures no section names) are folded away under `<details>`.
 
 use std::fmt::Write;
 
@@ -7,12 +10,13 @@ use anyhow::Context;
 use base64::Engine;
 use camino::Utf8Path;
 
-use super::{format_metric, hyperparameters, ReportData, Table};
+use super::{format_metric, hyperparameters, Figure, ReportData, Table};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.35em .8em;text-align:right}\
 th:first-child,td:first-child{text-align:left}thead th{background:#f3f3f3}\
-figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #ddd}\
+figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;max-height:640px;border:1px solid #ddd}\
+summary{cursor:pointer;color:#444}\
 figcaption{font-size:.9em;color:#555;text-align:center}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}";
 
 /// Renders the page; `report_dir` is where the figures named in `report` are.
@@ -26,21 +30,37 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
         let _ = writeln!(out, "<p>{}</p>", escape(description));
     }
     for table in &report.tables {
-        out.push_str(&table_html(table));
+        out.push_str(&table_html(table, 2));
     }
-    let figures: Vec<_> = report.sections.iter().flat_map(|s| &s.figures).collect();
-    if !figures.is_empty() {
-        out.push_str("<h2>Figures</h2>\n");
-        for figure in figures {
-            let path = report_dir.join(&figure.file);
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read figure `{path}`"))?;
+    for part in &report.parts {
+        let _ = writeln!(out, "<section>\n<h2>{}</h2>", escape(&part.title));
+        if let Some(text) = &part.text {
+            let _ = writeln!(out, "<p>{}</p>", escape(text));
+        }
+        for table in &part.tables {
+            out.push_str(&table_html(table, 3));
+        }
+        for figure in &part.figures {
+            out.push_str(&figure_html(figure, report_dir)?);
+        }
+        out.push_str("</section>\n");
+    }
+    if !report.figures.is_empty() {
+        let folded = !report.parts.is_empty();
+        if folded {
             let _ = writeln!(
                 out,
-                "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>",
-                escape(&figure.caption),
-                base64::engine::general_purpose::STANDARD.encode(bytes)
+                "<h2>Other figures</h2>\n<details><summary>{} figures no section shows</summary>",
+                report.figures.len()
             );
+        } else {
+            out.push_str("<h2>Figures</h2>\n");
+        }
+        for figure in &report.figures {
+            out.push_str(&figure_html(figure, report_dir)?);
+        }
+        if folded {
+            out.push_str("</details>\n");
         }
     }
     let with_metrics: Vec<_> = report
@@ -49,7 +69,12 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
         .filter(|s| !s.metrics.is_empty())
         .collect();
     if !with_metrics.is_empty() {
-        out.push_str("<h2>Metrics</h2>\n<table><thead><tr><th>input</th><th>stage</th><th>metric</th><th>value</th></tr></thead><tbody>\n");
+        let count: usize = with_metrics.iter().map(|s| s.metrics.len()).sum();
+        let _ = writeln!(
+            out,
+            "<h2>Metrics</h2>\n<details><summary>All {count} metrics of the inputs (per-class accuracies included)</summary>"
+        );
+        out.push_str("<table><thead><tr><th>input</th><th>stage</th><th>metric</th><th>value</th></tr></thead><tbody>\n");
         for section in with_metrics {
             for (metric, value) in &section.metrics {
                 let _ = writeln!(
@@ -62,7 +87,7 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
                 );
             }
         }
-        out.push_str("</tbody></table>\n");
+        out.push_str("</tbody></table>\n</details>\n");
     }
     for section in report
         .sections
@@ -98,10 +123,22 @@ pub fn render(report: &ReportData, report_dir: &Utf8Path) -> anyhow::Result<Stri
     Ok(out)
 }
 
-fn table_html(table: &Table) -> String {
+/// One figure, its PNG embedded.
+fn figure_html(figure: &Figure, report_dir: &Utf8Path) -> anyhow::Result<String> {
+    let path = report_dir.join(&figure.file);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read figure `{path}`"))?;
+    Ok(format!(
+        "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>\n",
+        escape(&figure.caption),
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+/// The table under a heading of `level` (2: `<h2>`).
+fn table_html(table: &Table, level: u8) -> String {
     let mut out = String::new();
     if let Some(title) = &table.title {
-        let _ = writeln!(out, "<h2>{}</h2>", escape(title));
+        let _ = writeln!(out, "<h{level}>{}</h{level}>", escape(title));
     }
     out.push_str("<table><thead><tr><th></th>");
     for column in &table.columns {
@@ -148,6 +185,11 @@ mod tests {
                 note: Some("Mean ± std".into()),
                 columns: vec!["MNIST-M -> SVHN".into()],
                 rows: vec![("Trained on source".into(), vec!["0.4321".into()])],
+            }],
+            parts: vec![],
+            figures: vec![Figure {
+                caption: "curve".into(),
+                file: "figures/a.png".into(),
             }],
             sections: vec![Section {
                 name: "dann".into(),

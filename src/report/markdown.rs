@@ -1,4 +1,5 @@
-//! The report as markdown (`report.md`), with figures linked from `figures/`.
+//! The report as markdown (`report.md`), with figures linked from `figures/`, laid out like
+//! `index.html` (see `html`): tables, the recipe's sections, the other figures, metrics, models.
 
 use std::fmt::Write;
 
@@ -10,13 +11,30 @@ pub fn render(report: &ReportData) -> String {
         let _ = writeln!(out, "{description}\n");
     }
     for table in &report.tables {
-        out.push_str(&table_markdown(table));
+        out.push_str(&table_markdown(table, 2));
         out.push('\n');
     }
-    let figures: Vec<_> = report.sections.iter().flat_map(|s| &s.figures).collect();
-    if !figures.is_empty() {
-        out.push_str("## Figures\n\n");
-        for figure in figures {
+    for part in &report.parts {
+        let _ = writeln!(out, "## {}\n", part.title);
+        if let Some(text) = &part.text {
+            let _ = writeln!(out, "{text}\n");
+        }
+        for table in &part.tables {
+            out.push_str(&table_markdown(table, 3));
+            out.push('\n');
+        }
+        for figure in &part.figures {
+            let _ = writeln!(out, "![{}]({})\n", figure.caption, figure.file);
+        }
+    }
+    if !report.figures.is_empty() {
+        let heading = if report.parts.is_empty() {
+            "Figures"
+        } else {
+            "Other figures"
+        };
+        let _ = writeln!(out, "## {heading}\n");
+        for figure in &report.figures {
             let _ = writeln!(out, "![{}]({})\n", figure.caption, figure.file);
         }
     }
@@ -61,10 +79,11 @@ pub fn render(report: &ReportData) -> String {
     out
 }
 
-pub fn table_markdown(table: &Table) -> String {
+/// The table under a heading of `level` (2: `##`).
+pub fn table_markdown(table: &Table, level: usize) -> String {
     let mut out = String::new();
     if let Some(title) = &table.title {
-        let _ = writeln!(out, "## {title}\n");
+        let _ = writeln!(out, "{} {title}\n", "#".repeat(level));
     }
     let _ = writeln!(out, "| | {} |", table.columns.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(table.columns.len()));

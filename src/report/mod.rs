@@ -33,6 +33,98 @@ pub struct TableSpec {
 pub struct RowSpec {
     pub label: String,
     pub cells: Vec<String>,
+    /// Published or reported numbers to show beside hwrun's, by source (`{ "report 003" =
+    /// [0.52, 0.6157] }`): each source gets a column after every column of the table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reference: BTreeMap<String, Reference>,
+}
+
+/// One source's reference numbers for a row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Reference {
+    /// The number of a one-column table.
+    One(f64),
+    /// One number per column.
+    PerColumn(Vec<f64>),
+    /// Numbers of some columns, by column heading.
+    ByColumn(BTreeMap<String, f64>),
+}
+
+impl Reference {
+    /// The number for column `index` (headed `heading`), if the source gives one.
+    fn at(&self, index: usize, heading: &str) -> Option<f64> {
+        match self {
+            Reference::One(value) => (index == 0).then_some(*value),
+            Reference::PerColumn(values) => values.get(index).copied(),
+            Reference::ByColumn(values) => values.get(heading).copied(),
+        }
+    }
+
+    fn values(&self) -> Vec<f64> {
+        match self {
+            Reference::One(value) => vec![*value],
+            Reference::PerColumn(values) => values.clone(),
+            Reference::ByColumn(values) => values.values().copied().collect(),
+        }
+    }
+}
+
+/// A section of the report as the recipe declares it: a heading, then its tables, then the
+/// figures of the inputs it names, in that order (a homework problem and its answers).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SectionSpec {
+    /// The section's heading (`Problem 3: domain adaptation`).
+    pub title: String,
+    /// A paragraph under the heading.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
+    /// Inputs whose figures follow the tables, in this order (each with all its figures).
+    #[serde(default)]
+    pub figures: Vec<String>,
+}
+
+impl TableSpec {
+    /// The checks a table passes before any input is read: cells and reference numbers agree
+    /// with the columns, reference numbers are finite.
+    pub fn check(&self) -> Result<(), String> {
+        let columns = self.columns.len();
+        for row in &self.rows {
+            if row.cells.len() != columns {
+                return Err(format!(
+                    "row `{}` has {} cells for {columns} columns",
+                    row.label,
+                    row.cells.len(),
+                ));
+            }
+            for (source, reference) in &row.reference {
+                let fits = match reference {
+                    Reference::One(_) => columns == 1,
+                    Reference::PerColumn(values) => values.len() == columns,
+                    Reference::ByColumn(values) => {
+                        values.keys().all(|heading| self.columns.contains(heading))
+                    }
+                };
+                if !fits {
+                    return Err(format!(
+                        "reference `{source}` of row `{}` must give one number per column ({columns}), a single number for a one-column table, or numbers by column heading ({})",
+                        row.label,
+                        self.columns.join(", ")
+                    ));
+                }
+                if reference.values().iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "reference `{source}` of row `{}` holds a number that is not finite",
+                        row.label
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A filled table.
@@ -69,12 +161,27 @@ pub struct Figure {
     pub file: String,
 }
 
+/// A section the recipe declared, filled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub title: String,
+    pub text: Option<String>,
+    pub tables: Vec<Table>,
+    pub figures: Vec<Figure>,
+}
+
 /// Everything a report shows.
 #[derive(Debug, Clone)]
 pub struct ReportData {
     pub title: String,
     pub description: Option<String>,
+    /// Tables declared outside any section, shown first.
     pub tables: Vec<Table>,
+    /// The recipe's sections, in its order.
+    pub parts: Vec<Part>,
+    /// The figures no section names, in input order (all of them in a report without sections).
+    pub figures: Vec<Figure>,
+    /// Every input's contribution (metrics, figures, architecture, hyperparameters).
     pub sections: Vec<Section>,
 }
 
@@ -95,17 +202,10 @@ pub fn fill_table(
     );
     let value = |metrics: &Metrics| metrics.get(&spec.metric).copied();
     let text = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), format_metric);
+    spec.check()?;
     let mut rows = Vec::with_capacity(spec.rows.len());
     let mut per_seed_rows = Vec::with_capacity(spec.rows.len() * seeds.len());
     for row in &spec.rows {
-        if row.cells.len() != spec.columns.len() {
-            return Err(format!(
-                "row `{}` has {} cells for {} columns",
-                row.label,
-                row.cells.len(),
-                spec.columns.len()
-            ));
-        }
         let mut cells = Vec::with_capacity(row.cells.len());
         let mut by_seed = vec![Vec::with_capacity(row.cells.len()); seeds.len()];
         for input in &row.cells {
@@ -144,6 +244,12 @@ pub fn fill_table(
                 cells.push(text(*v));
             }
         }
+        let cells = with_references(spec, cells, |index, heading, source| {
+            row.reference
+                .get(source)
+                .and_then(|r| r.at(index, heading))
+                .map_or_else(String::new, format_metric)
+        });
         rows.push((row.label.clone(), cells));
         for (seed, cells) in seeds.iter().zip(by_seed) {
             per_seed_rows.push((format!("{}, seed {seed}", row.label), cells));
@@ -152,7 +258,9 @@ pub fn fill_table(
     let table = Table {
         title: spec.title.clone(),
         note: (!seeds.is_empty()).then(|| seeds::note(&seeds)),
-        columns: spec.columns.clone(),
+        columns: with_references(spec, spec.columns.clone(), |_, heading, source| {
+            format!("{heading} ({source})")
+        }),
         rows,
     };
     if seeds.is_empty() {
@@ -168,6 +276,30 @@ pub fn fill_table(
         rows: per_seed_rows,
     };
     Ok(vec![table, per_seed])
+}
+
+/// The sources of reference numbers of a table, in name order.
+fn reference_sources(spec: &TableSpec) -> std::collections::BTreeSet<&str> {
+    spec.rows
+        .iter()
+        .flat_map(|row| row.reference.keys().map(String::as_str))
+        .collect()
+}
+
+/// `cells` with, after every column, one cell per reference source: `fill(column index,
+/// column heading, source)`.
+fn with_references(
+    spec: &TableSpec,
+    cells: Vec<String>,
+    fill: impl Fn(usize, &str, &str) -> String,
+) -> Vec<String> {
+    let sources = reference_sources(spec);
+    let mut out = Vec::with_capacity(cells.len() * (1 + sources.len()));
+    for (index, (cell, heading)) in cells.into_iter().zip(&spec.columns).enumerate() {
+        out.push(cell);
+        out.extend(sources.iter().map(|source| fill(index, heading, source)));
+    }
+    out
 }
 
 /// A training stage's parameters as `(name, value)` rows, nested keys dotted.
@@ -201,6 +333,7 @@ mod tests {
             rows: vec![RowSpec {
                 label: "source".into(),
                 cells: vec!["a".into(), "".into()],
+                reference: BTreeMap::new(),
             }],
         };
         let metrics = BTreeMap::from([(
@@ -221,10 +354,63 @@ mod tests {
             rows: vec![RowSpec {
                 label: "x".into(),
                 cells: vec!["zz".into(), "".into()],
+                reference: BTreeMap::new(),
             }],
             ..spec
         };
         assert!(fill_table(&bad, &metrics).unwrap_err().contains("`zz`"));
+    }
+
+    #[test]
+    fn reference_numbers_stand_beside_their_column() {
+        let spec: TableSpec = toml::from_str(
+            r#"
+            metric = "accuracy"
+            columns = ["SVHN", "USPS"]
+            rows = [
+              { label = "DANN", cells = ["a", "b"], reference = { "report 003" = [0.52, 0.6157] } },
+              { label = "Source", cells = ["a", ""], reference = { "paper" = { USPS = 0.75 } } },
+            ]
+            "#,
+        )
+        .unwrap();
+        let metrics = BTreeMap::from([
+            (
+                "a".to_owned(),
+                Metrics::from([("accuracy".to_owned(), 0.5)]),
+            ),
+            (
+                "b".to_owned(),
+                Metrics::from([("accuracy".to_owned(), 0.6)]),
+            ),
+        ]);
+        let table = &fill_table(&spec, &metrics).unwrap()[0];
+        assert_eq!(
+            table.columns,
+            [
+                "SVHN",
+                "SVHN (paper)",
+                "SVHN (report 003)",
+                "USPS",
+                "USPS (paper)",
+                "USPS (report 003)"
+            ]
+        );
+        assert_eq!(
+            table.rows[0].1,
+            ["0.5000", "", "0.5200", "0.6000", "", "0.6157"]
+        );
+        assert_eq!(table.rows[1].1, ["0.5000", "", "", "", "0.7500", ""]);
+
+        let mut wrong = spec.clone();
+        wrong.rows[0].reference = BTreeMap::from([("x".to_owned(), Reference::One(0.5))]);
+        assert!(wrong
+            .check()
+            .unwrap_err()
+            .contains("reference `x` of row `DANN`"));
+        wrong.rows[0].reference =
+            BTreeMap::from([("x".to_owned(), Reference::PerColumn(vec![0.5, f64::NAN]))]);
+        assert!(wrong.check().unwrap_err().contains("not finite"));
     }
 
     #[test]
@@ -237,10 +423,12 @@ mod tests {
                 RowSpec {
                     label: "DANN".into(),
                     cells: vec!["dann".into(), "".into()],
+                    reference: BTreeMap::new(),
                 },
                 RowSpec {
                     label: "Source".into(),
                     cells: vec!["src".into(), "src".into()],
+                    reference: BTreeMap::new(),
                 },
             ],
         };

@@ -118,7 +118,7 @@ pub(crate) fn input_format(model: &LoadedClassifier) -> InputFormat {
 impl Stage for EvaluateStage {
     type Params = EvaluateParams;
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "Accuracy of a trained digit model on a dataset, overall and per class";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -169,7 +169,17 @@ inputs = { model = "source_only", data = "mnistm.val" }
         let norm = normalisation(&model, &data, params.normalise, ctx);
         let images = DeviceDataset::new(&data, &norm, input_format(&model), ctx.device())?;
         ctx.start_phase("evaluate", 1);
-        let predictions = predict(&images, |x| model.cnn.logits(x, false));
+        // A model that keeps both domains' batch-norm statistics evaluates its own source
+        // domain with the source's, as training normalised it (see `features`).
+        let on_source = model.has_source_statistics()
+            && model.meta.normalisation.first().map(|n| &n.domain) == Some(&data.domain);
+        let predict_all = || predict(&images, |x| model.cnn.logits(x, false));
+        let predictions = if on_source {
+            ctx.log("the source domain, through its own batch-norm statistics");
+            model.with_source_statistics(predict_all)
+        } else {
+            predict_all()
+        };
         ctx.progress().inc(1);
         let labels = images.labels();
         let overall = accuracy(&predictions, labels).ok_or_else(|| EvaluateError::NoLabels {

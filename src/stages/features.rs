@@ -8,14 +8,23 @@
 //! input like during training. For an ADDA model, source images go through the source encoder and
 //! target images through the adapted target encoder, as in the paper's plots.
 //!
+//! Batch norm (`bn_stats`): a DANN model saved with `bn_stats = "target"` keeps the source's
+//! batch-norm statistics beside the target's. Training normalised each domain by its own
+//! (`forward = "per_domain"`), so by default each domain goes through its own here too
+//! (`"per_domain"`); `"shared"` runs both through the model's evaluation statistics (the
+//! target's), which puts the source images off their training distribution: the behaviour
+//! before both were kept, and the only one for models with one set of statistics.
+//!
 //! Output: a feature set (`features.safetensors` + `features.json`, see
-//! `hwrun::data::features`), domain 0 = source, 1 = target. Metrics: `n`, `dim`.
+//! `hwrun::data::features`), domain 0 = source, 1 = target, whose note (shown in the t-SNE
+//! captions) says which statistics were used. Metrics: `n`, `dim`, `bn_per_domain` (1 or 0).
 //!
 //! ```toml
 //! [stages.dann_features]
 //! kind = "features"
 //! inputs = { model = "dann", source = "mnistm.val", target = "usps.val" }
 //! max_per_domain = 1000
+//! # bn_stats = "shared"       # default: "per_domain" when the model keeps both domains'
 //! ```
 
 use rand::seq::index::sample;
@@ -44,6 +53,26 @@ pub struct FeaturesParams {
     /// Images per domain at most (a seeded random subset of larger sets).
     #[serde(default = "default_max_per_domain")]
     pub max_per_domain: usize,
+    /// Which batch-norm statistics normalise each domain; absent: `per_domain` when the model
+    /// keeps both domains' statistics, `shared` otherwise.
+    #[serde(default)]
+    pub bn_stats: Option<FeatureBn>,
+}
+
+/// Which batch-norm statistics the images of each domain go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureBn {
+    /// Each domain through its own (the source's saved beside the target's), as trained.
+    PerDomain,
+    /// Both domains through the model's evaluation statistics.
+    Shared,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturesError {
+    #[error("`bn_stats = \"per_domain\"` needs a model that keeps both domains' batch-norm statistics (train_dann with `bn_stats = \"target\"`); the model at {path} keeps one set")]
+    OneSetOfStatistics { path: camino::Utf8PathBuf },
 }
 
 fn default_max_per_domain() -> usize {
@@ -53,7 +82,7 @@ fn default_max_per_domain() -> usize {
 impl Stage for FeaturesStage {
     type Params = FeaturesParams;
     const KIND: &'static str = "features";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "Feature-extractor outputs of source and target images (for t-SNE)";
     const INPUTS: Inputs = Inputs::Named(&[
         InputSpec::required("model", "a trained digit classifier"),
@@ -98,7 +127,19 @@ max_per_domain = 1000
 
     fn run(params: Self::Params, ctx: &mut StageContext) -> anyhow::Result<StageOutcome> {
         setup::start(ctx);
-        let model = LoadedClassifier::load(&ctx.input("model")?.dir, ctx.device())?;
+        let model_dir = &ctx.input("model")?.dir;
+        let model = LoadedClassifier::load(model_dir, ctx.device())?;
+        let bn = match (params.bn_stats, model.has_source_statistics()) {
+            (Some(FeatureBn::PerDomain), false) => {
+                return Err(FeaturesError::OneSetOfStatistics {
+                    path: model_dir.clone(),
+                }
+                .into())
+            }
+            (None, true) => FeatureBn::PerDomain,
+            (None, false) => FeatureBn::Shared,
+            (Some(bn), _) => bn,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let source = subset(
             setup::load_input(ctx, "source")?,
@@ -111,7 +152,11 @@ max_per_domain = 1000
             &mut rng,
         );
         ctx.start_phase("features", 2);
-        let source_rows = extract(&model, &source, ctx, |x| model.source_features(x))?;
+        let source_features = || extract(&model, &source, ctx, |x| model.source_features(x));
+        let source_rows = match bn {
+            FeatureBn::PerDomain => model.with_source_statistics(source_features)?,
+            FeatureBn::Shared => source_features()?,
+        };
         ctx.progress().inc(1);
         let target_rows = extract(&model, &target, ctx, |x| model.cnn.features(x, false))?;
         ctx.progress().inc(1);
@@ -135,15 +180,41 @@ max_per_domain = 1000
                 .collect(),
             class_names: model.meta.class_names.clone(),
             domain_names: vec![source.domain.clone(), target.domain.clone()],
+            note: Some(bn_note(bn, &model).to_owned()),
         };
         set.validate()?;
         set.save(ctx.out_dir())?;
-        let metrics = Metrics::from([("n".to_owned(), n as f64), ("dim".to_owned(), dim as f64)]);
+        let metrics = Metrics::from([
+            ("n".to_owned(), n as f64),
+            ("dim".to_owned(), dim as f64),
+            (
+                "bn_per_domain".to_owned(),
+                f64::from(u8::from(bn == FeatureBn::PerDomain)),
+            ),
+        ]);
         Ok(StageOutcome {
             metrics,
             summary: vec![set.summary()],
             ..Default::default()
         })
+    }
+}
+
+/// Which statistics normalised each domain, for the captions.
+fn bn_note(bn: FeatureBn, model: &LoadedClassifier) -> &'static str {
+    match (
+        bn,
+        model.source_feature.is_some(),
+        model.has_source_statistics(),
+    ) {
+        (_, true, _) => "each domain through its own encoder and its batch-norm statistics",
+        (FeatureBn::PerDomain, false, _) => "each domain through its own batch-norm statistics",
+        (FeatureBn::Shared, false, true) => {
+            "both domains through the target's batch-norm statistics"
+        }
+        (FeatureBn::Shared, false, false) => {
+            "both domains through the model's batch-norm statistics"
+        }
     }
 }
 
@@ -188,11 +259,164 @@ mod tests {
                 input(&root, "target", &target),
             ],
         );
-        let outcome = FeaturesStage::run(FeaturesParams { max_per_domain: 40 }, &mut ctx).unwrap();
+        let params = FeaturesParams {
+            max_per_domain: 40,
+            bn_stats: None,
+        };
+        let outcome = FeaturesStage::run(params, &mut ctx).unwrap();
         assert_eq!(outcome.metrics["n"], 70.0);
         let set = FeatureSet::load(&root.join("out")).unwrap();
         assert_eq!((set.n, set.dim), (70, 48));
         assert_eq!(set.domains.iter().filter(|&&d| d == 1).count(), 40);
+    }
+
+    /// Fresh `dann_bn` weights, shared by the models of a test: other tests draw from the same
+    /// global torch generator in parallel, so two initialisations could differ.
+    fn fresh_weights() -> (tch::nn::VarStore, crate::models::DigitCnnConfig) {
+        use crate::models::{Arch, DigitCnn, DigitCnnConfig};
+        let config = DigitCnnConfig {
+            arch: Arch::DannBn,
+            channels: 3,
+            image_size: 28,
+            classes: 10,
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _cnn = DigitCnn::new(&vs.root(), config).unwrap();
+        (vs, config)
+    }
+
+    /// The model of `weights` saved with target statistics `target_shift` away from its own (and
+    /// the source's, `source_shift` away, under `source_bn.` when given).
+    fn model_with_statistics(
+        root: &camino::Utf8Path,
+        name: &str,
+        (vs, config): &(tch::nn::VarStore, crate::models::DigitCnnConfig),
+        target_shift: f64,
+        source_shift: Option<f64>,
+    ) -> (String, crate::stage::InputArtifact) {
+        use crate::models::ModelFamily;
+        use crate::training::checkpoint::{named_variables, save, ModelMeta, SOURCE_BN};
+        use crate::training::dann::is_batch_norm_statistic;
+        let shifted = |shift: f64| -> Vec<(String, Tensor)> {
+            named_variables(&[vs])
+                .into_iter()
+                .map(|(name, t)| {
+                    let t = if is_batch_norm_statistic(&name) {
+                        t.copy() + shift
+                    } else {
+                        t
+                    };
+                    (name, t)
+                })
+                .collect()
+        };
+        let mut tensors = shifted(target_shift);
+        let mut parts = vec!["feature".to_owned(), "classifier".to_owned()];
+        if let Some(shift) = source_shift {
+            tensors.extend(
+                shifted(shift)
+                    .into_iter()
+                    .filter(|(name, _)| is_batch_norm_statistic(name))
+                    .map(|(name, t)| (format!("{SOURCE_BN}.{name}"), t)),
+            );
+            parts.push(SOURCE_BN.to_owned());
+        }
+        let meta = ModelMeta {
+            method: "dann".into(),
+            model: ModelFamily::DigitCnn(*config),
+            class_names: Dataset::digit_classes(),
+            normalisation: vec![],
+            parts,
+        };
+        let dir = root.join(name);
+        save(&dir, &tensors, &meta, "arch").unwrap();
+        let artifact = crate::stage::InputArtifact {
+            dir,
+            stage: "model".into(),
+            kind: "train_dann".into(),
+            params: serde_json::Value::Null,
+            outcome: Default::default(),
+        };
+        ("model".into(), artifact)
+    }
+
+    /// The features of source and target (and the set's note) of `model` with `bn_stats`.
+    fn features_of(
+        root: &camino::Utf8Path,
+        model: (String, crate::stage::InputArtifact),
+        bn_stats: Option<FeatureBn>,
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>, String)> {
+        let run_root = root.join(format!("run-{}", model.1.dir.file_name().unwrap()));
+        let mut ctx = context(
+            &run_root,
+            vec![
+                model,
+                input(&run_root, "source", &banded(8, 3, 28, 1)),
+                input(&run_root, "target", &banded(8, 3, 28, 2)),
+            ],
+        );
+        let params = FeaturesParams {
+            max_per_domain: 8,
+            bn_stats,
+        };
+        FeaturesStage::run(params, &mut ctx)?;
+        let set = FeatureSet::load(&run_root.join("out")).unwrap();
+        let half = set.features.len() / 2;
+        Ok((
+            set.features[..half].to_vec(),
+            set.features[half..].to_vec(),
+            set.note.unwrap(),
+        ))
+    }
+
+    #[test]
+    fn each_domain_goes_through_its_own_batch_norm_statistics() {
+        let (_guard, root) = tempdir();
+        let weights = fresh_weights();
+        let both = model_with_statistics(&root, "both", &weights, 0.5, Some(-0.5));
+        let (source, target, note) = features_of(&root, both.clone(), None).unwrap();
+        assert_eq!(note, "each domain through its own batch-norm statistics");
+        // The same weights saved with the source's statistics as their only set: the source
+        // features of the default (per-domain) run are theirs, the target's are not.
+        let source_only = model_with_statistics(&root, "source_only", &weights, -0.5, None);
+        let (reference, other, _) =
+            features_of(&root, source_only, Some(FeatureBn::Shared)).unwrap();
+        assert!(
+            source == reference,
+            "the source went through other statistics"
+        );
+        assert!(
+            target != other,
+            "the target went through the source's statistics"
+        );
+        // `shared` puts the source through the target's statistics, which differ.
+        let shared = {
+            let (_guard, again) = tempdir();
+            features_of(&again, both, Some(FeatureBn::Shared)).unwrap()
+        };
+        assert!(shared.0 != source, "`shared` used the source's statistics");
+        assert!(
+            shared.1 == target,
+            "the target's statistics depend on `bn_stats`"
+        );
+        assert_eq!(
+            shared.2,
+            "both domains through the target's batch-norm statistics"
+        );
+    }
+
+    #[test]
+    fn per_domain_statistics_need_a_model_that_keeps_both() {
+        let (_guard, root) = tempdir();
+        let one = model_with_statistics(&root, "one", &fresh_weights(), 0.0, None);
+        let (_, _, note) = features_of(&root, one.clone(), None).unwrap();
+        assert_eq!(
+            note,
+            "both domains through the model's batch-norm statistics"
+        );
+        let (_guard, again) = tempdir();
+        let err = features_of(&again, one, Some(FeatureBn::PerDomain)).unwrap_err();
+        assert!(err.to_string().contains("keeps one set"), "{err}");
     }
 
     #[test]

@@ -11,19 +11,30 @@
 //! standard deviation over the seeds, followed by each seed's values (`crate::report::seeds`
 //! says why). The inputs are then named `eval[seed=0]`, ...; the tables still name `eval`.
 //!
+//! A recipe may lay the report out like the homework: `sections`, each a heading (a problem's
+//! title), a paragraph, its tables, then the figures of the inputs it names in its order. The
+//! figures no section names follow them, folded away, then every input's metrics (folded away
+//! too), hyperparameters and models. Without sections the report keeps its plain layout:
+//! tables, then every figure by input name. A row may give published or reported numbers
+//! (`reference`), shown in a column beside each of hwrun's.
+//!
 //! ```toml
 //! [stages.report]
 //! kind = "report"
 //! title = "Domain adaptation"
 //! inputs = { src = "eval_source_only", dann = "eval_dann", tgt = "eval_target_only", tsne = "tsne" }
 //!
-//! [[stages.report.tables]]
+//! [[stages.report.sections]]
+//! title = "Problem 3: domain adaptation"
+//! figures = ["tsne"]
+//!
+//! [[stages.report.sections.tables]]
 //! title = "Accuracy on the target domain"
 //! metric = "accuracy"
 //! columns = ["MNIST-M -> SVHN"]
 //! rows = [
 //!   { label = "Trained on source", cells = ["src"] },
-//!   { label = "Adaptation (DANN)", cells = ["dann"] },
+//!   { label = "Adaptation (DANN)", cells = ["dann"], reference = { "report 003" = 0.6157 } },
 //!   { label = "Trained on target", cells = ["tgt"] },
 //! ]
 //! ```
@@ -31,9 +42,9 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::report::{collect::collect, html, markdown, TableSpec};
+use crate::report::{collect::collect, html, markdown, SectionSpec, TableSpec};
 use crate::stage::StageContext;
-use crate::stage::{Inputs, Stage, StageOutcome, StageShape};
+use crate::stage::{Inputs, ParamError, Stage, StageOutcome, StageShape};
 
 pub struct ReportStage;
 
@@ -51,6 +62,10 @@ pub struct ReportParams {
     /// each seed's values follows.
     #[serde(default)]
     pub tables: Vec<TableSpec>,
+    /// Sections in reading order (a homework problem each): a `title`, an optional `text`, their
+    /// own `tables`, and `figures`, the inputs whose figures follow the tables in that order.
+    #[serde(default)]
+    pub sections: Vec<SectionSpec>,
 }
 
 fn default_title() -> String {
@@ -60,7 +75,7 @@ fn default_title() -> String {
 impl Stage for ReportStage {
     type Params = ReportParams;
     const KIND: &'static str = "report";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "Write report.md and a self-contained index.html: tables, figures, curves, models (mean ± std over a seed sweep)";
     const INPUTS: Inputs =
@@ -94,6 +109,29 @@ columns = ["MNIST-M"]
 rows = [{ label = "Trained on source", cells = ["src"] }]
 "#;
 
+    fn validate(params: &ReportParams) -> Result<(), ParamError> {
+        let table_error = |key: &str, why: String| ParamError {
+            path: key.split('.').map(str::to_owned).collect(),
+            message: format!("`{key}`: {why}"),
+        };
+        for table in &params.tables {
+            table.check().map_err(|why| table_error("tables", why))?;
+        }
+        for section in &params.sections {
+            ParamError::check(
+                !section.title.trim().is_empty(),
+                "sections.title",
+                "a heading (not empty)",
+            )?;
+            for table in &section.tables {
+                table
+                    .check()
+                    .map_err(|why| table_error("sections.tables", why))?;
+            }
+        }
+        Ok(())
+    }
+
     fn shape(_params: &ReportParams) -> StageShape {
         StageShape {
             across_seeds: true,
@@ -106,7 +144,7 @@ rows = [{ label = "Trained on source", cells = ["src"] }]
         let report = collect(
             params.title,
             params.description,
-            &params.tables,
+            (&params.tables, &params.sections),
             ctx.inputs(),
             &out_dir,
         )?;
@@ -125,5 +163,150 @@ rows = [{ label = "Trained on source", cells = ["src"] }]
             primary: Some("index.html".to_owned()),
             ..StageOutcome::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use camino::Utf8Path;
+
+    use super::*;
+    use crate::stage::{InputArtifact, Metrics, StageContext};
+
+    /// An input with `figures` (files written, content irrelevant) and an accuracy.
+    fn input(root: &Utf8Path, name: &str, figures: &[&str], accuracy: f64) -> InputArtifact {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut outcome = StageOutcome {
+            metrics: Metrics::from([("accuracy".to_owned(), accuracy)]),
+            ..StageOutcome::default()
+        };
+        for figure in figures {
+            std::fs::write(dir.join(figure), b"\x89PNG").unwrap();
+            outcome.figure(*figure, format!("{name} {figure}"));
+        }
+        InputArtifact {
+            dir,
+            stage: name.into(),
+            kind: "test".into(),
+            params: serde_json::Value::Null,
+            outcome,
+        }
+    }
+
+    /// `index.html` of a report of three inputs with `layout` (TOML of the report's params).
+    fn render(layout: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(dir.path()).unwrap();
+        let inputs = BTreeMap::from([
+            (
+                "acgan".to_owned(),
+                input(root, "acgan", &["strip.png"], 0.9),
+            ),
+            (
+                "tsne".to_owned(),
+                input(root, "tsne", &["by_class.png", "by_domain.png"], 0.8),
+            ),
+            (
+                "eval".to_owned(),
+                input(root, "eval", &["confusion.png"], 0.7),
+            ),
+        ]);
+        let mut ctx = StageContext::new("report", root.join("out"), inputs, 0);
+        let params = crate::testing::params::<ReportStage>(layout).unwrap();
+        ReportStage::run(params, &mut ctx).unwrap();
+        std::fs::read_to_string(root.join("out/index.html")).unwrap()
+    }
+
+    /// Byte offsets of `needles` in `haystack`, each required present.
+    fn positions(haystack: &str, needles: &[&str]) -> Vec<usize> {
+        needles
+            .iter()
+            .map(|n| haystack.find(n).unwrap_or_else(|| panic!("no `{n}`")))
+            .collect()
+    }
+
+    #[test]
+    fn sections_come_in_recipe_order_with_tables_before_their_figures() {
+        let html = render(
+            r#"
+            [[sections]]
+            title = "Problem 3: domain adaptation"
+            figures = ["tsne", "eval"]
+            [[sections.tables]]
+            title = "Accuracy on the target"
+            metric = "accuracy"
+            columns = ["USPS"]
+            rows = [{ label = "DANN", cells = ["eval"], reference = { "report 003" = 0.6157 } }]
+
+            [[sections]]
+            title = "Problem 1: GAN"
+            figures = ["acgan"]
+            "#,
+        );
+        let order = positions(
+            &html,
+            &[
+                "<h2>Problem 3: domain adaptation</h2>",
+                "<h3>Accuracy on the target</h3>",
+                "<th>USPS (report 003)</th>",
+                "<td>0.7000</td><td>0.6157</td>",
+                "tsne by_class.png",
+                "tsne by_domain.png",
+                "eval confusion.png",
+                "<h2>Problem 1: GAN</h2>",
+                "acgan strip.png",
+                "<h2>Metrics</h2>\n<details>",
+            ],
+        );
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert!(!html.contains("Other figures"), "every figure is placed");
+        assert!(html.contains("max-height:640px"));
+    }
+
+    #[test]
+    fn figures_no_section_names_are_folded_after_the_sections() {
+        let html = render("[[sections]]\ntitle = \"Problem 3\"\nfigures = [\"tsne\"]");
+        let order = positions(
+            &html,
+            &[
+                "<h2>Problem 3</h2>",
+                "tsne by_domain.png",
+                "<h2>Other figures</h2>\n<details><summary>2 figures",
+                "acgan strip.png",
+                "eval confusion.png",
+            ],
+        );
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    }
+
+    #[test]
+    fn without_sections_every_figure_follows_the_tables_by_input_name() {
+        let html = render("");
+        let order = positions(
+            &html,
+            &[
+                "<h2>Figures</h2>",
+                "acgan strip.png",
+                "eval confusion.png",
+                "tsne by_class.png",
+            ],
+        );
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert!(!html.contains("<section>"));
+    }
+
+    #[test]
+    fn sections_are_checked_at_plan_time() {
+        let err = crate::testing::params::<ReportStage>("[[sections]]\ntitle = \" \"").unwrap_err();
+        assert_eq!(err.path, ["sections", "title"]);
+        let err = crate::testing::params::<ReportStage>(
+            "[[sections]]\ntitle = \"P\"\n[[sections.tables]]\nmetric = \"a\"\ncolumns = [\"x\", \"y\"]\nrows = [{ label = \"r\", cells = [\"e\"] }]",
+        )
+        .unwrap_err();
+        assert_eq!(err.path, ["sections", "tables"]);
+        assert!(err.message.contains("1 cells for 2 columns"), "{err}");
     }
 }

@@ -39,8 +39,10 @@ use crate::accel::Precision;
 use crate::models::DigitCnnParams;
 use crate::stage::{InputSpec, Inputs, ParamError, Stage, StageContext, StageOutcome, StageShape};
 use crate::training::batches::{effective_batch, stream_seed, AdaptationData};
-use crate::training::checkpoint::{named_variables, ModelMeta};
-use crate::training::dann::{BnStats, DannForward, DannModel, DannPasses, DannTraining, InputNorm};
+use crate::training::checkpoint::{named_variables, ModelMeta, SOURCE_BN};
+use crate::training::dann::{
+    BnStats, DannForward, DannModel, DannPasses, DannTraining, Domain, InputNorm,
+};
 use crate::training::schedule::LAMBDA_GAMMA;
 use crate::training::setup::{self, SOURCE_STREAM, TARGET_STREAM};
 use crate::training::{
@@ -126,7 +128,7 @@ fn default_lambda_gamma() -> f64 {
 impl Stage for TrainDannStage {
     type Params = TrainDannParams;
     const KIND: &'static str = "train_dann";
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
     const ABOUT: &'static str =
         "Domain-adversarial training (DANN): gradient reversal against a domain classifier";
     const INPUTS: Inputs = Inputs::Named(&[
@@ -269,8 +271,23 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
         training.adopt_average()?;
         // The history's `val_acc` is measured with the running statistics (estimating the
         // target's at every epoch would change the random streams training draws from).
+        // Each domain's statistics for the averaged weights: the source's are kept beside the
+        // model's (`source_bn.*`) so that `features` can show each domain as training
+        // normalised it; the target's become the model's evaluation statistics.
+        let mut source_statistics = Vec::new();
+        let mut parts = vec!["feature".into(), "classifier".into(), "domain".into()];
         if params.bn_stats == BnStats::Target {
-            training.estimate_target_statistics();
+            training.estimate_statistics(Domain::Source);
+            source_statistics = training
+                .batch_norm_statistics()
+                .into_iter()
+                .map(|(name, statistic)| (format!("{SOURCE_BN}.{name}"), statistic.copy()))
+                .collect();
+            // A network without batch norm has one behaviour for both domains.
+            if !source_statistics.is_empty() {
+                parts.push(SOURCE_BN.into());
+            }
+            training.estimate_statistics(Domain::Target);
             if let Some(acc) = training.val_accuracy() {
                 ctx.log(format!(
                     "batch-norm statistics re-estimated on the target: val_acc {acc:.4}"
@@ -278,17 +295,19 @@ schedule = "annealed"     # lr / (1 + 10 p)^0.75; or constant | linear | cosine
             }
         }
 
+        let mut tensors = named_variables(&[&training.vs]);
+        tensors.extend(source_statistics);
         let meta = ModelMeta {
             method: "dann".into(),
             model: crate::models::ModelFamily::DigitCnn(config),
             class_names: source.classes.clone(),
             normalisation: vec![source_norm, target_norm],
-            parts: vec!["feature".into(), "classifier".into(), "domain".into()],
+            parts,
         };
         let vs = &training.vs;
         setup::write_model_dir(
             ctx.out_dir(),
-            &named_variables(&[vs]),
+            &tensors,
             &meta,
             &training.model.tree(),
             &[vs],
@@ -363,7 +382,7 @@ mod tests {
         ];
         let mut ctx = context(&root, inputs);
         let p = params::<TrainDannStage>(
-            "epochs = 2\nbatch_size = 16\nbn_stats = \"target\"\noptimizer = { kind = \"adam\", lr = 1e-3 }",
+            "epochs = 2\nbatch_size = 16\nbn_stats = \"target\"\nmodel = { arch = \"dann_bn\" }\noptimizer = { kind = \"adam\", lr = 1e-3 }",
         )
         .unwrap();
         let outcome = TrainDannStage::run(p, &mut ctx).unwrap();
@@ -382,5 +401,16 @@ mod tests {
         }
         let json = std::fs::read_to_string(root.join("out/model.json")).unwrap();
         assert!(json.contains("\"dann\""), "{json}");
+        // `bn_stats = "target"` keeps the source's statistics beside the target's, and they
+        // differ: the two domains' images differ.
+        assert!(json.contains(&format!("\"{SOURCE_BN}\"")), "{json}");
+        let weights: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(root.join("out/model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        let name = "feature.bn1.running_mean";
+        let source_mean = &weights[&format!("{SOURCE_BN}.{name}")];
+        assert!(!source_mean.allclose(&weights[name], 1e-3, 1e-3, false));
     }
 }

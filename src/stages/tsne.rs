@@ -7,7 +7,16 @@
 //! Outputs: `embedding.csv` (header `x,y,label,class,domain,domain_name`, one row per embedded
 //! point), `tsne_by_class.png` and `tsne_by_domain.png`. Metrics: `trustworthiness` (k = 10,
 //! scikit-learn's definition, on at most `trustworthiness_points` of the embedded points),
-//! `kl_divergence` of the final embedding, `points`.
+//! `kl_divergence` of the final embedding, `points`, and the numbers that say what the pictures
+//! show (`hwrun::metrics::knn`, leave-one-out, k = 10, over all embedded points), in the 2-D
+//! embedding and, suffixed `_features`, in the input feature space:
+//! - `knn_domain_accuracy`: a k-NN classifier of the domain (about 0.5: domains mixed, as an
+//!   adapted model should leave them; 1.0: apart);
+//! - `knn_class_accuracy_<domain>`: a k-NN classifier of the class among that domain's labelled
+//!   points alone (how well its digits cluster).
+//!
+//! The figure captions repeat them, with the feature set's note (which batch-norm statistics
+//! made the features).
 //!
 //! ```toml
 //! [stages.dann_tsne]
@@ -34,7 +43,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::UNLABELLED;
 use crate::data::FeatureSet;
-use crate::metrics::{trustworthiness, tsne, Embedding, Init, TsneConfig, TsneError};
+use crate::metrics::{
+    knn_accuracy, trustworthiness, tsne, Embedding, Init, KnnError, TsneConfig, TsneError,
+};
 use crate::stage::{
     Cancelled, InputSpec, Inputs, Metrics, ParamError, Stage, StageContext, StageOutcome,
     StageShape,
@@ -43,6 +54,9 @@ use crate::viz::{scatter_png, ScatterPlot, DEFAULT_SIZE};
 
 /// Neighbours considered by the trustworthiness metric.
 const TRUST_K: usize = 10;
+
+/// Neighbours of the k-NN domain and class accuracies.
+const KNN_K: usize = 10;
 
 /// The `tsne` stage kind.
 pub struct TsneStage;
@@ -96,7 +110,7 @@ fn default_trustworthiness_points() -> usize {
 impl Stage for TsneStage {
     type Params = TsneParams;
     const KIND: &'static str = "tsne";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "2-D t-SNE of a feature set, plotted by class and by domain, with trustworthiness";
     const INPUTS: Inputs = Inputs::Named(&[InputSpec::required("features", "a features stage")]);
@@ -193,15 +207,86 @@ trustworthiness_points = 2000
             metrics.insert("trustworthiness".to_owned(), value);
             write!(line, ", trustworthiness@{TRUST_K} {value:.4}")?;
         }
+        let in_2d = Neighbourhood::of(&embedding.coords, 2, &set)?;
+        let in_features = Neighbourhood::of(&set.features, set.dim, &set)?;
+        in_2d.record(&mut metrics, "");
+        in_features.record(&mut metrics, "_features");
+        let note = set
+            .note
+            .as_ref()
+            .map_or_else(String::new, |n| format!(" ({n})"));
+        let class_caption = format!(
+            "t-SNE by class{note}; {KNN_K}-NN class accuracy in 2-D (in feature space): {}",
+            in_2d
+                .classes
+                .iter()
+                .zip(&in_features.classes)
+                .map(|((domain, a), (_, b))| format!("{domain} {a:.3} ({b:.3})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let domain_caption = match (in_2d.domain, in_features.domain) {
+            (Some(a), Some(b)) => format!(
+                "t-SNE by domain{note}; {KNN_K}-NN domain accuracy {a:.3} in 2-D, {b:.3} in feature space (0.5: mixed, 1: apart)"
+            ),
+            _ => format!("t-SNE by domain{note}"),
+        };
+        write!(line, "; {domain_caption}; {class_caption}")?;
         ctx.log(&line);
         let mut outcome = StageOutcome {
             metrics,
             summary: vec![line],
             ..StageOutcome::default()
         };
-        outcome.figure("tsne_by_class.png", "t-SNE by class");
-        outcome.figure("tsne_by_domain.png", "t-SNE by domain");
+        outcome.figure("tsne_by_class.png", &class_caption);
+        outcome.figure("tsne_by_domain.png", &domain_caption);
         Ok(outcome)
+    }
+}
+
+/// The k-NN accuracies of the points of `set` placed at `values` (`[n, dim]`: the features
+/// themselves or their embedding).
+struct Neighbourhood {
+    /// Of the domain, over all points; `None` with one domain or too few points.
+    domain: Option<f64>,
+    /// Of the class, among each domain's labelled points (domains with too few left out).
+    classes: Vec<(String, f64)>,
+}
+
+impl Neighbourhood {
+    fn of(values: &[f32], dim: usize, set: &FeatureSet) -> Result<Self, KnnError> {
+        let several_domains = set.domains.iter().any(|&d| d != set.domains[0]);
+        let domain = if several_domains && set.n > KNN_K {
+            Some(knn_accuracy(values, dim, &set.domains, KNN_K)?)
+        } else {
+            None
+        };
+        let mut classes = Vec::new();
+        for (index, name) in set.domain_names.iter().enumerate() {
+            let rows: Vec<usize> = (0..set.n)
+                .filter(|&i| set.domains[i] == index as i64 && set.labels[i] != UNLABELLED)
+                .collect();
+            if rows.len() <= KNN_K {
+                continue;
+            }
+            let points: Vec<f32> = rows
+                .iter()
+                .flat_map(|&i| values[i * dim..(i + 1) * dim].iter().copied())
+                .collect();
+            let labels: Vec<i64> = rows.iter().map(|&i| set.labels[i]).collect();
+            classes.push((name.clone(), knn_accuracy(&points, dim, &labels, KNN_K)?));
+        }
+        Ok(Neighbourhood { domain, classes })
+    }
+
+    /// Adds `knn_domain_accuracy{suffix}` and `knn_class_accuracy_<domain>{suffix}`.
+    fn record(&self, metrics: &mut Metrics, suffix: &str) {
+        if let Some(value) = self.domain {
+            metrics.insert(format!("knn_domain_accuracy{suffix}"), value);
+        }
+        for (domain, value) in &self.classes {
+            metrics.insert(format!("knn_class_accuracy_{domain}{suffix}"), *value);
+        }
     }
 }
 
@@ -388,6 +473,7 @@ mod tests {
             domains: (0..n as i64).map(|i| (i / 2) % 2).collect(),
             class_names: vec!["a".into(), "b".into(), "c".into()],
             domain_names: vec!["mnistm".into(), "usps".into()],
+            note: None,
         }
     }
 
@@ -438,6 +524,22 @@ mod tests {
 
         assert_eq!(outcome.metrics["points"], 120.0);
         assert!(outcome.metrics["trustworthiness"] > 0.9, "{outcome:?}");
+        // The clusters are the classes; the domains alternate in pairs through every cluster.
+        for space in ["", "_features"] {
+            let class = outcome.metrics[&format!("knn_class_accuracy_usps{space}")];
+            let domain = outcome.metrics[&format!("knn_domain_accuracy{space}")];
+            assert!(class > 0.9, "{space}: {class}");
+            assert!(domain < 0.7, "{space}: {domain}");
+        }
+        let captions: Vec<&str> = outcome.figures.iter().map(|f| f.caption.as_str()).collect();
+        assert!(
+            captions[0].contains("10-NN class accuracy in 2-D"),
+            "{captions:?}"
+        );
+        assert!(
+            captions[1].contains("10-NN domain accuracy"),
+            "{captions:?}"
+        );
         let csv = std::fs::read_to_string(root.join("out/embedding.csv")).unwrap();
         assert_eq!(csv.lines().count(), 121);
         for figure in ["tsne_by_class.png", "tsne_by_domain.png"] {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use super::batches::Normalisation;
+use super::dann::is_batch_norm_statistic;
 use crate::models::digit_cnn::feature_extractor;
 use crate::models::weights::{load_into, Unexpected, WeightsMismatch};
 use crate::models::{DigitCnn, DigitCnnConfig, ModelError, ModelFamily, Stack};
@@ -26,6 +27,11 @@ pub const ARCHITECTURE_FILE: &str = "architecture.txt";
 
 /// Prefix of ADDA's source encoder in the weights; the target encoder is `feature`.
 pub const SOURCE_FEATURE: &str = "source_feature";
+
+/// Prefix of the source domain's batch-norm statistics in the weights of a model that evaluates
+/// with the target's (`source_bn.feature.bn1.running_mean`, ...; DANN with `bn_stats =
+/// "target"`). Consumers that load weights by variable name ignore them.
+pub const SOURCE_BN: &str = "source_bn";
 
 /// What `model.json` says about the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +72,8 @@ pub enum CheckpointError {
     Weights(#[from] WeightsMismatch),
     #[error("model.json describes an invalid model: {0}")]
     Model(#[from] ModelError),
+    #[error("the model at {path} lists `{SOURCE_BN}` but its weights lack `{name}`")]
+    MissingSourceStatistic { path: Utf8PathBuf, name: String },
 }
 
 /// The named variables of `stores`, sorted by name, for [`save`].
@@ -140,6 +148,41 @@ impl Checkpoint {
         })?;
         Ok(load_into(vs, tensors, Unexpected::Ignore, path.as_str())?)
     }
+
+    /// For every batch-norm running statistic of `vs`, the variable and the source domain's
+    /// value saved under [`SOURCE_BN`]; `None` when the model has only one set of statistics.
+    fn source_statistics(
+        &self,
+        vs: &nn::VarStore,
+    ) -> Result<Option<Vec<(Tensor, Tensor)>>, CheckpointError> {
+        if !self.meta.parts.iter().any(|p| p == SOURCE_BN) {
+            return Ok(None);
+        }
+        let path = self.dir.join(WEIGHTS_FILE);
+        let mut saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            .map_err(|e| CheckpointError::Read {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .into_iter()
+            .collect();
+        let mut pairs = Vec::new();
+        for (name, variable) in vs.variables() {
+            if !is_batch_norm_statistic(&name) {
+                continue;
+            }
+            let key = format!("{SOURCE_BN}.{name}");
+            let value =
+                saved
+                    .remove(&key)
+                    .ok_or_else(|| CheckpointError::MissingSourceStatistic {
+                        path: path.clone(),
+                        name: key,
+                    })?;
+            pairs.push((variable, value.to_device(vs.device())));
+        }
+        Ok(Some(pairs))
+    }
 }
 
 /// The label path of a trained digit classifier, ready for inference.
@@ -149,6 +192,9 @@ pub struct LoadedClassifier {
     pub cnn: DigitCnn,
     /// ADDA's source encoder, when the model has one.
     pub source_feature: Option<Stack>,
+    /// Each batch-norm statistic and the source domain's value of it, when the model keeps
+    /// both domains' statistics (its variables hold the target's).
+    source_statistics: Option<Vec<(Tensor, Tensor)>>,
     _vs: nn::VarStore,
 }
 
@@ -168,13 +214,49 @@ impl LoadedClassifier {
             None
         };
         checkpoint.load_weights(&vs)?;
+        let source_statistics = checkpoint.source_statistics(&vs)?;
         Ok(LoadedClassifier {
             meta: checkpoint.meta,
             config,
             cnn,
             source_feature,
+            source_statistics,
             _vs: vs,
         })
+    }
+
+    /// Whether the model keeps the source domain's batch-norm statistics beside the target's.
+    pub fn has_source_statistics(&self) -> bool {
+        self.source_statistics.is_some()
+    }
+
+    /// `f`'s result with the source domain's batch-norm statistics in the model (when it keeps
+    /// them; otherwise with its own); the saved statistics are back in place afterwards.
+    pub fn with_source_statistics<T>(&self, f: impl FnOnce() -> T) -> T {
+        let Some(pairs) = &self.source_statistics else {
+            return f();
+        };
+        let swap = |pairs: &[(Tensor, Tensor)]| -> Vec<Tensor> {
+            tch::no_grad(|| {
+                pairs
+                    .iter()
+                    .map(|(variable, value)| {
+                        let previous = variable.copy();
+                        variable.shallow_clone().copy_(value);
+                        previous
+                    })
+                    .collect()
+            })
+        };
+        let saved = swap(pairs);
+        let result = f();
+        let restore: Vec<(Tensor, Tensor)> = pairs
+            .iter()
+            .zip(saved)
+            .map(|((variable, _), value)| (variable.shallow_clone(), value))
+            .collect();
+        swap(&restore);
+        result
     }
 
     /// Features of `xs` in eval mode with the encoder of the source domain (ADDA's source

@@ -54,8 +54,22 @@ pub enum BnStats {
     /// Re-estimated after training as the plain average of the batch statistics over one pass of
     /// the target training set (forward passes in training mode, no gradients; PyTorch's
     /// `momentum=None`), so the target is evaluated with its own statistics, as per-domain
-    /// training normalised it (AdaBN, Li et al. 2016).
+    /// training normalised it (AdaBN, Li et al. 2016). The source's statistics, estimated the
+    /// same way, are saved beside them (under `source_bn.`), so that `features` can run each
+    /// domain through its own.
     Target,
+}
+
+/// One of the two domains of an adaptation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    Source,
+    Target,
+}
+
+/// Whether a variable of a store is a batch-norm running statistic.
+pub fn is_batch_norm_statistic(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
 }
 
 /// Which statistics normalise each domain's input images.
@@ -173,7 +187,7 @@ impl DannTraining {
     }
 
     /// Replaces the model's weights with their moving average, when one is kept. Its batch-norm
-    /// statistics are still those of the last training batches; [`Self::estimate_target_statistics`]
+    /// statistics are still those of the last training batches; [`Self::estimate_statistics`]
     /// recomputes them for the averaged weights.
     pub fn adopt_average(&mut self) -> Result<(), tch::TchError> {
         match &self.average {
@@ -182,32 +196,31 @@ impl DannTraining {
         }
     }
 
-    /// Replaces every batch-norm running statistic with the target's (see [`BnStats::Target`]):
-    /// the average of the batch statistics of one pass of target training batches. An
+    /// Replaces every batch-norm running statistic with `domain`'s (see [`BnStats::Target`]):
+    /// the average of the batch statistics of one pass of that domain's training batches. An
     /// exponential average (momentum 0.1) would weigh the last few batches most, and its
-    /// accuracy would move with which images they hold. The target stream continues where
-    /// training left it.
-    pub fn estimate_target_statistics(&mut self) {
+    /// accuracy would move with which images they hold. The domain's stream continues where
+    /// training left it, and the other domain's stream is not drawn from.
+    pub fn estimate_statistics(&mut self, domain: Domain) {
         // Each forward pass in training mode moves a running statistic r to
         // (1 - m) r + m b; b, the batch's statistic, is recovered from r before and after.
         let momentum = DEFAULT_MOMENTUM;
         let statistics: Vec<Tensor> = self
-            .vs
-            .variables()
+            .batch_norm_statistics()
             .into_iter()
-            .filter(|(name, _)| name.ends_with(".running_mean") || name.ends_with(".running_var"))
             .map(|(_, statistic)| statistic)
             .collect();
-        let batches = self.data.target_order.batches_per_pass();
+        let (data, order) = match domain {
+            Domain::Source => (&self.data.source, &mut self.data.source_order),
+            Domain::Target => (&self.data.target, &mut self.data.target_order),
+        };
+        let batches = order.batches_per_pass();
         tch::no_grad(|| {
             let mut sums: Vec<Tensor> = statistics.iter().map(Tensor::zeros_like).collect();
             for _ in 0..batches {
                 let before: Vec<Tensor> = statistics.iter().map(Tensor::copy).collect();
-                let index = self.data.target_order.next_batch();
-                let _ = self
-                    .model
-                    .cnn
-                    .logits(&self.data.target.images(&index), true);
+                let index = order.next_batch();
+                let _ = self.model.cnn.logits(&data.images(&index), true);
                 for ((sum, after), before) in sums.iter_mut().zip(&statistics).zip(&before) {
                     *sum += (after - before * (1.0 - momentum)) / momentum;
                 }
@@ -216,6 +229,19 @@ impl DannTraining {
                 statistic.shallow_clone().copy_(&(sum / batches as f64));
             }
         });
+    }
+
+    /// The model's batch-norm running statistics (`feature.bn1.running_mean`, ...), sharing
+    /// storage with the variables.
+    pub fn batch_norm_statistics(&self) -> Vec<(String, Tensor)> {
+        let mut statistics: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| is_batch_norm_statistic(name))
+            .collect();
+        statistics.sort_by(|a, b| a.0.cmp(&b.0));
+        statistics
     }
 
     /// Target validation accuracy of the label path in eval mode, if there is a `val` set.
@@ -525,7 +551,7 @@ mod tests {
     #[test]
     fn target_statistics_replace_the_running_averages() {
         let mut training = banded_training();
-        training.estimate_target_statistics();
+        training.estimate_statistics(Domain::Target);
         // One pass of two batches holds each of the 32 target images once, so the first batch
         // norm's statistics are conv1's per-channel mean and (unbiased) variance over all of
         // them: the per-batch variances average to the same only up to the batches' spread of

@@ -189,7 +189,7 @@ mod tests {
         let mock = MockExecutor::new();
         let summary = run(&mock, QUICKSTART, &cache, false);
         assert!(summary.succeeded(), "{summary:?}");
-        assert_eq!(summary.count(StageResult::Ran), 32);
+        assert_eq!(summary.count(StageResult::Ran), 36);
         let snapshot_path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/src/scheduler/executor/snapshots/quickstart.txt"
@@ -221,7 +221,7 @@ mod tests {
         );
         let again = MockExecutor::new();
         let second = run(&again, QUICKSTART, &cache, false);
-        assert_eq!(second.count(StageResult::Cached), 32);
+        assert_eq!(second.count(StageResult::Cached), 36);
         assert!(again.runs().is_empty());
     }
 
