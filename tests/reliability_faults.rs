@@ -163,22 +163,27 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// Runs a recipe of one `command` stage whose `shell` writes `count` pids into `{pids}`, and
+/// waits until it has; returns hwrun's process and those pids.
+fn start_command_stage(project: &Project, shell: &str, count: usize) -> (Child, Vec<i32>) {
+    let pids = project.path().join("pids");
+    let shell = shell.replace("{pids}", &pids.display().to_string());
+    let recipe = project.write(
+        "cmd.toml",
+        &format!("name = \"cmd\"\n[stages.train]\nkind = \"command\"\nshell = \"{shell}\"\n"),
+    );
+    let child = start(project, recipe.to_str().unwrap());
+    let started = wait_until(Duration::from_secs(30), || pids_in(&pids, count).is_some());
+    assert!(started.is_some(), "the command stage never started");
+    (child, pids_in(&pids, count).unwrap())
+}
+
 #[test]
 fn a_killed_hwrun_takes_its_command_program_along() {
     let project = Project::new();
-    let pids = project.path().join("pids");
     // A student's training script, as the shell hands over to it.
-    let recipe = project.write(
-        "cmd.toml",
-        &format!(
-            "name = \"cmd\"\n[stages.train]\nkind = \"command\"\nshell = \"echo $$ >> {pids}; exec sleep 60\"\n",
-            pids = pids.display()
-        ),
-    );
-    let mut child = start(&project, recipe.to_str().unwrap());
-    let started = wait_until(Duration::from_secs(30), || pids_in(&pids, 1).is_some());
-    assert!(started.is_some(), "the command stage never started");
-    let program = pids_in(&pids, 1).unwrap()[0];
+    let (mut child, pids) = start_command_stage(&project, "echo $$ >> {pids}; exec sleep 60", 1);
+    let program = pids[0];
     std::thread::sleep(Duration::from_millis(100));
     kill(child.id() as i32);
     child.wait().unwrap();
@@ -195,18 +200,11 @@ fn a_killed_hwrun_takes_its_command_program_along() {
 #[test]
 fn a_cancelled_command_stage_is_killed_with_everything_it_started() {
     let project = Project::new();
-    let pids = project.path().join("pids");
-    let recipe = project.write(
-        "cmd.toml",
-        &format!(
-            "name = \"cmd\"\n[stages.train]\nkind = \"command\"\nshell = \"sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait\"\n",
-            pids = pids.display()
-        ),
+    let (mut child, programs) = start_command_stage(
+        &project,
+        "sleep 60 & echo $! >> {pids}; echo $$ >> {pids}; wait",
+        2,
     );
-    let mut child = start(&project, recipe.to_str().unwrap());
-    let started = wait_until(Duration::from_secs(30), || pids_in(&pids, 2).is_some());
-    assert!(started.is_some(), "the command stage never started");
-    let programs = pids_in(&pids, 2).unwrap();
     // Ctrl-C: hwrun cancels the stage and kills the command's process group.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();

@@ -190,16 +190,6 @@ impl Sweep {
                 .try_fold(1usize, |n, a| n.checked_mul(a.values.len()))
                 .unwrap_or(usize::MAX),
         };
-        let planned = count.saturating_mul(stages.len());
-        if count <= MAX_VARIANTS && planned > MAX_PLANNED_STAGES {
-            return Err(RecipeError::SweepInvalid {
-                reason: format!(
-                    "{count} variants of {} stages would plan {planned} stage instances, more than the {MAX_PLANNED_STAGES} hwrun plans at most: sweep fewer values",
-                    stages.len()
-                ),
-                at: document.spans.key(&["sweep".to_owned()]),
-            });
-        }
         if count > MAX_VARIANTS {
             let sizes: Vec<String> = axes.iter().map(|a| a.values.len().to_string()).collect();
             return Err(RecipeError::SweepInvalid {
@@ -207,6 +197,16 @@ impl Sweep {
                     "{} variants ({}) is more than the {MAX_VARIANTS} hwrun plans at most: sweep fewer values, or pair them with `mode = \"zip\"`",
                     if count == usize::MAX { "too many".to_owned() } else { count.to_string() },
                     sizes.join(" x ")
+                ),
+                at: document.spans.key(&["sweep".to_owned()]),
+            });
+        }
+        let planned = count.saturating_mul(stages.len());
+        if planned > MAX_PLANNED_STAGES {
+            return Err(RecipeError::SweepInvalid {
+                reason: format!(
+                    "{count} variants of {} stages would plan {planned} stage instances, more than the {MAX_PLANNED_STAGES} hwrun plans at most: sweep fewer values",
+                    stages.len()
                 ),
                 at: document.spans.key(&["sweep".to_owned()]),
             });

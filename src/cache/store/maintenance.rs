@@ -135,11 +135,11 @@ impl Cache {
                 )));
             }
         }
-        for problem in &problems {
-            if let Some(key) = CacheKey::from_hex(&problem.key) {
-                self.forget_hashes(&key)?;
-            }
-        }
+        let corrupt: Vec<CacheKey> = problems
+            .iter()
+            .filter_map(|problem| CacheKey::from_hex(&problem.key))
+            .collect();
+        self.forget_hashes(&corrupt)?;
         Ok(problems)
     }
 

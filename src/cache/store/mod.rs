@@ -152,13 +152,20 @@ impl Cache {
         self.stat_cache().save(&self.root.join("stat-cache.json"))
     }
 
-    /// Forgets the remembered hashes of the files under `key`, on disk too, so the next check
+    /// Forgets the remembered hashes of the files under `keys`, on disk too (one write), so the next check
     /// reads them again: a corruption `fsck` found that kept each file's size, inode and mtime
     /// would otherwise pass the next run's stat-based check. The stat cache is derived data, so
     /// this writes it even for a read-only `fsck`.
-    pub fn forget_hashes(&self, key: &CacheKey) -> Result<(), CacheError> {
+    pub fn forget_hashes<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k CacheKey>,
+    ) -> Result<(), CacheError> {
         let mut stats = self.stat_cache();
-        if stats.forget_under(&self.entry_dir(key)) {
+        let mut forgot = false;
+        for key in keys {
+            forgot |= stats.forget_under(&self.entry_dir(key));
+        }
+        if forgot {
             let path = self.root.join("stat-cache.json");
             stats.save(&path).map_err(io_err(&path))?;
         }
